@@ -1,0 +1,1 @@
+"""Thin kopf adapters. Importing this package registers the handlers."""

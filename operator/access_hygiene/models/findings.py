@@ -1,0 +1,71 @@
+"""Findings: what the audit rules report. Shared by the operator, the CLI and the metrics."""
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    def raised(self) -> "Severity":
+        """One step more severe (used in privileged namespaces)."""
+        order = list(Severity)
+        return order[min(self.rank + 1, len(order) - 1)]
+
+
+_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class ObjectRef(BaseModel):
+    """A Kubernetes object a finding is about. Empty namespace means cluster-scoped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    name: str
+    namespace: str = ""
+    api_version: str = ""
+
+
+class Subject(BaseModel):
+    """An RBAC subject (User, Group or ServiceAccount)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    name: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "ServiceAccount":
+            return f"system:serviceaccount:{self.namespace}:{self.name}"
+        return f"{self.kind}:{self.name}"
+
+
+class Finding(BaseModel):
+    """One violation of one rule by one object (and, for RBAC rules, one subject)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    severity: Severity
+    namespace: str  # where the violation lives; "" for cluster scope
+    object: ObjectRef
+    message: str
+    subject: Subject | None = None
+    exempted: bool = False
+    exemption_reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """Identity used to de-duplicate findings across scans."""
+        subject = str(self.subject) if self.subject else ""
+        return (self.rule_id, self.namespace, self.object.kind, self.object.name, subject)

@@ -1,0 +1,1 @@
+"""Pure planning (desired vs observed) and the audit rules."""

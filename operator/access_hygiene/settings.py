@@ -1,0 +1,43 @@
+"""Operator configuration: one validated model read from ACCESS_HYGIENE_* environment variables."""
+
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from access_hygiene.reconcile.rules import AuditContext
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCESS_HYGIENE_", env_nested_delimiter="__", frozen=True)
+
+    mode: Literal["audit", "enforce"] = Field(default="audit", description="Default mode for policies and namespaces.")
+    operator_namespace: str = "access-hygiene"
+    exempt_namespaces: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"])
+    exempt_namespace_selector: dict[str, str] = Field(
+        default_factory=dict, description="Namespaces with all these labels are exempt."
+    )
+    privileged_namespaces: list[str] = Field(default_factory=lambda: ["kube-system"])
+    # Grant ceiling: the ClusterRole whose rules bound what any AccessPolicy may grant.
+    grant_ceiling_cluster_role: str = "access-hygiene-grant-ceiling"
+    # Sensitive capabilities an AccessPolicy may request anyway (e.g. "secrets-read", "wildcard").
+    allowed_sensitive_capabilities: list[str] = Field(default_factory=list)
+    allow_cluster_rules: bool = False
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    read_secret_metadata: bool = Field(
+        default=False, description="Opt-in: list Secret metadata to find legacy service-account tokens."
+    )
+    metrics_port: int = 9808
+    drift_interval_seconds: float = 300.0
+    scan_interval_seconds: float = 60.0
+    detailed_metrics: bool = False
+
+    def audit_context(self, **overrides: Any) -> AuditContext:
+        return AuditContext(
+            privileged_namespaces=frozenset({*self.privileged_namespaces, self.operator_namespace}),
+            exempt_namespaces=frozenset({*self.exempt_namespaces, self.operator_namespace}),
+            dns_namespace=self.dns_namespace,
+            dns_pod_labels=tuple(sorted(self.dns_pod_labels.items())),
+            **overrides,
+        )
