@@ -69,3 +69,17 @@ class Finding(BaseModel):
         """Identity used to de-duplicate findings across scans."""
         subject = str(self.subject) if self.subject else ""
         return (self.rule_id, self.namespace, self.object.kind, self.object.name, subject)
+
+
+class SubjectCapability(BaseModel):
+    """A coarse, low-cardinality capability a ServiceAccount effectively holds (for metrics).
+
+    capability is one of: cluster-admin, secrets-read, exec, escalate, bind, impersonate,
+    nodes-proxy, create-pods, token-create, webhook-write, wildcard.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str  # the ServiceAccount's namespace
+    service_account: str
+    capability: str

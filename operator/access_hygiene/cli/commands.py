@@ -1,0 +1,13 @@
+"""The registry of subcommands. Each module exposes register(subparsers) and sets args.func."""
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from access_hygiene.cli import crd_cmd
+
+Registrar = Callable[["argparse._SubParsersAction[Any]"], None]
+
+REGISTRARS: list[Registrar] = [
+    crd_cmd.register,
+]
