@@ -1,0 +1,22 @@
+"""Map API errors to kopf's retry semantics: transient ones are retried, permanent ones are not."""
+
+import json
+
+import kopf
+import kubernetes
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+def api_error_message(error: kubernetes.client.ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except (ValueError, AttributeError):
+        return str(error.reason)
+
+
+def to_kopf_error(error: kubernetes.client.ApiException, what: str) -> kopf.TemporaryError | kopf.PermanentError:
+    message = f"{what}: HTTP {error.status}: {api_error_message(error)}"
+    if error.status in TRANSIENT_STATUSES or error.status is None:
+        return kopf.TemporaryError(message, delay=10)
+    return kopf.PermanentError(message)

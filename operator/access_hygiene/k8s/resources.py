@@ -1,0 +1,178 @@
+"""Generic object operations over the REST API: server-side apply with one field manager, get, list, delete.
+
+Objects are plain dicts (the API's JSON). Paths come from a small table of the kinds the operator
+manages, so no discovery round-trips are needed.
+"""
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import kubernetes
+
+from access_hygiene import FIELD_MANAGER
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def base(self) -> str:
+        return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+
+    def path(self, namespace: str = "", name: str = "") -> str:
+        parts = [self.base]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        return "/".join(parts)
+
+
+_TYPES = [
+    ResourceType("v1", "Namespace", "namespaces", False),
+    ResourceType("v1", "ServiceAccount", "serviceaccounts", True),
+    ResourceType("v1", "Pod", "pods", True),
+    ResourceType("v1", "Secret", "secrets", True),
+    ResourceType("v1", "ConfigMap", "configmaps", True),
+    ResourceType("v1", "Endpoints", "endpoints", True),
+    ResourceType("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
+    ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles", True),
+    ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
+    ResourceType("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
+    ResourceType("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+    ResourceType("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+    ResourceType("accesshygiene.io/v1alpha1", "AccessPolicy", "accesspolicies", True),
+    ResourceType("apps/v1", "Deployment", "deployments", True),
+    ResourceType("apps/v1", "ReplicaSet", "replicasets", True),
+    ResourceType("apps/v1", "StatefulSet", "statefulsets", True),
+    ResourceType("apps/v1", "DaemonSet", "daemonsets", True),
+    ResourceType("batch/v1", "Job", "jobs", True),
+    ResourceType("batch/v1", "CronJob", "cronjobs", True),
+]
+RESOURCE_TYPES: dict[tuple[str, str], ResourceType] = {(t.api_version, t.kind): t for t in _TYPES}
+
+
+def resource_type(api_version: str, kind: str) -> ResourceType:
+    try:
+        return RESOURCE_TYPES[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"unsupported kind {api_version}/{kind}") from None
+
+
+def _type_of(manifest: Mapping[str, Any]) -> ResourceType:
+    return resource_type(str(manifest["apiVersion"]), str(manifest["kind"]))
+
+
+def request(
+    api: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+) -> Obj:
+    """One REST call returning the decoded JSON body; raises kubernetes ApiException on HTTP errors."""
+    if query:
+        path = f"{path}?{urlencode(query)}"
+    response = api.call_api(
+        path,
+        method,
+        header_params={"Content-Type": content_type, "Accept": accept},
+        body=body,
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+    )
+    data = response.data
+    return dict(json.loads(data)) if data else {}
+
+
+def apply(api: kubernetes.client.ApiClient, manifest: Mapping[str, Any], *, force: bool = True) -> Obj:
+    """Server-side apply with the operator's single field manager."""
+    rtype = _type_of(manifest)
+    meta = manifest["metadata"]
+    path = rtype.path(str(meta.get("namespace") or ""), str(meta["name"]))
+    query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+    return request(api, "PATCH", path, query=query, body=dict(manifest), content_type="application/apply-patch+yaml")
+
+
+def get(api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
+    try:
+        return request(api, "GET", resource_type(api_version, kind).path(namespace, name))
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def list_objects(
+    api: kubernetes.client.ApiClient,
+    api_version: str,
+    kind: str,
+    *,
+    namespace: str = "",
+    label_selector: str = "",
+    page_size: int = 500,
+    metadata_only: bool = False,
+) -> Iterator[Obj]:
+    """All objects of a kind (paged), each with apiVersion and kind set."""
+    rtype = resource_type(api_version, kind)
+    accept = (
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        if metadata_only
+        else "application/json"
+    )
+    token = ""
+    while True:
+        query = {"limit": str(page_size)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if token:
+            query["continue"] = token
+        page = request(api, "GET", rtype.path(namespace), query=query, accept=accept)
+        for item in page.get("items") or []:
+            item.setdefault("apiVersion", api_version)
+            item["kind"] = kind
+            yield item
+        token = str((page.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return
+
+
+def delete(
+    api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, namespace: str = "", uid: str = ""
+) -> bool:
+    """Delete one object; with uid, only that incarnation (precondition). False when already gone."""
+    body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    try:
+        request(api, "DELETE", resource_type(api_version, kind).path(namespace, name), body=body)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def patch_merge(
+    api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, patch: Mapping[str, Any],
+    namespace: str = "", subresource: str = "",
+) -> Obj:  # fmt: skip
+    path = resource_type(api_version, kind).path(namespace, name)
+    if subresource:
+        path = f"{path}/{subresource}"
+    return request(api, "PATCH", path, body=dict(patch), content_type="application/merge-patch+json")

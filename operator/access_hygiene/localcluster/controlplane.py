@@ -1,0 +1,298 @@
+"""Start and stop etcd + kube-apiserver + kube-controller-manager on loopback, on free ports."""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from access_hygiene.localcluster.certs import ControlPlaneCerts, make_certs
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+ADMIN_USER = "local-admin"
+SERVICE_CIDR = "10.96.0.0/16"
+
+_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+"""
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or reached."""
+
+
+def _repo_build_script() -> Path | None:
+    # operator/access_hygiene/localcluster/controlplane.py -> repo root is parents[3]
+    script = Path(__file__).resolve().parents[3] / "controlplane" / "build.sh"
+    return script if script.is_file() else None
+
+
+def find_binaries(build: bool = True) -> Path:
+    """The directory holding etcd, kube-apiserver and kube-controller-manager (and helm).
+
+    ACCESS_HYGIENE_BIN_DIR wins; otherwise controlplane/build.sh is run, which is a no-op
+    when its cache under ~/.cache/access-hygiene is complete.
+    """
+    explicit = os.environ.get("ACCESS_HYGIENE_BIN_DIR")
+    if explicit:
+        bin_dir = Path(explicit)
+    else:
+        script = _repo_build_script()
+        if script is None:
+            raise ControlPlaneError("set ACCESS_HYGIENE_BIN_DIR: controlplane/build.sh is not next to this package")
+        if not build:
+            raise ControlPlaneError("control plane binaries are not built; run controlplane/build.sh")
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ControlPlaneError(f"controlplane/build.sh failed:\n{result.stderr[-4000:]}")
+        bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    missing = [name for name in BINARIES if not (bin_dir / name).is_file()]
+    if missing:
+        raise ControlPlaneError(f"missing control plane binaries in {bin_dir}: {', '.join(missing)}")
+    return bin_dir
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def tail(self, lines: int = 40) -> str:
+        self.log_file.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+@dataclass
+class ControlPlane:
+    """A real control plane. Use as a context manager, or call start() and stop()."""
+
+    bin_dir: Path | None = None
+    workdir: Path | None = None
+    audit_log: bool = False
+    start_timeout: float = 90.0
+    keep_workdir: bool = False
+    api_port: int = 0
+    kubeconfig: Path = field(init=False)
+    admin_token: str = field(init=False, default="")
+    server: str = field(init=False, default="")
+    _processes: list[_Process] = field(init=False, default_factory=list)
+    _owns_workdir: bool = field(init=False, default=False)
+    _certs: ControlPlaneCerts | None = field(init=False, default=None)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def ca_cert(self) -> Path:
+        assert self._certs is not None
+        return self._certs.ca_cert
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self._dir / "audit.log"
+
+    @property
+    def _dir(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir
+
+    def start(self) -> None:
+        bin_dir = self.bin_dir or find_binaries()
+        self.bin_dir = bin_dir
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="access-hygiene-cp-"))
+            self._owns_workdir = True
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._certs = make_certs(self._dir / "pki")
+        self.admin_token = secrets.token_hex(24)
+        (self._dir / "tokens.csv").write_text(f'{self.admin_token},{ADMIN_USER},local-admin-uid,"system:masters"\n')
+        try:
+            etcd_url = self._start_etcd(bin_dir)
+            self._start_apiserver(bin_dir, etcd_url)
+            self._start_controller_manager(bin_dir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, name: str, args: list[str]) -> _Process:
+        log_path = self._dir / f"{name}.log"
+        log_file = log_path.open("wb")
+        popen = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = _Process(name, popen, log_path, log_file)
+        self._processes.append(process)
+        return process
+
+    def _start_etcd(self, bin_dir: Path) -> str:
+        client_port, peer_port = free_port(), free_port()
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        process = self._spawn(
+            "etcd",
+            [
+                str(bin_dir / "etcd"),
+                f"--data-dir={self._dir / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",  # test data: durability is not needed, speed is
+                "--log-level=warn",
+            ],
+        )
+        self._wait(process, lambda: _http_ok(f"{client_url}/health"), "etcd /health")
+        return client_url
+
+    def _start_apiserver(self, bin_dir: Path, etcd_url: str) -> None:
+        certs = self._certs
+        assert certs is not None
+        self.api_port = self.api_port or free_port()
+        self.server = f"https://127.0.0.1:{self.api_port}"
+        args = [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--cert-dir={self._dir / 'apiserver-certs'}",
+            f"--tls-cert-file={certs.serving_cert}",
+            f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            f"--token-auth-file={self._dir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs.sa_pub}",
+            f"--service-account-signing-key-file={certs.sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+        if self.audit_log:
+            policy = self._dir / "audit-policy.yaml"
+            policy.write_text(_AUDIT_POLICY)
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log_path}"]
+        process = self._spawn("kube-apiserver", args)
+        self._wait(process, lambda: self._api_ok("/readyz"), "kube-apiserver /readyz")
+        self.kubeconfig = self._dir / "kubeconfig"
+        self.kubeconfig.write_text(self.render_kubeconfig(self.admin_token, ADMIN_USER))
+
+    def _start_controller_manager(self, bin_dir: Path) -> None:
+        certs = self._certs
+        assert certs is not None
+        process = self._spawn(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={certs.sa_key}",
+                f"--root-ca-file={certs.ca_cert}",
+                f"--cluster-signing-cert-file={certs.ca_cert}",
+                f"--cluster-signing-key-file={certs.ca_key}",
+                "--use-service-account-credentials=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--v=1",
+            ],
+        )
+        # The default ServiceAccount in "default" appears once the controllers run.
+        self._wait(
+            process,
+            lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            "kube-controller-manager (default ServiceAccount)",
+        )
+
+    def render_kubeconfig(self, token: str, user: str) -> str:
+        """A kubeconfig for this control plane authenticating with a bearer token."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.ca_cert)}}
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+        return json.dumps(config, indent=2)
+
+    def _api_ok(self, path: str) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        request = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
+
+    def _wait(self, process: _Process, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise ControlPlaneError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"timed out after {self.start_timeout}s waiting for {what}:\n{process.tail()}")
+
+    def logs(self, name: str, lines: int = 60) -> str:
+        for process in self._processes:
+            if process.name == name:
+                return process.tail(lines)
+        return ""
+
+    def stop(self) -> None:
+        # Reverse order: controllers first, etcd last.
+        for process in reversed(self._processes):
+            if process.popen.poll() is None:
+                process.popen.terminate()
+                try:
+                    process.popen.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.popen.kill()
+                    process.popen.wait(timeout=5)
+            process.log_file.close()
+        self._processes.clear()
+        if self._owns_workdir and not self.keep_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _http_ok(url: str) -> bool:
+    with contextlib.suppress(urllib.error.URLError, OSError):
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    return False
