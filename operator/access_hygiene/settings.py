@@ -29,6 +29,7 @@ class OperatorSettings(BaseSettings):
         default=False, description="Opt-in: list Secret metadata to find legacy service-account tokens."
     )
     metrics_port: int = 9808
+    metrics_addr: str = "0.0.0.0"
     drift_interval_seconds: float = 300.0
     scan_interval_seconds: float = 60.0
     detailed_metrics: bool = False

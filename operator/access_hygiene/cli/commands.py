@@ -4,10 +4,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from access_hygiene.cli import crd_cmd
+from access_hygiene.cli import crd_cmd, local_cmd, run_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[Any]"], None]
 
 REGISTRARS: list[Registrar] = [
     crd_cmd.register,
+    run_cmd.register,
+    local_cmd.register,
 ]

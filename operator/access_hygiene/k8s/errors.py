@@ -1,6 +1,8 @@
 """Map API errors to kopf's retry semantics: transient ones are retried, permanent ones are not."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import kopf
 import kubernetes
@@ -20,3 +22,12 @@ def to_kopf_error(error: kubernetes.client.ApiException, what: str) -> kopf.Temp
     if error.status in TRANSIENT_STATUSES or error.status is None:
         return kopf.TemporaryError(message, delay=10)
     return kopf.PermanentError(message)
+
+
+@contextmanager
+def api_errors_as_kopf(what: str) -> Iterator[None]:
+    """Inside handlers: API errors become kopf Temporary/Permanent errors with a precise message."""
+    try:
+        yield
+    except kubernetes.client.ApiException as error:
+        raise to_kopf_error(error, what) from error

@@ -1,0 +1,46 @@
+# One entry point for developers and CI. `make test` is exactly what .ci/run calls.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: run test lint unit cluster controlplane crd deploy bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Builds kube-apiserver, kube-controller-manager, etcd and helm once; cached under ~/.cache/access-hygiene.
+controlplane:
+	bash controlplane/build.sh >/dev/null
+
+# The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
+run: $(VENV)/.installed controlplane
+	$(BIN)/access-hygiene local --examples examples
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check operator tests benchmarks monitoring scripts
+	$(BIN)/ruff format --check operator tests benchmarks monitoring scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest -m "unit or contract"
+
+cluster: $(VENV)/.installed controlplane
+	$(PY) -m pytest -m cluster
+
+test: $(VENV)/.installed controlplane lint
+	$(PY) -m pytest
+
+crd: $(VENV)/.installed
+	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/scan_benchmark.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .local-cluster

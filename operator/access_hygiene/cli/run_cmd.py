@@ -1,0 +1,37 @@
+"""`access-hygiene run`: the operator (kopf), cluster-wide, standalone."""
+
+import argparse
+import os
+import threading
+from typing import Any
+
+
+def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
+    parser = subparsers.add_parser("run", help="run the operator against the current kubeconfig or in-cluster")
+    add_operator_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["audit", "enforce"], help="default mode (env ACCESS_HYGIENE_MODE)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus metrics port (env ACCESS_HYGIENE_METRICS_PORT)")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run_operator(args: argparse.Namespace, stop_flag: threading.Event | None = None) -> int:
+    import kopf
+
+    import access_hygiene.handlers  # noqa: F401  (registers the handlers)
+
+    if args.mode:
+        os.environ["ACCESS_HYGIENE_MODE"] = args.mode
+    if args.metrics_port is not None:
+        os.environ["ACCESS_HYGIENE_METRICS_PORT"] = str(args.metrics_port)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None, stop_flag=stop_flag)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_operator(args)

@@ -1,0 +1,44 @@
+"""Operator start-up: kopf settings, the shared API client and the metrics endpoint."""
+
+import logging
+from typing import Any
+
+import kopf
+
+from access_hygiene import API_GROUP
+from access_hygiene.handlers.runtime import Runtime
+from access_hygiene.k8s.client import make_api_client
+from access_hygiene.metrics import Metrics
+from access_hygiene.settings import OperatorSettings
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """All kopf tuning in one place: our own annotation/finalizer names, quiet events, sane timeouts."""
+    settings.persistence.finalizer = f"{API_GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 8
+    settings.peering.standalone = True
+
+
+@kopf.on.startup(id="configure")
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings)
+    operator_settings = OperatorSettings()
+    metrics = Metrics(detailed=operator_settings.detailed_metrics)
+    if operator_settings.metrics_port:
+        metrics.serve(operator_settings.metrics_port, addr=operator_settings.metrics_addr)
+    memo["runtime"] = Runtime(settings=operator_settings, api=make_api_client(), metrics=metrics)
+
+
+@kopf.on.cleanup(id="close-client")
+def close_client(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if runtime is not None:
+        runtime.api.close()

@@ -1,0 +1,39 @@
+"""Putting the operator's prerequisites into a cluster: CRD, grant ceiling, manifests from files."""
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.crds import install_crd
+from access_hygiene.models.crd import build_crd
+from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+
+
+def install_prerequisites(api: kubernetes.client.ApiClient, ceiling_role: str) -> None:
+    install_crd(api, build_crd())
+    resources.apply(api, render_grant_ceiling_role(ceiling_role))
+
+
+def load_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        for file in files:
+            documents.extend(d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict))
+    return documents
+
+
+def apply_manifests(api: kubernetes.client.ApiClient, manifests: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Apply manifests, creating their namespaces first. Returns 'Kind ns/name' lines."""
+    applied = []
+    for manifest in manifests:
+        namespace = str(manifest.get("metadata", {}).get("namespace") or "")
+        if namespace:
+            resources.apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        resources.apply(api, manifest)
+        applied.append(f"{manifest['kind']} {namespace + '/' if namespace else ''}{manifest['metadata']['name']}")
+    return applied
