@@ -33,6 +33,9 @@ class OperatorSettings(BaseSettings):
     drift_interval_seconds: float = 300.0
     scan_interval_seconds: float = 60.0
     detailed_metrics: bool = False
+    write_namespace_summary: bool = Field(
+        default=True, description="Write the accesshygiene.io/hygiene-summary annotation on namespaces (both modes)."
+    )
 
     def audit_context(self, **overrides: Any) -> AuditContext:
         return AuditContext(

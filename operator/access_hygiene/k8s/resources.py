@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import kubernetes
 
@@ -85,17 +84,18 @@ def request(
     accept: str = "application/json",
 ) -> Obj:
     """One REST call returning the decoded JSON body; raises kubernetes ApiException on HTTP errors."""
-    if query:
-        path = f"{path}?{urlencode(query)}"
-    response = api.call_api(
-        path,
-        method,
+    method_, url, headers, payload, post = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list((query or {}).items()),
         header_params={"Content-Type": content_type, "Accept": accept},
         body=body,
         auth_settings=["BearerToken"],
-        _preload_content=False,
-        _return_http_data_only=True,
     )
+    response = api.call_api(method_, url, header_params=headers, body=payload, post_params=post)
+    response.read()
+    if not 200 <= response.status <= 299:
+        raise kubernetes.client.ApiException(http_resp=response)
     data = response.data
     return dict(json.loads(data)) if data else {}
 

@@ -22,6 +22,8 @@ from access_hygiene.localcluster.certs import ControlPlaneCerts, make_certs
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 ADMIN_USER = "local-admin"
+# A second admin identity for the operator under test, so the audit log tells its requests apart.
+OPERATOR_USER = "access-hygiene-operator"
 SERVICE_CIDR = "10.96.0.0/16"
 
 _AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -97,7 +99,9 @@ class ControlPlane:
     keep_workdir: bool = False
     api_port: int = 0
     kubeconfig: Path = field(init=False)
+    operator_kubeconfig: Path = field(init=False)
     admin_token: str = field(init=False, default="")
+    operator_token: str = field(init=False, default="")
     server: str = field(init=False, default="")
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
@@ -135,7 +139,11 @@ class ControlPlane:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._certs = make_certs(self._dir / "pki")
         self.admin_token = secrets.token_hex(24)
-        (self._dir / "tokens.csv").write_text(f'{self.admin_token},{ADMIN_USER},local-admin-uid,"system:masters"\n')
+        self.operator_token = secrets.token_hex(24)
+        (self._dir / "tokens.csv").write_text(
+            f'{self.admin_token},{ADMIN_USER},local-admin-uid,"system:masters"\n'
+            f'{self.operator_token},{OPERATOR_USER},operator-uid,"system:masters"\n'
+        )
         try:
             etcd_url = self._start_etcd(bin_dir)
             self._start_apiserver(bin_dir, etcd_url)
@@ -206,6 +214,8 @@ class ControlPlane:
         self._wait(process, lambda: self._api_ok("/readyz"), "kube-apiserver /readyz")
         self.kubeconfig = self._dir / "kubeconfig"
         self.kubeconfig.write_text(self.render_kubeconfig(self.admin_token, ADMIN_USER))
+        self.operator_kubeconfig = self._dir / "operator.kubeconfig"
+        self.operator_kubeconfig.write_text(self.render_kubeconfig(self.operator_token, OPERATOR_USER))
 
     def _start_controller_manager(self, bin_dir: Path) -> None:
         certs = self._certs

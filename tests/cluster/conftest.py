@@ -1,0 +1,78 @@
+"""Cluster-tier fixtures: the operator running in-process (kopf's KopfRunner) against the real control plane."""
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from access_hygiene.localcluster.controlplane import OPERATOR_USER
+from tests.conftest import Cluster
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+OPERATOR_ENV = {
+    "ACCESS_HYGIENE_MODE": "audit",
+    "ACCESS_HYGIENE_METRICS_PORT": "0",
+    "ACCESS_HYGIENE_DRIFT_INTERVAL_SECONDS": "2",
+    "ACCESS_HYGIENE_SCAN_INTERVAL_SECONDS": "5",
+    "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
+}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:
+    """Poll until predicate returns something truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+@pytest.fixture(scope="session")
+def operator(crd_installed: Cluster) -> Iterator[KopfRunner]:
+    """The operator, authenticated as its own admin identity so the audit log tells its writes apart."""
+    previous = {key: os.environ.get(key) for key in [*OPERATOR_ENV, "KUBECONFIG"]}
+    os.environ.update(OPERATOR_ENV)
+    os.environ["KUBECONFIG"] = str(crd_installed.control_plane.operator_kubeconfig)
+    from access_hygiene.k8s import resources
+    from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+
+    with crd_installed.api_client() as api:
+        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+    args = ["run", "--standalone", "--all-namespaces", "-m", "access_hygiene.handlers"]
+    try:
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert runner.exception is None, runner.output
+    assert runner.exit_code == 0, runner.output
+
+
+def operator_writes(cluster: Cluster, since: float, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Write requests the operator made after `since` (unix time), from the apiserver audit log."""
+    writes = []
+    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete" or event["user"]["username"] != OPERATOR_USER:
+            continue
+        if event["verb"] not in WRITE_VERBS:
+            continue
+        ref = event.get("objectRef") or {}
+        if namespace is not None and ref.get("namespace") != namespace:
+            continue
+        stamp = event["requestReceivedTimestamp"]
+        when = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        if when >= since:
+            writes.append({"verb": event["verb"], **ref})
+    return writes

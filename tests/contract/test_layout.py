@@ -1,0 +1,41 @@
+"""Guards on the repository's shape that other tools rely on."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from access_hygiene.models.crd import render_crd_yaml
+
+pytestmark = pytest.mark.contract
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_operator_source_root_is_not_a_package() -> None:
+    # operator/__init__.py would shadow the standard library's `operator` module.
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_package_and_console_command_names_are_fixed() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"access-hygiene": "access_hygiene.cli.main:main"}
+    assert (ROOT / "operator" / "access_hygiene" / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("path", ["pyproject.toml", "operator", "crds", "deploy", "helm", "tests", "Dockerfile",
+                                  "README.md", ".ci/run"])  # fmt: skip
+def test_top_level_layout(path: str) -> None:
+    assert (ROOT / path).exists(), f"{path} is part of the documented layout"
+
+
+def test_committed_crd_equals_generated() -> None:
+    committed = (ROOT / "crds" / "accesspolicies.accesshygiene.io.yaml").read_text()
+    assert committed == render_crd_yaml(), "run `make crd` and commit crds/"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    commands = [line.split("#")[0].strip() for line in readme[:6] if line.startswith("make ")]
+    assert commands == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "make test" in [line.strip() for line in ci]
