@@ -34,7 +34,8 @@ class OperatorSettings(BaseSettings):
     scan_interval_seconds: float = 60.0
     detailed_metrics: bool = False
     write_namespace_summary: bool = Field(
-        default=True, description="Write the accesshygiene.io/hygiene-summary annotation on namespaces (both modes)."
+        default=True,
+        description="Write the accesshygiene.io/hygiene-summary annotation on namespaces (both modes).",
     )
 
     def audit_context(self, **overrides: Any) -> AuditContext:

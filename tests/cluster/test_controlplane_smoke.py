@@ -65,7 +65,11 @@ def test_subject_access_review_follows_a_role(cluster: Cluster, namespace: str) 
             namespace,
             {
                 "metadata": {"name": "alice-reads-configmaps"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmap-reader"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "configmap-reader",
+                },
                 "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
             },
         )

@@ -16,7 +16,12 @@ GROUP, VERSION, PLURAL = "accesshygiene.io", "v1alpha1", "accesspolicies"
 
 
 def make_policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccessPolicy", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AccessPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def create_policy(api: kubernetes.client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
@@ -37,22 +42,31 @@ def condition(policy: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c["type"] == type_), None)
 
 
-def wait_condition(api: kubernetes.client.ApiClient, namespace: str, name: str, status: str, reason: str) -> dict[str, Any]:
+def wait_condition(
+    api: kubernetes.client.ApiClient, namespace: str, name: str, status: str, reason: str
+) -> dict[str, Any]:
     def matches() -> dict[str, Any] | None:
         policy = get_policy(api, namespace, name)
         ready = condition(policy, "Ready")
         generation = policy["metadata"]["generation"]
-        if ready and ready["status"] == status and ready["reason"] == reason:
-            if policy["status"].get("observedGeneration") == generation:
-                return policy
+        current = policy["status"].get("observedGeneration") == generation
+        if current and ready and ready["status"] == status and ready["reason"] == reason:
+            return policy
         return None
 
     result: dict[str, Any] = wait_for(matches, timeout=30)
     return result
 
 
-def can(api: kubernetes.client.ApiClient, namespace: str, sa: str, verb: str, resource: str, name: str = "",
-        group: str = "") -> bool:  # fmt: skip
+def can(
+    api: kubernetes.client.ApiClient,
+    namespace: str,
+    sa: str,
+    verb: str,
+    resource: str,
+    name: str = "",
+    group: str = "",
+) -> bool:
     attributes = {"verb": verb, "resource": resource, "namespace": namespace, "group": group}
     if "/" in resource:
         attributes["resource"], attributes["subresource"] = resource.split("/", 1)
@@ -64,7 +78,11 @@ def can(api: kubernetes.client.ApiClient, namespace: str, sa: str, verb: str, re
             "kind": "SubjectAccessReview",
             "spec": {
                 "user": f"system:serviceaccount:{namespace}:{sa}",
-                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                "groups": [
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{namespace}",
+                    "system:authenticated",
+                ],
                 "resourceAttributes": attributes,
             },
         }
@@ -76,7 +94,12 @@ API_READER = {
     "mode": "enforce",
     "rbac": {
         "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-config"], "verbs": ["get"]},
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["orders-config"],
+                "verbs": ["get"],
+            },
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         ]
     },
@@ -95,11 +118,22 @@ def test_enforce_grants_exactly_the_declared_verbs(operator: KopfRunner, cluster
         policies = kubernetes.client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items
         assert policies, "a NetworkPolicy is generated for the app's pods"
 
-        allowed = [("get", "configmaps", "orders-config"), ("get", "pods", ""), ("list", "pods", ""),
-                   ("watch", "pods", "")]  # fmt: skip
-        denied = [("get", "configmaps", "other-config"), ("list", "configmaps", ""), ("delete", "pods", ""),
-                  ("create", "pods", ""), ("get", "secrets", ""), ("list", "secrets", ""),
-                  ("create", "pods/exec", ""), ("update", "configmaps", "orders-config")]  # fmt: skip
+        allowed = [
+            ("get", "configmaps", "orders-config"),
+            ("get", "pods", ""),
+            ("list", "pods", ""),
+            ("watch", "pods", ""),
+        ]
+        denied = [
+            ("get", "configmaps", "other-config"),
+            ("list", "configmaps", ""),
+            ("delete", "pods", ""),
+            ("create", "pods", ""),
+            ("get", "secrets", ""),
+            ("list", "secrets", ""),
+            ("create", "pods/exec", ""),
+            ("update", "configmaps", "orders-config"),
+        ]
         for verb, resource, name in allowed:
             assert can(api, namespace, "orders-api", verb, resource, name), (verb, resource, name)
         for verb, resource, name in denied:
@@ -116,9 +150,13 @@ def test_update_narrows_and_prunes(operator: KopfRunner, cluster: Cluster, names
         narrowed = {**API_READER, "rbac": {"rules": [API_READER["rbac"]["rules"][0]]}}  # type: ignore[index]
         narrowed.pop("network")
         kubernetes.client.CustomObjectsApi(api).replace_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "orders-api",
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "orders-api",
             {**get_policy(api, namespace, "orders-api"), "spec": narrowed},
-        )  # fmt: skip
+        )
         wait_condition(api, namespace, "orders-api", "True", "Reconciled")
         wait_for(lambda: not can(api, namespace, "orders-api", "list", "pods"))
         assert can(api, namespace, "orders-api", "get", "configmaps", "orders-config")
@@ -136,7 +174,9 @@ def test_delete_cleans_up_generated_objects(operator: KopfRunner, cluster: Clust
         core = kubernetes.client.CoreV1Api(api)
         rbac = kubernetes.client.RbacAuthorizationV1Api(api)
         networking = kubernetes.client.NetworkingV1Api(api)
-        wait_for(lambda: "orders-api" not in [s.metadata.name for s in core.list_namespaced_service_account(namespace).items])
+        wait_for(
+            lambda: "orders-api" not in [s.metadata.name for s in core.list_namespaced_service_account(namespace).items]
+        )
         wait_for(lambda: not rbac.list_namespaced_role(namespace).items)
         wait_for(lambda: not rbac.list_namespaced_role_binding(namespace).items)
         wait_for(lambda: not networking.list_namespaced_network_policy(namespace).items)
@@ -149,7 +189,9 @@ def test_audit_mode_plans_but_writes_nothing(operator: KopfRunner, cluster: Clus
         policy = wait_condition(api, namespace, "orders-api", "True", "AuditOnly")
         planned = {(c["action"], c["kind"]) for c in policy["status"]["plannedChanges"]}
         assert {("apply", "ServiceAccount"), ("apply", "Role"), ("apply", "RoleBinding")} <= planned
-        names = [s.metadata.name for s in kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items]
+        names = [
+            s.metadata.name for s in kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items
+        ]
         assert "orders-api" not in names
         assert not kubernetes.client.RbacAuthorizationV1Api(api).list_namespaced_role(namespace).items
     time.sleep(3)  # let the drift timer fire at least once
@@ -181,12 +223,17 @@ def test_drift_is_repaired(operator: KopfRunner, cluster: Cluster, namespace: st
 
 
 def test_grant_ceiling_refusal_writes_nothing(operator: KopfRunner, cluster: Cluster, namespace: str) -> None:
-    spec = {"mode": "enforce", "rbac": {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]}}
+    spec = {
+        "mode": "enforce",
+        "rbac": {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]},
+    }
     with cluster.api_client() as api:
         create_policy(api, namespace, "greedy", spec)
         policy = wait_condition(api, namespace, "greedy", "False", "GrantCeilingExceeded")
         assert "secrets" in condition(policy, "Ready")["message"]  # type: ignore[index]
-        names = [s.metadata.name for s in kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items]
+        names = [
+            s.metadata.name for s in kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items
+        ]
         assert "greedy" not in names
         assert not can(api, namespace, "greedy", "list", "secrets")
 
@@ -197,7 +244,11 @@ def test_existing_unowned_service_account_is_never_taken_over(
     with cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespaced_service_account(
-            namespace, {"metadata": {"name": "legacy", "labels": {"team": "payments"}}, "automountServiceAccountToken": True}
+            namespace,
+            {
+                "metadata": {"name": "legacy", "labels": {"team": "payments"}},
+                "automountServiceAccountToken": True,
+            },
         )
         create_policy(api, namespace, "legacy", {"mode": "enforce"})
         policy = wait_condition(api, namespace, "legacy", "False", "NameConflict")
@@ -205,7 +256,9 @@ def test_existing_unowned_service_account_is_never_taken_over(
         sa = core.read_namespaced_service_account("legacy", namespace)
         assert sa.automount_service_account_token is True
         assert not sa.metadata.owner_references
-        kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "legacy")
+        kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "legacy"
+        )
         time.sleep(3)
         assert core.read_namespaced_service_account("legacy", namespace).metadata.labels == {"team": "payments"}
 

@@ -22,8 +22,10 @@ def test_package_and_console_command_names_are_fixed() -> None:
     assert (ROOT / "operator" / "access_hygiene" / "__init__.py").is_file()
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "operator", "crds", "deploy", "helm", "tests", "Dockerfile",
-                                  "README.md", ".ci/run"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    ["pyproject.toml", "operator", "crds", "deploy", "helm", "tests", "Dockerfile", "README.md", ".ci/run"],
+)
 def test_top_level_layout(path: str) -> None:
     assert (ROOT / path).exists(), f"{path} is part of the documented layout"
 

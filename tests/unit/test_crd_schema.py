@@ -39,8 +39,13 @@ def test_crd_names_and_columns() -> None:
     crd = build_crd()
     assert crd["metadata"]["name"] == "accesspolicies.accesshygiene.io"
     names = crd["spec"]["names"]
-    assert (names["kind"], names["shortNames"], crd["spec"]["scope"]) == ("AccessPolicy", ["ap"], "Namespaced")
+    assert (names["kind"], names["shortNames"], crd["spec"]["scope"]) == (
+        "AccessPolicy",
+        ["ap"],
+        "Namespaced",
+    )
     version = crd["spec"]["versions"][0]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Ready", "Mode", "ServiceAccount", "Violations", "Age"]

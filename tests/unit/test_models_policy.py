@@ -16,19 +16,49 @@ META = {"name": "orders-api", "namespace": "shop", "uid": "u-1", "generation": 3
     [
         ({}, "orders-api", "orders-api", False, {"app.kubernetes.io/name": "orders-api"}),
         ({"app": "orders"}, "orders", "orders", False, {"app.kubernetes.io/name": "orders"}),
-        ({"serviceAccount": {"name": "custom"}}, "orders-api", "custom", False, {"app.kubernetes.io/name": "orders-api"}),
-        ({"rbac": {"rules": [{"resources": ["pods"], "verbs": ["get"]}]}}, "orders-api", "orders-api", True,
-         {"app.kubernetes.io/name": "orders-api"}),
-        ({"rbac": {"rules": [{"resources": ["pods"], "verbs": ["get"]}]}, "serviceAccount": {"automountToken": False}},
-         "orders-api", "orders-api", False, {"app.kubernetes.io/name": "orders-api"}),
-        ({"podSelector": {"matchLabels": {"tier": "api"}}}, "orders-api", "orders-api", False, {"tier": "api"}),
+        (
+            {"serviceAccount": {"name": "custom"}},
+            "orders-api",
+            "custom",
+            False,
+            {"app.kubernetes.io/name": "orders-api"},
+        ),
+        (
+            {"rbac": {"rules": [{"resources": ["pods"], "verbs": ["get"]}]}},
+            "orders-api",
+            "orders-api",
+            True,
+            {"app.kubernetes.io/name": "orders-api"},
+        ),
+        (
+            {
+                "rbac": {"rules": [{"resources": ["pods"], "verbs": ["get"]}]},
+                "serviceAccount": {"automountToken": False},
+            },
+            "orders-api",
+            "orders-api",
+            False,
+            {"app.kubernetes.io/name": "orders-api"},
+        ),
+        (
+            {"podSelector": {"matchLabels": {"tier": "api"}}},
+            "orders-api",
+            "orders-api",
+            False,
+            {"tier": "api"},
+        ),
     ],
-)  # fmt: skip
-def test_resolve_policy_defaults(spec: dict[str, Any], app: str, sa: str, automount: bool, labels: dict[str, str]) -> None:
+)
+def test_resolve_policy_defaults(
+    spec: dict[str, Any], app: str, sa: str, automount: bool, labels: dict[str, str]
+) -> None:
     policy = resolve_policy(META, AccessPolicySpec.model_validate(spec))
     assert (policy.app, policy.service_account_name, policy.automount_token, policy.pod_labels) == (
-        app, sa, automount, labels,
-    )  # fmt: skip
+        app,
+        sa,
+        automount,
+        labels,
+    )
     assert (policy.namespace, policy.uid, policy.generation) == ("shop", "u-1", 3)
 
 
@@ -37,7 +67,10 @@ def test_resolve_policy_defaults(spec: dict[str, Any], app: str, sa: str, automo
     [
         ({"rbac": {"rules": [{"resources": ["pods"], "verbs": ["GET"]}]}}, "verbs"),
         ({"rbac": {"rules": [{"resources": [], "verbs": ["get"]}]}}, "resources"),
-        ({"network": {"ingress": [{"from": [{"app": "web", "ipBlock": {"cidr": "10.0.0.0/8"}}]}]}}, "ipBlock"),
+        (
+            {"network": {"ingress": [{"from": [{"app": "web", "ipBlock": {"cidr": "10.0.0.0/8"}}]}]}},
+            "ipBlock",
+        ),
         ({"network": {"egress": [{"to": [{}]}]}}, "at least one"),
         ({"network": {"ingress": [{"from": [{"namespace": "a", "namespaceSelector": {}}]}]}}, "namespace"),
         ({"mode": "yolo"}, "mode"),
@@ -55,9 +88,11 @@ def test_invalid_specs_are_rejected_with_the_field_named(spec: dict[str, Any], f
 def test_wire_format_round_trips() -> None:
     raw = {
         "app": "web",
-        "network": {"ingress": [{"from": [{"app": "lb", "namespace": "ingress"}], "ports": [{"port": "http"}]}],
-                    "kubeAPIServer": True},
-    }  # fmt: skip
+        "network": {
+            "ingress": [{"from": [{"app": "lb", "namespace": "ingress"}], "ports": [{"port": "http"}]}],
+            "kubeAPIServer": True,
+        },
+    }
     spec = AccessPolicySpec.model_validate(raw)
     dumped = spec.model_dump(by_alias=True, exclude_defaults=True)
     assert AccessPolicySpec.model_validate(dumped) == spec

@@ -1,6 +1,7 @@
 """Building API clients: kubeconfig (explicit path or $KUBECONFIG) or in-cluster service account."""
 
 import os
+from typing import cast
 
 import kubernetes
 
@@ -8,9 +9,11 @@ import kubernetes
 def make_api_client(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.ApiClient:
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path or context:
-        return kubernetes.config.new_client_from_config(config_file=path, context=context)
+        return cast(
+            kubernetes.client.ApiClient, kubernetes.config.new_client_from_config(config_file=path, context=context)
+        )
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_incluster_config(client_configuration=configuration)
         return kubernetes.client.ApiClient(configuration)
-    return kubernetes.config.new_client_from_config()
+    return cast(kubernetes.client.ApiClient, kubernetes.config.new_client_from_config())

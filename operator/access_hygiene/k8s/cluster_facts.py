@@ -13,9 +13,12 @@ def api_server_endpoints(api: kubernetes.client.ApiClient) -> tuple[tuple[str, i
     """(ip, port) pairs behind default/kubernetes: what pods really dial after kube-proxy DNAT."""
     endpoints: set[tuple[str, int]] = set()
     for slice_ in resources.list_objects(
-        api, "discovery.k8s.io/v1", "EndpointSlice", namespace="default",
+        api,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        namespace="default",
         label_selector="kubernetes.io/service-name=kubernetes",
-    ):  # fmt: skip
+    ):
         ports = [int(p["port"]) for p in slice_.get("ports") or [] if p.get("port")]
         for endpoint in slice_.get("endpoints") or []:
             for address in endpoint.get("addresses") or []:

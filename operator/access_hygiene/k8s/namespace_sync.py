@@ -9,7 +9,12 @@ from typing import Any
 import kubernetes
 
 from access_hygiene.k8s import resources
-from access_hygiene.reconcile.namespaces import NamespacePlan, namespace_controls, namespace_summary, plan_namespace
+from access_hygiene.reconcile.namespaces import (
+    NamespacePlan,
+    namespace_controls,
+    namespace_summary,
+    plan_namespace,
+)
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.settings import OperatorSettings
 

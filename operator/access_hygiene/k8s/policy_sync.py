@@ -91,11 +91,25 @@ def sync_policy(
 
     def finish(outcome: str, ready: tuple[str, str, str], degraded: tuple[str, str, str], **extra: Any) -> SyncResult:
         conditions = [
-            set_condition(previous, type_="Ready", status=ready[0], reason=ready[1], message=ready[2],  # type: ignore[arg-type]
-                          generation=generation, now=stamp),
-            set_condition(previous, type_="Degraded", status=degraded[0], reason=degraded[1],  # type: ignore[arg-type]
-                          message=degraded[2], generation=generation, now=stamp),
-        ]  # fmt: skip
+            set_condition(
+                previous,
+                type_="Ready",
+                status=ready[0],
+                reason=ready[1],
+                message=ready[2],  # type: ignore[arg-type]
+                generation=generation,
+                now=stamp,
+            ),
+            set_condition(
+                previous,
+                type_="Degraded",
+                status=degraded[0],
+                reason=degraded[1],  # type: ignore[arg-type]
+                message=degraded[2],
+                generation=generation,
+                now=stamp,
+            ),
+        ]
         status = AccessPolicyStatus(observed_generation=generation, conditions=conditions, **extra)
         return SyncResult(status=status_to_wire(status), outcome=outcome)
 
@@ -116,8 +130,12 @@ def sync_policy(
             f"grant ceiling ClusterRole {settings.grant_ceiling_cluster_role!r} not found; "
             "no RBAC is generated until it exists"
         )
-        return finish("refused", ("False", "GrantCeilingMissing", message), ("True", "GrantCeilingMissing", message),
-                      **base)  # fmt: skip
+        return finish(
+            "refused",
+            ("False", "GrantCeilingMissing", message),
+            ("True", "GrantCeilingMissing", message),
+            **base,
+        )
     violations = check_grant_ceiling(
         policy,
         ceiling or [],
@@ -126,8 +144,13 @@ def sync_policy(
     )
     if violations:
         message = "; ".join(v.reason for v in violations)
-        result = finish("refused", ("False", "GrantCeilingExceeded", message),
-                        ("True", "GrantCeilingExceeded", message), violations=len(violations), **base)  # fmt: skip
+        result = finish(
+            "refused",
+            ("False", "GrantCeilingExceeded", message),
+            ("True", "GrantCeilingExceeded", message),
+            violations=len(violations),
+            **base,
+        )
         result.ceiling_violations = violations
         return result
 
@@ -135,12 +158,27 @@ def sync_policy(
     plan = plan_changes(desired, observe(api, policy, desired), policy.uid)
     generated = [_ref(ObjectKey.of_manifest(m)) for m in desired]
     planned = [
-        *(PlannedChange(action="apply", kind=m["kind"], name=m["metadata"]["name"],
-                        namespace=m["metadata"].get("namespace", "")) for m in plan.apply),
+        *(
+            PlannedChange(
+                action="apply",
+                kind=m["kind"],
+                name=m["metadata"]["name"],
+                namespace=m["metadata"].get("namespace", ""),
+            )
+            for m in plan.apply
+        ),
         *(PlannedChange(action="prune", kind=k.kind, name=k.name, namespace=k.namespace) for k in plan.prune),
-        *(PlannedChange(action="conflict", kind=c.key.kind, name=c.key.name, namespace=c.key.namespace,
-                        detail=c.reason) for c in plan.conflicts),
-    ]  # fmt: skip
+        *(
+            PlannedChange(
+                action="conflict",
+                kind=c.key.kind,
+                name=c.key.name,
+                namespace=c.key.namespace,
+                detail=c.reason,
+            )
+            for c in plan.conflicts
+        ),
+    ]
 
     writes = 0
     if mode == "enforce":
@@ -152,15 +190,23 @@ def sync_policy(
         for key in plan.prune:
             live = resources.get(api, key.api_version, key.kind, key.name, key.namespace)
             if live is not None and is_owned_by(live, policy.uid):
-                resources.delete(api, key.api_version, key.kind, key.name, key.namespace,
-                                 uid=str(live["metadata"]["uid"]))  # fmt: skip
+                resources.delete(
+                    api, key.api_version, key.kind, key.name, key.namespace, uid=str(live["metadata"]["uid"])
+                )
                 writes += 1
         planned = [p for p in planned if p.action == "conflict"]
 
     if plan.conflicts:
         message = "; ".join(f"{c.key.kind} {c.key.name}: {c.reason}" for c in plan.conflicts)
-        result = finish("conflict", ("False", "NameConflict", message), ("True", "NameConflict", message),
-                        generated=generated, planned_changes=planned, violations=len(plan.conflicts), **base)  # fmt: skip
+        result = finish(
+            "conflict",
+            ("False", "NameConflict", message),
+            ("True", "NameConflict", message),
+            generated=generated,
+            planned_changes=planned,
+            violations=len(plan.conflicts),
+            **base,
+        )
     elif mode == "audit":
         pending = len(plan.apply) + len(plan.prune)
         message = (
@@ -168,15 +214,30 @@ def sync_policy(
             if pending
             else "audit mode: live objects already match the policy"
         )
-        result = finish("success", ("True", "AuditOnly", message), ("False", "AsExpected", ""),
-                        generated=generated, planned_changes=planned, **base)  # fmt: skip
+        result = finish(
+            "success",
+            ("True", "AuditOnly", message),
+            ("False", "AsExpected", ""),
+            generated=generated,
+            planned_changes=planned,
+            **base,
+        )
     else:
         message = f"{len(desired)} object(s) in place"
-        missing_api = spec.network is not None and spec.network.kube_api_server and not any(
-            m["kind"] == "NetworkPolicy" and "ipBlock" in str(m.get("spec")) for m in desired
+        missing_api = (
+            spec.network is not None
+            and spec.network.kube_api_server
+            and not any(m["kind"] == "NetworkPolicy" and "ipBlock" in str(m.get("spec")) for m in desired)
         )
-        degraded = ("True", "APIServerEndpointsUnknown", "kubeAPIServer egress requested but the API server "
-                    "endpoints could not be discovered") if missing_api else ("False", "AsExpected", "")  # fmt: skip
+        degraded = (
+            (
+                "True",
+                "APIServerEndpointsUnknown",
+                "kubeAPIServer egress requested but the API server endpoints could not be discovered",
+            )
+            if missing_api
+            else ("False", "AsExpected", "")
+        )
         result = finish("success", ("True", "Reconciled", message), degraded, generated=generated, **base)
     result.writes = writes
     result.plan = plan
@@ -191,7 +252,8 @@ def prune_policy_objects(api: kubernetes.client.ApiClient, body: Mapping[str, An
     for live in observe(api, policy, []):
         if is_owned_by(live, policy.uid):
             key = ObjectKey.of_manifest(live)
-            if resources.delete(api, key.api_version, key.kind, key.name, key.namespace,
-                                uid=str(live["metadata"]["uid"])):  # fmt: skip
+            if resources.delete(
+                api, key.api_version, key.kind, key.name, key.namespace, uid=str(live["metadata"]["uid"])
+            ):
                 deleted += 1
     return deleted

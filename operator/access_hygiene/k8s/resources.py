@@ -153,7 +153,12 @@ def list_objects(
 
 
 def delete(
-    api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, namespace: str = "", uid: str = ""
+    api: kubernetes.client.ApiClient,
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str = "",
+    uid: str = "",
 ) -> bool:
     """Delete one object; with uid, only that incarnation (precondition). False when already gone."""
     body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
@@ -169,9 +174,14 @@ def delete(
 
 
 def patch_merge(
-    api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, patch: Mapping[str, Any],
-    namespace: str = "", subresource: str = "",
-) -> Obj:  # fmt: skip
+    api: kubernetes.client.ApiClient,
+    api_version: str,
+    kind: str,
+    name: str,
+    patch: Mapping[str, Any],
+    namespace: str = "",
+    subresource: str = "",
+) -> Obj:
     path = resource_type(api_version, kind).path(namespace, name)
     if subresource:
         path = f"{path}/{subresource}"

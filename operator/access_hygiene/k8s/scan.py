@@ -36,8 +36,14 @@ def scan_cluster(
 
 def managed_object_counts(snapshot: ClusterSnapshot) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    for attr in ("service_accounts", "roles", "role_bindings", "cluster_roles", "cluster_role_bindings",
-                 "network_policies"):  # fmt: skip
+    for attr in (
+        "service_accounts",
+        "roles",
+        "role_bindings",
+        "cluster_roles",
+        "cluster_role_bindings",
+        "network_policies",
+    ):
         for obj in getattr(snapshot, attr):
             if labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
                 counts[str(obj.get("kind"))] += 1

@@ -31,10 +31,22 @@ def make_certs(directory: Path) -> ControlPlaneCerts:
     )
     _openssl("genrsa", "-out", str(certs.ca_key), "2048")
     _openssl(
-        "req", "-x509", "-new", "-key", str(certs.ca_key), "-days", "30", "-subj", "/CN=access-hygiene-local-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-out", str(certs.ca_cert),
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        str(certs.ca_key),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=access-hygiene-local-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        str(certs.ca_cert),
+    )
     csr = directory / "apiserver.csr"
     _openssl("genrsa", "-out", str(certs.serving_key), "2048")
     _openssl("req", "-new", "-key", str(certs.serving_key), "-subj", "/CN=kube-apiserver", "-out", str(csr))
@@ -46,9 +58,22 @@ def make_certs(directory: Path) -> ControlPlaneCerts:
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     )
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(certs.ca_cert), "-CAkey", str(certs.ca_key),
-        "-CAcreateserial", "-days", "30", "-extfile", str(ext), "-out", str(certs.serving_cert),
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(certs.ca_cert),
+        "-CAkey",
+        str(certs.ca_key),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(certs.serving_cert),
+    )
     _openssl("genrsa", "-out", str(certs.sa_key), "2048")
     _openssl("rsa", "-in", str(certs.sa_key), "-pubout", "-out", str(certs.sa_pub))
     return certs

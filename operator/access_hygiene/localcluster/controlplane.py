@@ -252,7 +252,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.ca_cert)}}
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_cert)},
+                }
             ],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
@@ -302,7 +305,6 @@ class ControlPlane:
 
 
 def _http_ok(url: str) -> bool:
-    with contextlib.suppress(urllib.error.URLError, OSError):
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+    with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
     return False

@@ -41,7 +41,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         # Structural schemas forbid properties beside additionalProperties; pruning drops unknown fields.
         if key == "additionalProperties" and value is False:
             continue
-        if key == "default" and (value is None or value == {} and node.get("type") == "object"):
+        if key == "default" and (value is None or (value == {} and node.get("type") == "object")):
             continue
         if key == "properties":
             out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
@@ -81,7 +81,10 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "access-hygiene", "app.kubernetes.io/part-of": "access-hygiene"},
+            "labels": {
+                "app.kubernetes.io/name": "access-hygiene",
+                "app.kubernetes.io/part-of": "access-hygiene",
+            },
         },
         "spec": {
             "group": API_GROUP,

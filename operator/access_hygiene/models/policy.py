@@ -41,7 +41,8 @@ class RbacSpec(WireModel):
     cluster_rules: list[PolicyRule] = Field(
         default_factory=list,
         max_length=32,
-        description="Cluster-wide permissions (ClusterRole + ClusterRoleBinding). Refused unless the operator allows them.",
+        description="Cluster-wide permissions (ClusterRole + ClusterRoleBinding). "
+        "Refused unless the operator allows them.",
     )
 
 
@@ -154,7 +155,8 @@ class AccessPolicySpec(WireModel):
     service_account: ServiceAccountSpec = Field(default_factory=ServiceAccountSpec)
     rbac: RbacSpec = Field(default_factory=RbacSpec)
     network: NetworkSpec | None = Field(
-        default=None, description="Traffic rules. When set, the app's pods get default deny plus these allows."
+        default=None,
+        description="Traffic rules. When set, the app's pods get default deny plus these allows.",
     )
     mode: Mode | None = Field(default=None, description="audit or enforce. Defaults to the operator's mode.")
 

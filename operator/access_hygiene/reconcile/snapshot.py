@@ -62,7 +62,14 @@ class ClusterSnapshot:
 
     def namespace_names(self) -> list[str]:
         names = {name_of(ns) for ns in self.namespaces}
-        for attr in ("service_accounts", "pods", "roles", "role_bindings", "network_policies", "access_policies"):
+        for attr in (
+            "service_accounts",
+            "pods",
+            "roles",
+            "role_bindings",
+            "network_policies",
+            "access_policies",
+        ):
             names.update(namespace_of(o) for o in getattr(self, attr))
         names.discard("")
         return sorted(names)

@@ -10,15 +10,34 @@ from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 READ = ["get", "list", "watch"]
 DEFAULT_GRANT_CEILING_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "pods/log",
-                                       "services", "events"], "verbs": READ},
+    {
+        "apiGroups": [""],
+        "resources": [
+            "configmaps",
+            "endpoints",
+            "persistentvolumeclaims",
+            "pods",
+            "pods/log",
+            "services",
+            "events",
+        ],
+        "verbs": READ,
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": [*READ, "create", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"], "verbs": READ},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
+        "verbs": READ,
+    },
     {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": READ},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": [*READ, "create", "update", "patch"]},
-]  # fmt: skip
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": [*READ, "create", "update", "patch"],
+    },
+]
 
 
 def render_grant_ceiling_role(name: str, rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:

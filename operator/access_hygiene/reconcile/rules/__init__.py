@@ -21,7 +21,11 @@ class AuditContext:
     privileged_namespaces: frozenset[str] = frozenset({"kube-system"})
     exempt_namespaces: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
     # Subjects ignored by RBAC rules: "system:" users/groups built into Kubernetes, overridable.
-    excluded_subject_prefixes: tuple[str, ...] = ("system:kube-", "system:node", "system:serviceaccount:kube-system:")
+    excluded_subject_prefixes: tuple[str, ...] = (
+        "system:kube-",
+        "system:node",
+        "system:serviceaccount:kube-system:",
+    )
     dns_namespace: str = "kube-system"
     dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
     # Shared, lazily built views (e.g. the effective permission index) keyed by name.

@@ -1,0 +1,79 @@
+"""Fuzzed AccessPolicy specs: the API rejects or accepts them; the operator never crashes on either."""
+
+import uuid
+from typing import Any
+
+import kubernetes
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kopf.testing import KopfRunner
+
+from tests.cluster.conftest import wait_for
+from tests.cluster.test_policy_operator import GROUP, PLURAL, VERSION, condition, create_policy, get_policy
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+
+names = st.one_of(
+    st.sampled_from(["pods", "configmaps", "secrets", "*", "nodes/proxy", "pods/exec"]), st.text(max_size=8)
+)
+verbs = st.one_of(
+    st.sampled_from(["get", "list", "watch", "create", "*", "escalate", "impersonate"]), st.text(max_size=6)
+)
+rule = st.fixed_dictionaries(
+    {"resources": st.lists(names, max_size=3), "verbs": st.lists(verbs, max_size=3)},
+    optional={
+        "apiGroups": st.lists(st.sampled_from(["", "apps", "*", "rbac.authorization.k8s.io"]), max_size=2),
+        "resourceNames": st.lists(st.text(max_size=5), max_size=2),
+    },
+)
+peer = st.fixed_dictionaries(
+    {},
+    optional={
+        "app": st.one_of(st.just("web"), st.text(max_size=5)),
+        "namespace": st.just("ingress"),
+        "ipBlock": st.fixed_dictionaries({"cidr": st.sampled_from(["10.0.0.0/8", "nonsense", ""])}),
+    },
+)
+spec_strategy = st.fixed_dictionaries(
+    {},
+    optional={
+        "mode": st.sampled_from(["audit", "enforce", "bogus"]),
+        "rbac": st.fixed_dictionaries({"rules": st.lists(rule, max_size=3)}),
+        "network": st.fixed_dictionaries(
+            {},
+            optional={
+                "ingress": st.lists(st.fixed_dictionaries({"from": st.lists(peer, max_size=2)}), max_size=2),
+                "dns": st.booleans(),
+                "kubeAPIServer": st.booleans(),
+            },
+        ),
+        "serviceAccount": st.fixed_dictionaries(
+            {}, optional={"name": st.text(max_size=6), "automountToken": st.booleans()}
+        ),
+    },
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=spec_strategy)
+def test_fuzzed_specs_never_crash_the_operator(
+    operator: KopfRunner, cluster: Cluster, namespace: str, spec: dict[str, Any]
+) -> None:
+    name = f"fz-{uuid.uuid4().hex[:6]}"
+    with cluster.api_client() as api:
+        try:
+            create_policy(api, namespace, name, spec)
+        except kubernetes.client.ApiException as error:
+            rejected_status = error.status
+        else:
+            rejected_status = None
+        if rejected_status is not None:
+            assert rejected_status == 422  # the schema said no, with a reason
+            return
+        # Accepted by the schema: the operator must answer with a Ready condition for this generation.
+        policy = wait_for(lambda: condition(get_policy(api, namespace, name), "Ready"), timeout=30)
+        assert policy["reason"], policy
+        kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    assert operator.exception is None
