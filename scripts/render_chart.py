@@ -1,0 +1,348 @@
+"""Generates the chart's derived files and the kubectl manifests from their sources of truth.
+
+- helm/access-hygiene/values.schema.json  <- values_schema() below (strict: unknown keys fail)
+- helm/access-hygiene/templates/crd-accesspolicies.yaml  <- access_hygiene.models.crd.build_crd()
+- deploy/access-hygiene.yaml  <- `helm template` of the chart with default values
+
+Run `python scripts/render_chart.py` after changing the chart or the models; `--check` only
+reports drift (exit 1). Contract tests in tests/contract/test_chart.py fail on the same drift.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "access-hygiene"
+SCHEMA_PATH = CHART / "values.schema.json"
+CRD_TEMPLATE_PATH = CHART / "templates" / "crd-accesspolicies.yaml"
+DEPLOY_PATH = ROOT / "deploy" / "access-hygiene.yaml"
+RELEASE = "access-hygiene"
+NAMESPACE = "access-hygiene"
+KUBE_VERSION = "1.36.3"
+HELM_CACHE = Path.home() / ".cache" / "access-hygiene" / "k8s-v1.36.3-etcd-v3.6.8-helm-v3.22.0" / "bin"
+
+Schema = dict[str, Any]
+
+# --- schema building blocks -------------------------------------------------------------------
+
+
+def closed(properties: dict[str, Schema], description: str = "") -> Schema:
+    """An object whose keys are exactly `properties` (all of them required: values.yaml has them)."""
+    schema: Schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": sorted(properties),
+        "properties": properties,
+    }
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def optional_keys(properties: dict[str, Schema], description: str = "") -> Schema:
+    """A closed object whose keys may be left out (Kubernetes-shaped values like resources)."""
+    schema = closed(properties, description)
+    del schema["required"]
+    return schema
+
+
+def string(description: str = "", **extra: Any) -> Schema:
+    return {"type": "string", **({"description": description} if description else {}), **extra}
+
+
+def boolean(description: str = "") -> Schema:
+    return {"type": "boolean", **({"description": description} if description else {})}
+
+
+def integer(description: str = "", minimum: int = 0, maximum: int | None = None) -> Schema:
+    schema: Schema = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def string_list(description: str = "", item: Schema | None = None) -> Schema:
+    return {
+        "type": "array",
+        "items": item or {"type": "string"},
+        **({"description": description} if description else {}),
+    }
+
+
+def string_map(description: str = "") -> Schema:
+    return {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        **({"description": description} if description else {}),
+    }
+
+
+def passthrough(description: str) -> Schema:
+    """A Kubernetes-native object passed to the API server as is; the API server validates it."""
+    return {"type": "object", "description": description}
+
+
+DNS_LABEL = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$"}
+QUANTITY = {"anyOf": [{"type": "string", "pattern": r"^[0-9.]+[a-zA-Z]*$"}, {"type": "number", "minimum": 0}]}
+RESOURCE_LIST = optional_keys({"cpu": QUANTITY, "memory": QUANTITY, "ephemeral-storage": QUANTITY})
+POLICY_RULE = optional_keys(
+    {
+        "apiGroups": string_list(),
+        "resources": string_list(),
+        "resourceNames": string_list(),
+        "nonResourceURLs": string_list(),
+        "verbs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    },
+    "An rbac.authorization.k8s.io/v1 PolicyRule.",
+)
+POLICY_RULE["required"] = ["verbs"]
+
+# The schema paths whose objects stay open on purpose; the contract test allows exactly these.
+PASSTHROUGH_PATHS = frozenset(
+    {
+        "affinity",
+        "podSecurityContext",
+        "containerSecurityContext",
+        "tolerations[]",
+        "extraEnv[]",
+        "networkPolicy.metricsFrom[]",
+    }
+)
+
+
+def values_schema() -> Schema:
+    """The source of truth for values.schema.json."""
+    properties: dict[str, Schema] = {
+        "nameOverride": string("Override the chart name."),
+        "fullnameOverride": string("Override the full object name prefix."),
+        "commonLabels": string_map("Labels on every object."),
+        "crds": closed(
+            {
+                "install": boolean("Install the AccessPolicy CRD."),
+                "keep": boolean("Keep the CRD on uninstall (helm.sh/resource-policy: keep)."),
+            }
+        ),
+        "image": closed(
+            {
+                "repository": string("Image repository.", minLength=1),
+                "tag": string("Image tag; empty means appVersion."),
+                "digest": string("Image digest; wins over the tag.", pattern=r"^(sha256:[a-f0-9]{64})?$"),
+                "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+            }
+        ),
+        "imagePullSecrets": string_list("Names of image pull Secrets.", DNS_LABEL),
+        "mode": {"enum": ["audit", "enforce"], "description": "Default mode."},
+        "exemptions": closed(
+            {
+                "namespaces": string_list("Namespaces the operator never changes.", DNS_LABEL),
+                "namespaceSelector": closed({"matchLabels": string_map("Exempt namespaces carry all these labels.")}),
+            }
+        ),
+        "privilegedNamespaces": string_list("Namespaces where privileged workloads are expected.", DNS_LABEL),
+        "grantCeiling": closed(
+            {
+                "create": boolean("Create the grant ceiling ClusterRole."),
+                "name": string("Grant ceiling ClusterRole name.", minLength=1, maxLength=253),
+                "rules": {"type": "array", "items": POLICY_RULE, "description": "Grant ceiling rules."},
+                "allowedSensitiveCapabilities": string_list("Sensitive capabilities policies may request."),
+            }
+        ),
+        "rbac": closed({"clusterRules": closed({"enabled": boolean("Allow spec.rbac.clusterRules.")})}),
+        "secretMetadata": closed({"enabled": boolean("List Secret metadata (grants list/watch on Secrets).")}),
+        "dns": closed(
+            {
+                "namespace": {**DNS_LABEL, "description": "Namespace of the cluster DNS pods."},
+                "podLabels": string_map("Labels of the cluster DNS pods."),
+            }
+        ),
+        "namespaceSummary": boolean("Write the hygiene-summary annotation on namespaces."),
+        "intervals": closed(
+            {
+                "driftSeconds": integer("Seconds between drift checks.", minimum=1),
+                "scanSeconds": integer("Seconds between full scans.", minimum=1),
+            }
+        ),
+        "metrics": closed(
+            {
+                "port": PORT,
+                "detailed": boolean("Per-subject and per-finding series."),
+                "service": closed(
+                    {
+                        "enabled": boolean("Create the metrics Service."),
+                        "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                        "annotations": string_map(),
+                    }
+                ),
+                "serviceMonitor": closed(
+                    {
+                        "enabled": boolean("Create a ServiceMonitor."),
+                        "interval": DURATION,
+                        "scrapeTimeout": DURATION,
+                        "labels": string_map(),
+                    }
+                ),
+                "prometheusRule": closed({"enabled": boolean("Create a PrometheusRule."), "labels": string_map()}),
+            }
+        ),
+        "dashboard": closed(
+            {
+                "enabled": boolean("Create the Grafana dashboard ConfigMap."),
+                "labels": string_map(),
+                "annotations": string_map(),
+            }
+        ),
+        "health": closed({"port": PORT}),
+        "verbose": boolean("kopf --verbose."),
+        "serviceAccount": closed(
+            {"name": string("ServiceAccount name; empty means the full name."), "annotations": string_map()}
+        ),
+        "podAnnotations": string_map(),
+        "podLabels": string_map(),
+        "resources": optional_keys({"requests": RESOURCE_LIST, "limits": RESOURCE_LIST}),
+        "podSecurityContext": passthrough("A PodSecurityContext."),
+        "containerSecurityContext": passthrough("A SecurityContext."),
+        "nodeSelector": string_map(),
+        "tolerations": {"type": "array", "items": passthrough("A Toleration.")},
+        "affinity": passthrough("An Affinity."),
+        "priorityClassName": string(),
+        "extraEnv": {"type": "array", "items": passthrough("An EnvVar.")},
+        "networkPolicy": closed(
+            {
+                "enabled": boolean("Create the operator's NetworkPolicy."),
+                "apiServer": closed(
+                    {
+                        "cidrs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        "ports": {"type": "array", "items": PORT, "minItems": 1},
+                    }
+                ),
+                "metricsFrom": {"type": "array", "items": passthrough("A NetworkPolicyPeer.")},
+            }
+        ),
+    }
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "title": "access-hygiene chart values",
+            **closed(properties)}  # fmt: skip
+
+
+def render_values_schema() -> str:
+    return json.dumps(values_schema(), indent=2, sort_keys=True) + "\n"
+
+
+# --- the CRD template ---------------------------------------------------------------------------
+
+_CRD_HEAD = """\
+{{- /* Generated by scripts/render_chart.py from access_hygiene.models. Do not edit. */ -}}
+{{- if .Values.crds.install }}
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: %s
+  labels:
+    {{- include "access-hygiene.labels" . | nindent 4 }}
+  {{- if .Values.crds.keep }}
+  annotations:
+    helm.sh/resource-policy: keep
+  {{- end }}
+"""
+
+
+def render_crd_template() -> str:
+    from access_hygiene.models.crd import build_crd
+
+    crd = build_crd()
+    body = yaml.safe_dump({"spec": crd["spec"]}, sort_keys=False, width=120)
+    if "{{" in body or "}}" in body:  # would be read as template actions
+        raise ValueError("the generated CRD contains '{{' or '}}'; escape it before templating")
+    return str(_CRD_HEAD % crd["metadata"]["name"]) + body + "{{- end }}\n"
+
+
+# --- helm -----------------------------------------------------------------------------------------
+
+
+def find_helm() -> Path:
+    """helm from ACCESS_HYGIENE_BIN_DIR, the control-plane build cache, or PATH."""
+    candidates = []
+    if os.environ.get("ACCESS_HYGIENE_BIN_DIR"):
+        candidates.append(Path(os.environ["ACCESS_HYGIENE_BIN_DIR"]) / "helm")
+    candidates.append(HELM_CACHE / "helm")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if directory:
+            candidates.append(Path(directory) / "helm")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError("helm not found: run controlplane/build.sh or set ACCESS_HYGIENE_BIN_DIR")
+
+
+def helm_template(
+    helm: Path, *args: str, release: str = RELEASE, namespace: str = NAMESPACE, chart: Path = CHART
+) -> str:
+    """`helm template` output; raises CalledProcessError (with stderr) when rendering fails."""
+    command = [str(helm), "template", release, str(chart), "--namespace", namespace,
+               "--kube-version", KUBE_VERSION, *args]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
+    return result.stdout
+
+
+_DEPLOY_HEAD = """\
+# Generated by scripts/render_chart.py: `helm template access-hygiene helm/access-hygiene
+# --namespace access-hygiene` with default values, plus the namespace. Do not edit.
+# Install: kubectl apply --server-side -f deploy/access-hygiene.yaml
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: %s
+  labels:
+    # The operator pod meets the restricted Pod Security Standard; enforce it.
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/warn: restricted
+"""
+
+
+def render_deploy(helm: Path) -> str:
+    return _DEPLOY_HEAD % NAMESPACE + helm_template(helm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="report drift instead of writing")
+    args = parser.parse_args(argv)
+    outputs = [(SCHEMA_PATH, render_values_schema), (CRD_TEMPLATE_PATH, render_crd_template)]
+    drift = []
+    for path, render in outputs:  # the schema and CRD first: deploy/ is rendered from them
+        text = render()
+        if path.exists() and path.read_text() == text:
+            continue
+        drift.append(path)
+        if not args.check:
+            path.write_text(text)
+    try:
+        deploy = render_deploy(find_helm())
+    except subprocess.CalledProcessError as error:
+        print(f"helm template failed:\n{error.stderr}", file=sys.stderr)
+        return 2
+    if not DEPLOY_PATH.exists() or DEPLOY_PATH.read_text() != deploy:
+        drift.append(DEPLOY_PATH)
+        if not args.check:
+            DEPLOY_PATH.parent.mkdir(parents=True, exist_ok=True)
+            DEPLOY_PATH.write_text(deploy)
+    for path in drift:
+        print(f"{'drifted' if args.check else 'wrote'} {path.relative_to(ROOT)}", file=sys.stderr)
+    return 1 if args.check and drift else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
