@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from access_hygiene.cli import crd_cmd, local_cmd, run_cmd
+from access_hygiene.cli import crd_cmd, local_cmd, rbac_query, run_cmd, scan
 
 Registrar = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -12,4 +12,6 @@ REGISTRARS: list[Registrar] = [
     crd_cmd.register,
     run_cmd.register,
     local_cmd.register,
+    scan.register,
+    rbac_query.register,
 ]

@@ -1,0 +1,562 @@
+"""Effective permissions: RBAC bindings joined with their Roles/ClusterRoles, as the RBAC authorizer sees them.
+
+Semantics follow kube-apiserver's RBAC authorizer (plugin/pkg/auth/authorizer/rbac) and the
+clusterrole-aggregation controller:
+
+- ClusterRoleBindings grant their ClusterRole everywhere (namespaced and cluster-scoped requests);
+  RoleBindings grant their Role or ClusterRole only for requests in the binding's namespace.
+- User subjects match the user name, Group subjects one of the user's groups, ServiceAccount
+  subjects the name `system:serviceaccount:<ns>:<name>` (namespace defaults to the RoleBinding's).
+- A service account is in `system:serviceaccounts`, `system:serviceaccounts:<ns>` and
+  `system:authenticated`; members of `system:masters` are allowed everything (the apiserver's
+  privileged-group authorizer runs before RBAC).
+- Rules match with `*` wildcards in verbs/apiGroups/resources, `*/<subresource>`, and resourceNames.
+- Aggregated ClusterRoles get the union of the rules of the ClusterRoles their selectors match
+  (to a fixpoint, as the controller converges), whatever their stored rules say.
+- Bindings to missing roles grant nothing.
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
+from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, annotations_of, labels_of, name_of, namespace_of
+
+RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
+SA_USER_PREFIX = "system:serviceaccount:"
+MASTERS_GROUP = "system:masters"
+AUTHENTICATED_GROUP = "system:authenticated"
+UNAUTHENTICATED_GROUP = "system:unauthenticated"
+ANONYMOUS_USER = "system:anonymous"
+BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
+AUTOUPDATE_ANNOTATION = "rbac.authorization.kubernetes.io/autoupdate"
+READ_VERBS = ("get", "list", "watch")
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+# kube-apiserver recreates cluster-admin on every start, so a manifest dump that omits it still binds it.
+_CLUSTER_ADMIN_RULES: tuple[Obj, ...] = (
+    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+    {"nonResourceURLs": ["*"], "verbs": ["*"]},
+)
+
+SubjectKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """One RBAC PolicyRule, normalised to sets."""
+
+    verbs: frozenset[str]
+    api_groups: frozenset[str] = frozenset()
+    resources: frozenset[str] = frozenset()
+    resource_names: frozenset[str] = frozenset()
+    non_resource_urls: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> "PolicyRule":
+        def strings(key: str) -> frozenset[str]:
+            value = raw.get(key) or []
+            return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
+
+        return cls(
+            verbs=strings("verbs"),
+            api_groups=strings("apiGroups"),
+            resources=strings("resources"),
+            resource_names=strings("resourceNames"),
+            non_resource_urls=strings("nonResourceURLs"),
+        )
+
+    def allows(self, verb: str, api_group: str, resource: str, subresource: str = "", name: str = "") -> bool:
+        """RuleAllows for a resource request (rbac/v1 helpers: VerbMatches, APIGroupMatches, ...)."""
+        return self.allows_any_name(verb, api_group, resource, subresource) and (
+            not self.resource_names or name in self.resource_names
+        )
+
+    def allows_any_name(self, verb: str, api_group: str, resource: str, subresource: str = "") -> bool:
+        """Like allows() but ignoring resourceNames: does the rule grant this on at least one object?"""
+        if "*" not in self.verbs and verb not in self.verbs:
+            return False
+        if "*" not in self.api_groups and api_group not in self.api_groups:
+            return False
+        if "*" in self.resources:
+            return True
+        combined = f"{resource}/{subresource}" if subresource else resource
+        return combined in self.resources or (bool(subresource) and f"*/{subresource}" in self.resources)
+
+    def allows_url(self, verb: str, path: str) -> bool:
+        """NonResourceURLMatches: exact path or a `prefix*` pattern."""
+        if "*" not in self.verbs and verb not in self.verbs:
+            return False
+        return any(url == path or (url.endswith("*") and path.startswith(url[:-1])) for url in self.non_resource_urls)
+
+    @property
+    def is_superuser(self) -> bool:
+        return {"*"} <= self.verbs and {"*"} <= self.api_groups and {"*"} <= self.resources and not self.resource_names
+
+    def describe(self) -> str:
+        def joined(values: frozenset[str]) -> str:
+            return ",".join(v or '""' for v in sorted(values)) or "-"
+
+        if self.non_resource_urls and not self.resources:
+            return f"verbs={joined(self.verbs)} nonResourceURLs={joined(self.non_resource_urls)}"
+        text = f"verbs={joined(self.verbs)} apiGroups={joined(self.api_groups)} resources={joined(self.resources)}"
+        if self.resource_names:
+            text += f" resourceNames={joined(self.resource_names)}"
+        return text
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One expanded permission: a subject may `verb` `resource` in `api_group` in `namespace` ("" = cluster-wide)."""
+
+    subject: Subject
+    namespace: str
+    api_group: str
+    resource: str
+    verb: str
+    resource_names: frozenset[str]
+    via_binding: ObjectRef
+    via_role: ObjectRef
+    non_resource_url: str = ""  # set (and api_group/resource empty) for nonResourceURLs grants
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """An authenticated identity as the authorizer sees it: a user name and groups."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, subject: Subject) -> "UserInfo":
+        """The identity a subject authenticates as (groups the authenticators add included)."""
+        if subject.kind == "ServiceAccount":
+            groups = {"system:serviceaccounts", f"system:serviceaccounts:{subject.namespace}", AUTHENTICATED_GROUP}
+            return cls(f"{SA_USER_PREFIX}{subject.namespace}:{subject.name}", frozenset(groups))
+        if subject.kind == "Group":
+            return cls("", frozenset({subject.name}))
+        if subject.name == ANONYMOUS_USER:
+            return cls(subject.name, frozenset({UNAUTHENTICATED_GROUP}))
+        return cls(subject.name, frozenset({AUTHENTICATED_GROUP}))
+
+    def subject_keys(self) -> list[SubjectKey]:
+        keys: list[SubjectKey] = [("Group", "", group) for group in sorted(self.groups)]
+        if self.name:
+            keys.append(("User", "", self.name))
+            if self.name.startswith(SA_USER_PREFIX):
+                namespace, _, sa_name = self.name[len(SA_USER_PREFIX) :].partition(":")
+                if namespace and sa_name:
+                    keys.append(("ServiceAccount", namespace, sa_name))
+        return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A RoleBinding or ClusterRoleBinding with its subjects and the (resolved) rules of its role."""
+
+    ref: ObjectRef
+    role_ref: ObjectRef
+    namespace: str  # "" for ClusterRoleBindings
+    subjects: tuple[Subject, ...]
+    rules: tuple[PolicyRule, ...]
+    role_found: bool
+    bootstrap: bool  # a default binding kube-apiserver reconciles on every start
+
+    def allows(self, verb: str, api_group: str, resource: str, subresource: str, namespace: str, name: str) -> bool:
+        if self.namespace and self.namespace != namespace:
+            return False
+        return any(rule.allows(verb, api_group, resource, subresource, name) for rule in self.rules)
+
+
+def subject_username(subject: Subject) -> str:
+    """The name excluded-prefix settings compare against (`system:serviceaccount:ns:name` for SAs)."""
+    if subject.kind == "ServiceAccount":
+        return f"{SA_USER_PREFIX}{subject.namespace}:{subject.name}"
+    return subject.name
+
+
+def parse_subject(text: str) -> Subject:
+    """`system:serviceaccount:NS:NAME`, `ServiceAccount:NS/NAME`, `User:NAME`, `Group:NAME` (bare NAME = User)."""
+    if text.startswith(SA_USER_PREFIX):
+        namespace, _, name = text[len(SA_USER_PREFIX) :].partition(":")
+        if not namespace or not name:
+            raise ValueError(f"malformed service account name {text!r} (want system:serviceaccount:NS:NAME)")
+        return Subject(kind="ServiceAccount", namespace=namespace, name=name)
+    kind, sep, rest = text.partition(":")
+    if sep and kind.lower() in ("serviceaccount", "sa"):
+        namespace, _, name = rest.partition("/")
+        if not namespace or not name:
+            raise ValueError(f"malformed service account {text!r} (want ServiceAccount:NS/NAME)")
+        return Subject(kind="ServiceAccount", namespace=namespace, name=name)
+    if sep and kind.lower() in ("user", "group") and rest:
+        return Subject(kind=kind.capitalize(), name=rest)
+    if not text:
+        raise ValueError("empty subject")
+    return Subject(kind="User", name=text)
+
+
+def is_bootstrap(obj: Obj) -> bool:
+    """A default RBAC object kube-apiserver recreates and reconciles (unless autoupdate is "false")."""
+    key, value = BOOTSTRAP_LABEL
+    return labels_of(obj).get(key) == value and annotations_of(obj).get(AUTOUPDATE_ANNOTATION) != "false"
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """metav1.LabelSelector semantics (an empty selector matches everything)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(str(key)) != str(value):
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key = str(expression.get("key", ""))
+        operator = expression.get("operator")
+        values = {str(v) for v in expression.get("values") or []}
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def _parse_rules(obj: Obj) -> tuple[PolicyRule, ...]:
+    raw = obj.get("rules") or []
+    return tuple(dict.fromkeys(PolicyRule.parse(r) for r in raw if isinstance(r, dict)))
+
+
+def resolve_cluster_roles(cluster_roles: Iterable[Obj]) -> dict[str, tuple[PolicyRule, ...]]:
+    """Rules per ClusterRole name, aggregationRule selectors resolved to a fixpoint."""
+    by_name = {name_of(obj): obj for obj in cluster_roles}
+    rules = {name: _parse_rules(obj) for name, obj in by_name.items()}
+    aggregated: dict[str, list[str]] = {}
+    for name, obj in sorted(by_name.items()):
+        selectors = (obj.get("aggregationRule") or {}).get("clusterRoleSelectors")
+        if not isinstance(selectors, list):
+            continue
+        sources: list[str] = []
+        for selector in selectors:
+            if not isinstance(selector, dict):
+                continue
+            for other in sorted(by_name):
+                if other != name and other not in sources and selector_matches(selector, labels_of(by_name[other])):
+                    sources.append(other)
+        aggregated[name] = sources
+        rules[name] = ()  # the controller overwrites whatever rules are stored
+    for _ in range(len(aggregated) + 1):
+        changed = False
+        for name, sources in aggregated.items():
+            merged = tuple(dict.fromkeys(rule for source in sources for rule in rules[source]))
+            if merged != rules[name]:
+                rules[name], changed = merged, True
+        if not changed:
+            break
+    return rules
+
+
+def _subjects_of(binding: Obj, namespace: str) -> tuple[Subject, ...]:
+    subjects: list[Subject] = []
+    for raw in binding.get("subjects") or []:
+        if not isinstance(raw, dict):
+            continue
+        kind, name = str(raw.get("kind", "")), str(raw.get("name", ""))
+        if kind == "ServiceAccount":
+            sa_namespace = str(raw.get("namespace") or namespace)
+            if sa_namespace:  # a ClusterRoleBinding SA subject without namespace matches nobody
+                subjects.append(Subject(kind=kind, name=name, namespace=sa_namespace))
+        elif kind in ("User", "Group"):
+            subjects.append(Subject(kind=kind, name=name))
+    return tuple(dict.fromkeys(subjects))
+
+
+def _subject_key(subject: Subject) -> SubjectKey:
+    return (subject.kind, subject.namespace, subject.name)
+
+
+@dataclass
+class PermissionIndex:
+    """All bindings with their resolved rules, indexed by subject."""
+
+    bindings: list[Binding] = field(default_factory=list)
+    by_subject: dict[SubjectKey, list[int]] = field(default_factory=dict)
+    role_rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, snapshot: ClusterSnapshot) -> "PermissionIndex":
+        index = cls()
+        cluster_rules = resolve_cluster_roles(snapshot.cluster_roles)
+        if "cluster-admin" not in cluster_rules:
+            cluster_rules["cluster-admin"] = tuple(PolicyRule.parse(r) for r in _CLUSTER_ADMIN_RULES)
+        for name, rules in cluster_rules.items():
+            index.role_rules[("ClusterRole", "", name)] = rules
+        for role in snapshot.roles:
+            index.role_rules[("Role", namespace_of(role), name_of(role))] = _parse_rules(role)
+        for obj in snapshot.cluster_role_bindings:
+            index._add_binding(obj, "")
+        for obj in snapshot.role_bindings:
+            index._add_binding(obj, namespace_of(obj))
+        return index
+
+    def _add_binding(self, obj: Obj, namespace: str) -> None:
+        role_ref = obj.get("roleRef") or {}
+        role_kind, role_name = str(role_ref.get("kind", "")), str(role_ref.get("name", ""))
+        # A ClusterRoleBinding may only reference a ClusterRole; Roles live in the binding's namespace.
+        role_namespace = namespace if role_kind == "Role" else ""
+        valid = role_kind == "ClusterRole" or (role_kind == "Role" and bool(namespace))
+        rules = self.role_rules.get((role_kind, role_namespace, role_name)) if valid else None
+        binding = Binding(
+            ref=ObjectRef(kind=str(obj.get("kind", "")), name=name_of(obj), namespace=namespace,
+                          api_version=RBAC_API_VERSION),
+            role_ref=ObjectRef(kind=role_kind, name=role_name, namespace=role_namespace,
+                               api_version=RBAC_API_VERSION),
+            namespace=namespace,
+            subjects=_subjects_of(obj, namespace),
+            rules=rules or (),
+            role_found=rules is not None,
+            bootstrap=is_bootstrap(obj),
+        )  # fmt: skip
+        position = len(self.bindings)
+        self.bindings.append(binding)
+        for subject in binding.subjects:
+            self.by_subject.setdefault(_subject_key(subject), []).append(position)
+
+    def bindings_for(self, user: Subject | UserInfo) -> Iterator[tuple[Subject, Binding]]:
+        """Bindings that apply to an identity, each with the binding subject that matched."""
+        info = user if isinstance(user, UserInfo) else UserInfo.of(user)
+        seen: set[int] = set()
+        for key in info.subject_keys():
+            for position in self.by_subject.get(key, []):
+                if position in seen:
+                    continue
+                seen.add(position)
+                binding = self.bindings[position]
+                matched = next(s for s in binding.subjects if _subject_key(s) == key)
+                yield matched, binding
+
+    def grants_for(self, subject: Subject | UserInfo) -> list[Grant]:
+        """Effective grants of an identity (including through its groups), expanded per verb/group/resource."""
+        grants: list[Grant] = []
+        for matched, binding in self.bindings_for(subject):
+            for rule in binding.rules:
+                grants.extend(_expand(matched, binding, rule))
+        return grants
+
+    def allows(
+        self,
+        subject: Subject | UserInfo,
+        verb: str,
+        resource: str,
+        namespace: str,
+        api_group: str = "",
+        name: str = "",
+        subresource: str = "",
+    ) -> bool:
+        """The RBAC authorizer's decision for a resource request (`pods/exec` or subresource="exec")."""
+        info = subject if isinstance(subject, UserInfo) else UserInfo.of(subject)
+        if MASTERS_GROUP in info.groups:
+            return True
+        if not subresource and "/" in resource:
+            resource, _, subresource = resource.partition("/")
+        return any(
+            binding.allows(verb, api_group, resource, subresource, namespace, name)
+            for _, binding in self.bindings_for(info)
+        )
+
+    def allows_url(self, subject: Subject | UserInfo, verb: str, path: str) -> bool:
+        """The RBAC decision for a non-resource request (only ClusterRoleBindings apply)."""
+        info = subject if isinstance(subject, UserInfo) else UserInfo.of(subject)
+        if MASTERS_GROUP in info.groups:
+            return True
+        return any(
+            not binding.namespace and any(rule.allows_url(verb, path) for rule in binding.rules)
+            for _, binding in self.bindings_for(info)
+        )
+
+    def who_can(
+        self, verb: str, resource: str, namespace: str, api_group: str = "", name: str = ""
+    ) -> list[tuple[Subject, Grant]]:
+        """Binding subjects allowed the request, each with the grant that allows it (members of
+        system:masters are allowed everything and are not listed)."""
+        resource, _, subresource = resource.partition("/")
+        results: list[tuple[Subject, Grant]] = []
+        for binding in self.bindings:
+            if binding.namespace and binding.namespace != namespace:
+                continue
+            rule = next((r for r in binding.rules if r.allows(verb, api_group, resource, subresource, name)), None)
+            if rule is None:
+                continue
+            combined = f"{resource}/{subresource}" if subresource else resource
+            matched_resource = combined if combined in rule.resources else next(
+                r for r in ("*", f"*/{subresource}") if r in rule.resources
+            )  # fmt: skip
+            for subject in binding.subjects:
+                grant = Grant(
+                    subject=subject,
+                    namespace=binding.namespace,
+                    api_group=api_group if api_group in rule.api_groups else "*",
+                    resource=matched_resource,
+                    verb=verb if verb in rule.verbs else "*",
+                    resource_names=rule.resource_names,
+                    via_binding=binding.ref,
+                    via_role=binding.role_ref,
+                )
+                results.append((subject, grant))
+        results.sort(key=lambda pair: (str(pair[0]), pair[1].namespace, pair[1].via_binding.name))
+        return results
+
+
+def _expand(subject: Subject, binding: Binding, rule: PolicyRule) -> Iterator[Grant]:
+    for url in sorted(rule.non_resource_urls):
+        for verb in sorted(rule.verbs):
+            yield Grant(subject, binding.namespace, "", "", verb, frozenset(), binding.ref, binding.role_ref, url)
+    for group in sorted(rule.api_groups):
+        for resource in sorted(rule.resources):
+            for verb in sorted(rule.verbs):
+                yield Grant(
+                    subject, binding.namespace, group, resource, verb, rule.resource_names, binding.ref,
+                    binding.role_ref,
+                )  # fmt: skip
+
+
+def permission_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> PermissionIndex:
+    """The snapshot's PermissionIndex, built once per audit (cached in ctx.cache["permissions"])."""
+    cached = ctx.cache.get("permissions")
+    if isinstance(cached, PermissionIndex) and ctx.cache.get("permissions_snapshot") is snapshot:
+        return cached
+    index = PermissionIndex.build(snapshot)
+    ctx.cache["permissions"] = index
+    ctx.cache["permissions_snapshot"] = snapshot
+    return index
+
+
+def is_excluded(subject: Subject, ctx: AuditContext) -> bool:
+    """Built-in system subjects the RBAC rules ignore (ctx.excluded_subject_prefixes)."""
+    username = subject_username(subject)
+    return any(username.startswith(prefix) for prefix in ctx.excluded_subject_prefixes)
+
+
+# --- capabilities: coarse, named permission patterns shared by the rules and the metrics -------------
+
+Pattern = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # (verbs, apiGroups, resources)
+
+SECRETS_READ: Pattern = (READ_VERBS, ("",), ("secrets",))
+SECRETS_WRITE: Pattern = (("create", "update", "patch"), ("",), ("secrets",))
+EXEC: Pattern = (("create",), ("",), ("pods/exec", "pods/attach"))
+EPHEMERAL_CONTAINERS: Pattern = (("update", "patch"), ("",), ("pods/ephemeralcontainers",))
+ESCALATE: Pattern = (("escalate",), ("rbac.authorization.k8s.io",), ("roles", "clusterroles"))
+BIND: Pattern = (("bind",), ("rbac.authorization.k8s.io",), ("roles", "clusterroles"))
+IMPERSONATE: Pattern = (
+    ("impersonate",),
+    ("", "authentication.k8s.io"),
+    ("users", "groups", "serviceaccounts", "uids", "userextras/scopes", "userextras"),
+)
+NODES_PROXY: Pattern = (("get", "create"), ("",), ("nodes/proxy",))
+CREATE_PODS: Pattern = (("create",), ("",), ("pods",))
+CREATE_WORKLOADS: Pattern = (
+    ("create",),
+    ("", "apps", "batch"),
+    ("replicationcontrollers", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs"),
+)
+TOKEN_CREATE: Pattern = (("create",), ("",), ("serviceaccounts/token",))
+WEBHOOK_WRITE: Pattern = (
+    ("create", "update", "patch", "delete"),
+    ("admissionregistration.k8s.io",),
+    (
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+        "mutatingadmissionpolicies",
+        "mutatingadmissionpolicybindings",
+    ),
+)
+CSR_APPROVE: Pattern = (("update", "patch"), ("certificates.k8s.io",), ("certificatesigningrequests/approval",))
+SIGNER_APPROVE: Pattern = (("approve",), ("certificates.k8s.io",), ("signers",))
+CONFIGMAP_WRITE: Pattern = (("create", "update", "patch", "delete", "deletecollection"), ("",), ("configmaps",))
+PV_CREATE: Pattern = (("create",), ("",), ("persistentvolumes",))
+EVENTS_DELETE: Pattern = (("delete", "deletecollection"), ("", "events.k8s.io"), ("events",))
+RBAC_WRITE: Pattern = (
+    ("create", "update", "patch"),
+    ("rbac.authorization.k8s.io",),
+    ("roles", "rolebindings"),
+)
+
+
+def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = False) -> bool:
+    """Does the rule grant any (verb, group, resource) of the pattern? resourceNames-restricted rules
+    count only with include_named (a named grant is the least-privilege form of most of these)."""
+    if rule.resource_names and not include_named:
+        return False
+    verbs, groups, resources = pattern
+    for resource_text in resources:
+        resource, _, subresource = resource_text.partition("/")
+        for group in groups:
+            for verb in verbs:
+                if rule.allows_any_name(verb, group, resource, subresource):
+                    return True
+    return False
+
+
+def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False) -> bool:
+    return any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
+
+
+def has_wildcard(rule: PolicyRule) -> bool:
+    return "*" in rule.verbs or "*" in rule.resources or "*" in rule.api_groups or "*" in rule.non_resource_urls
+
+
+def binding_capabilities(binding: Binding) -> frozenset[str]:
+    """The SubjectCapability names a binding confers (cluster-scoped ones only from ClusterRoleBindings)."""
+    rules = binding.rules
+    cluster_wide = not binding.namespace
+    caps: set[str] = set()
+    if cluster_wide and any(rule.is_superuser for rule in rules):
+        caps.add("cluster-admin")
+    checks: list[tuple[str, Pattern, bool]] = [
+        ("secrets-read", SECRETS_READ, False),
+        ("exec", EXEC, False),
+        ("escalate", ESCALATE, False),
+        ("bind", BIND, False),
+        ("impersonate", IMPERSONATE, True),
+        ("create-pods", CREATE_PODS, False),
+        ("create-pods", CREATE_WORKLOADS, False),
+        ("token-create", TOKEN_CREATE, True),
+    ]
+    if cluster_wide:
+        checks += [("nodes-proxy", NODES_PROXY, False), ("webhook-write", WEBHOOK_WRITE, False)]
+    for capability, pattern, include_named in checks:
+        if rules_grant(rules, pattern, include_named=include_named):
+            caps.add(capability)
+    if any(has_wildcard(rule) for rule in rules):
+        caps.add("wildcard")
+    return frozenset(caps)
+
+
+def service_account_capabilities(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[SubjectCapability]:
+    """Capabilities each ServiceAccount effectively holds (own bindings and its groups'), sorted."""
+    index = permission_index(snapshot, ctx)
+    accounts: set[tuple[str, str]] = {(namespace_of(sa), name_of(sa)) for sa in snapshot.service_accounts}
+    for binding in index.bindings:
+        accounts.update((s.namespace, s.name) for s in binding.subjects if s.kind == "ServiceAccount")
+    per_binding: dict[int, frozenset[str]] = {}
+    results: list[SubjectCapability] = []
+    for namespace, name in sorted(accounts):
+        subject = Subject(kind="ServiceAccount", namespace=namespace, name=name)
+        if not namespace or is_excluded(subject, ctx):
+            continue
+        caps: set[str] = set()
+        info = UserInfo.of(subject)
+        for key in info.subject_keys():
+            for position in index.by_subject.get(key, []):
+                if position not in per_binding:
+                    per_binding[position] = binding_capabilities(index.bindings[position])
+                caps |= per_binding[position]
+        results.extend(
+            SubjectCapability(namespace=namespace, service_account=name, capability=cap) for cap in sorted(caps)
+        )
+    return results
