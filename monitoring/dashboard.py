@@ -331,11 +331,7 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
 
 
 def build_dashboard() -> Dashboard:
-    datasource = (
-        DatasourceVariable("datasource")
-        .label("Data source")
-        .type("prometheus")
-    )
+    datasource = DatasourceVariable("datasource").label("Data source").type("prometheus")
     namespace = (
         QueryVariable("namespace")
         .label("Namespace")
