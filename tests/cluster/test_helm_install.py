@@ -1,0 +1,289 @@
+"""The chart installed with `helm install` into the real control plane; its ServiceAccount's real permissions.
+
+Permissions are asked of the API server as the chart's ServiceAccount itself (a TokenRequest token,
+SelfSubjectAccessReview), so what is checked is what RBAC really grants, grant ceiling included.
+"""
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from scripts.render_chart import CHART, find_helm
+
+from tests.cluster.conftest import wait_for
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+RELEASE = "ah-chart"
+CRD_NAME = "accesspolicies.accesshygiene.io"
+# Its own ceiling name, so this release does not collide with the operator fixture's ceiling.
+CEILING = f"{RELEASE}-grant-ceiling"
+# (verb, group, resource, subresource, namespace); "" namespace means cluster-wide.
+Access = tuple[str, str, str, str, str]
+OPERATOR_NEEDS: list[Access] = [
+    ("watch", "", "namespaces", "", ""),
+    ("patch", "", "namespaces", "", ""),
+    ("list", "", "pods", "", ""),
+    ("list", "", "serviceaccounts", "", ""),
+    ("create", "", "serviceaccounts", "", "shop"),
+    ("patch", "", "serviceaccounts", "", "shop"),
+    ("delete", "", "serviceaccounts", "", "shop"),
+    ("list", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ("watch", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""),
+    ("get", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ("create", "rbac.authorization.k8s.io", "roles", "", "shop"),
+    ("patch", "rbac.authorization.k8s.io", "rolebindings", "", "shop"),
+    ("delete", "rbac.authorization.k8s.io", "rolebindings", "", "shop"),
+    ("create", "networking.k8s.io", "networkpolicies", "", "shop"),
+    ("patch", "networking.k8s.io", "networkpolicies", "", "shop"),
+    ("delete", "networking.k8s.io", "networkpolicies", "", "shop"),
+    ("list", "discovery.k8s.io", "endpointslices", "", "default"),
+    ("list", "apps", "replicasets", "", ""),
+    ("watch", "apps", "daemonsets", "", ""),
+    ("list", "batch", "cronjobs", "", ""),
+    ("watch", "accesshygiene.io", "accesspolicies", "", ""),
+    ("patch", "accesshygiene.io", "accesspolicies", "", "shop"),
+    ("patch", "accesshygiene.io", "accesspolicies", "status", "shop"),
+    ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
+    ("create", "", "events", "", "shop"),
+    ("create", "events.k8s.io", "events", "", "shop"),
+    # From the grant ceiling, held so that Roles up to it pass the escalation check.
+    ("get", "", "configmaps", "", "shop"),
+    ("list", "", "services", "", "shop"),
+]
+OPERATOR_MUST_NOT: list[Access] = [
+    ("get", "", "secrets", "", "shop"),
+    ("list", "", "secrets", "", ""),
+    ("watch", "", "secrets", "", "shop"),
+    ("*", "rbac.authorization.k8s.io", "*", "", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""),
+    ("escalate", "rbac.authorization.k8s.io", "roles", "", "shop"),
+    ("escalate", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ("bind", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ("bind", "rbac.authorization.k8s.io", "roles", "", "shop"),
+    ("impersonate", "", "users", "", ""),
+    ("impersonate", "", "serviceaccounts", "", "shop"),
+    ("impersonate", "", "groups", "", ""),
+    ("create", "", "pods", "exec", "shop"),
+    ("get", "", "nodes", "proxy", ""),
+    ("list", "", "nodes", "", ""),
+    ("create", "", "pods", "", "shop"),
+    ("delete", "", "pods", "", "shop"),
+    ("create", "", "serviceaccounts", "token", "shop"),
+    ("create", "", "namespaces", "", ""),
+    ("delete", "", "namespaces", "", ""),
+    ("update", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
+    ("delete", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
+    ("create", "accesshygiene.io", "accesspolicies", "", "shop"),
+    ("delete", "accesshygiene.io", "accesspolicies", "", "shop"),
+    ("create", "apps", "deployments", "", "shop"),
+    ("create", "certificates.k8s.io", "certificatesigningrequests", "", ""),
+]
+
+
+@dataclass
+class Release:
+    cluster: Cluster
+    namespace: str
+    helm: Path
+
+    @property
+    def service_account(self) -> str:
+        return f"{RELEASE}-access-hygiene"
+
+    def run(self, *args: str) -> str:
+        command = [str(self.helm), *args, "--kubeconfig", str(self.cluster.kubeconfig), "--namespace", self.namespace]
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+        assert result.returncode == 0, f"{' '.join(args[:2])} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def install_or_upgrade(self, *values: str) -> str:
+        return self.run("upgrade", "--install", RELEASE, str(CHART), "--reset-values",
+                        "--set", f"grantCeiling.name={CEILING}", *values)  # fmt: skip
+
+
+def mint_service_account_kubeconfig(
+    cluster: Cluster, namespace: str, name: str, path: Path, expiration_seconds: int = 3600
+) -> Path:
+    """A kubeconfig authenticating as ServiceAccount namespace/name with a TokenRequest token.
+
+    The same file serves as KUBECONFIG for an operator run out of cluster as that account.
+    """
+    with cluster.api_client() as api:
+        core: Any = kubernetes.client.CoreV1Api(api)
+        token_request = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": expiration_seconds}}
+        )
+    token = token_request.status.token
+    path.write_text(cluster.control_plane.render_kubeconfig(token, f"system:serviceaccount:{namespace}:{name}"))
+    return path
+
+
+def allowed_as(api: kubernetes.client.ApiClient, access: Access) -> bool:
+    verb, group, resource, subresource, namespace = access
+    attributes = {"verb": verb, "group": group, "resource": resource}
+    if subresource:
+        attributes["subresource"] = subresource
+    if namespace:
+        attributes["namespace"] = namespace
+    authorization: Any = kubernetes.client.AuthorizationV1Api(api)
+    review = authorization.create_self_subject_access_review({"spec": {"resourceAttributes": attributes}})
+    return bool(review.status.allowed)
+
+
+def adopt_existing_crd(cluster: Cluster, namespace: str) -> None:
+    """Other cluster tests apply the CRD directly; mark it as this release's so Helm adopts it."""
+    with cluster.api_client() as api:
+        extensions = kubernetes.client.ApiextensionsV1Api(api)
+        try:
+            extensions.read_custom_resource_definition(CRD_NAME)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        metadata = {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": namespace},
+        }
+        extensions.patch_custom_resource_definition(CRD_NAME, {"metadata": metadata})
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[Release]:
+    namespace = f"ah-chart-{uuid.uuid4().hex[:8]}"
+    with cluster.api_client() as api:
+        core: Any = kubernetes.client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": namespace}})
+    adopt_existing_crd(cluster, namespace)
+    installed = Release(cluster, namespace, find_helm())
+    notes = installed.install_or_upgrade()
+    assert f"installed in namespace {namespace}" in notes
+    yield installed
+    subprocess.run([str(installed.helm), "uninstall", RELEASE, "--kubeconfig", str(cluster.kubeconfig),
+                    "--namespace", namespace], capture_output=True, check=False, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def as_operator(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[kubernetes.client.ApiClient]:
+    path = mint_service_account_kubeconfig(
+        release.cluster, release.namespace, release.service_account, tmp_path_factory.mktemp("sa") / "kubeconfig"
+    )
+    with kubernetes.config.new_client_from_config(config_file=str(path)) as api:
+        yield api
+
+
+def test_chart_objects_are_in_place(release: Release) -> None:
+    with release.cluster.api_client() as api:
+        extensions: Any = kubernetes.client.ApiextensionsV1Api(api)
+        crd = extensions.read_custom_resource_definition(CRD_NAME)
+        established = [c for c in crd.status.conditions or [] if c.type == "Established"]
+        assert [c.status for c in established] == ["True"]
+        assert crd.metadata.annotations["helm.sh/resource-policy"] == "keep"
+        rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)
+        for name in (f"{RELEASE}-access-hygiene", CEILING):
+            assert rbac.read_cluster_role(name).rules
+        for name in (f"{RELEASE}-access-hygiene", f"{RELEASE}-access-hygiene-grant-ceiling"):
+            subjects = rbac.read_cluster_role_binding(name).subjects
+            assert [(s.kind, s.name, s.namespace) for s in subjects] == [
+                ("ServiceAccount", release.service_account, release.namespace)
+            ]
+        core: Any = kubernetes.client.CoreV1Api(api)
+        account = core.read_namespaced_service_account(release.service_account, release.namespace)
+        assert account.automount_service_account_token is False
+        apps: Any = kubernetes.client.AppsV1Api(api)
+        deployment = apps.read_namespaced_deployment(f"{RELEASE}-access-hygiene", release.namespace)
+        assert deployment.spec.template.spec.service_account_name == release.service_account
+        service = core.read_namespaced_service(f"{RELEASE}-access-hygiene-metrics", release.namespace)
+        assert [port.port for port in service.spec.ports] == [9808]
+
+
+def test_token_authenticates_as_the_chart_service_account(release: Release, as_operator: Any) -> None:
+    authentication: Any = kubernetes.client.AuthenticationV1Api(as_operator)
+    review = authentication.create_self_subject_review({})
+    assert review.status.user_info.username == f"system:serviceaccount:{release.namespace}:{release.service_account}"
+
+
+@pytest.mark.parametrize("access", OPERATOR_NEEDS, ids=lambda a: "-".join(p for p in a if p))
+def test_service_account_may_do_what_the_operator_needs(as_operator: Any, access: Access) -> None:
+    assert allowed_as(as_operator, access)
+
+
+@pytest.mark.parametrize("access", OPERATOR_MUST_NOT, ids=lambda a: "-".join(p for p in a if p).replace("*", "all"))
+def test_service_account_is_denied_what_the_operator_must_not_do(as_operator: Any, access: Access) -> None:
+    assert not allowed_as(as_operator, access)
+
+
+def role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules}
+
+
+def binding(name: str, kind: str, role_name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": namespace}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "payload", "allowed"),
+    [
+        ("Role", "within-ceiling", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}], True),
+        ("Role", "secrets-reader", [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], False),
+        ("Role", "pod-deleter", [{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}], False),
+        ("Role", "wildcard", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}], False),
+        ("RoleBinding", "to-ceiling", ("ClusterRole", CEILING), True),
+        ("RoleBinding", "to-admin", ("ClusterRole", "cluster-admin"), False),
+        ("RoleBinding", "to-edit", ("ClusterRole", "edit"), False),
+    ],
+)  # fmt: skip
+def test_kubernetes_escalation_check_enforces_the_grant_ceiling(
+    release: Release, as_operator: Any, kind: str, name: str, payload: Any, allowed: bool
+) -> None:
+    """Server-side dry runs as the operator: RBAC up to the ceiling is accepted, anything above is refused."""
+    rbac: Any = kubernetes.client.RbacAuthorizationV1Api(as_operator)
+    if kind == "Role":
+        body, create = role(name, payload), rbac.create_namespaced_role
+    else:
+        body, create = binding(name, payload[0], payload[1], release.namespace), rbac.create_namespaced_role_binding
+    if allowed:
+        create(release.namespace, body, dry_run="All")
+        return
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        create(release.namespace, body, dry_run="All")
+    assert refused.value.status == 403, refused.value.body
+    assert "attempting to grant RBAC permissions not currently held" in str(refused.value.body)
+
+
+def test_toggles_widen_exactly_what_they_document(release: Release, as_operator: Any) -> None:
+    secret_list: Access = ("list", "", "secrets", "", "")
+    secret_get: Access = ("get", "", "secrets", "", "shop")
+    cluster_role_create: Access = ("create", "rbac.authorization.k8s.io", "clusterroles", "", "")
+    release.install_or_upgrade("--set", "secretMetadata.enabled=true", "--set", "rbac.clusterRules.enabled=true")
+    try:
+        wait_for(lambda: allowed_as(as_operator, secret_list) and allowed_as(as_operator, cluster_role_create))
+        assert not allowed_as(as_operator, secret_get)
+        assert not allowed_as(as_operator, ("bind", "rbac.authorization.k8s.io", "clusterroles", "", ""))
+        assert not allowed_as(as_operator, ("escalate", "rbac.authorization.k8s.io", "clusterroles", "", ""))
+    finally:
+        release.install_or_upgrade()
+    wait_for(lambda: not allowed_as(as_operator, secret_list) and not allowed_as(as_operator, cluster_role_create))
+
+
+def test_uninstall_keeps_the_crd_and_removes_the_rbac(release: Release) -> None:
+    release.run("uninstall", RELEASE, "--wait")
+    with release.cluster.api_client() as api:
+        extensions: Any = kubernetes.client.ApiextensionsV1Api(api)
+        assert extensions.read_custom_resource_definition(CRD_NAME).metadata.name == CRD_NAME
+        rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        with pytest.raises(kubernetes.client.ApiException) as gone:
+            rbac.read_cluster_role(f"{RELEASE}-access-hygiene")
+        assert gone.value.status == 404
