@@ -20,7 +20,9 @@ DRIFT_INTERVAL = float(os.environ.get("ACCESS_HYGIENE_DRIFT_INTERVAL_SECONDS", "
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, handler: str) -> None:
     runtime = runtime_of(memo)
     with observed(runtime, handler) as outcome, api_errors_as_kopf("AccessPolicy reconcile"):
-        result = sync_policy(runtime.api, body, runtime.settings, datetime.now(UTC))
+        last_scan = memo.get("last_scan")
+        findings = last_scan.findings if last_scan is not None else ()
+        result = sync_policy(runtime.api, body, runtime.settings, datetime.now(UTC), findings)
         outcome["value"] = result.outcome
         if status_changed(body.get("status"), result.status):
             patch.status.update(result.status)

@@ -4,7 +4,7 @@ Level-triggered: the same call serves create, update, resume and the drift timer
 what the plan says differs, so a no-op reconcile makes zero writes.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,8 @@ from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resol
 from access_hygiene.models.status import AccessPolicyStatus, GeneratedRef, PlannedChange
 from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
-from access_hygiene.reconcile.status import set_condition, status_to_wire
+from access_hygiene.models.findings import Finding
+from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
 from access_hygiene.render.policy import render_policy
 from access_hygiene.settings import OperatorSettings
 
@@ -82,7 +83,11 @@ def _ref(key: ObjectKey) -> GeneratedRef:
 
 
 def sync_policy(
-    api: kubernetes.client.ApiClient, body: Mapping[str, Any], settings: OperatorSettings, now: datetime
+    api: kubernetes.client.ApiClient,
+    body: Mapping[str, Any],
+    settings: OperatorSettings,
+    now: datetime,
+    findings: Sequence[Finding] = (),
 ) -> SyncResult:
     metadata = dict(body.get("metadata") or {})
     previous = list(((body.get("status") or {}).get("conditions")) or [])
@@ -180,6 +185,7 @@ def sync_policy(
         ),
     ]
 
+    scan_violations = count_policy_findings(findings, policy.namespace, policy.service_account_name)
     writes = 0
     if mode == "enforce":
         conflicted = {c.key for c in plan.conflicts}
@@ -220,6 +226,7 @@ def sync_policy(
             ("False", "AsExpected", ""),
             generated=generated,
             planned_changes=planned,
+            violations=scan_violations,
             **base,
         )
     else:
@@ -238,7 +245,14 @@ def sync_policy(
             if missing_api
             else ("False", "AsExpected", "")
         )
-        result = finish("success", ("True", "Reconciled", message), degraded, generated=generated, **base)
+        result = finish(
+            "success",
+            ("True", "Reconciled", message),
+            degraded,
+            generated=generated,
+            violations=scan_violations,
+            **base,
+        )
     result.writes = writes
     result.plan = plan
     return result

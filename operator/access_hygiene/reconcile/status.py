@@ -1,8 +1,9 @@
 """Pure construction of AccessPolicy status: conditions keep lastTransitionTime unless status flips."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from access_hygiene.models.findings import Finding
 from access_hygiene.models.status import AccessPolicyStatus, Condition, ConditionStatus
 
 
@@ -39,3 +40,23 @@ def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
     """Whether writing desired would change anything (kopf bookkeeping keys are ignored)."""
     current = current or {}
     return any(current.get(key) != value for key, value in desired.items())
+
+
+def count_policy_findings(findings: Iterable[Finding], namespace: str, service_account: str) -> int:
+    """Non-exempt findings about the policy's ServiceAccount (the Violations printer column)."""
+    return sum(
+        1
+        for finding in findings
+        if not finding.exempted
+        and (
+            (
+                finding.subject is not None
+                and finding.subject.kind == "ServiceAccount"
+                and (finding.subject.namespace, finding.subject.name) == (namespace, service_account)
+            )
+            or (
+                finding.object.kind == "ServiceAccount"
+                and (finding.namespace, finding.object.name) == (namespace, service_account)
+            )
+        )
+    )
