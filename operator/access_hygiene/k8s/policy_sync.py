@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.cluster_facts import cluster_facts, grant_ceiling_rules
+from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
 from access_hygiene.models.status import AccessPolicyStatus, GeneratedRef, PlannedChange
 from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
-from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
 from access_hygiene.render.policy import render_policy
 from access_hygiene.settings import OperatorSettings
