@@ -4,18 +4,22 @@ Permissions are asked of the API server as the chart's ServiceAccount itself (a 
 SelfSubjectAccessReview), so what is checked is what RBAC really grants, grant ceiling included.
 """
 
+import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
+from kopf.testing import KopfRunner
 from scripts.render_chart import CHART, find_helm
 
-from tests.cluster.conftest import wait_for
+from tests.cluster.conftest import OPERATOR_ENV, wait_for
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -276,6 +280,144 @@ def test_toggles_widen_exactly_what_they_document(release: Release, as_operator:
     finally:
         release.install_or_upgrade()
     wait_for(lambda: not allowed_as(as_operator, secret_list) and not allowed_as(as_operator, cluster_role_create))
+
+
+GROUP, VERSION, PLURAL = "accesshygiene.io", "v1alpha1", "accesspolicies"
+POLICY_LABEL = "accesshygiene.io/policy"
+ORDERS_API = {
+    "mode": "enforce",
+    "rbac": {
+        "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-config"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        ]
+    },
+    "network": {"ingress": [{"from": [{"app": "web"}], "ports": [{"port": 8080}]}], "kubeAPIServer": True},
+}
+
+
+def audit_events_of(cluster: Cluster, username: str, since: float) -> list[dict[str, Any]]:
+    """The API server's audit events for one user after `since` (unix time)."""
+    events = []
+    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete" or event["user"]["username"] != username:
+            continue
+        stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if stamp.timestamp() >= since:
+            events.append(event)
+    return events
+
+
+def ready_reason(custom: Any, namespace: str, name: str) -> str | None:
+    policy = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    status = policy.get("status") or {}
+    if status.get("observedGeneration") != policy["metadata"]["generation"]:
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+    return f"{ready['status']}/{ready['reason']}" if ready else None
+
+
+@pytest.fixture
+def operator_as_chart_account(
+    release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KopfRunner]:
+    """The operator out of cluster, authenticated only as the chart's ServiceAccount."""
+    kubeconfig = mint_service_account_kubeconfig(
+        release.cluster, release.namespace, release.service_account, tmp_path / "kubeconfig"
+    )
+    env = {
+        **OPERATOR_ENV,
+        "ACCESS_HYGIENE_OPERATOR_NAMESPACE": release.namespace,
+        "ACCESS_HYGIENE_GRANT_CEILING_CLUSTER_ROLE": CEILING,
+        "KUBECONFIG": str(kubeconfig),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "access_hygiene.handlers"], timeout=60) as runner:
+        yield runner
+    assert runner.exit_code == 0, runner.output
+    assert not runner.exception, runner.output
+
+
+@pytest.mark.slow
+def test_operator_runs_as_the_chart_account_without_forbidden_requests(
+    release: Release, operator_as_chart_account: KopfRunner
+) -> None:
+    """A full scenario with the chart's RBAC only: no request of the operator is refused (403)."""
+    started = time.time() - 1
+    username = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+    namespace = f"ah-scenario-{uuid.uuid4().hex[:8]}"
+    with release.cluster.api_client() as api:
+        core: Any = kubernetes.client.CoreV1Api(api)
+        custom: Any = kubernetes.client.CustomObjectsApi(api)
+        rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)
+        networking: Any = kubernetes.client.NetworkingV1Api(api)
+        core.create_namespace({"metadata": {"name": namespace, "labels": {"accesshygiene.io/mode": "enforce"}}})
+        try:
+            # Namespace hygiene: default ServiceAccount automount off, default deny, summary annotation.
+            def default_account_automount() -> bool | None:
+                account = core.read_namespaced_service_account("default", namespace)
+                return account.automount_service_account_token  # type: ignore[no-any-return]
+
+            def annotations() -> dict[str, str]:
+                return dict(core.read_namespace(namespace).metadata.annotations or {})
+
+            wait_for(lambda: default_account_automount() is False)
+            wait_for(lambda: networking.list_namespaced_network_policy(namespace).items)
+            wait_for(lambda: "accesshygiene.io/hygiene-summary" in annotations())
+
+            # AccessPolicy create: ServiceAccount, Role, RoleBinding, NetworkPolicies.
+            policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccessPolicy",
+                      "metadata": {"name": "orders-api"}, "spec": ORDERS_API}  # fmt: skip
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, policy)
+            wait_for(lambda: ready_reason(custom, namespace, "orders-api") == "True/Reconciled")
+            selector = f"{POLICY_LABEL}=orders-api"
+            assert core.read_namespaced_service_account("orders-api", namespace)
+            assert rbac.list_namespaced_role(namespace, label_selector=selector).items
+            assert rbac.list_namespaced_role_binding(namespace, label_selector=selector).items
+            assert networking.list_namespaced_network_policy(namespace, label_selector=selector).items
+
+            # Update: narrower rules, no network section: the policy's NetworkPolicies are pruned.
+            live = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api")
+            narrowed = {"mode": "enforce", "rbac": {"rules": ORDERS_API["rbac"]["rules"][:1]}}  # type: ignore[index]
+            custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api",
+                                                    {**live, "spec": narrowed})  # fmt: skip
+            wait_for(lambda: ready_reason(custom, namespace, "orders-api") == "True/Reconciled")
+            wait_for(lambda: not networking.list_namespaced_network_policy(namespace, label_selector=selector).items)
+
+            # Above the ceiling: refused by the operator, nothing written.
+            greedy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccessPolicy", "metadata": {"name": "greedy"},
+                      "spec": {"mode": "enforce", "rbac": {"rules": [
+                          {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}}}  # fmt: skip
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, greedy)
+            wait_for(lambda: ready_reason(custom, namespace, "greedy") == "False/GrantCeilingExceeded")
+
+            # Delete: everything the policy generated goes.
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api")
+            wait_for(lambda: not rbac.list_namespaced_role(namespace, label_selector=selector).items)
+            wait_for(lambda: not rbac.list_namespaced_role_binding(namespace, label_selector=selector).items)
+
+            def account_names() -> list[str]:
+                return [sa.metadata.name for sa in core.list_namespaced_service_account(namespace).items]
+
+            wait_for(lambda: "orders-api" not in account_names())
+
+            # At least one full cluster scan (every kind, cluster-wide) ran under the same identity.
+            scan_interval = float(OPERATOR_ENV["ACCESS_HYGIENE_SCAN_INTERVAL_SECONDS"])
+            time.sleep(max(0.0, started + scan_interval + 1 - time.time()))
+        finally:
+            core.delete_namespace(namespace)
+
+    events = audit_events_of(release.cluster, username, started)
+    verbs = {event["verb"] for event in events}
+    assert {"list", "watch", "patch", "delete"} <= verbs, "the operator did not run as the chart's account"
+    forbidden = [
+        f"{e['verb']} {e.get('objectRef', {}).get('resource')} {e.get('objectRef', {}).get('namespace', '')}"
+        for e in events
+        if (e.get("responseStatus") or {}).get("code") == 403
+    ]
+    assert forbidden == [], "the chart's RBAC is missing what these requests need"
 
 
 def test_uninstall_keeps_the_crd_and_removes_the_rbac(release: Release) -> None:
