@@ -163,7 +163,12 @@ def release(cluster: Cluster) -> Iterator[Release]:
     namespace = f"ah-chart-{uuid.uuid4().hex[:8]}"
     with cluster.api_client() as api:
         core: Any = kubernetes.client.CoreV1Api(api)
-        core.create_namespace({"metadata": {"name": namespace}})
+        # Pod Security admission enforces "restricted" here: the operator pod must be admitted anyway.
+        labels = {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+        core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
     adopt_existing_crd(cluster, namespace)
     installed = Release(cluster, namespace, find_helm())
     notes = installed.install_or_upgrade()
@@ -205,6 +210,20 @@ def test_chart_objects_are_in_place(release: Release) -> None:
         assert deployment.spec.template.spec.service_account_name == release.service_account
         service = core.read_namespaced_service(f"{RELEASE}-access-hygiene-metrics", release.namespace)
         assert [port.port for port in service.spec.ports] == [9808]
+
+
+def test_operator_pod_is_admitted_under_restricted_pod_security(release: Release) -> None:
+    """The ReplicaSet controller creates the pod; PodSecurity admission would refuse a non-restricted one."""
+    with release.cluster.api_client() as api:
+        core: Any = kubernetes.client.CoreV1Api(api)
+        selector = "app.kubernetes.io/instance=" + RELEASE
+
+        def operator_pods() -> list[Any]:
+            return list(core.list_namespaced_pod(release.namespace, label_selector=selector).items)
+
+        (pod,) = wait_for(operator_pods)
+        assert pod.spec.security_context.run_as_non_root is True
+        assert pod.spec.service_account_name == release.service_account
 
 
 def test_token_authenticates_as_the_chart_service_account(release: Release, as_operator: Any) -> None:
