@@ -26,7 +26,7 @@ LABEL org.opencontainers.image.title="access-hygiene" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/access-hygiene/access-hygiene"
 # pip is the only installer in the slim base; the operator never needs it at runtime.
-RUN python -m pip uninstall --yes pip setuptools wheel
+RUN python -m pip uninstall --yes setuptools wheel pip
 COPY --from=builder /opt/access-hygiene /opt/access-hygiene
 ENV PATH=/opt/access-hygiene/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
