@@ -146,7 +146,7 @@ def operator_metrics(
 
         def scanned() -> bool:
             if process.poll() is not None:
-                raise AssertionError(f"operator exited with {process.returncode}:\n{tail(log)}")
+                raise AssertionError(f"operator exited with {process.returncode}")
             return http_ok(url) and b"access_hygiene_last_scan_timestamp_seconds " in urllib.request.urlopen(url).read()
 
         try:
