@@ -50,7 +50,9 @@ def test_excluded_prefixes_are_overridable() -> None:
     snapshot = load(FIXTURES / "AH-RBAC-001" / "good.yaml")
     ctx = AuditContext(excluded_subject_prefixes=())
     findings = run_audit(snapshot, ctx, only=["AH-RBAC-001"])
-    assert [describe(f) for f in findings] == ["ClusterRoleBinding//scheduler-admin|User:system:kube-scheduler|critical"]
+    assert [describe(f) for f in findings] == [
+        "ClusterRoleBinding//scheduler-admin|User:system:kube-scheduler|critical"
+    ]
 
 
 def test_privileged_namespace_raises_severity() -> None:
@@ -67,7 +69,9 @@ def test_superuser_binding_is_reported_once() -> None:
 
 
 def test_findings_are_deterministic() -> None:
-    objects = [doc for rule_id in RBAC_RULES for doc in yaml.safe_load_all((FIXTURES / rule_id / "bad.yaml").read_text())]
+    objects = [
+        doc for rule_id in RBAC_RULES for doc in yaml.safe_load_all((FIXTURES / rule_id / "bad.yaml").read_text())
+    ]
     first = run_audit(ClusterSnapshot.from_objects(objects), AuditContext())
     second = run_audit(ClusterSnapshot.from_objects(list(reversed(objects))), AuditContext())
     assert first == second
