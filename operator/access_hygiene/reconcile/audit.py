@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile import rules as rules_package
+from access_hygiene.reconcile.exemptions import apply_exemptions
 from access_hygiene.reconcile.rules import RULES, AuditContext, Rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
@@ -32,17 +33,6 @@ def select_rules(only: Collection[str] | None) -> list[Rule]:
     if unknown:
         raise ValueError(f"unknown rule id(s): {', '.join(unknown)}")
     return [r for rule_id, r in catalogue.items() if any(rule_id.startswith(w) for w in wanted)]
-
-
-def apply_exemptions(findings: list[Finding], snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Finding]:
-    # TEMPORARY guard: reconcile/exemptions.py is being written in parallel. Replace with a plain
-    # `from access_hygiene.reconcile.exemptions import apply_exemptions` once it exists.
-    try:
-        module = importlib.import_module("access_hygiene.reconcile.exemptions")
-    except ModuleNotFoundError:
-        return findings
-    result: list[Finding] = module.apply_exemptions(findings, snapshot, ctx)
-    return result
 
 
 def sort_key(finding: Finding) -> tuple[int, str, str, str, str, str, str]:
