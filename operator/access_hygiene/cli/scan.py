@@ -168,34 +168,26 @@ def load_input(args: argparse.Namespace) -> LoadedInput:
 
 
 def _load_live(args: argparse.Namespace) -> ClusterSnapshot:
-    # Imported lazily: file scans must work without reaching (or configuring) a cluster.
-    import kubernetes
-    import urllib3
+    # Imported lazily: file scans must work without the Kubernetes client stack.
+    from access_hygiene.k8s.snapshot_loader import SnapshotLoadError, load_live_snapshot
 
-    from access_hygiene.k8s.client import make_api_client
-    from access_hygiene.k8s.snapshot_loader import load_snapshot
-
+    options = {"include_secrets": args.include_secrets}
     try:
-        with make_api_client(args.kubeconfig, args.context) as api:
-            if not sys.stderr.isatty():
-                return load_snapshot(api, include_secrets=args.include_secrets)
-            columns = (SpinnerColumn(), TextColumn("Loading {task.fields[kind]}: {task.completed} objects"),
-                       TimeElapsedColumn())  # fmt: skip
-            with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-                task = progress.add_task("load", kind="cluster", total=None)
-                totals: dict[str, int] = {}
+        if not sys.stderr.isatty():
+            return load_live_snapshot(args.kubeconfig, args.context, **options)
+        columns = (SpinnerColumn(), TextColumn("Loading {task.fields[kind]}: {task.completed} objects"),
+                   TimeElapsedColumn())  # fmt: skip
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("load", kind="cluster", total=None)
+            totals: dict[str, int] = {}
 
-                def report(kind: str, count: int) -> None:
-                    totals[kind] = count
-                    progress.update(task, kind=kind, completed=sum(totals.values()))
+            def report(kind: str, count: int) -> None:
+                totals[kind] = count
+                progress.update(task, kind=kind, completed=sum(totals.values()))
 
-                return load_snapshot(api, include_secrets=args.include_secrets, progress=report)
-    except kubernetes.config.ConfigException as error:
-        raise InputError(f"kubeconfig: {error}") from None
-    except kubernetes.client.ApiException as error:
-        raise InputError(f"cluster API error: {error.status} {error.reason}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise InputError(f"cannot reach the cluster: {error}") from None
+            return load_live_snapshot(args.kubeconfig, args.context, progress=report, **options)
+    except SnapshotLoadError as error:
+        raise InputError(str(error)) from None
 
 
 # --- audit context -------------------------------------------------------------------------------------

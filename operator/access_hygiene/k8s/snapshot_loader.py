@@ -58,3 +58,30 @@ def load_snapshot(
         if progress is not None:
             progress(kind, count)
     return snapshot
+
+
+class SnapshotLoadError(Exception):
+    """The live cluster could not be read (bad kubeconfig, unreachable API, API error)."""
+
+
+def load_live_snapshot(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    include_secrets: bool = False,
+    progress: Progress | None = None,
+) -> ClusterSnapshot:
+    """load_snapshot() through a client from a kubeconfig/context (or in-cluster), errors as SnapshotLoadError."""
+    import urllib3
+
+    from access_hygiene.k8s.client import make_api_client
+
+    try:
+        with make_api_client(kubeconfig, context) as api:
+            return load_snapshot(api, include_secrets=include_secrets, progress=progress)
+    except kubernetes.config.ConfigException as error:
+        raise SnapshotLoadError(f"kubeconfig: {error}") from None
+    except kubernetes.client.ApiException as error:
+        raise SnapshotLoadError(f"cluster API error: {error.status} {error.reason}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise SnapshotLoadError(f"cannot reach the cluster: {error}") from None
