@@ -1,6 +1,7 @@
 """Entry point of the `access-hygiene` command: one subcommand per module in cli/."""
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`access-hygiene scan | head`); that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 
