@@ -1,0 +1,179 @@
+"""The grant ceiling: what an AccessPolicy may grant, checked before anything is written.
+
+Two independent checks. (1) Every requested (apiGroup, resource, verb, name) must be covered by the
+ceiling ClusterRole's rules, the same ClusterRole the operator is bound to, so Kubernetes' own
+escalation check agrees. (2) Sensitive capabilities are refused even inside the ceiling unless the
+operator configuration lists them in allowed_sensitive.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any, Literal
+
+from access_hygiene.models.policy import PolicyRule, ResolvedPolicy
+
+READ_VERBS = frozenset({"get", "list", "watch"})
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+SENSITIVE_CAPABILITIES = frozenset(
+    {
+        "wildcard",
+        "escalate",
+        "bind",
+        "impersonate",
+        "secrets-read",
+        "nodes-proxy",
+        "token-create",
+        "exec",
+        "webhook-write",
+        "rbac-write",
+        "csr-approve",
+        "cluster-rules",
+    }
+)
+_WEBHOOK_RESOURCES = frozenset(
+    {
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+        "mutatingadmissionpolicies",
+        "mutatingadmissionpolicybindings",
+    }
+)
+_RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
+
+
+@dataclass(frozen=True)
+class CeilingViolation:
+    scope: Literal["namespace", "cluster"]
+    rule_index: int
+    reason: str
+    capability: str = ""
+
+
+def _field(scope: str) -> str:
+    return "rbac.rules" if scope == "namespace" else "rbac.clusterRules"
+
+
+def sensitive_capabilities(rule: PolicyRule) -> list[tuple[str, str]]:
+    """(capability, why) pairs a rule would grant."""
+    groups, resources, verbs = set(rule.api_groups), set(rule.resources), set(rule.verbs)
+    found: list[tuple[str, str]] = []
+    wildcards = [
+        name for name, values in (("apiGroups", groups), ("resources", resources), ("verbs", verbs)) if "*" in values
+    ]
+    if wildcards:
+        found.append(("wildcard", f"'*' in {', '.join(wildcards)} grants everything current and future"))
+    for verb in ("escalate", "bind", "impersonate"):
+        if verb in verbs:
+            found.append((verb, f"verb {verb} lets the app raise its own or others' privileges"))
+    core = bool(groups & {"", "*"})
+
+    def has(resource: str) -> bool:
+        return resource in resources or "*" in resources
+
+    if core and has("secrets") and verbs & (READ_VERBS | {"*"}):
+        scope = "the named Secrets" if rule.resource_names else "every Secret in scope"
+        found.append(("secrets-read", f"reading secrets exposes {scope}"))
+    if core and has("nodes/proxy"):
+        found.append(("nodes-proxy", "nodes/proxy reaches the kubelet API, bypassing admission and audit"))
+    if core and has("serviceaccounts/token") and verbs & {"create", "*"}:
+        found.append(("token-create", "serviceaccounts/token create mints tokens for other identities"))
+    if core and (has("pods/exec") or has("pods/attach")) and verbs & {"create", "get", "*"}:
+        found.append(("exec", "pods/exec or pods/attach runs commands inside other workloads"))
+    writes = verbs & (WRITE_VERBS | {"*"})
+    if (
+        groups & {"admissionregistration.k8s.io", "*"}
+        and writes
+        and (resources & _WEBHOOK_RESOURCES or "*" in resources)
+    ):
+        found.append(("webhook-write", "writing admission webhooks/policies can intercept or disable admission"))
+    if groups & {"rbac.authorization.k8s.io", "*"} and writes and (resources & _RBAC_RESOURCES or "*" in resources):
+        found.append(("rbac-write", "writing roles or bindings can grant arbitrary permissions"))
+    if groups & {"certificates.k8s.io", "*"} and (
+        (has("certificatesigningrequests/approval") and writes) or (has("signers") and verbs & {"approve", "*"})
+    ):
+        found.append(("csr-approve", "approving CSRs can mint client certificates for any identity"))
+    return found
+
+
+def _covers(ceiling_values: Iterable[str], value: str) -> bool:
+    values = set(ceiling_values)
+    if "*" in values or value in values:
+        return True
+    # "*/scale" in a ceiling covers any resource's scale subresource.
+    if "/" in value:
+        return f"*/{value.split('/', 1)[1]}" in values
+    return False
+
+
+def _covered(ceiling: Sequence[Mapping[str, Any]], group: str, resource: str, verb: str, name: str) -> bool:
+    for rule in ceiling:
+        if rule.get("nonResourceURLs"):
+            continue
+        if not (
+            _covers(rule.get("apiGroups") or [], group)
+            and _covers(rule.get("resources") or [], resource)
+            and _covers(rule.get("verbs") or [], verb)
+        ):
+            continue
+        names = rule.get("resourceNames") or []
+        if not names or (name and name in names):
+            return True
+    return False
+
+
+def uncovered_requests(rule: PolicyRule, ceiling: Sequence[Mapping[str, Any]]) -> list[str]:
+    names: list[str] = list(rule.resource_names) or [""]
+    missing = []
+    for group, resource, verb, name in product(rule.api_groups, rule.resources, rule.verbs, names):
+        if not _covered(ceiling, group, resource, verb, name):
+            where = f'apiGroup "{group}"' + (f", name {name}" if name else "")
+            missing.append(f"{verb} {resource} ({where})")
+    return missing
+
+
+def check_grant_ceiling(
+    policy: ResolvedPolicy,
+    ceiling_rules: Sequence[Mapping[str, Any]],
+    *,
+    allowed_sensitive: frozenset[str] = frozenset(),
+    allow_cluster_rules: bool = False,
+) -> list[CeilingViolation]:
+    violations: list[CeilingViolation] = []
+    scoped: list[tuple[Literal["namespace", "cluster"], Sequence[PolicyRule]]] = [
+        ("namespace", policy.spec.rbac.rules),
+        ("cluster", policy.spec.rbac.cluster_rules),
+    ]
+    for scope, rules in scoped:
+        for index, rule in enumerate(rules):
+            where = f"{_field(scope)}[{index}]"
+            if scope == "cluster" and not allow_cluster_rules:
+                violations.append(
+                    CeilingViolation(
+                        scope,
+                        index,
+                        f"{where}: cluster-wide rules are not allowed by the operator (allowClusterRules is off)",
+                        "cluster-rules",
+                    )
+                )
+                continue
+            for capability, why in sensitive_capabilities(rule):
+                if capability not in allowed_sensitive:
+                    violations.append(
+                        CeilingViolation(
+                            scope,
+                            index,
+                            f"{where}: refused, {why} (capability {capability} is not allowed by the operator)",
+                            capability,
+                        )
+                    )
+            missing = uncovered_requests(rule, ceiling_rules)
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                violations.append(
+                    CeilingViolation(scope, index, f"{where}: outside the grant ceiling: {shown}", "outside-ceiling")
+                )
+    return violations
