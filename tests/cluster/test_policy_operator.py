@@ -49,7 +49,7 @@ def wait_condition(
         policy = get_policy(api, namespace, name)
         ready = condition(policy, "Ready")
         generation = policy["metadata"]["generation"]
-        current = policy["status"].get("observedGeneration") == generation
+        current = (policy.get("status") or {}).get("observedGeneration") == generation
         if current and ready and ready["status"] == status and ready["reason"] == reason:
             return policy
         return None

@@ -27,6 +27,13 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.peering.standalone = True
 
 
+@kopf.on.login(id="login")
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then $KUBECONFIG (read now, not at import like the client library)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
 @kopf.on.startup(id="configure")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings)

@@ -18,8 +18,10 @@ def api_error_message(error: kubernetes.client.ApiException) -> str:
 
 
 def to_kopf_error(error: kubernetes.client.ApiException, what: str) -> kopf.TemporaryError | kopf.PermanentError:
-    message = f"{what}: HTTP {error.status}: {api_error_message(error)}"
-    if error.status in TRANSIENT_STATUSES or error.status is None:
+    detail = api_error_message(error)
+    message = f"{what}: HTTP {error.status}: {detail}"
+    # A namespace being deleted refuses new content; that resolves itself, so it is not permanent.
+    if error.status in TRANSIENT_STATUSES or error.status is None or "is being terminated" in detail:
         return kopf.TemporaryError(message, delay=10)
     return kopf.PermanentError(message)
 
