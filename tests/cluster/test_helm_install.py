@@ -464,6 +464,8 @@ def test_operator_runs_as_the_chart_account_without_forbidden_requests(
     verbs = {event["verb"] for event in events}
     # Watches complete only when they end, so they are not among these events.
     assert {"get", "list", "patch", "delete"} <= verbs, "the operator did not run as the chart's account"
+    scanned = {e["objectRef"]["resource"] for e in events if e["verb"] == "list" and "namespace" not in e["objectRef"]}
+    assert {"cronjobs", "clusterrolebindings", "pods"} <= scanned, "no full cluster scan ran as the chart's account"
     assert forbidden_requests(events) == [], "the chart's RBAC is missing what these requests need"
 
 
