@@ -181,6 +181,21 @@ def exemptions_in(snapshot: ClusterSnapshot) -> list[Exemption | ExemptionError]
     return sorted(found, key=lambda e: (e.target.namespace, e.target.kind, e.target.name))
 
 
+def _exemptions_cached(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Exemption | ExemptionError]:
+    """exemptions_in, once per audit (ctx.cache["exemptions"], keyed by the snapshot object)."""
+    cached = ctx.cache.get("exemptions")
+    if isinstance(cached, tuple) and cached[0] is snapshot and cached[1] == _size(snapshot):
+        result: list[Exemption | ExemptionError] = cached[2]
+        return result
+    found = exemptions_in(snapshot)
+    ctx.cache["exemptions"] = (snapshot, _size(snapshot), found)
+    return found
+
+
+def _size(snapshot: ClusterSnapshot) -> int:
+    return sum(1 for _ in _objects(snapshot))
+
+
 def _selector_of(ctx: AuditContext) -> dict[str, str]:
     # Forward-compatible: AuditContext may carry the configured namespace label selector.
     raw = getattr(ctx, "exempt_namespace_selector", None)
@@ -233,7 +248,7 @@ def _owner_chain(obj_key: ObjKey, by_key: Mapping[ObjKey, Obj]) -> Iterator[ObjK
 def bookkeeping_findings(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Finding]:
     """AH-GOV-002 for expired exemptions and AH-GOV-003 for malformed ones."""
     findings: list[Finding] = []
-    for item in exemptions_in(snapshot):
+    for item in _exemptions_cached(snapshot, ctx):
         target = item.target
         namespace = target.name if target.kind == "Namespace" else target.namespace
         where = f"{target.kind} {target.name}" + (f" in {target.namespace}" if target.namespace else "")
@@ -264,7 +279,7 @@ def apply_exemptions(findings: list[Finding], snapshot: ClusterSnapshot, ctx: Au
     """Mark findings covered by an active exemption (on the object, an owner of it, or its namespace)
     and append AH-GOV-002/003 findings for expired/malformed exemptions not already present."""
     active: dict[ObjKey, list[Exemption]] = {}
-    for item in exemptions_in(snapshot):
+    for item in _exemptions_cached(snapshot, ctx):
         if isinstance(item, Exemption) and item.is_active(ctx.now):
             target = item.target
             active.setdefault(_key(target.kind, target.namespace, target.name), []).append(item)
@@ -306,7 +321,7 @@ def _covering(
 def exemption_counts(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, int]:
     """Exemptions by state (active, expired, invalid), every state present, for access_hygiene_exemptions."""
     counts = dict.fromkeys(EXEMPTION_STATES, 0)
-    for item in exemptions_in(snapshot):
+    for item in _exemptions_cached(snapshot, ctx):
         if isinstance(item, ExemptionError):
             counts["invalid"] += 1
         elif item.is_active(ctx.now):

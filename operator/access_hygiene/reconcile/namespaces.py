@@ -52,8 +52,11 @@ _FINISHED_PHASES = ("Succeeded", "Failed")
 
 def exempt_by_config(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> bool:
     """Namespaces the operator's configuration exempts: the hygiene rules skip them entirely."""
-    ns_obj = next((ns for ns in snapshot.namespaces if name_of(ns) == namespace), {"metadata": {"name": namespace}})
-    return namespace_exempt_by_config(ns_obj, ctx)
+    index = hygiene_index(snapshot, ctx)
+    if namespace not in index.config_exempt:
+        ns_obj = index.namespaces.get(namespace, {"metadata": {"name": namespace}})
+        index.config_exempt[namespace] = namespace_exempt_by_config(ns_obj, ctx)
+    return index.config_exempt[namespace]
 
 
 def severity_for(rule_id: str, namespace: str, ctx: AuditContext) -> Severity:
@@ -120,14 +123,60 @@ def _ref(obj: Obj, kind: str) -> ObjectRef:
     )
 
 
-def workloads_of(snapshot: ClusterSnapshot, namespace: str | None = None) -> list[Workload]:
+@dataclass
+class HygieneIndex:
+    """The snapshot's objects by namespace/name, built once per audit (the rules look up per workload)."""
+
+    namespaces: dict[str, Obj]
+    service_accounts: dict[tuple[str, str], Obj]
+    policies: dict[str, list[Obj]]
+    workloads: list[Workload]
+    workloads_by_namespace: dict[str, list[Workload]]
+    config_exempt: dict[str, bool] = field(default_factory=dict)
+
+
+def _fingerprint(snapshot: ClusterSnapshot) -> tuple[int, ...]:
+    s = snapshot
+    return (len(s.namespaces), len(s.service_accounts), len(s.pods), len(s.network_policies), len(s.workloads))
+
+
+def hygiene_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> HygieneIndex:
+    """Cached in ctx.cache["hygiene"] for this snapshot (rebuilt if objects were added meanwhile)."""
+    cached = ctx.cache.get("hygiene")
+    if isinstance(cached, tuple) and cached[0] == _fingerprint(snapshot) and cached[1] is snapshot:
+        index: HygieneIndex = cached[2]
+        return index
+    policies: dict[str, list[Obj]] = {}
+    for policy in snapshot.network_policies:
+        policies.setdefault(namespace_of(policy), []).append(policy)
+    workloads = _workloads(snapshot)
+    by_namespace: dict[str, list[Workload]] = {}
+    for workload in workloads:
+        by_namespace.setdefault(workload.namespace, []).append(workload)
+    index = HygieneIndex(
+        namespaces={name_of(ns): ns for ns in snapshot.namespaces},
+        service_accounts={(namespace_of(sa), name_of(sa)): sa for sa in snapshot.service_accounts},
+        policies=policies,
+        workloads=workloads,
+        workloads_by_namespace=by_namespace,
+    )
+    ctx.cache["hygiene"] = (_fingerprint(snapshot), snapshot, index)
+    return index
+
+
+def workloads_of(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str | None = None) -> list[Workload]:
     """Top-most known pod producers: a Deployment, not its ReplicaSets and pods; a pod only when its
     controller is not in the snapshot. Finished pods are left out (they hold no live token)."""
+    index = hygiene_index(snapshot, ctx)
+    return list(index.workloads if namespace is None else index.workloads_by_namespace.get(namespace, []))
+
+
+def _workloads(snapshot: ClusterSnapshot) -> list[Workload]:
     known = {(str(o.get("kind", "")), namespace_of(o), name_of(o)) for o in snapshot.workloads}
     result: list[Workload] = []
     for obj in snapshot.workloads:
         kind = str(obj.get("kind", ""))
-        if (namespace is not None and namespace_of(obj) != namespace) or kind not in _TEMPLATE_PATHS:
+        if kind not in _TEMPLATE_PATHS:
             continue
         if _controller_key(obj) in known:
             continue
@@ -136,8 +185,6 @@ def workloads_of(snapshot: ClusterSnapshot, namespace: str | None = None) -> lis
             Workload(_ref(obj, kind), namespace_of(obj), labels_of(template), _dig(template, ("spec",)), live=False)
         )
     for pod in snapshot.pods:
-        if namespace is not None and namespace_of(pod) != namespace:
-            continue
         if _controller_key(pod) in known or (pod.get("status") or {}).get("phase") in _FINISHED_PHASES:
             continue
         live = bool(meta(pod).get("uid"))
@@ -145,8 +192,8 @@ def workloads_of(snapshot: ClusterSnapshot, namespace: str | None = None) -> lis
     return sorted(result, key=lambda w: (w.namespace, w.ref.kind, w.ref.name))
 
 
-def service_account_of(snapshot: ClusterSnapshot, namespace: str, name: str) -> Obj | None:
-    return next((sa for sa in snapshot.service_accounts if namespace_of(sa) == namespace and name_of(sa) == name), None)
+def service_account_of(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str, name: str) -> Obj | None:
+    return hygiene_index(snapshot, ctx).service_accounts.get((namespace, name))
 
 
 def _has_api_token_volume(spec: Obj) -> bool:
@@ -207,8 +254,8 @@ def is_default_deny(policy: Obj, direction: Literal["Ingress", "Egress"]) -> boo
     return _selects_all(spec.get("podSelector")) and direction in policy_types(policy) and not rules
 
 
-def policies_in(snapshot: ClusterSnapshot, namespace: str) -> list[Obj]:
-    return [p for p in snapshot.network_policies if namespace_of(p) == namespace]
+def policies_in(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> list[Obj]:
+    return list(hygiene_index(snapshot, ctx).policies.get(namespace, []))
 
 
 def is_managed(obj: Obj) -> bool:
@@ -248,10 +295,10 @@ def _peer_reaches_dns(peer: Any, policy_namespace: str, ctx: AuditContext, dns_n
 
 def dns_allowed(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str, pod_labels: Mapping[str, str]) -> bool:
     """Can a pod with these labels reach the cluster DNS (UDP 53)?"""
-    policies = policies_in(snapshot, namespace)
+    policies = policies_in(snapshot, ctx, namespace)
     if not isolated(policies, pod_labels, "Egress"):
         return True
-    dns_namespace = next((ns for ns in snapshot.namespaces if name_of(ns) == ctx.dns_namespace), None)
+    dns_namespace = hygiene_index(snapshot, ctx).namespaces.get(ctx.dns_namespace)
     dns_ns_labels = {NAMESPACE_NAME_LABEL: ctx.dns_namespace, **(labels_of(dns_namespace) if dns_namespace else {})}
     for policy in policies:
         if "Egress" not in policy_types(policy) or not policy_selects(policy, pod_labels):
@@ -270,14 +317,14 @@ def dns_allowed(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str, po
 
 
 def _controls_of(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> dict[str, bool]:
-    policies = policies_in(snapshot, namespace)
-    default_sa = service_account_of(snapshot, namespace, "default")
+    policies = policies_in(snapshot, ctx, namespace)
+    default_sa = service_account_of(snapshot, ctx, namespace, "default")
     return {
         "default-sa-automount-off": default_sa is not None and default_sa.get("automountServiceAccountToken") is False,
         "default-deny-ingress": any(is_default_deny(p, "Ingress") for p in policies),
         "default-deny-egress": any(is_default_deny(p, "Egress") for p in policies),
         "dns-egress-allowed": dns_allowed(snapshot, ctx, namespace, {}),
-        "no-pods-on-default-sa": all(w.service_account != "default" for w in workloads_of(snapshot, namespace)),
+        "no-pods-on-default-sa": all(w.service_account != "default" for w in workloads_of(snapshot, ctx, namespace)),
     }
 
 
@@ -296,10 +343,10 @@ def namespace_controls(
     return result
 
 
-def control_conflicts(snapshot: ClusterSnapshot, namespace: str) -> list[Obj]:
+def control_conflicts(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> list[Obj]:
     """NetworkPolicies with one of our names that we do not own: we never overwrite them."""
     return [
-        p for p in policies_in(snapshot, namespace) if name_of(p) in MANAGED_NAMES and not is_managed(p)
+        p for p in policies_in(snapshot, ctx, namespace) if name_of(p) in MANAGED_NAMES and not is_managed(p)
     ]  # fmt: skip
 
 
@@ -358,7 +405,7 @@ def plan_namespace(namespace: Mapping[str, Any], snapshot: ClusterSnapshot, ctx:
     now = ctx.now
     findings = [f for f in run_audit(snapshot, ctx) if name in (f.namespace, f.object.namespace)]
     exempt = namespace_is_exempt(ns_obj, ctx, now)
-    policies = policies_in(snapshot, name)
+    policies = policies_in(snapshot, ctx, name)
     ours = {name_of(p): p for p in policies if is_managed(p) and name_of(p) in MANAGED_NAMES}
     if _terminating(ns_obj):
         return NamespacePlan(name, exempt, [], findings, [])
@@ -374,7 +421,7 @@ def plan_namespace(namespace: Mapping[str, Any], snapshot: ClusterSnapshot, ctx:
     desired = render_namespace_controls(
         name, uid, ctx.dns_namespace, dict(ctx.dns_pod_labels), ingress=want_ingress, egress=want_egress
     )
-    conflicting = {name_of(p) for p in control_conflicts(snapshot, name)}
+    conflicting = {name_of(p) for p in control_conflicts(snapshot, ctx, name)}
     apply = [
         d
         for d in desired
@@ -387,7 +434,7 @@ def plan_namespace(namespace: Mapping[str, Any], snapshot: ClusterSnapshot, ctx:
         for n in sorted(ours)
         if n not in desired_names
     ]
-    default_sa = service_account_of(snapshot, name, "default")
+    default_sa = service_account_of(snapshot, ctx, name, "default")
     fix_sa = want_sa and (default_sa is None or default_sa.get("automountServiceAccountToken") is not False)
     if fix_sa:
         apply.insert(0, render_default_sa_patch(name))
@@ -403,11 +450,11 @@ def forecast_breakage(
 ) -> list[BreakageForecast]:
     """Pods that would likely break if the default SA's automount were turned off (token_off) and
     default deny were added for ingress/egress (with the DNS allow to the cluster DNS)."""
-    policies = policies_in(snapshot, namespace)
+    policies = policies_in(snapshot, ctx, namespace)
     forecast: list[BreakageForecast] = []
-    for workload in workloads_of(snapshot, namespace):
+    for workload in workloads_of(snapshot, ctx, namespace):
         sa_name = workload.service_account
-        mounted = token_mounted(workload, service_account_of(snapshot, namespace, sa_name))
+        mounted = token_mounted(workload, service_account_of(snapshot, ctx, namespace, sa_name))
         bindings = service_account_bindings(snapshot, ctx, namespace, sa_name) if mounted else []
         via = ", ".join(sorted({f"{b.ref.kind}/{b.ref.name}" for b in bindings}))
         impacts: list[tuple[Impact, str]] = []

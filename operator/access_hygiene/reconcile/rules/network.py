@@ -30,7 +30,7 @@ def _namespace_findings(
         name = name_of(ns)
         if exempt_by_config(snapshot, ctx, name):
             continue
-        if not any(is_default_deny(p, direction) for p in policies_in(snapshot, name)):
+        if not any(is_default_deny(p, direction) for p in policies_in(snapshot, ctx, name)):
             yield Finding(
                 rule_id=rule_id,
                 severity=severity_for(rule_id, name, ctx),
@@ -112,10 +112,10 @@ def allow_all_ingress(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[
 def unselected_pods(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
     """A workload's pods are selected by no NetworkPolicy of their namespace (ingress or egress): all
     traffic to and from them is allowed. Host-network pods are skipped (policies do not apply)."""
-    for workload in workloads_of(snapshot):
+    for workload in workloads_of(snapshot, ctx):
         if workload.host_network or exempt_by_config(snapshot, ctx, workload.namespace):
             continue
-        policies = policies_in(snapshot, workload.namespace)
+        policies = policies_in(snapshot, ctx, workload.namespace)
         if not any(policy_selects(policy, workload.labels) for policy in policies):
             yield Finding(
                 rule_id="AH-NET-004",

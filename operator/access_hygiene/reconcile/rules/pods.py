@@ -15,7 +15,7 @@ HOST_NAMESPACES = (("hostNetwork", "network"), ("hostPID", "PID"), ("hostIPC", "
 
 
 def _governed(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Workload]:
-    for workload in workloads_of(snapshot):
+    for workload in workloads_of(snapshot, ctx):
         if not exempt_by_config(snapshot, ctx, workload.namespace):
             yield workload
 

@@ -46,7 +46,7 @@ def _sa_ref(namespace: str, name: str) -> ObjectRef:
 
 def _governed(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Workload]:
     exempt: dict[str, bool] = {}
-    for workload in workloads_of(snapshot):
+    for workload in workloads_of(snapshot, ctx):
         if workload.namespace not in exempt:
             exempt[workload.namespace] = exempt_by_config(snapshot, ctx, workload.namespace)
         if not exempt[workload.namespace]:
@@ -98,7 +98,7 @@ def unused_token(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
         sa_name = workload.service_account
         if sa_name == "default":
             continue
-        if not token_mounted(workload, service_account_of(snapshot, workload.namespace, sa_name)):
+        if not token_mounted(workload, service_account_of(snapshot, ctx, workload.namespace, sa_name)):
             continue
         if not service_account_bindings(snapshot, ctx, workload.namespace, sa_name):
             yield _finding(
@@ -117,7 +117,7 @@ def default_sa_token(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[F
     for workload in _governed(snapshot, ctx):
         if workload.service_account != "default":
             continue
-        if token_mounted(workload, service_account_of(snapshot, workload.namespace, "default")):
+        if token_mounted(workload, service_account_of(snapshot, ctx, workload.namespace, "default")):
             yield _finding(
                 "AH-SA-003",
                 ctx,
