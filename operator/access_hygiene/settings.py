@@ -42,6 +42,7 @@ class OperatorSettings(BaseSettings):
         return AuditContext(
             privileged_namespaces=frozenset({*self.privileged_namespaces, self.operator_namespace}),
             exempt_namespaces=frozenset({*self.exempt_namespaces, self.operator_namespace}),
+            exempt_namespace_selector=tuple(sorted(self.exempt_namespace_selector.items())),
             dns_namespace=self.dns_namespace,
             dns_pod_labels=tuple(sorted(self.dns_pod_labels.items())),
             **overrides,

@@ -36,6 +36,13 @@ def make_namespace(cluster: Cluster) -> Iterator:  # type: ignore[type-arg]
             kubernetes.client.CoreV1Api(api).delete_namespace(name)
 
 
+def default_sa_exists(api: kubernetes.client.ApiClient, namespace: str) -> bool:
+    names = [
+        sa.metadata.name for sa in kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items
+    ]
+    return "default" in names
+
+
 def automount(api: kubernetes.client.ApiClient, namespace: str) -> bool | None:
     try:
         value = kubernetes.client.CoreV1Api(api).read_namespaced_service_account("default", namespace)
@@ -109,9 +116,9 @@ def test_exempt_namespace_is_untouched(operator: KopfRunner, cluster: Cluster, m
         },
     )
     with cluster.api_client() as api:
-        wait_for(lambda: automount(api, namespace) is not None)
+        wait_for(lambda: default_sa_exists(api, namespace))
         time.sleep(4)
-        assert automount(api, namespace) is None or automount(api, namespace) is not False
+        assert automount(api, namespace) is None  # untouched: the field was never set
         assert not ({DEFAULT_DENY, DNS_ALLOW} & policy_names(api, namespace))
 
 
@@ -127,8 +134,8 @@ def test_expired_exemption_stops_applying(operator: KopfRunner, cluster: Cluster
         },
     )
     with cluster.api_client() as api:
-        wait_for(lambda: automount(api, namespace) is not None)
-        assert automount(api, namespace) is not False
+        wait_for(lambda: default_sa_exists(api, namespace))
+        assert automount(api, namespace) is None
         # After expiry, the drift timer (2s) enforces.
         wait_for(lambda: automount(api, namespace) is False, timeout=30)
         wait_for(lambda: {DEFAULT_DENY, DNS_ALLOW} <= policy_names(api, namespace), timeout=20)
@@ -141,10 +148,10 @@ def test_audit_mode_namespace_writes_nothing_but_the_summary(
     started = time.time()
     namespace = make_namespace(labels={"accesshygiene.io/mode": "audit"})
     with cluster.api_client() as api:
-        wait_for(lambda: automount(api, namespace) is not None)
+        wait_for(lambda: default_sa_exists(api, namespace))
         wait_for(lambda: kubernetes.client.CoreV1Api(api).read_namespace(namespace).metadata.annotations)
         time.sleep(4)
-        assert automount(api, namespace) is not False
+        assert automount(api, namespace) is None
         assert policy_names(api, namespace) == set()
     writes = operator_writes(cluster, started, namespace)
     assert all(w.get("resource") == "namespaces" and w["verb"] == "patch" for w in writes), writes

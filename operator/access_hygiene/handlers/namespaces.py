@@ -34,7 +34,7 @@ def repair_namespace_drift(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
     reconcile_namespace(body, memo, logger, "namespace-drift")
 
 
-def _is_watched_change(name: str, labels: dict[str, str], **_: Any) -> bool:
+def _is_watched_change(name: str, labels: kopf.Labels, **_: Any) -> bool:
     return name == "default" or labels.get("app.kubernetes.io/managed-by") == "access-hygiene"
 
 

@@ -9,8 +9,10 @@ from typing import Any
 import kubernetes
 
 from access_hygiene.k8s import resources
+from access_hygiene.reconcile.exemptions import namespace_exempt_by_config
 from access_hygiene.reconcile.namespaces import (
     NamespacePlan,
+    is_managed,
     namespace_controls,
     namespace_summary,
     plan_namespace,
@@ -51,9 +53,11 @@ def observe_namespace(api: kubernetes.client.ApiClient, namespace: Mapping[str, 
     for api_version, kind in _NAMESPACED_KINDS:
         for obj in resources.list_objects(api, api_version, kind, namespace=name):
             snapshot.add(obj)
-    # RoleBindings may reference ClusterRoles; rules reading bindings need them resolvable.
-    for obj in resources.list_objects(api, "rbac.authorization.k8s.io/v1", "ClusterRole"):
-        snapshot.add(obj)
+    # Bindings reference ClusterRoles, and a ClusterRoleBinding can bind this namespace's SAs:
+    # the token and AH-SA-006 checks need both.
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        for obj in resources.list_objects(api, "rbac.authorization.k8s.io/v1", kind):
+            snapshot.add(obj)
     return snapshot
 
 
@@ -69,11 +73,18 @@ def sync_namespace(
         for manifest in plan.apply:
             resources.apply(api, manifest)
             writes += 1
+        for ref in plan.prune:  # only ever our own, labelled NetworkPolicies (e.g. the namespace became exempt)
+            live = resources.get(api, ref.api_version, ref.kind, ref.name, ref.namespace)
+            if live is not None and is_managed(live):
+                resources.delete(api, ref.api_version, ref.kind, ref.name, ref.namespace, uid=live["metadata"]["uid"])
+                writes += 1
         if writes:  # what we just wrote changes the controls; read back once for an honest summary
             snapshot = observe_namespace(api, namespace)
             plan = plan_namespace(namespace, snapshot, ctx)
     summary = namespace_summary(plan, namespace_controls(snapshot, ctx))
-    if settings.write_namespace_summary and _annotations_differ(namespace, summary):
+    # System namespaces exempt by configuration are governed by nothing here, not even the summary.
+    config_exempt = namespace_exempt_by_config(namespace, ctx)
+    if settings.write_namespace_summary and not config_exempt and _annotations_differ(namespace, summary):
         resources.patch_merge(api, "v1", "Namespace", plan.namespace, {"metadata": {"annotations": summary}})
         writes += 1
     return NamespaceSyncResult(plan=plan, mode=mode, writes=writes, summary=summary)

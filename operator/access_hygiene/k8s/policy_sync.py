@@ -17,11 +17,11 @@ from access_hygiene.k8s import resources
 from access_hygiene.k8s.cluster_facts import cluster_facts, grant_ceiling_rules
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
-from access_hygiene.models.status import AccessPolicyStatus, GeneratedRef, PlannedChange
+from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
 from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
 from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
-from access_hygiene.render.policy import render_policy
+from access_hygiene.render.policy import POLICY_UID_LABEL, render_policy
 from access_hygiene.settings import OperatorSettings
 
 NAMESPACED_KINDS = (
@@ -34,7 +34,8 @@ CLUSTER_KINDS = (
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 )
-POLICY_UID_LABEL = "accesshygiene.io/policy-uid"
+# (condition status, reason, message)
+Verdict = tuple[ConditionStatus, str, str]
 
 
 @dataclass
@@ -94,14 +95,14 @@ def sync_policy(
     generation = int(metadata.get("generation") or 0)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def finish(outcome: str, ready: tuple[str, str, str], degraded: tuple[str, str, str], **extra: Any) -> SyncResult:
+    def finish(outcome: str, ready: Verdict, degraded: Verdict, **extra: Any) -> SyncResult:
         conditions = [
             set_condition(
                 previous,
                 type_="Ready",
                 status=ready[0],
                 reason=ready[1],
-                message=ready[2],  # type: ignore[arg-type]
+                message=ready[2],
                 generation=generation,
                 now=stamp,
             ),
@@ -109,7 +110,7 @@ def sync_policy(
                 previous,
                 type_="Degraded",
                 status=degraded[0],
-                reason=degraded[1],  # type: ignore[arg-type]
+                reason=degraded[1],
                 message=degraded[2],
                 generation=generation,
                 now=stamp,
@@ -236,7 +237,7 @@ def sync_policy(
             and spec.network.kube_api_server
             and not any(m["kind"] == "NetworkPolicy" and "ipBlock" in str(m.get("spec")) for m in desired)
         )
-        degraded = (
+        degraded: Verdict = (
             (
                 "True",
                 "APIServerEndpointsUnknown",

@@ -20,6 +20,8 @@ class AuditContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     privileged_namespaces: frozenset[str] = frozenset({"kube-system"})
     exempt_namespaces: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+    # Namespaces carrying all these labels are exempt too (operator configuration).
+    exempt_namespace_selector: tuple[tuple[str, str], ...] = ()
     # Subjects ignored by RBAC rules: "system:" users/groups built into Kubernetes, overridable.
     excluded_subject_prefixes: tuple[str, ...] = (
         "system:kube-",
