@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit cluster controlplane crd deploy bench clean
+.PHONY: run test lint unit cluster controlplane generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ cluster: $(VENV)/.installed controlplane
 test: $(VENV)/.installed controlplane lint
 	$(PY) -m pytest
 
-crd: $(VENV)/.installed
+# Regenerate every generated artefact, in dependency order: CRD -> dashboard/alerts -> chart schema, chart CRD, deploy/.
+generate: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
+	$(PY) -m monitoring
+	$(PY) scripts/render_chart.py
+
+crd: generate
+deploy: generate
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/scan_benchmark.py
