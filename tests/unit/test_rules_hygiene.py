@@ -10,7 +10,7 @@ import yaml
 from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.audit import load_rules, run_audit
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.unit.rule_fixtures import describe, load
 
 pytestmark = pytest.mark.unit
 
@@ -22,16 +22,6 @@ HYGIENE_RULES = [
     *(f"AH-POD-{n:03d}" for n in range(1, 4)),
     *(f"AH-SA-{n:03d}" for n in range(1, 9)),
 ]
-
-
-def load(path: Path) -> ClusterSnapshot:
-    return ClusterSnapshot.from_objects(yaml.safe_load_all(path.read_text()))
-
-
-def describe(finding: Finding) -> str:
-    obj = finding.object
-    subject = str(finding.subject) if finding.subject else "-"
-    return f"{obj.kind}/{obj.namespace}/{obj.name}|{subject}|{finding.severity.value}"
 
 
 def audit(path: Path, rule_id: str, ctx: AuditContext | None = None) -> list[Finding]:

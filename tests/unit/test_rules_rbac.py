@@ -6,25 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.audit import load_rules, run_audit
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.unit.rule_fixtures import describe, load
 
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rbac"
 RBAC_RULES = [f"AH-RBAC-{n:03d}" for n in range(1, 23)]
-
-
-def load(path: Path) -> ClusterSnapshot:
-    return ClusterSnapshot.from_objects(yaml.safe_load_all(path.read_text()))
-
-
-def describe(finding: Finding) -> str:
-    obj = finding.object
-    subject = str(finding.subject) if finding.subject else "-"
-    return f"{obj.kind}/{obj.namespace}/{obj.name}|{subject}|{finding.severity.value}"
 
 
 def test_catalogue_is_complete() -> None:

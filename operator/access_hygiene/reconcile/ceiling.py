@@ -12,6 +12,7 @@ from itertools import product
 from typing import Any, Literal
 
 from access_hygiene.models.policy import PolicyRule, ResolvedPolicy
+from access_hygiene.reconcile.permissions import WEBHOOK_WRITE
 
 READ_VERBS = frozenset({"get", "list", "watch"})
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -32,16 +33,8 @@ SENSITIVE_CAPABILITIES = frozenset(
         "cluster-rules",
     }
 )
-_WEBHOOK_RESOURCES = frozenset(
-    {
-        "mutatingwebhookconfigurations",
-        "validatingwebhookconfigurations",
-        "validatingadmissionpolicies",
-        "validatingadmissionpolicybindings",
-        "mutatingadmissionpolicies",
-        "mutatingadmissionpolicybindings",
-    }
-)
+# The same admission resources the risk engine treats as webhook writes (AH-RBAC-011).
+_WEBHOOK_RESOURCES = frozenset(WEBHOOK_WRITE[2])
 _RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 
 
