@@ -270,6 +270,8 @@ def test_schema_rejects_bad_input_at_apply(crd_installed: Cluster, namespace: st
         {"network": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "app": "web"}]}]}},
         {"network": {"egress": [{"to": [{}]}]}},
         {"mode": "yolo"},
+        {"network": {"egress": [{"to": [{"ipBlock": {"cidr": "nonsense"}}]}]}},
+        {"network": {"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/33"]}}]}]}},
         {"serviceAccount": {"name": "Not_A_Name"}},
     ]
     with crd_installed.api_client() as api:

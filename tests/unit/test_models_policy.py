@@ -74,6 +74,8 @@ def test_resolve_policy_defaults(
         ({"network": {"egress": [{"to": [{}]}]}}, "at least one"),
         ({"network": {"ingress": [{"from": [{"namespace": "a", "namespaceSelector": {}}]}]}}, "namespace"),
         ({"mode": "yolo"}, "mode"),
+        ({"network": {"egress": [{"to": [{"ipBlock": {"cidr": "nonsense"}}]}]}}, "not a CIDR"),
+        ({"network": {"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["1.2.3.4/40"]}}]}]}}, "CIDR"),
         ({"unknownField": 1}, "unknownField"),
         ({"app": "Bad_Name"}, "app"),
         ({"network": {"ingress": [{"from": [{"app": "web"}], "ports": [{"port": 70000}]}]}}, "port"),

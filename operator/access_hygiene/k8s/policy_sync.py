@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.cluster_facts import cluster_facts, grant_ceiling_rules
+from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
 from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
@@ -34,6 +35,7 @@ CLUSTER_KINDS = (
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 )
+REJECTED_STATUSES = frozenset({400, 403, 422})
 # (condition status, reason, message)
 Verdict = tuple[ConditionStatus, str, str]
 
@@ -190,10 +192,32 @@ def sync_policy(
     writes = 0
     if mode == "enforce":
         conflicted = {c.key for c in plan.conflicts}
+        rejected: list[str] = []
         for manifest in plan.apply:
-            if ObjectKey.of_manifest(manifest) not in conflicted:
+            key = ObjectKey.of_manifest(manifest)
+            if key in conflicted:
+                continue
+            try:
                 resources.apply(api, manifest)
+            except kubernetes.client.ApiException as error:
+                # Invalid (400/422) or refused by RBAC's escalation check (403): retrying cannot help.
+                if error.status not in REJECTED_STATUSES:
+                    raise
+                rejected.append(f"{key}: {api_error_message(error)}")
+            else:
                 writes += 1
+        if rejected:
+            message = "the API server rejected generated objects: " + "; ".join(rejected)
+            result = finish(
+                "refused",
+                ("False", "ApplyRejected", message),
+                ("True", "ApplyRejected", message),
+                generated=generated,
+                violations=len(rejected),
+                **base,
+            )
+            result.writes = writes
+            return result
         for key in plan.prune:
             live = resources.get(api, key.api_version, key.kind, key.name, key.namespace)
             if live is not None and is_owned_by(live, policy.uid):

@@ -1,8 +1,9 @@
 """AccessPolicy spec: the source of truth for the CRD schema (see models/crd.py)."""
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from access_hygiene.models.base import WireModel
 
@@ -62,8 +63,30 @@ class LabelSelector(WireModel):
 
 
 class IPBlock(WireModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "isCIDR(self.cidr)", "message": "cidr must be a CIDR such as 10.0.0.0/16"},
+                {
+                    "rule": "!has(self.except) || self.except.all(e, isCIDR(e))",
+                    "message": "every except entry must be a CIDR",
+                },
+            ]
+        }
+    )
+
     cidr: Annotated[str, Field(min_length=1, max_length=64)]
     except_: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, alias="except", max_length=16)
+
+    @field_validator("cidr", "except_")
+    @classmethod
+    def _check_cidr(cls, value: str | list[str]) -> str | list[str]:
+        for cidr in [value] if isinstance(value, str) else value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/16") from None
+        return value
 
 
 class Peer(WireModel):
