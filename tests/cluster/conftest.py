@@ -34,7 +34,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(crd_installed: Cluster) -> Iterator[KopfRunner]:
     """The operator, authenticated as its own admin identity so the audit log tells its writes apart."""
     previous = {key: os.environ.get(key) for key in [*OPERATOR_ENV, "KUBECONFIG"]}

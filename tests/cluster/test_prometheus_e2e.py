@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ kind: ClusterRoleBinding
 metadata: {name: NAMESPACE-deployer-admin}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects: [{kind: ServiceAccount, name: deployer, namespace: NAMESPACE}]
+---
+# A visible, expiring exemption: its AH-SA-001 finding is counted as exempted, not as a violation.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: NAMESPACE-legacy
+  annotations:
+    accesshygiene.io/exempt: AH-SA-001
+    accesshygiene.io/exempt-owner: platform-team
+    accesshygiene.io/exempt-reason: legacy batch jobs still read the API with the default token
+    accesshygiene.io/exempt-until: "UNTIL"
 """
 
 
@@ -106,7 +118,8 @@ subjects: [{kind: ServiceAccount, name: deployer, namespace: NAMESPACE}]
 def risky_scenario(crd_installed: Cluster) -> Iterator[str]:
     """Objects every audit must flag; removed afterwards (anonymous cluster-admin must not outlive the test)."""
     namespace = f"ah-e2e-{uuid.uuid4().hex[:8]}"
-    manifests = list(yaml.safe_load_all(SCENARIO.replace("NAMESPACE", namespace)))
+    until = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    manifests = list(yaml.safe_load_all(SCENARIO.replace("NAMESPACE", namespace).replace("UNTIL", until)))
     with crd_installed.api_client() as api:
         try:
             for manifest in manifests:
