@@ -41,3 +41,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert commands == ["make run", "make test"]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert "make test" in [line.strip() for line in ci]
+
+
+def test_rbac_rule_reference_is_generated_from_the_registry() -> None:
+    from access_hygiene.cli.output import render_rules_markdown
+    from access_hygiene.reconcile.audit import load_rules
+
+    rules = [r for r in load_rules().values() if r.rule_id.startswith("AH-RBAC")]
+    assert len(rules) == 22
+    committed = (ROOT / "docs" / "rbac-rules.md").read_text()
+    assert committed == render_rules_markdown(rules), "run `access-hygiene rules --prefix AH-RBAC -o markdown`"

@@ -20,6 +20,7 @@ from access_hygiene.cli.output import (
     findings_json,
     findings_sarif,
     render_rules,
+    render_rules_markdown,
     render_table,
     write_json,
 )
@@ -245,7 +246,8 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     parser.set_defaults(func=run)
 
     rules_parser = subparsers.add_parser("rules", help="list the rule catalogue (id, severity, title)")
-    rules_parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    rules_parser.add_argument("-o", "--output", choices=("table", "json", "markdown"), default="table")
+    rules_parser.add_argument("--prefix", default="", help="only rules whose id starts with this, e.g. AH-RBAC")
     rules_parser.set_defaults(func=run_rules)
 
 
@@ -285,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
 def run_rules(args: argparse.Namespace) -> int:
     from access_hygiene.reconcile.audit import load_rules
 
-    rules = load_rules().values()
-    if args.output == "json":
+    rules = [r for r in load_rules().values() if r.rule_id.startswith(args.prefix)]
+    if args.output == "markdown":
+        sys.stdout.write(render_rules_markdown(rules))
+    elif args.output == "json":
         write_json(
             [{"id": r.rule_id, "severity": r.severity.value, "title": r.title, "description": r.description}
              for r in rules],
