@@ -408,7 +408,12 @@ def test_operator_runs_as_the_chart_account_without_forbidden_requests(
         try:
             # Namespace hygiene: default ServiceAccount automount off, default deny, summary annotation.
             def default_account_automount() -> bool | None:
-                account = core.read_namespaced_service_account("default", namespace)
+                try:
+                    account = core.read_namespaced_service_account("default", namespace)
+                except kubernetes.client.ApiException as error:
+                    if error.status == 404:  # kube-controller-manager has not created it yet
+                        return None
+                    raise
                 return account.automount_service_account_token  # type: ignore[no-any-return]
 
             def annotations() -> dict[str, str]:
