@@ -100,23 +100,9 @@ def sync_policy(
     def finish(outcome: str, ready: Verdict, degraded: Verdict, **extra: Any) -> SyncResult:
         conditions = [
             set_condition(
-                previous,
-                type_="Ready",
-                status=ready[0],
-                reason=ready[1],
-                message=ready[2],
-                generation=generation,
-                now=stamp,
-            ),
-            set_condition(
-                previous,
-                type_="Degraded",
-                status=degraded[0],
-                reason=degraded[1],
-                message=degraded[2],
-                generation=generation,
-                now=stamp,
-            ),
+                previous, type_=type_, status=status, reason=reason, message=message, generation=generation, now=stamp
+            )
+            for type_, (status, reason, message) in (("Ready", ready), ("Degraded", degraded))
         ]
         status = AccessPolicyStatus(observed_generation=generation, conditions=conditions, **extra)
         return SyncResult(status=status_to_wire(status), outcome=outcome)
