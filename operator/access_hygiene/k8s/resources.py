@@ -14,6 +14,8 @@ import kubernetes
 from access_hygiene import FIELD_MANAGER
 
 Obj = dict[str, Any]
+# (connect, read) seconds: a hung API server must not pin a worker thread forever.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ def request(
     body: Any = None,
     content_type: str = "application/json",
     accept: str = "application/json",
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
 ) -> Obj:
-    """One REST call returning the decoded JSON body; raises kubernetes ApiException on HTTP errors."""
+    """One REST call returning the decoded JSON body; raises kubernetes ApiException on HTTP errors
+    (and urllib3 errors when the API server cannot be reached)."""
     method_, url, headers, payload, post = api.param_serialize(
         method=method,
         resource_path=path,
@@ -92,7 +96,9 @@ def request(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(method_, url, header_params=headers, body=payload, post_params=post)
+    response = api.call_api(
+        method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=timeout
+    )
     response.read()
     if not 200 <= response.status <= 299:
         raise kubernetes.client.ApiException(http_resp=response)

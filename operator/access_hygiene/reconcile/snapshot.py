@@ -113,3 +113,59 @@ def labels_of(obj: Obj) -> dict[str, str]:
 def annotations_of(obj: Obj) -> dict[str, str]:
     value = meta(obj).get("annotations")
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+# Fields no rule reads that can be large: dropping them keeps a watch-fed store small.
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_CONTAINER_FIELDS = ("name", "image", "securityContext")
+_POD_SPEC_DROP = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _trim_pod_spec(spec: Obj) -> Obj:
+    trimmed = {k: v for k, v in spec.items() if k not in _POD_SPEC_DROP}
+    for key in _POD_SPEC_DROP:
+        containers = spec.get(key)
+        if isinstance(containers, list):
+            trimmed[key] = [{f: c[f] for f in _CONTAINER_FIELDS if f in c} for c in containers if isinstance(c, dict)]
+    return trimmed
+
+
+def trim_object(obj: Obj) -> Obj:
+    """The object without what the rules never read: managedFields, kubectl's last-applied copy,
+    workload status, and container details other than name, image and securityContext."""
+    metadata = dict(meta(obj))
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict) and _LAST_APPLIED in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != _LAST_APPLIED}
+    trimmed = {**obj, "metadata": metadata}
+    kind = obj.get("kind")
+    if kind == "Pod":
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            trimmed["spec"] = _trim_pod_spec(spec)
+        phase = (obj.get("status") or {}).get("phase")
+        trimmed["status"] = {"phase": phase} if phase else {}
+    elif kind in WORKLOAD_KINDS:
+        trimmed.pop("status", None)
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            trimmed["spec"] = _trim_workload_spec(spec)
+    return trimmed
+
+
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
+
+
+def _trim_workload_spec(spec: Obj) -> Obj:
+    trimmed = dict(spec)
+    template = spec.get("template") if "template" in spec else None
+    if isinstance(template, dict):  # Deployment, StatefulSet, DaemonSet, ReplicaSet, Job
+        pod_spec = template.get("spec")
+        trimmed["template"] = {**template, **({"spec": _trim_pod_spec(pod_spec)} if isinstance(pod_spec, dict) else {})}
+    job_template = spec.get("jobTemplate")
+    if isinstance(job_template, dict):  # CronJob
+        job_spec = job_template.get("spec")
+        if isinstance(job_spec, dict):
+            trimmed["jobTemplate"] = {**job_template, "spec": _trim_workload_spec(job_spec)}
+    return trimmed

@@ -1,0 +1,218 @@
+"""Incremental audit == full audit, over random event sequences drawn from every rule fixture.
+
+The pool is the union of all good/bad rule fixtures, so every rule has objects that trigger it and
+near misses that must not; objects sharing (kind, namespace, name) across fixtures act as versions
+of one object, so sequences also modify objects, not only add and delete them.
+"""
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from access_hygiene.reconcile.incremental import (
+    ALL,
+    CLUSTER,
+    DependencyIndex,
+    IncrementalAudit,
+    SnapshotSource,
+    audit_scopes,
+    scoped_snapshot,
+)
+from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, iter_flattened, name_of, namespace_of
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+CTX = AuditContext(now=NOW)
+Obj = dict[str, Any]
+
+
+def _pool() -> list[Obj]:
+    objects: list[Obj] = []
+    for path in sorted(FIXTURES.rglob("*.yaml")):
+        if path.name == "expected.yaml":
+            continue
+        for obj in iter_flattened(yaml.safe_load_all(path.read_text())):
+            if obj.get("kind") in KIND_FIELDS and name_of(obj):
+                versioned = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(len(objects) + 1)}}
+                objects.append(versioned)
+    return objects
+
+
+POOL = _pool()
+
+
+class MutableSource(SnapshotSource):
+    def __init__(self) -> None:
+        super().__init__(ClusterSnapshot())
+
+    def put(self, obj: Obj) -> Obj | None:
+        bucket = self._by_kind[str(obj["kind"])][namespace_of(obj)]
+        previous = bucket.get(name_of(obj))
+        bucket[name_of(obj)] = obj
+        return previous
+
+    def drop(self, obj: Obj) -> Obj | None:
+        return self._by_kind[str(obj["kind"])][namespace_of(obj)].pop(name_of(obj), None)
+
+    def snapshot(self) -> ClusterSnapshot:
+        snapshot = ClusterSnapshot()
+        for buckets in self._by_kind.values():
+            for bucket in buckets.values():
+                for obj in bucket.values():
+                    snapshot.add(obj)
+        return snapshot
+
+
+def _canonical(audit: IncrementalAudit) -> tuple[Any, ...]:
+    totals = audit.totals()
+    return (
+        sorted(f.model_dump_json() for f in totals.findings),
+        sorted(c.model_dump_json() for c in totals.capabilities),
+        totals.controls,
+        totals.exemptions,
+    )
+
+
+def _full(source: MutableSource) -> tuple[Any, ...]:
+    reference = IncrementalAudit()
+    reference.full(source, CTX, source.snapshot())
+    return _canonical(reference)
+
+
+def test_pool_covers_every_kind_and_many_objects() -> None:
+    kinds = {obj["kind"] for obj in POOL}
+    assert {"RoleBinding", "ClusterRoleBinding", "ClusterRole", "Role", "ServiceAccount", "Namespace"} <= kinds
+    assert len(POOL) > 200
+
+
+def test_full_audit_finds_what_the_fixtures_flag() -> None:
+    source = MutableSource()
+    for obj in POOL:
+        source.put(obj)
+    assert len(_full(source)[0]) > 50
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(st.tuples(st.booleans(), st.integers(0, len(POOL) - 1)), min_size=1, max_size=40),
+    batch=st.integers(1, 6),
+    seed_size=st.integers(0, 60),
+)
+def test_incremental_equals_full_audit(events: list[tuple[bool, int]], batch: int, seed_size: int) -> None:
+    source = MutableSource()
+    audit = IncrementalAudit()
+    for obj in POOL[:: max(1, len(POOL) // max(seed_size, 1))][:seed_size]:
+        audit.observe(str(obj["kind"]), source.put(obj), obj)
+    audit.full(source, CTX, source.snapshot())
+    pending: set[str] = set()
+    for step, (add, position) in enumerate(events, start=1):
+        obj = POOL[position]
+        if add:
+            pending |= audit.observe(str(obj["kind"]), source.put(obj), obj)
+        else:
+            previous = source.drop(obj)
+            if previous is not None:
+                pending |= audit.observe(str(obj["kind"]), previous, None)
+        if step % batch == 0:
+            audit.update(source, CTX, pending)
+            pending = set()
+    audit.update(source, CTX, pending)
+    assert _canonical(audit) == _full(source)
+
+
+def test_binding_to_all_service_accounts_marks_every_scope() -> None:
+    index = DependencyIndex()
+    binding = {
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "everyone"},
+        "roleRef": {"kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "Group", "name": "system:serviceaccounts"}],
+    }
+    assert index.observe("ClusterRoleBinding", None, binding) == {CLUSTER, ALL}
+
+
+def test_cluster_role_change_reaches_namespaces_that_use_it_and_aggregators() -> None:
+    index = DependencyIndex()
+    aggregator = {
+        "kind": "ClusterRole",
+        "metadata": {"name": "agg"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"agg": "true"}}]},
+    }
+    index.observe("ClusterRole", None, aggregator)
+    uses = {
+        "kind": "RoleBinding",
+        "metadata": {"name": "b", "namespace": "shop"},
+        "roleRef": {"kind": "ClusterRole", "name": "agg"},
+        "subjects": [{"kind": "ServiceAccount", "name": "x", "namespace": "billing"}],
+    }
+    assert index.observe("RoleBinding", None, uses) == {"shop", "billing"}
+    part = {"kind": "ClusterRole", "metadata": {"name": "part", "labels": {"agg": "true"}}}
+    assert index.observe("ClusterRole", None, part) == {CLUSTER, "shop"}
+    unrelated = {"kind": "ClusterRole", "metadata": {"name": "other"}}
+    assert index.observe("ClusterRole", None, unrelated) == {CLUSTER}
+    index.observe("RoleBinding", uses, None)
+    assert index.observe("ClusterRole", None, part) == {CLUSTER}
+
+
+def test_scoped_snapshot_brings_foreign_bindings_of_the_scope_service_accounts() -> None:
+    foreign = {
+        "kind": "RoleBinding",
+        "metadata": {"name": "reads", "namespace": "data"},
+        "roleRef": {"kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "shop"}],
+    }
+    role = {"kind": "Role", "metadata": {"name": "reader", "namespace": "data"}, "rules": []}
+    unrelated = {**foreign, "metadata": {"name": "other", "namespace": "data"}, "subjects": []}
+    snapshot = ClusterSnapshot.from_objects([foreign, role, unrelated])
+    index = DependencyIndex()
+    scopes: defaultdict[str, int] = defaultdict(int)
+    for obj in (foreign, role, unrelated):
+        for scope in index.observe(str(obj["kind"]), None, obj):
+            scopes[scope] += 1
+    sub = scoped_snapshot(SnapshotSource(snapshot), index, {"shop"})
+    assert [name_of(b) for b in sub.role_bindings] == ["reads"]
+    assert [name_of(r) for r in sub.roles] == ["reader"]
+    assert set(audit_scopes(sub, CTX, {"shop"})) == {"shop"}
+
+
+def _replay(events: list[tuple[bool, Obj]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    source = MutableSource()
+    audit = IncrementalAudit()
+    audit.full(source, CTX, source.snapshot())
+    for add, obj in events:
+        previous = source.put(obj) if add else source.drop(obj)
+        scopes = audit.observe(str(obj["kind"]), previous, obj if add else None)
+        audit.update(source, CTX, scopes)
+    return _canonical(audit), _full(source)
+
+
+def test_foreign_binding_changes_the_bound_service_account_scope() -> None:
+    secrets_reader = {
+        "kind": "ClusterRole",
+        "metadata": {"name": "secrets-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}],
+    }
+    namespace = {"kind": "Namespace", "metadata": {"name": "shop"}}
+    account = {"kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "shop"}}
+    foreign = {
+        "kind": "RoleBinding",
+        "metadata": {"name": "reads", "namespace": "data"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "secrets-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "shop"}],
+    }
+    incremental, full = _replay([(True, secrets_reader), (True, namespace), (True, account), (True, foreign)])
+    assert any('"shop"' in c and "secrets-read" in c for c in full[1])
+    assert incremental == full
+    incremental, full = _replay(
+        [(True, secrets_reader), (True, namespace), (True, account), (True, foreign), (False, foreign)]
+    )
+    assert incremental == full
