@@ -30,8 +30,18 @@ class OperatorSettings(BaseSettings):
     )
     metrics_port: int = 9808
     metrics_addr: str = "0.0.0.0"
-    drift_interval_seconds: float = 300.0
-    scan_interval_seconds: float = 60.0
+    # The operator is event-driven (watches); these are safety nets, not polling.
+    drift_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="Re-check every policy and namespace from the watch cache (no API reads)."
+    )
+    resync_interval_seconds: float = Field(
+        default=21600.0, gt=0, description="Relist every watched kind (besides relists on 410 Gone / reconnect)."
+    )
+    event_debounce_seconds: float = Field(
+        default=0.05, ge=0, le=5, description="Coalesce a burst of watch events into one incremental audit."
+    )
+    workers: int = Field(default=4, ge=1, le=32, description="Concurrent policy/namespace reconciles.")
+    warning_events: bool = Field(default=True, description="Post Warning Events on RBAC objects with new findings.")
     detailed_metrics: bool = False
     write_namespace_summary: bool = Field(
         default=True,

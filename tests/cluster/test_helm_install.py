@@ -435,10 +435,10 @@ def test_operator_runs_as_the_chart_account_without_forbidden_requests(
             assert networking.list_namespaced_network_policy(namespace, label_selector=selector).items
 
             # Update: narrower rules, no network section: the policy's NetworkPolicies are pruned.
-            live = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api")
             narrowed = {"mode": "enforce", "rbac": {"rules": ORDERS_API["rbac"]["rules"][:1]}}  # type: ignore[index]
-            custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api",
-                                                    {**live, "spec": narrowed})  # fmt: skip
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders-api",
+                                                  [{"op": "replace", "path": "/spec", "value": narrowed}],
+                                                  _content_type="application/json-patch+json")  # fmt: skip
             wait_for(lambda: ready_reason(custom, namespace, "orders-api") == "True/Reconciled")
             wait_for(lambda: not networking.list_namespaced_network_policy(namespace, label_selector=selector).items)
 

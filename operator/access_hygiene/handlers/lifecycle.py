@@ -1,4 +1,4 @@
-"""Operator start-up: kopf settings, the shared API client and the metrics endpoint."""
+"""Operator start-up and shutdown: kopf settings, the API client, metrics, and the event-driven core."""
 
 import logging
 from typing import Any
@@ -6,8 +6,10 @@ from typing import Any
 import kopf
 
 from access_hygiene import API_GROUP
-from access_hygiene.handlers.runtime import Runtime
+from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import make_api_client
+from access_hygiene.k8s.controller import Controller, watched_kinds
+from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics
 from access_hygiene.settings import OperatorSettings
 
@@ -23,6 +25,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
     settings.execution.max_workers = 8
     settings.peering.standalone = True
 
@@ -35,17 +38,23 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup(id="configure")
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings)
     operator_settings = OperatorSettings()
     metrics = Metrics(detailed=operator_settings.detailed_metrics)
     if operator_settings.metrics_port:
         metrics.serve(operator_settings.metrics_port, addr=operator_settings.metrics_addr)
-    memo["runtime"] = Runtime(settings=operator_settings, api=make_api_client(), metrics=metrics)
+    runtime = Runtime(settings=operator_settings, api=make_api_client(), metrics=metrics)
+    cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
+    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
+    runtime.controller.start()
+    memo["runtime"] = runtime
 
 
-@kopf.on.cleanup(id="close-client")
-def close_client(memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.cleanup(id="shutdown")
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("runtime")
-    if runtime is not None:
-        runtime.api.close()
+    if runtime is None:
+        return
+    await runtime_of(memo).controller.stop()
+    runtime.api.close()

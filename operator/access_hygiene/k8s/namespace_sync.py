@@ -1,7 +1,7 @@
 """Namespace hygiene for one namespace: observe it, plan (pure), and in enforce mode apply."""
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes
 
 from access_hygiene.k8s import resources
+from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.exemptions import namespace_exempt_by_config
 from access_hygiene.reconcile.namespaces import (
     NamespacePlan,
@@ -17,19 +18,11 @@ from access_hygiene.reconcile.namespaces import (
     namespace_summary,
     plan_namespace,
 )
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, name_of, namespace_of
 from access_hygiene.settings import OperatorSettings
 
 MODE_LABEL = "accesshygiene.io/mode"
 SUMMARY_ANNOTATION = "accesshygiene.io/hygiene-summary"
-_NAMESPACED_KINDS = (
-    ("v1", "ServiceAccount"),
-    ("v1", "Pod"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("accesshygiene.io/v1alpha1", "AccessPolicy"),
-)
 
 
 @dataclass
@@ -47,39 +40,49 @@ def namespace_mode(namespace: Mapping[str, Any], settings: OperatorSettings) -> 
     return str(mode) if mode in ("audit", "enforce") else settings.mode
 
 
-def observe_namespace(api: kubernetes.client.ApiClient, namespace: Mapping[str, Any]) -> ClusterSnapshot:
-    name = str(namespace["metadata"]["name"])
-    snapshot = ClusterSnapshot(namespaces=[{"apiVersion": "v1", "kind": "Namespace", **namespace}])
-    for api_version, kind in _NAMESPACED_KINDS:
-        for obj in resources.list_objects(api, api_version, kind, namespace=name):
-            snapshot.add(obj)
-    # Bindings reference ClusterRoles, and a ClusterRoleBinding can bind this namespace's SAs:
-    # the token and AH-SA-006 checks need both.
-    for kind in ("ClusterRole", "ClusterRoleBinding"):
-        for obj in resources.list_objects(api, "rbac.authorization.k8s.io/v1", kind):
-            snapshot.add(obj)
-    return snapshot
+def _with_written(snapshot: ClusterSnapshot, written: list[Obj], removed: set[tuple[str, str, str]]) -> ClusterSnapshot:
+    """The snapshot as it is after our writes, without reading it back from the API."""
+    replaced = {(str(o.get("kind")), namespace_of(o), name_of(o)) for o in written} | removed
+    after = ClusterSnapshot()
+    for attr in set(KIND_FIELDS.values()):
+        for obj in getattr(snapshot, attr):
+            if (str(obj.get("kind")), namespace_of(obj), name_of(obj)) not in replaced:
+                after.add(obj)
+    for obj in written:
+        after.add(obj)
+    return after
 
 
 def sync_namespace(
-    api: kubernetes.client.ApiClient, namespace: Mapping[str, Any], settings: OperatorSettings, now: datetime
+    api: kubernetes.client.ApiClient,
+    namespace: Mapping[str, Any],
+    settings: OperatorSettings,
+    now: datetime,
+    snapshot: ClusterSnapshot,
+    findings: Sequence[Finding] | None = None,
 ) -> NamespaceSyncResult:
-    snapshot = observe_namespace(api, namespace)
+    """Plan and (enforce mode) apply the namespace controls. `snapshot` holds the namespace's objects and
+    the cluster-scoped RBAC (the watch cache's view); nothing is listed here."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", **namespace}
     ctx = settings.audit_context(now=now)
-    plan = plan_namespace(namespace, snapshot, ctx)
+    plan = plan_namespace(namespace, snapshot, ctx, findings)
     mode = namespace_mode(namespace, settings)
     writes = 0
     if mode == "enforce" and not plan.exempt:
+        written: list[Obj] = []
+        removed: set[tuple[str, str, str]] = set()
         for manifest in plan.apply:
-            resources.apply(api, manifest)
+            applied = resources.apply(api, manifest)
+            written.append({**applied, "apiVersion": manifest["apiVersion"], "kind": manifest["kind"]})
             writes += 1
         for ref in plan.prune:  # only ever our own, labelled NetworkPolicies (e.g. the namespace became exempt)
             live = resources.get(api, ref.api_version, ref.kind, ref.name, ref.namespace)
             if live is not None and is_managed(live):
                 resources.delete(api, ref.api_version, ref.kind, ref.name, ref.namespace, uid=live["metadata"]["uid"])
+                removed.add((ref.kind, ref.namespace, ref.name))
                 writes += 1
-        if writes:  # what we just wrote changes the controls; read back once for an honest summary
-            snapshot = observe_namespace(api, namespace)
+        if writes:  # what we just wrote changes the controls: plan again on the result for an honest summary
+            snapshot = _with_written(snapshot, written, removed)
             plan = plan_namespace(namespace, snapshot, ctx)
     summary = namespace_summary(plan, namespace_controls(snapshot, ctx))
     # System namespaces exempt by configuration are governed by nothing here, not even the summary.

@@ -7,14 +7,12 @@ what the plan says differs, so a no-op reconcile makes zero writes.
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from pydantic import ValidationError
 
-from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL
 from access_hygiene.k8s import resources
-from access_hygiene.k8s.cluster_facts import cluster_facts, grant_ceiling_rules
 from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
@@ -22,7 +20,8 @@ from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, Ge
 from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
 from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
-from access_hygiene.render.policy import POLICY_UID_LABEL, render_policy
+from access_hygiene.reconcile.validation import manifest_problems
+from access_hygiene.render.policy import POLICY_UID_LABEL, ClusterFacts, render_policy
 from access_hygiene.settings import OperatorSettings
 
 NAMESPACED_KINDS = (
@@ -36,6 +35,8 @@ CLUSTER_KINDS = (
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 )
 REJECTED_STATUSES = frozenset({400, 403, 422})
+APPLY_ORDER = {"RoleBinding": 1, "ClusterRoleBinding": 1}
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # (condition status, reason, message)
 Verdict = tuple[ConditionStatus, str, str]
 
@@ -59,30 +60,86 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def observe(api: kubernetes.client.ApiClient, policy: ResolvedPolicy, desired: list[dict[str, Any]]) -> list[Any]:
-    """Live objects this policy owns (by label) plus any live object holding a desired name."""
+class PolicyObjects(Protocol):
+    """Where observed objects come from: the watch cache (reconcile/incremental.py's ObjectSource)."""
+
+    def in_namespace(self, kind: str, namespace: str) -> list[Any]: ...
+
+    def objects(self, kind: str) -> list[Any]: ...
+
+    def get(self, kind: str, namespace: str, name: str) -> Any: ...
+
+
+def _with_type(obj: Mapping[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    return {**obj, "apiVersion": api_version, "kind": kind}
+
+
+def observe(source: PolicyObjects, policy: ResolvedPolicy, desired: list[dict[str, Any]]) -> list[Any]:
+    """Objects this policy owns (owner reference or policy-uid label) plus any object holding a desired name.
+    Read from memory: no LIST, and no label selector built from the (possibly long) policy name."""
     seen: dict[ObjectKey, dict[str, Any]] = {}
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{POLICY_LABEL}={policy.name}"
     for api_version, kind in NAMESPACED_KINDS:
-        for obj in resources.list_objects(api, api_version, kind, namespace=policy.namespace, label_selector=selector):
-            seen[ObjectKey.of_manifest(obj)] = obj
-    uid_selector = f"{POLICY_UID_LABEL}={policy.uid}"
+        for obj in source.in_namespace(kind, policy.namespace):
+            if is_owned_by(obj, policy.uid):
+                typed = _with_type(obj, api_version, kind)
+                seen[ObjectKey.of_manifest(typed)] = typed
     for api_version, kind in CLUSTER_KINDS:
-        for obj in resources.list_objects(api, api_version, kind, label_selector=uid_selector):
-            seen[ObjectKey.of_manifest(obj)] = obj
+        for obj in source.objects(kind):
+            if ((obj.get("metadata") or {}).get("labels") or {}).get(POLICY_UID_LABEL) == policy.uid:
+                typed = _with_type(obj, api_version, kind)
+                seen[ObjectKey.of_manifest(typed)] = typed
     for manifest in desired:
         key = ObjectKey.of_manifest(manifest)
         if key not in seen:
-            live = resources.get(api, key.api_version, key.kind, key.name, key.namespace)
+            live = source.get(key.kind, key.namespace, key.name)
             if live is not None:
-                live.setdefault("apiVersion", key.api_version)
-                live["kind"] = key.kind
-                seen[key] = live
+                seen[key] = _with_type(live, key.api_version, key.kind)
     return list(seen.values())
+
+
+def grant_ceiling_rules(source: PolicyObjects, cluster_role: str) -> list[dict[str, Any]] | None:
+    """Rules of the ceiling ClusterRole, or None when it does not exist."""
+    role = source.get("ClusterRole", "", cluster_role)
+    if role is None:
+        return None
+    return [dict(rule) for rule in role.get("rules") or []]
+
+
+def cluster_facts(source: PolicyObjects, settings: OperatorSettings) -> ClusterFacts:
+    """(ip, port) pairs behind default/kubernetes (what pods really dial after kube-proxy DNAT), DNS selector."""
+    endpoints: set[tuple[str, int]] = set()
+    for slice_ in source.in_namespace("EndpointSlice", "default"):
+        if ((slice_.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) != "kubernetes":
+            continue
+        ports = [int(p["port"]) for p in slice_.get("ports") or [] if p.get("port")]
+        for endpoint in slice_.get("endpoints") or []:
+            for address in endpoint.get("addresses") or []:
+                endpoints.update((str(address), port) for port in ports)
+    return ClusterFacts(
+        api_server_endpoints=tuple(sorted(endpoints)),
+        dns_namespace=settings.dns_namespace,
+        dns_pod_labels=tuple(sorted(settings.dns_pod_labels.items())),
+    )
 
 
 def _ref(key: ObjectKey) -> GeneratedRef:
     return GeneratedRef(api_version=key.api_version, kind=key.kind, name=key.name, namespace=key.namespace)
+
+
+def _apply_order(manifest: Mapping[str, Any]) -> int:
+    """Grants last: a binding is written only after everything else of the policy was accepted."""
+    return APPLY_ORDER.get(str(manifest.get("kind")), 0)
+
+
+def _rollback(api: kubernetes.client.ApiClient, created: list[dict[str, Any]]) -> int:
+    """Delete what this reconcile created (newest first), each only in the incarnation we created."""
+    removed = 0
+    for obj in reversed(created):
+        key = ObjectKey.of_manifest(obj)
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        if resources.delete(api, key.api_version, key.kind, key.name, key.namespace, uid=uid):
+            removed += 1
+    return removed
 
 
 def sync_policy(
@@ -90,8 +147,12 @@ def sync_policy(
     body: Mapping[str, Any],
     settings: OperatorSettings,
     now: datetime,
+    source: PolicyObjects,
     findings: Sequence[Finding] = (),
 ) -> SyncResult:
+    """Reconcile one policy against the observed objects in `source`. All or nothing: every refusal
+    (invalid spec, grant ceiling, name conflict, labels the API would reject) is decided before the
+    first write, and if the API server still rejects a write, what this call created is removed."""
     metadata = dict(body.get("metadata") or {})
     previous = list(((body.get("status") or {}).get("conditions")) or [])
     generation = int(metadata.get("generation") or 0)
@@ -107,29 +168,26 @@ def sync_policy(
         status = AccessPolicyStatus(observed_generation=generation, conditions=conditions, **extra)
         return SyncResult(status=status_to_wire(status), outcome=outcome)
 
+    def refuse(outcome: str, reason: str, message: str, **extra: Any) -> SyncResult:
+        return finish(outcome, ("False", reason, message), ("True", reason, message), **extra)
+
     try:
         spec = AccessPolicySpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
-        message = format_validation_error(error)
-        return finish("invalid", ("False", "InvalidSpec", message), ("True", "InvalidSpec", message))
+        return refuse("invalid", "InvalidSpec", format_validation_error(error))
 
     policy = resolve_policy(metadata, spec)
     mode = spec.mode or settings.mode
     base = {"mode": mode, "service_account": policy.service_account_name}
 
-    ceiling = grant_ceiling_rules(api, settings.grant_ceiling_cluster_role)
+    ceiling = grant_ceiling_rules(source, settings.grant_ceiling_cluster_role)
     needs_ceiling = bool(spec.rbac.rules or spec.rbac.cluster_rules)
     if needs_ceiling and ceiling is None:
         message = (
             f"grant ceiling ClusterRole {settings.grant_ceiling_cluster_role!r} not found; "
             "no RBAC is generated until it exists"
         )
-        return finish(
-            "refused",
-            ("False", "GrantCeilingMissing", message),
-            ("True", "GrantCeilingMissing", message),
-            **base,
-        )
+        return refuse("refused", "GrantCeilingMissing", message, **base)
     violations = check_grant_ceiling(
         policy,
         ceiling or [],
@@ -138,18 +196,16 @@ def sync_policy(
     )
     if violations:
         message = "; ".join(v.reason for v in violations)
-        result = finish(
-            "refused",
-            ("False", "GrantCeilingExceeded", message),
-            ("True", "GrantCeilingExceeded", message),
-            violations=len(violations),
-            **base,
-        )
+        result = refuse("refused", "GrantCeilingExceeded", message, violations=len(violations), **base)
         result.ceiling_violations = violations
         return result
 
-    desired = render_policy(policy, cluster_facts(api, settings))
-    plan = plan_changes(desired, observe(api, policy, desired), policy.uid)
+    desired = render_policy(policy, cluster_facts(source, settings))
+    problems = manifest_problems(desired)
+    if problems:
+        return refuse("invalid", "InvalidSpec", "; ".join(problems), violations=len(problems), **base)
+    observed = observe(source, policy, desired)
+    plan = plan_changes(desired, observed, policy.uid)
     generated = [_ref(ObjectKey.of_manifest(m)) for m in desired]
     planned = [
         *(
@@ -173,37 +229,43 @@ def sync_policy(
             for c in plan.conflicts
         ),
     ]
+    if plan.conflicts:
+        # Nothing is written: applying the rest could bind the policy's ServiceAccount to a Role it does not own.
+        message = "; ".join(f"{c.key.kind} {c.key.name}: {c.reason}" for c in plan.conflicts)
+        return refuse(
+            "conflict",
+            "NameConflict",
+            f"nothing was written: {message}",
+            generated=generated,
+            planned_changes=planned,
+            violations=len(plan.conflicts),
+            **base,
+        )
 
     scan_violations = count_policy_findings(findings, policy.namespace, policy.service_account_name)
     writes = 0
     if mode == "enforce":
-        conflicted = {c.key for c in plan.conflicts}
-        rejected: list[str] = []
-        for manifest in plan.apply:
+        existing = {ObjectKey.of_manifest(obj) for obj in observed}
+        created: list[dict[str, Any]] = []
+        for manifest in sorted(plan.apply, key=_apply_order):
             key = ObjectKey.of_manifest(manifest)
-            if key in conflicted:
-                continue
             try:
-                resources.apply(api, manifest)
+                applied = resources.apply(api, manifest)
             except kubernetes.client.ApiException as error:
                 # Invalid (400/422) or refused by RBAC's escalation check (403): retrying cannot help.
                 if error.status not in REJECTED_STATUSES:
                     raise
-                rejected.append(f"{key}: {api_error_message(error)}")
-            else:
-                writes += 1
-        if rejected:
-            message = "the API server rejected generated objects: " + "; ".join(rejected)
-            result = finish(
-                "refused",
-                ("False", "ApplyRejected", message),
-                ("True", "ApplyRejected", message),
-                generated=generated,
-                violations=len(rejected),
-                **base,
-            )
-            result.writes = writes
-            return result
+                removed = _rollback(api, created)
+                message = (
+                    f"the API server rejected {key}: {api_error_message(error)}; "
+                    f"{removed} object(s) created by this reconcile were removed again"
+                )
+                result = refuse("refused", "ApplyRejected", message, generated=generated, violations=1, **base)
+                result.writes = writes + removed
+                return result
+            writes += 1
+            if key not in existing:
+                created.append(_with_type(applied, key.api_version, key.kind))
         for key in plan.prune:
             live = resources.get(api, key.api_version, key.kind, key.name, key.namespace)
             if live is not None and is_owned_by(live, policy.uid):
@@ -211,20 +273,9 @@ def sync_policy(
                     api, key.api_version, key.kind, key.name, key.namespace, uid=str(live["metadata"]["uid"])
                 )
                 writes += 1
-        planned = [p for p in planned if p.action == "conflict"]
+        planned = []
 
-    if plan.conflicts:
-        message = "; ".join(f"{c.key.kind} {c.key.name}: {c.reason}" for c in plan.conflicts)
-        result = finish(
-            "conflict",
-            ("False", "NameConflict", message),
-            ("True", "NameConflict", message),
-            generated=generated,
-            planned_changes=planned,
-            violations=len(plan.conflicts),
-            **base,
-        )
-    elif mode == "audit":
+    if mode == "audit":
         pending = len(plan.apply) + len(plan.prune)
         message = (
             f"audit mode: {pending} change(s) would be made; see status.plannedChanges"
@@ -269,16 +320,19 @@ def sync_policy(
     return result
 
 
-def prune_policy_objects(api: kubernetes.client.ApiClient, body: Mapping[str, Any]) -> int:
-    """On delete: remove everything the policy owns (cluster-scoped ones have no owner GC)."""
-    metadata = dict(body.get("metadata") or {})
-    policy = resolve_policy(metadata, AccessPolicySpec())
+def prune_policy_objects(api: kubernetes.client.ApiClient, body: Mapping[str, Any], source: PolicyObjects) -> int:
+    """On delete: remove everything the policy owns, found by owner reference or policy-uid label (never by a
+    label built from the name, which may be longer than a label value). Garbage collection would get the
+    namespaced ones too, but only after it discovers the CRD; cluster-scoped ones have no owner GC at all."""
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    if not uid:
+        return 0
+    policy = resolve_policy(dict(body.get("metadata") or {}), AccessPolicySpec())
     deleted = 0
-    for live in observe(api, policy, []):
-        if is_owned_by(live, policy.uid):
-            key = ObjectKey.of_manifest(live)
-            if resources.delete(
-                api, key.api_version, key.kind, key.name, key.namespace, uid=str(live["metadata"]["uid"])
-            ):
-                deleted += 1
+    for live in observe(source, policy, []):
+        key = ObjectKey.of_manifest(live)
+        if is_owned_by(live, uid) and resources.delete(
+            api, key.api_version, key.kind, key.name, key.namespace, uid=str(live["metadata"]["uid"])
+        ):
+            deleted += 1
     return deleted

@@ -45,6 +45,7 @@ _TYPES = [
     ResourceType("v1", "Pod", "pods", True),
     ResourceType("v1", "Secret", "secrets", True),
     ResourceType("v1", "ConfigMap", "configmaps", True),
+    ResourceType("v1", "Event", "events", True),
     ResourceType("v1", "Endpoints", "endpoints", True),
     ResourceType("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
     ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles", True),
@@ -115,6 +116,13 @@ def apply(api: kubernetes.client.ApiClient, manifest: Mapping[str, Any], *, forc
     return request(api, "PATCH", path, query=query, body=dict(manifest), content_type="application/apply-patch+yaml")
 
 
+def create(api: kubernetes.client.ApiClient, manifest: Mapping[str, Any]) -> Obj:
+    """POST a new object (for objects that are never updated, such as Events)."""
+    rtype = _type_of(manifest)
+    namespace = str((manifest.get("metadata") or {}).get("namespace") or "")
+    return request(api, "POST", rtype.path(namespace), body=dict(manifest))
+
+
 def get(api: kubernetes.client.ApiClient, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
     try:
         return request(api, "GET", resource_type(api_version, kind).path(namespace, name))
@@ -177,6 +185,19 @@ def delete(
             return False
         raise
     return True
+
+
+def patch_json(
+    api: kubernetes.client.ApiClient,
+    api_version: str,
+    kind: str,
+    name: str,
+    operations: list[dict[str, Any]],
+    namespace: str = "",
+) -> Obj:
+    """JSON patch (RFC 6902): precise removals, guarded by `test` operations."""
+    path = resource_type(api_version, kind).path(namespace, name)
+    return request(api, "PATCH", path, body=operations, content_type="application/json-patch+json")
 
 
 def patch_merge(

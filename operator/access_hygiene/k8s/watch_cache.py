@@ -179,6 +179,7 @@ class Reflector:
         self.state = state
         self.rtype = resource_type(spec.api_version, spec.kind)
         self._stop = threading.Event()
+        self._relist_requested = False
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{spec.kind}", daemon=True)
 
@@ -189,6 +190,19 @@ class Reflector:
         self._stop.set()
         response = self._response
         if response is not None:  # unblock a read waiting on the socket
+            try:
+                response.shutdown()
+            except Exception:
+                logger.debug("Watch stream already closed.")
+
+    def request_relist(self) -> None:
+        """End the current watch and LIST again (the long safety-net timer)."""
+        self._relist_requested = True
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        response = self._response
+        if response is not None:
             try:
                 response.shutdown()
             except Exception:
@@ -219,6 +233,9 @@ class Reflector:
         delay = RECONNECT_DELAY_RANGE[0]
         while not self._stop.is_set():
             try:
+                if self._relist_requested:
+                    self._relist_requested = False
+                    resource_version = ""
                 if not resource_version:
                     resource_version = self._relist()
                 resource_version = self._watch(resource_version)
@@ -303,7 +320,7 @@ class Reflector:
                 else:
                     self.state.upsert(self.spec.kind, self._prepare(obj))
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError):
-            if not self._stop.is_set():
+            if not (self._stop.is_set() or self._relist_requested):
                 raise
         finally:
             self._response = None
@@ -336,6 +353,10 @@ class WatchCache:
     def start(self) -> None:
         for reflector in self.reflectors:
             reflector.start()
+
+    def relist(self) -> None:
+        for reflector in self.reflectors:
+            reflector.request_relist()
 
     def stop(self, timeout: float = 2.0) -> None:
         for reflector in self.reflectors:

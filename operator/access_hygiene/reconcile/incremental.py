@@ -14,11 +14,12 @@ Pure: the store is any `ObjectSource` (the operator's watch cache, or a snapshot
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from access_hygiene.models.findings import Finding, SubjectCapability
 from access_hygiene.reconcile.audit import run_audit, sort_key
-from access_hygiene.reconcile.exemptions import exemption_counts
+from access_hygiene.reconcile.exemptions import Exemption, exemption_counts, exemptions_in
 from access_hygiene.reconcile.namespaces import namespace_controls
 from access_hygiene.reconcile.permissions import service_account_capabilities
 from access_hygiene.reconcile.rules import AuditContext
@@ -222,6 +223,8 @@ class ScopeResult:
     capabilities: list[SubjectCapability] = field(default_factory=list)
     controls: dict[tuple[str, str], bool] = field(default_factory=dict)
     exemptions: Counter[str] = field(default_factory=Counter)
+    # When the earliest active exemption here expires: its findings come back then, with no event.
+    next_expiry: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,8 @@ def audit_scopes(snapshot: ClusterSnapshot, ctx: AuditContext, scopes: set[str] 
             results[namespace].controls[(namespace, control)] = in_place
     for scope, own in _split_by_home(snapshot, keep).items():
         results[scope].exemptions = Counter(exemption_counts(own, ctx))
+        expiries = [e.until for e in exemptions_in(own) if isinstance(e, Exemption) and e.is_active(ctx.now)]
+        results[scope].next_expiry = min(expiries, default=None)
     return dict(results)
 
 
@@ -320,6 +325,14 @@ class IncrementalAudit:
             exemptions.update(r.exemptions)
         base = dict.fromkeys(("active", "expired", "invalid"), 0)
         return AuditTotals(findings, capabilities, dict(sorted(controls.items())), {**base, **exemptions})
+
+    def next_expiry(self) -> tuple[datetime, set[str]] | None:
+        """The earliest exemption expiry and the scopes it happens in."""
+        expiries = [(r.next_expiry, scope) for scope, r in self.scopes.items() if r.next_expiry is not None]
+        if not expiries:
+            return None
+        first = min(when for when, _ in expiries if when is not None)
+        return first, {scope for when, scope in expiries if when == first}
 
     def findings_in(self, scope: str) -> list[Finding]:
         result = self.scopes.get(scope)

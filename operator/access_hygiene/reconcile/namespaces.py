@@ -6,7 +6,7 @@ view of the snapshot (one entry per pod-producing unit), token-mount and Network
 """
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -397,13 +397,20 @@ def _terminating(namespace: Obj) -> bool:
     )
 
 
-def plan_namespace(namespace: Mapping[str, Any], snapshot: ClusterSnapshot, ctx: AuditContext) -> NamespacePlan:
+def plan_namespace(
+    namespace: Mapping[str, Any],
+    snapshot: ClusterSnapshot,
+    ctx: AuditContext,
+    findings: Sequence[Finding] | None = None,
+) -> NamespacePlan:
     """What enforce mode would write for one namespace (nothing when already compliant), the findings
-    about it, and which pods enforcing would likely break. Pure: the caller applies."""
+    about it, and which pods enforcing would likely break. Pure: the caller applies. `findings`, when
+    given, are the current audit's (the operator keeps them incrementally); otherwise they are computed."""
     ns_obj = dict(namespace)
     name, uid = name_of(ns_obj), str(meta(ns_obj).get("uid") or "")
     now = ctx.now
-    findings = [f for f in run_audit(snapshot, ctx) if name in (f.namespace, f.object.namespace)]
+    audited = run_audit(snapshot, ctx) if findings is None else findings
+    findings = [f for f in audited if name in (f.namespace, f.object.namespace)]
     exempt = namespace_is_exempt(ns_obj, ctx, now)
     policies = policies_in(snapshot, ctx, name)
     ours = {name_of(p): p for p in policies if is_managed(p) and name_of(p) in MANAGED_NAMES}

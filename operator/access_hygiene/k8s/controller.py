@@ -1,0 +1,414 @@
+"""The event-driven core: watch events -> incremental audit -> metrics, Events, and reconcile work.
+
+Flow: reflector threads put changes into the ClusterState, which hands them here. A coordinator
+coalesces a burst (debounce), updates the dependency index, re-audits only the affected scopes,
+publishes the result (metrics, Warning Events) and queues work: the affected namespaces' hygiene
+and the affected AccessPolicies. Workers run that work from the cache (no LISTs) with a bounded
+number of threads; one key is never worked on twice at once. Safety nets (drift re-check, full
+relist) run on long timers; exemption expiries are scheduled exactly.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+
+from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.errors import (
+    API_FAILURES,
+    OUTAGE,
+    api_error_message,
+    is_connection_error,
+    is_transient,
+    retry_delay,
+)
+from access_hygiene.k8s.events import EventRecorder
+from access_hygiene.k8s.namespace_sync import sync_namespace
+from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
+from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
+from access_hygiene.metrics import Metrics, ScanResult
+from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
+from access_hygiene.reconcile.snapshot import labels_of, name_of, namespace_of
+from access_hygiene.reconcile.status import status_changed
+from access_hygiene.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+RBAC = "rbac.authorization.k8s.io/v1"
+WATCHED_KINDS: tuple[WatchSpec, ...] = (
+    WatchSpec(RBAC, "ClusterRole"),
+    WatchSpec(RBAC, "ClusterRoleBinding"),
+    WatchSpec(RBAC, "Role"),
+    WatchSpec(RBAC, "RoleBinding"),
+    WatchSpec("v1", "Namespace"),
+    WatchSpec("v1", "ServiceAccount"),
+    WatchSpec("v1", "Pod"),
+    WatchSpec("networking.k8s.io/v1", "NetworkPolicy"),
+    WatchSpec("apps/v1", "Deployment"),
+    WatchSpec("apps/v1", "StatefulSet"),
+    WatchSpec("apps/v1", "DaemonSet"),
+    WatchSpec("apps/v1", "ReplicaSet"),
+    WatchSpec("batch/v1", "Job"),
+    WatchSpec("batch/v1", "CronJob"),
+    WatchSpec(f"{API_GROUP}/v1alpha1", "AccessPolicy", optional=True),
+    WatchSpec("discovery.k8s.io/v1", "EndpointSlice", label_selector="kubernetes.io/service-name=kubernetes"),
+)
+SECRETS = WatchSpec("v1", "Secret", metadata_only=True)
+POLICY_KINDS = frozenset({"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"})
+MANAGED_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")
+# What kopf and earlier versions of this operator left on Namespaces; removed once at start.
+LEGACY_FINALIZER = f"{API_GROUP}/cleanup"
+LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
+WorkKey = tuple[str, ...]
+HEARTBEAT_SECONDS = 60.0
+
+
+def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
+    return (*WATCHED_KINDS, SECRETS) if settings.read_secret_metadata else WATCHED_KINDS
+
+
+class WorkQueue:
+    """Deduplicating queue: a key queued while it is being worked on runs once more afterwards."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._dirty: set[Hashable] = set()
+        self._processing: set[Hashable] = set()
+
+    def add(self, key: Hashable) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    async def get(self) -> Hashable:
+        key = await self._queue.get()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: Hashable) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.put_nowait(key)
+
+    def __len__(self) -> int:
+        return len(self._dirty)
+
+
+class Controller:
+    def __init__(
+        self, api: kubernetes.client.ApiClient, cache: WatchCache, settings: OperatorSettings, metrics: Metrics
+    ):
+        self.api = api
+        self.cache = cache
+        self.state = cache.state
+        self.settings = settings
+        self.metrics = metrics
+        self.audit = IncrementalAudit()
+        self.events = EventRecorder(api)
+        self.queue = WorkQueue()
+        self.ready = asyncio.Event()
+        self._audit_lock = threading.Lock()  # the index and scope results are shared with worker threads
+        self._changes: list[Change] = []
+        self._changes_lock = threading.Lock()
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._published_at = time.monotonic()
+
+    # Lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.state.set_listener(self._on_changes)
+        self.cache.start()
+        if self.settings.warning_events:
+            self.events.start()
+        self._tasks.append(asyncio.create_task(self._coordinate(), name="access-hygiene-coordinator"))
+        for number in range(self.settings.workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"access-hygiene-worker-{number}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.events.stop()
+        await asyncio.to_thread(self.cache.stop)
+
+    def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
+        with self._changes_lock:
+            self._changes.extend(changes)
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _drain(self) -> list[Change]:
+        with self._changes_lock:
+            changes, self._changes = self._changes, []
+        return changes
+
+    # Coordinator --------------------------------------------------------------------------------
+
+    async def _coordinate(self) -> None:
+        while not await asyncio.to_thread(self.state.wait_synced, 30.0):
+            missing = [s.kind for s in self.state.specs if not self.state.is_synced(s.kind)]
+            logger.warning(f"Watch cache not synced yet after 30s; waiting for: {', '.join(missing)}.")
+        await asyncio.to_thread(self._initial_audit)
+        self._enqueue_everything()
+        self.ready.set()
+        logger.info("Watch cache synced and cluster audited; reacting to events.")
+        drift_at = time.monotonic() + self.settings.drift_interval_seconds
+        resync_at = time.monotonic() + self.settings.resync_interval_seconds
+        while True:
+            heartbeat_at = self._published_at + HEARTBEAT_SECONDS
+            timeout = min(drift_at, resync_at, heartbeat_at, self._expiry_deadline()) - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            self._wake.clear()
+            if self.settings.event_debounce_seconds:
+                await asyncio.sleep(self.settings.event_debounce_seconds)  # coalesce the rest of a burst
+            now = time.monotonic()
+            if now >= drift_at:
+                self._enqueue_everything()
+                drift_at = now + self.settings.drift_interval_seconds
+            if now >= resync_at:
+                self.cache.relist()
+                resync_at = now + self.settings.resync_interval_seconds
+            await self._process(self._drain())
+            if time.monotonic() >= self._published_at + HEARTBEAT_SECONDS and not OUTAGE.in_outage:
+                # Idle but watching: the result is still current, so say so (the "scan stalled" alert reads it).
+                await asyncio.to_thread(self._publish, 0.0)
+
+    def _expiry_deadline(self) -> float:
+        with self._audit_lock:
+            upcoming = self.audit.next_expiry()
+        if upcoming is None:
+            return float("inf")
+        seconds = (upcoming[0] - datetime.now(UTC)).total_seconds()
+        return time.monotonic() + max(0.0, seconds) + 0.05
+
+    def _initial_audit(self) -> None:
+        started = time.monotonic()
+        changes = self._drain()
+        with self._audit_lock:
+            for change in changes:
+                self.audit.observe(change.kind, change.old, change.new)
+            self.audit.full(self.state, self.settings.audit_context(now=datetime.now(UTC)), self.state.snapshot())
+            findings = self.audit.totals().findings
+        self.events.seed(findings)
+        self._publish(time.monotonic() - started)
+
+    async def _process(self, changes: list[Change]) -> None:
+        scopes: set[str] = set()
+        work: set[WorkKey] = set()
+        with self._audit_lock:
+            for change in changes:
+                scopes |= self.audit.observe(change.kind, change.old, change.new)
+        for change in changes:
+            work |= self._work_for(change)
+        upcoming = self.audit.next_expiry()
+        if upcoming is not None and upcoming[0] <= datetime.now(UTC):
+            scopes |= upcoming[1]
+        if scopes:
+            scopes = await asyncio.to_thread(self._reaudit, scopes)
+            namespaces = {s for s in scopes if s != CLUSTER}
+            work |= {("namespace", ns) for ns in namespaces}
+            for ns in namespaces:
+                work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
+        for key in sorted(work):
+            self.queue.add(key)
+
+    def _reaudit(self, scopes: set[str]) -> set[str]:
+        """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited."""
+        started = time.monotonic()
+        ctx = self.settings.audit_context(now=datetime.now(UTC))
+        with self._audit_lock:
+            if ALL in scopes:
+                scopes = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
+            self.audit.update(self.state, ctx, scopes)
+            current = [f for scope in scopes for f in self.audit.findings_in(scope)]
+        self.events.record(current, self._uid_of, scopes)
+        self._publish(time.monotonic() - started)
+        return scopes
+
+    def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
+        obj = self.state.get(kind, namespace, name)
+        return None if obj is None else str((obj.get("metadata") or {}).get("uid") or "") or None
+
+    def _publish(self, seconds: float) -> None:
+        with self._audit_lock:
+            totals = self.audit.totals()
+        self.metrics.publish_scan(
+            ScanResult(
+                findings=totals.findings,
+                subject_capabilities=totals.capabilities,
+                namespace_controls=totals.controls,
+                exemptions=totals.exemptions,
+                completed_at=time.time(),
+                duration_seconds=seconds,
+            )
+        )
+        self.metrics.set_managed_objects(self._managed_counts())
+        self.metrics.set_policies(self._policy_counts())
+        self._published_at = time.monotonic()
+
+    def _managed_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for kind in MANAGED_KINDS:
+            counts[kind] = sum(
+                1 for obj in self.state.objects(kind) if labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+            )
+        return dict(counts)
+
+    def _policy_counts(self) -> dict[str, int]:
+        counts = Counter({"ready": 0, "not-ready": 0, "refused": 0})
+        for policy in self.state.objects("AccessPolicy"):
+            conditions = (policy.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if ready is not None and ready.get("status") == "True":
+                counts["ready"] += 1
+            elif ready is not None and str(ready.get("reason", "")).startswith("GrantCeiling"):
+                counts["refused"] += 1
+            else:
+                counts["not-ready"] += 1
+        return dict(counts)
+
+    def _enqueue_everything(self) -> None:
+        for ns in self.state.objects("Namespace"):
+            self.queue.add(("namespace", name_of(ns)))
+            if _has_legacy_marks(ns):
+                self.queue.add(("legacy", name_of(ns)))
+        for policy in self.state.objects("AccessPolicy"):
+            self.queue.add(("policy", namespace_of(policy), name_of(policy)))
+
+    def _work_for(self, change: Change) -> set[WorkKey]:
+        """Reconcile work a change asks for directly (the audit adds namespace-wide work on top)."""
+        obj = change.new if change.new is not None else change.old
+        assert obj is not None
+        namespace = namespace_of(obj)
+        if change.kind == "AccessPolicy":
+            old_generation = ((change.old or {}).get("metadata") or {}).get("generation")
+            new_generation = ((change.new or {}).get("metadata") or {}).get("generation")
+            if change.new is not None and (change.old is None or old_generation != new_generation):
+                return {("policy", namespace, name_of(obj))}
+            return set()
+        if change.kind in POLICY_KINDS:  # an owned object changed, or a name a policy wants was freed/taken
+            return {("policy", namespace, name_of(p)) for p in self.state.in_namespace("AccessPolicy", namespace)}
+        if change.kind in ("ClusterRole", "ClusterRoleBinding") and labels_of(obj).get(f"{API_GROUP}/policy-uid"):
+            owner_namespace = labels_of(obj).get(f"{API_GROUP}/policy-namespace", "")
+            return {
+                ("policy", owner_namespace, name_of(p))
+                for p in self.state.in_namespace("AccessPolicy", owner_namespace)
+            }
+        if (change.kind == "ClusterRole" and name_of(obj) == self.settings.grant_ceiling_cluster_role) or (
+            change.kind == "EndpointSlice"
+        ):
+            return {("policy", namespace_of(p), name_of(p)) for p in self.state.objects("AccessPolicy")}
+        if change.kind == "Namespace" and change.new is not None and _has_legacy_marks(change.new):
+            return {("legacy", name_of(obj))}
+        return set()
+
+    # Workers ------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self._run_key(key)  # type: ignore[arg-type]
+            finally:
+                self.queue.done(key)
+
+    async def _run_key(self, key: WorkKey) -> None:
+        handlers: dict[str, Callable[[WorkKey], Any]] = {
+            "policy": self._sync_policy,
+            "namespace": self._sync_namespace,
+            "legacy": self._remove_legacy_marks,
+        }
+        started = time.monotonic()
+        outcome = "success"
+        try:
+            outcome = await asyncio.to_thread(handlers[key[0]], key) or "success"
+            OUTAGE.succeeded()
+        except API_FAILURES as error:
+            outcome = "error"
+            if is_connection_error(error):
+                OUTAGE.failed(error)
+            if is_transient(error):
+                self.queue.add_after(key, retry_delay())
+            else:
+                detail = api_error_message(error) if isinstance(error, kubernetes.client.ApiException) else error
+                logger.error(f"{key[0].capitalize()} {'/'.join(key[1:])} failed permanently: {detail}")
+        except Exception:
+            outcome = "error"
+            logger.exception(f"{key[0].capitalize()} {'/'.join(key[1:])} failed; retrying after the drift interval.")
+        finally:
+            self.metrics.observe_reconcile(key[0], outcome, time.monotonic() - started)
+
+    def _sync_policy(self, key: WorkKey) -> str | None:
+        _, namespace, name = key
+        body = self.state.get("AccessPolicy", namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        with self._audit_lock:
+            findings = self.audit.findings_in(namespace)
+        result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings)
+        if status_changed(body.get("status"), result.status):
+            resources.patch_merge(
+                self.api, body["apiVersion"], "AccessPolicy", name, {"status": result.status}, namespace, "status"
+            )
+        if result.writes:
+            logger.info(f"AccessPolicy {namespace}/{name} reconciled with {result.writes} write(s): {result.outcome}.")
+        return result.outcome
+
+    def _sync_namespace(self, key: WorkKey) -> None:
+        name = key[1]
+        namespace = self.state.get("Namespace", "", name)
+        if namespace is None or (namespace.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        with self._audit_lock:
+            snapshot = scoped_snapshot(self.state, self.audit.index, {name})
+            findings = self.audit.findings_in(name)
+        result = sync_namespace(self.api, namespace, self.settings, datetime.now(UTC), snapshot, findings)
+        if result.writes:
+            logger.info(f"Namespace {name} hygiene applied with {result.writes} write(s) in {result.mode} mode.")
+
+    def _remove_legacy_marks(self, key: WorkKey) -> None:
+        """Drop the finalizer (and kopf bookkeeping) older versions put on Namespaces they do not own."""
+        name = key[1]
+        live = resources.get(self.api, "v1", "Namespace", name)
+        if live is None or not _has_legacy_marks(live):
+            return
+        metadata = live.get("metadata") or {}
+        operations: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]}
+        ]
+        finalizers = list(metadata.get("finalizers") or [])
+        if LEGACY_FINALIZER in finalizers:
+            operations.append({"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(LEGACY_FINALIZER)}"})
+        for annotation in LEGACY_ANNOTATIONS:
+            if annotation in (metadata.get("annotations") or {}):
+                operations.append({"op": "remove", "path": "/metadata/annotations/" + annotation.replace("/", "~1")})
+        resources.patch_json(self.api, "v1", "Namespace", name, operations)
+        logger.info(f"Namespace {name}: removed the finalizer and annotations an earlier version added.")
+
+    async def cleanup_policy(self, body: dict[str, Any]) -> int:
+        return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
+
+
+def _has_legacy_marks(namespace: dict[str, Any]) -> bool:
+    metadata = namespace.get("metadata") or {}
+    return LEGACY_FINALIZER in (metadata.get("finalizers") or []) or any(
+        a in (metadata.get("annotations") or {}) for a in LEGACY_ANNOTATIONS
+    )

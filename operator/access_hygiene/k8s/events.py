@@ -1,0 +1,142 @@
+"""Warning Events on offending objects, so `kubectl describe rolebinding X` shows the finding.
+
+One Event per new finding (none for an unchanged one, again only after it went away and came back),
+rate-limited by a token bucket, with a bounded backlog: a burst of thousands of findings never turns
+into thousands of API writes at once.
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+
+from access_hygiene import FIELD_MANAGER
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.errors import API_FAILURES
+from access_hygiene.models.findings import Finding
+from access_hygiene.render.names import object_name
+
+logger = logging.getLogger(__name__)
+
+EVENT_REASON = "AccessHygieneViolation"
+EVENT_KINDS = frozenset({"RoleBinding", "ClusterRoleBinding", "Role", "ClusterRole"})
+API_VERSIONS = {
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
+    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "ClusterRole": "rbac.authorization.k8s.io/v1",
+}
+# Events about cluster-scoped objects live in "default", where kubectl describe finds them.
+CLUSTER_EVENT_NAMESPACE = "default"
+FindingKey = tuple[str, str, str, str, str]
+
+
+def render_event(finding: Finding, uid: str, now: datetime) -> dict[str, Any]:
+    obj = finding.object
+    namespace = obj.namespace or CLUSTER_EVENT_NAMESPACE
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    subject = f" ({finding.subject})" if finding.subject else ""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": object_name(obj.name, f"{now.timestamp():.0f}", finding.rule_id.lower(), max_length=253),
+            "namespace": namespace,
+        },
+        "involvedObject": {
+            "apiVersion": API_VERSIONS.get(obj.kind, obj.api_version),
+            "kind": obj.kind,
+            "name": obj.name,
+            "namespace": obj.namespace,
+            "uid": uid,
+        },
+        "type": "Warning",
+        "reason": EVENT_REASON,
+        "message": f"{finding.rule_id} [{finding.severity.value}]{subject}: {finding.message}"[:1024],
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": FIELD_MANAGER,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class EventRecorder:
+    """Turns newly appeared findings into Warning Events at a bounded rate (a daemon thread writes)."""
+
+    def __init__(
+        self, api: kubernetes.client.ApiClient, *, rate: float = 5.0, burst: int = 20, backlog: int = 1000
+    ) -> None:
+        self.api = api
+        self.rate = rate
+        self.burst = burst
+        self.dropped = 0
+        self.posted = 0
+        self._emitted: set[FindingKey] = set()
+        self._pending: deque[tuple[Finding, str]] = deque(maxlen=backlog)
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="event-recorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+
+    def seed(self, findings: Iterable[Finding]) -> None:
+        """Findings that exist at start: known, not announced (they were announced when they appeared)."""
+        self._emitted = {f.key for f in findings if not f.exempted}
+
+    def record(self, current: Iterable[Finding], uid_of: Any, scopes: set[str]) -> None:
+        """current: every finding in the given scopes now. New ones (not exempted, about RBAC objects) get an
+        Event; keys that went away in these scopes are forgotten so they are announced if they return."""
+        now_keys: set[FindingKey] = set()
+        with self._wake:
+            for finding in current:
+                if finding.exempted:
+                    continue
+                now_keys.add(finding.key)
+                if finding.key in self._emitted or finding.object.kind not in EVENT_KINDS:
+                    continue
+                uid = uid_of(finding.object.kind, finding.object.namespace, finding.object.name)
+                if uid is None:
+                    continue
+                self._emitted.add(finding.key)
+                if len(self._pending) == self._pending.maxlen:
+                    self.dropped += 1
+                self._pending.append((finding, str(uid)))
+            self._emitted = {k for k in self._emitted if k[1] not in scopes or k in now_keys}
+            self._wake.notify()
+
+    def _run(self) -> None:
+        tokens = float(self.burst)
+        last = time.monotonic()
+        while True:
+            with self._wake:
+                while not self._pending and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                now = time.monotonic()
+                tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+                last = now
+                if tokens < 1.0:
+                    wait = (1.0 - tokens) / self.rate
+                    self._wake.wait(wait)
+                    continue
+                finding, uid = self._pending.popleft()
+                tokens -= 1.0
+            try:
+                resources.create(self.api, render_event(finding, uid, datetime.now(UTC)))
+                self.posted += 1
+            except API_FAILURES as error:  # an Event is best effort: never retried, never fatal
+                logger.debug(f"Event for {finding.rule_id} on {finding.object.kind} not posted: {error}")
