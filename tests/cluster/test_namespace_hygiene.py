@@ -123,7 +123,7 @@ def test_exempt_namespace_is_untouched(operator: KopfRunner, cluster: Cluster, m
 
 
 def test_expired_exemption_stops_applying(operator: KopfRunner, cluster: Cluster, make_namespace) -> None:  # type: ignore[no-untyped-def]
-    soon = datetime.now(UTC) + timedelta(seconds=6)
+    soon = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)  # the annotation has whole seconds
     namespace = make_namespace(
         labels=ENFORCE,
         annotations={
@@ -136,7 +136,7 @@ def test_expired_exemption_stops_applying(operator: KopfRunner, cluster: Cluster
     with cluster.api_client() as api:
         wait_for(lambda: default_sa_exists(api, namespace))
         assert automount(api, namespace) is None
-        # After expiry, the drift timer (2s) enforces.
+        # At expiry the operator re-audits the namespace (scheduled for that instant) and enforces.
         wait_for(lambda: automount(api, namespace) is False, timeout=30)
         wait_for(lambda: {DEFAULT_DENY, DNS_ALLOW} <= policy_names(api, namespace), timeout=20)
         assert datetime.now(UTC) >= soon

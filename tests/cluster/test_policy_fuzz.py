@@ -78,6 +78,19 @@ def test_fuzzed_specs_never_crash_the_operator(
         assert policy["reason"], policy
         event(f"accepted; Ready={policy['status']} reason={policy['reason']}")
         kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        # Wait for the operator's finalizer to finish: kopf draws from the global `random` while it talks to the
+        # API, which hypothesis would take for randomness inside the next example's strategy.
+        wait_for(lambda: not policy_exists(api, namespace, name), timeout=20)
+
+
+def policy_exists(api: kubernetes.client.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        get_policy(api, namespace, name)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
 
 
 def test_operator_still_reconciles_after_fuzzing(operator: KopfRunner, cluster: Cluster, namespace: str) -> None:

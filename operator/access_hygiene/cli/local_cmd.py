@@ -7,6 +7,7 @@ installs the CRD and the grant ceiling, applies example policies and runs the op
 import argparse
 import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from access_hygiene.settings import OperatorSettings
 
     shutil.rmtree(args.workdir, ignore_errors=True)
+    # Until kopf takes over signal handling, SIGTERM unwinds like Ctrl-C so the control plane is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     with ControlPlane(workdir=args.workdir.resolve(), keep_workdir=True, api_port=args.port) as control_plane:
         kubeconfig = str(control_plane.kubeconfig)
         print(f"Control plane ready at {control_plane.server}")
@@ -42,10 +45,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"Operator starting in {args.mode} mode; metrics on http://127.0.0.1:{args.metrics_port}/metrics")
         os.environ["KUBECONFIG"] = kubeconfig
         os.environ.setdefault("ACCESS_HYGIENE_OPERATOR_NAMESPACE", "access-hygiene")
-        stop_flag = threading.Event()
+        # No kopf stop flag: kopf waits for a threading flag in an executor thread, and that thread keeps the
+        # process alive when a signal stopped the operator. --duration sends the same SIGINT as Ctrl-C instead.
         if args.duration:
-            threading.Timer(args.duration, stop_flag.set).start()
+            timer = threading.Timer(args.duration, os.kill, args=(os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
         try:
-            return run_operator(args, stop_flag=stop_flag)
+            return run_operator(args)
         except KeyboardInterrupt:
             return 0
+        finally:
+            print("Stopping the control plane.", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

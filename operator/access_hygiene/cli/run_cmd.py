@@ -2,7 +2,6 @@
 
 import argparse
 import os
-import threading
 from typing import Any
 
 
@@ -19,7 +18,7 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true")
 
 
-def run_operator(args: argparse.Namespace, stop_flag: threading.Event | None = None) -> int:
+def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import access_hygiene.handlers  # noqa: F401  (registers the handlers)
@@ -29,7 +28,7 @@ def run_operator(args: argparse.Namespace, stop_flag: threading.Event | None = N
     if args.metrics_port is not None:
         os.environ["ACCESS_HYGIENE_METRICS_PORT"] = str(args.metrics_port)
     kopf.configure(verbose=args.verbose)
-    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None, stop_flag=stop_flag)
+    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None)
     return 0
 
 

@@ -24,6 +24,8 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, 
 API_FAILURES: tuple[type[Exception], ...] = (kubernetes.client.ApiException, *CONNECTION_ERRORS)
 
 logger = logging.getLogger(__name__)
+# A private generator: jitter must not draw from (or disturb) the global random state.
+_JITTER = random.Random()
 
 
 def api_error_message(error: kubernetes.client.ApiException) -> str:
@@ -34,7 +36,7 @@ def api_error_message(error: kubernetes.client.ApiException) -> str:
 
 
 def retry_delay() -> float:
-    return random.uniform(*RETRY_DELAY_RANGE)
+    return _JITTER.uniform(*RETRY_DELAY_RANGE)
 
 
 def is_connection_error(error: BaseException) -> bool:

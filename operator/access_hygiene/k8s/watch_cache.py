@@ -27,6 +27,8 @@ from access_hygiene.k8s.resources import Obj, resource_type
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, trim_object
 
 logger = logging.getLogger(__name__)
+# A private generator: jitter must not draw from (or disturb) the global random state.
+_JITTER = random.Random()
 
 PAGE_SIZE = 500
 WATCH_TIMEOUT_SECONDS = 300  # the server ends each watch after about this long; we then resume from the last RV
@@ -253,7 +255,7 @@ class Reflector:
                     delay = MAX_RECONNECT_DELAY
                 else:
                     logger.warning(f"Watch of {self.spec.kind} failed: {type(error).__name__}: {error}; retrying.")
-                self._stop.wait(random.uniform(delay, delay * 2))
+                self._stop.wait(_JITTER.uniform(delay, delay * 2))
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def _request(self, query: dict[str, str], *, timeout: tuple[float, float]) -> Any:
@@ -292,7 +294,7 @@ class Reflector:
         return resource_version
 
     def _watch(self, resource_version: str) -> str:
-        timeout_seconds = WATCH_TIMEOUT_SECONDS + random.randint(0, 60)  # spread reconnects
+        timeout_seconds = WATCH_TIMEOUT_SECONDS + _JITTER.randint(0, 60)  # spread reconnects
         query = self._query(
             watch="true",
             resourceVersion=resource_version,

@@ -106,6 +106,7 @@ class ControlPlane:
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
     _certs: ControlPlaneCerts | None = field(init=False, default=None)
+    _etcd_url: str = field(init=False, default="")
 
     def __enter__(self) -> Self:
         self.start()
@@ -154,8 +155,11 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log_path = self._dir / f"{name}.log"
-        log_file = log_path.open("wb")
-        popen = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log_file = log_path.open("ab")
+        # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the children in order.
+        popen = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         process = _Process(name, popen, log_path, log_file)
         self._processes.append(process)
         return process
@@ -179,7 +183,20 @@ class ControlPlane:
             ],
         )
         self._wait(process, lambda: _http_ok(f"{client_url}/health"), "etcd /health")
+        self._etcd_url = client_url
         return client_url
+
+    def restart_apiserver(self, down_seconds: float = 0.0) -> None:
+        """Stop kube-apiserver, keep it down for a while, start it again on the same port (outage tests)."""
+        process = next(p for p in self._processes if p.name == "kube-apiserver")
+        process.popen.terminate()
+        process.popen.wait(timeout=30)
+        process.log_file.close()
+        self._processes.remove(process)
+        time.sleep(down_seconds)
+        assert self.bin_dir is not None
+        assert self._etcd_url
+        self._start_apiserver(self.bin_dir, self._etcd_url)
 
     def _start_apiserver(self, bin_dir: Path, etcd_url: str) -> None:
         certs = self._certs
@@ -288,16 +305,23 @@ class ControlPlane:
                 return process.tail(lines)
         return ""
 
-    def stop(self) -> None:
-        # Reverse order: controllers first, etcd last.
-        for process in reversed(self._processes):
-            if process.popen.poll() is None:
-                process.popen.terminate()
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop everything within a few seconds: the API server and controllers together, then etcd; a process
+        that ignores SIGTERM for `grace` seconds is killed. Every child is reaped (no zombies)."""
+        clients = [p for p in self._processes if p.name != "etcd"]
+        storage = [p for p in self._processes if p.name == "etcd"]
+        for group in (clients, storage):
+            for process in group:
+                if process.popen.poll() is None:
+                    process.popen.terminate()
+            deadline = time.monotonic() + grace
+            for process in group:
                 try:
-                    process.popen.wait(timeout=15)
+                    process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     process.popen.kill()
                     process.popen.wait(timeout=5)
+        for process in self._processes:
             process.log_file.close()
         self._processes.clear()
         if self._owns_workdir and not self.keep_workdir and self.workdir is not None:
