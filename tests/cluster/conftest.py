@@ -17,7 +17,6 @@ OPERATOR_ENV = {
     "ACCESS_HYGIENE_MODE": "audit",
     "ACCESS_HYGIENE_METRICS_PORT": "0",
     "ACCESS_HYGIENE_DRIFT_INTERVAL_SECONDS": "2",
-    "ACCESS_HYGIENE_SCAN_INTERVAL_SECONDS": "5",
     "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
 }
 
@@ -35,10 +34,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 
 @pytest.fixture(scope="module")
-def operator(crd_installed: Cluster) -> Iterator[KopfRunner]:
+def operator_env() -> dict[str, str]:
+    """Environment of the module's operator; a test module overrides this fixture to change settings."""
+    return dict(OPERATOR_ENV)
+
+
+@pytest.fixture(scope="module")
+def operator(crd_installed: Cluster, operator_env: dict[str, str]) -> Iterator[KopfRunner]:
     """The operator, authenticated as its own admin identity so the audit log tells its writes apart."""
-    previous = {key: os.environ.get(key) for key in [*OPERATOR_ENV, "KUBECONFIG"]}
-    os.environ.update(OPERATOR_ENV)
+    previous = {key: os.environ.get(key) for key in [*operator_env, "KUBECONFIG"]}
+    os.environ.update(operator_env)
     os.environ["KUBECONFIG"] = str(crd_installed.control_plane.operator_kubeconfig)
     from access_hygiene.k8s import resources
     from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
