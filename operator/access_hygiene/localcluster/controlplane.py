@@ -187,9 +187,10 @@ class ControlPlane:
         return client_url
 
     def restart_apiserver(self, down_seconds: float = 0.0) -> None:
-        """Stop kube-apiserver, keep it down for a while, start it again on the same port (outage tests)."""
+        """Kill kube-apiserver (a crash, not a graceful stop), keep it down for a while, start it again on the
+        same port (outage tests)."""
         process = next(p for p in self._processes if p.name == "kube-apiserver")
-        process.popen.terminate()
+        process.popen.kill()
         process.popen.wait(timeout=30)
         process.log_file.close()
         self._processes.remove(process)
