@@ -10,11 +10,13 @@ namespaces and TOP_SERVICEACCOUNTS ServiceAccounts. Per-namespace, per-subject a
 series exist only with `detailed=True` (settings `detailed_metrics`, chart `metrics.detailed`).
 
 `publish_scan` only swaps a reference, so it may run after every burst of events. The families of a
-published scan are derived once, by the first scrape that reads it, and reused by later scrapes of
-the same scan: a scrape never recomputes them, and scans replaced before any scrape cost nothing.
+published scan are derived once, by a background thread shortly after a burst of publishes (or by a
+scrape that comes first), and reused by every scrape of that scan: a scrape never recomputes them, and
+a scan replaced within the settle time is never built at all.
 """
 
 import heapq
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -39,6 +41,8 @@ from access_hygiene import __version__
 from access_hygiene.models.findings import Finding, Severity, SubjectCapability
 from access_hygiene.reconcile.namespace_classes import CLUSTER, EXEMPT, OTHER, PRIVILEGED
 
+logger = logging.getLogger(__name__)
+
 PREFIX = "access_hygiene"
 # Namespaces are DNS labels, so an underscore can never collide with a real namespace name.
 CLUSTER_SCOPE = "_cluster"
@@ -60,6 +64,8 @@ RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.
 # The "top" families: enough for a dashboard's top-10/top-20 panels, bounded whatever the cluster size.
 TOP_NAMESPACES = 20
 TOP_SERVICEACCOUNTS = 20
+# Quiet time after a publish before the families are built in the background (see Metrics).
+PREBUILD_AFTER_SECONDS = 1.0
 
 # Key functions run in C over tens of thousands of objects: far cheaper than generator expressions.
 _FINDING_KEY = attrgetter("rule_id", "severity", "namespace", "exempted")
@@ -115,15 +121,18 @@ def _top(counts: Mapping[Any, int], limit: int) -> list[tuple[Any, int]]:
 
 
 class _Snapshot:
-    """One published scan and the families derived from it, built on the first scrape that needs them
-    (at most once, under a lock) and reused by every later scrape of the same scan. A burst of publishes
-    between two scrapes therefore costs one build, not one per publish."""
+    """One published scan and the families derived from it, built at most once (under a lock) by whoever
+    needs them first, the background prebuild or a scrape, and reused by every later scrape of the scan."""
 
     def __init__(self, scan: ScanResult, *, detailed: bool) -> None:
         self.scan = scan
         self.detailed = detailed
         self._families: tuple[Metric, ...] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._families is not None
 
     def families(self) -> tuple[Metric, ...]:
         with self._lock:
@@ -315,11 +324,23 @@ def _detailed_families(scan: ScanResult) -> Iterator[Metric]:
 class Metrics:
     """The operator's metrics. One instance per process, shared through kopf's memo."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, detailed: bool = False) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        detailed: bool = False,
+        prebuild_after: float | None = PREBUILD_AFTER_SECONDS,
+    ) -> None:
+        """prebuild_after: once serving, build the latest scan's families this many seconds after a burst of
+        publishes, in a background thread, so scrapes only format them; None leaves every build to scrapes."""
         self.detailed = detailed
         self.state = _State()
         self._lock = threading.Lock()  # serialises writers; readers take the reference as is
         self._server: Any = None
+        self._prebuild_after = prebuild_after
+        self._published = threading.Event()
+        self._stopping = threading.Event()
+        self._prebuilder: threading.Thread | None = None
         if registry is None:
             registry = CollectorRegistry()
             # Our own registry (not the global one) so a second instance never collides; add process basics.
@@ -344,12 +365,13 @@ class Metrics:
     def publish_scan(self, result: ScanResult) -> None:
         """Replace the scan snapshot; series absent from this scan disappear from the next scrape.
 
-        Constant time: the families are derived on the next scrape, once. The result is kept as is, so the
-        caller must not mutate its sequences or mappings afterwards (publish a new ScanResult instead).
+        Constant time: the families are derived once, later (see prebuild_after), never per publish. The
+        result is kept as is, so the caller must not mutate its sequences or mappings afterwards.
         """
         snapshot = _Snapshot(result, detailed=self.detailed)
         with self._lock:
             self.state = replace(self.state, snapshot=snapshot)
+        self._published.set()
 
     def observe_reconcile(self, handler: str, outcome: str, seconds: float) -> None:
         """Count one handler run (outcome: success|error|refused|conflict|invalid) and time it."""
@@ -371,6 +393,26 @@ class Metrics:
         """Start prometheus_client's HTTP server (daemon thread) on addr:port; port 0 picks a free one."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         self._server = server
+        if self._prebuild_after is not None and self._prebuilder is None:
+            self._stopping.clear()
+            self._prebuilder = threading.Thread(
+                target=self._prebuild, args=(self._prebuild_after,), name="access-hygiene-metrics", daemon=True
+            )
+            self._prebuilder.start()
+
+    def _prebuild(self, settle_seconds: float) -> None:
+        """Build the latest scan's families once per burst of publishes, so a scrape finds them ready."""
+        while True:
+            self._published.wait()
+            if self._stopping.wait(settle_seconds):  # publishes within the settle time cost one build
+                return
+            self._published.clear()
+            snapshot = self.state.snapshot
+            if snapshot is not None:
+                try:
+                    snapshot.families()
+                except Exception:  # the scrape that reads this scan fails the same way and reports it
+                    logger.exception("Metrics of the latest scan could not be built.")
 
     @property
     def port(self) -> int | None:
@@ -378,6 +420,11 @@ class Metrics:
         return None if self._server is None else int(self._server.server_port)
 
     def shutdown(self) -> None:
+        if self._prebuilder is not None:
+            self._stopping.set()
+            self._published.set()
+            self._prebuilder.join(timeout=10)
+            self._prebuilder = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

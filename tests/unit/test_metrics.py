@@ -1,6 +1,7 @@
 """Metrics exposition: values, label sets, stale series, bounded cardinality, atomic snapshot swaps."""
 
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -491,6 +492,41 @@ def test_a_scrape_never_mixes_two_scans() -> None:
     finally:
         stop.set()
         writer.join()
+
+
+def test_publishing_is_lazy_until_something_reads_the_scan() -> None:
+    metrics = Metrics(CollectorRegistry())
+    published = []
+    for n in range(20):  # a burst of publishes, nobody scraping: nothing is built
+        metrics.publish_scan(scan(findings=[finding("AH-SA-001", "medium", f"ns-{n}", "default")]))
+        published.append(metrics.state.snapshot)
+    assert not any(snapshot is not None and snapshot.built for snapshot in published)
+    assert series(scrape(metrics), "access_hygiene_top_namespace_violations") == {
+        labels(namespace="ns-19", namespace_class="other"): 1.0
+    }
+    assert [snapshot is not None and snapshot.built for snapshot in published] == [False] * 19 + [True]
+
+
+def test_a_served_instance_prebuilds_the_latest_scan_once_per_burst() -> None:
+    metrics = Metrics(CollectorRegistry(), prebuild_after=0.2)
+    metrics.serve(0, addr="127.0.0.1")
+    try:
+        scans = [scan(findings=[finding("AH-SA-001", "medium", f"ns-{n}", "default")]) for n in range(50)]
+        published = []
+        for result in scans:  # a burst: well within the settle time
+            metrics.publish_scan(result)
+            published.append(metrics.state.snapshot)
+        latest = published[-1]
+        assert latest is not None
+        deadline = time.monotonic() + 30
+        while not latest.built and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert latest.built, "the latest scan was not built in the background"
+        # The burst is coalesced: at most the scan current when the settle time ended, and the latest.
+        assert sum(1 for snapshot in published if snapshot is not None and snapshot.built) <= 2
+    finally:
+        metrics.shutdown()
+    assert not any(thread.name == "access-hygiene-metrics" for thread in threading.enumerate())
 
 
 @pytest.fixture
