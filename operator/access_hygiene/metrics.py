@@ -92,13 +92,9 @@ def scope_label(namespace: str) -> str:
     return namespace or CLUSTER_SCOPE
 
 
-def class_of(namespace: str, classes: Mapping[str, str]) -> str:
-    """The namespace class label: cluster for cluster scope, else the scan's class, bounded to the vocabulary."""
-    return _class_lookup(classes).get(namespace, OTHER)
-
-
 def _class_lookup(classes: Mapping[str, str]) -> dict[str, str]:
-    """namespace -> class for every namespace that is not "other" (unknown class names count as "other")."""
+    """namespace -> namespace class label ("" is cluster scope); absent means "other", and so do class
+    names outside the vocabulary, so a bad value can never add series."""
     lookup = {namespace: found for namespace, found in classes.items() if found in (PRIVILEGED, EXEMPT)}
     lookup[""] = CLUSTER
     return lookup
