@@ -39,24 +39,25 @@ class Alert:
 ALERTS = (
     Alert(
         name="AccessHygieneAnonymousAccessGranted",
-        expr=f'sum by (namespace) (access_hygiene_violations{{rule_id="{ANONYMOUS_RULE_ID}"}}) > 0',
+        expr=f'sum by (namespace_class) (access_hygiene_violations{{rule_id="{ANONYMOUS_RULE_ID}"}}) > 0',
         severity="critical",
         summary="Anonymous or unauthenticated users are granted access.",
         description=(
-            "{{ $value }} binding(s) in {{ $labels.namespace }} grant permissions to system:anonymous or "
-            f"system:unauthenticated ({ANONYMOUS_RULE_ID}). Anyone who can reach the API server holds them."
+            "{{ $value }} binding(s) (namespace class {{ $labels.namespace_class }}) grant permissions to "
+            f"system:anonymous or system:unauthenticated ({ANONYMOUS_RULE_ID}). Anyone who can reach the API "
+            f"server holds them. List them with `access-hygiene scan --rules {ANONYMOUS_RULE_ID}`."
         ),
     ),
     Alert(
         name="AccessHygieneCriticalViolation",
         # AH-RBAC-002 has its own, immediate alert.
-        expr=f"sum by (rule_id, namespace) (access_hygiene_violations{{{CRITICAL_OTHER_THAN_ANONYMOUS}}}) > 0",
+        expr=f"sum by (rule_id, namespace_class) (access_hygiene_violations{{{CRITICAL_OTHER_THAN_ANONYMOUS}}}) > 0",
         for_="5m",
         severity="critical",
         summary="A critical access-hygiene violation is present.",
         description=(
-            "{{ $value }} critical finding(s) of {{ $labels.rule_id }} in {{ $labels.namespace }}. "
-            "Run `access-hygiene scan` or read the operator's metrics for details."
+            "{{ $value }} critical finding(s) of {{ $labels.rule_id }} (namespace class "
+            "{{ $labels.namespace_class }}). List them with `access-hygiene scan --rules {{ $labels.rule_id }}`."
         ),
     ),
     Alert(

@@ -1,7 +1,9 @@
 """The access-hygiene Grafana dashboard, built with grafana-foundation-sdk.
 
-Queries use a `${datasource}` variable (any Prometheus) and a `$namespace` filter; `$__rate_interval`
-is left to Grafana. Panels that should read 0 rather than "No data" when all is well use `or vector(0)`.
+Queries use a `${datasource}` variable (any Prometheus) and a `$namespace_class` filter (cluster,
+privileged, exempt, other: the default series carry no per-namespace label, so their number does not grow
+with the cluster); `$__rate_interval` is left to Grafana. Panels that should read 0 rather than "No data"
+when all is well use `or vector(0)`.
 """
 
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 UID = "access-hygiene"
 TITLE = "Access hygiene"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-NS = 'namespace=~"$namespace"'
+NS = 'namespace_class=~"$namespace_class"'
 RATE = "$__rate_interval"
 # Process metrics carry no access_hygiene_ prefix: pick the targets that also expose our build info.
 OPERATOR_PROCESS = "{metric} and on (job, instance) access_hygiene_build_info"
@@ -158,21 +160,28 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
             ),
             PanelSpec(
                 "Top namespaces",
-                "Namespaces with the most active findings (_cluster: cluster-scoped objects).",
+                "Namespaces with the most active findings (_cluster: cluster-scoped objects). The operator "
+                "exports the top 20; per-namespace series for all need detailed metrics.",
                 bar_panel,
                 [
                     Query(
-                        f"topk(10, sum by (namespace) (access_hygiene_violations{{{NS}}}))",
+                        f"topk(10, max by (namespace) (access_hygiene_top_namespace_violations{{{NS}}}))",
                         legend="{{namespace}}",
                         instant=True,
                     )
                 ],
             ),
             PanelSpec(
-                "Violations by rule, severity and namespace",
-                "Every active (rule, severity, namespace) combination in the latest scan.",
+                "Violations by rule, severity and namespace class",
+                "Every active (rule, severity, namespace class) combination in the latest scan. Run "
+                "`access-hygiene scan` for the objects.",
                 table_panel,
-                [Query(f"sum by (rule_id, severity, namespace) (access_hygiene_violations{{{NS}}})", table=True)],
+                [
+                    Query(
+                        f"sum by (rule_id, severity, namespace_class) (access_hygiene_violations{{{NS}}})",
+                        table=True,
+                    )
+                ],
             ),
         ],
     ),
@@ -181,11 +190,13 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
         [
             PanelSpec(
                 "Top risky ServiceAccounts",
-                "ServiceAccounts holding the most sensitive capabilities.",
+                "ServiceAccounts holding the most sensitive capabilities (value: how many). The operator "
+                "exports the top 20.",
                 table_panel,
                 [
                     Query(
-                        f"topk(20, count by (namespace, serviceaccount) (access_hygiene_subject_capability{{{NS}}}))",
+                        "topk(20, max by (namespace, serviceaccount)"
+                        f" (access_hygiene_top_serviceaccount_capabilities{{{NS}}}))",
                         table=True,
                     )
                 ],
@@ -196,7 +207,7 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
                 bar_panel,
                 [
                     Query(
-                        f"count by (capability) (access_hygiene_subject_capability{{{NS}}})",
+                        f"sum by (capability) (access_hygiene_serviceaccounts_with_capability{{{NS}}})",
                         legend="{{capability}}",
                         instant=True,
                     )
@@ -209,11 +220,12 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
         [
             PanelSpec(
                 "Control coverage",
-                "Share of namespaces where each hygiene control is in place.",
+                "Share of governed namespaces where each hygiene control is in place.",
                 lambda: bar_panel("percentunit"),
                 [
                     Query(
-                        f"avg by (control) (access_hygiene_namespace_controls{{{NS}}})",
+                        f'sum by (control) (access_hygiene_namespaces_by_control{{state="in-place",{NS}}})'
+                        f" / sum by (control) (access_hygiene_namespaces_by_control{{{NS}}})",
                         legend="{{control}}",
                         instant=True,
                     )
@@ -221,9 +233,16 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
             ),
             PanelSpec(
                 "Missing controls",
-                "Namespaces where a hygiene control is not in place.",
+                "How many governed namespaces miss each hygiene control, by namespace class. The namespace "
+                "annotation accesshygiene.io/hygiene-summary and `access-hygiene scan` name them.",
                 table_panel,
-                [Query(f"access_hygiene_namespace_controls{{{NS}}} == 0", table=True)],
+                [
+                    Query(
+                        "sum by (control, namespace_class)"
+                        f' (access_hygiene_namespaces_by_control{{state="missing",{NS}}}) > 0',
+                        table=True,
+                    )
+                ],
             ),
         ],
     ),
@@ -332,11 +351,11 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
 
 def build_dashboard() -> Dashboard:
     datasource = DatasourceVariable("datasource").label("Data source").type("prometheus")
-    namespace = (
-        QueryVariable("namespace")
-        .label("Namespace")
+    namespace_class = (
+        QueryVariable("namespace_class")
+        .label("Namespace class")
         .datasource(DATASOURCE)
-        .query("label_values(access_hygiene_violations, namespace)")
+        .query("label_values(access_hygiene_violations, namespace_class)")
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -355,7 +374,7 @@ def build_dashboard() -> Dashboard:
         .time("now-6h", "now")
         .timezone("browser")
         .with_variable(datasource)
-        .with_variable(namespace)
+        .with_variable(namespace_class)
     )
     panel_id = 1
     for section, panels in SECTIONS:

@@ -2,14 +2,26 @@
 
 Scan-derived series come from one immutable snapshot swapped in by `publish_scan`, so a scrape
 never sees half of one scan and half of the next, and series of fixed findings vanish at once.
-Labels are bounded: rule ids, severities, namespaces, ServiceAccounts and a fixed capability
-vocabulary. Object names appear only in the opt-in detailed series.
+
+Default series are bounded by constants, never by the number of namespaces or ServiceAccounts:
+labels are rule ids, severities, a fixed capability vocabulary, hygiene controls and a namespace
+class (cluster, privileged, exempt, other); the two "top" families name at most TOP_NAMESPACES
+namespaces and TOP_SERVICEACCOUNTS ServiceAccounts. Per-namespace, per-subject and per-object
+series exist only with `detailed=True` (settings `detailed_metrics`, chart `metrics.detailed`).
+
+`publish_scan` only swaps a reference, so it may run after every burst of events. The families of a
+published scan are derived once, by a background thread shortly after a burst of publishes (or by a
+scrape that comes first), and reused by every scrape of that scan: a scrape never recomputes them, and
+a scan replaced within the settle time is never built at all.
 """
 
+import heapq
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -26,7 +38,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from access_hygiene import __version__
-from access_hygiene.models.findings import Finding, SubjectCapability
+from access_hygiene.models.findings import Finding, Severity, SubjectCapability
+from access_hygiene.reconcile.namespace_classes import CLUSTER, EXEMPT, OTHER, PRIVILEGED
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "access_hygiene"
 # Namespaces are DNS labels, so an underscore can never collide with a real namespace name.
@@ -35,6 +50,7 @@ RECONCILE_OUTCOMES = frozenset({"success", "error", "refused", "conflict", "inva
 OTHER_OUTCOME = "other"
 EXEMPTION_STATES = ("active", "expired", "invalid")
 POLICY_STATES = ("ready", "not-ready", "refused")
+CONTROL_STATES = ("in-place", "missing")
 # Kinds the operator may own; reported as 0 when absent so "none" differs from "unknown".
 MANAGED_KINDS = (
     "ServiceAccount",
@@ -45,9 +61,17 @@ MANAGED_KINDS = (
     "NetworkPolicy",
 )
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# The "top" families: enough for a dashboard's top-10/top-20 panels, bounded whatever the cluster size.
+TOP_NAMESPACES = 20
+TOP_SERVICEACCOUNTS = 20
+# Quiet time after a publish before the families are built in the background (see Metrics).
+PREBUILD_AFTER_SECONDS = 1.0
 
-ViolationKey = tuple[str, str, str]  # rule_id, severity, namespace
-ExemptedKey = tuple[str, str]  # rule_id, namespace
+# Key functions run in C over tens of thousands of objects: far cheaper than generator expressions.
+_FINDING_KEY = attrgetter("rule_id", "severity", "namespace", "exempted")
+_CAPABILITY_KEY = attrgetter("namespace", "service_account", "capability")
+ViolationKey = tuple[str, str, str]  # rule_id, severity, namespace class
+ExemptedKey = tuple[str, str]  # rule_id, namespace class
 
 
 @dataclass(frozen=True)
@@ -60,40 +84,69 @@ class ScanResult:
     exemptions: Mapping[str, int]  # state (active|expired|invalid) -> count
     completed_at: float  # unix time of the scan
     duration_seconds: float
-
-
-@dataclass(frozen=True)
-class _State:
-    """What the collector reads. Replaced whole, never mutated."""
-
-    scan: ScanResult | None = None
-    managed_objects: Mapping[str, int] | None = None
-    policies: Mapping[str, int] | None = None
-    violations: Mapping[ViolationKey, int] = field(default_factory=dict)
-    exempted: Mapping[ExemptedKey, int] = field(default_factory=dict)
+    # namespace -> "privileged" | "exempt" (reconcile.namespace_classes); namespaces not listed are "other".
+    namespace_classes: Mapping[str, str] = field(default_factory=dict)
 
 
 def scope_label(namespace: str) -> str:
     return namespace or CLUSTER_SCOPE
 
 
-def count_violations(findings: Iterable[Finding]) -> tuple[Counter[ViolationKey], Counter[ExemptedKey]]:
-    """Counts of active findings and, separately, of exempted ones."""
-    active: Counter[ViolationKey] = Counter()
-    exempted: Counter[ExemptedKey] = Counter()
-    for finding in findings:
-        namespace = scope_label(finding.namespace)
-        if finding.exempted:
-            exempted[(finding.rule_id, namespace)] += 1
-        else:
-            active[(finding.rule_id, finding.severity.value, namespace)] += 1
-    return active, exempted
+def _class_lookup(classes: Mapping[str, str]) -> dict[str, str]:
+    """namespace -> namespace class label ("" is cluster scope); absent means "other", and so do class
+    names outside the vocabulary, so a bad value can never add series."""
+    lookup = {namespace: found for namespace, found in classes.items() if found in (PRIVILEGED, EXEMPT)}
+    lookup[""] = CLUSTER
+    return lookup
+
+
+def _finding_counts(findings: Iterable[Finding]) -> Counter[tuple[str, Severity, str, bool]]:
+    # One C-level pass over the findings; everything else works on the (much smaller) distinct keys.
+    return Counter(map(_FINDING_KEY, findings))
 
 
 def _frozen(counts: Mapping[str, int], defaults: Iterable[str]) -> Mapping[str, int]:
     merged = dict.fromkeys(defaults, 0)
     merged.update({key: int(value) for key, value in counts.items()})
     return MappingProxyType(merged)
+
+
+def _top(counts: Mapping[Any, int], limit: int) -> list[tuple[Any, int]]:
+    """The `limit` largest counts; ties broken by key so the same scan always exports the same series."""
+    return heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+class _Snapshot:
+    """One published scan and the families derived from it, built at most once (under a lock) by whoever
+    needs them first, the background prebuild or a scrape, and reused by every later scrape of the scan."""
+
+    def __init__(self, scan: ScanResult, *, detailed: bool) -> None:
+        self.scan = scan
+        self.detailed = detailed
+        self._families: tuple[Metric, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._families is not None
+
+    def families(self) -> tuple[Metric, ...]:
+        with self._lock:
+            if self._families is None:
+                built = list(_aggregated_families(self.scan))
+                if self.detailed:
+                    built += _detailed_families(self.scan)
+                self._families = tuple(built)
+            return self._families
+
+
+@dataclass(frozen=True)
+class _State:
+    """What the collector reads. Replaced whole, never mutated."""
+
+    snapshot: _Snapshot | None = None
+    managed_objects: Mapping[str, int] | None = None
+    policies: Mapping[str, int] | None = None
 
 
 class _SnapshotCollector(Collector):
@@ -107,8 +160,8 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self._metrics.state  # one read: the whole scrape sees one snapshot
         yield from _build_info()
-        if state.scan is not None:
-            yield from _scan_families(state, detailed=self._metrics.detailed)
+        if state.snapshot is not None:
+            yield from state.snapshot.families()
         if state.managed_objects is not None:
             yield _gauge_family(
                 "managed_objects", "Objects the operator manages, by kind.", "kind", state.managed_objects
@@ -130,45 +183,84 @@ def _gauge_family(name: str, documentation: str, label: str, counts: Mapping[str
     return family
 
 
-def _scan_families(state: _State, *, detailed: bool) -> Iterator[Metric]:
-    scan = state.scan
-    assert scan is not None
-    violations = GaugeMetricFamily(
-        f"{PREFIX}_violations",
-        "Active (not exempted) findings in the latest scan.",
-        labels=["rule_id", "severity", "namespace"],
-    )
-    for (rule_id, severity, namespace), count in sorted(state.violations.items()):
-        violations.add_metric([rule_id, severity, namespace], count)
-    yield violations
+def _labelled_family(
+    name: str, documentation: str, labels: Sequence[str], values: Iterable[tuple[Sequence[str], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=list(labels))
+    for label_values, value in values:
+        family.add_metric(list(label_values), value)
+    return family
 
-    exempted = GaugeMetricFamily(
-        f"{PREFIX}_violations_exempted",
-        "Findings suppressed by a valid exemption in the latest scan.",
-        labels=["rule_id", "namespace"],
-    )
-    for (rule_id, namespace), count in sorted(state.exempted.items()):
-        exempted.add_metric([rule_id, namespace], count)
-    yield exempted
 
-    capabilities = GaugeMetricFamily(
-        f"{PREFIX}_subject_capability",
-        "1 when a ServiceAccount effectively holds a sensitive capability.",
-        labels=["namespace", "serviceaccount", "capability"],
-    )
-    seen = sorted({(c.namespace, c.service_account, c.capability) for c in scan.subject_capabilities})
-    for namespace, service_account, capability in seen:
-        capabilities.add_metric([namespace, service_account, capability], 1)
-    yield capabilities
+def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
+    """The default, bounded families: nothing here grows with the number of namespaces or subjects."""
+    classes = _class_lookup(scan.namespace_classes)
+    active: Counter[ViolationKey] = Counter()
+    exempted: Counter[ExemptedKey] = Counter()
+    per_namespace: Counter[str] = Counter()
+    for (rule_id, severity, namespace, is_exempted), count in _finding_counts(scan.findings).items():
+        namespace_class = classes.get(namespace, OTHER)
+        if is_exempted:
+            exempted[(rule_id, namespace_class)] += count
+        else:
+            active[(rule_id, str(severity), namespace_class)] += count
+            per_namespace[namespace] += count
 
-    controls = GaugeMetricFamily(
-        f"{PREFIX}_namespace_controls",
-        "1 when a hygiene control is in place in a namespace, 0 when missing.",
-        labels=["namespace", "control"],
+    yield _labelled_family(
+        "violations",
+        "Active (not exempted) findings in the latest scan, by rule, severity and namespace class.",
+        ["rule_id", "severity", "namespace_class"],
+        sorted(active.items()),
     )
-    for (namespace, control), in_place in sorted(scan.namespace_controls.items()):
-        controls.add_metric([namespace, control], 1 if in_place else 0)
-    yield controls
+    yield _labelled_family(
+        "violations_exempted",
+        "Findings suppressed by a valid exemption in the latest scan, by rule and namespace class.",
+        ["rule_id", "namespace_class"],
+        sorted(exempted.items()),
+    )
+    yield _labelled_family(
+        "top_namespace_violations",
+        f"Active findings in the {TOP_NAMESPACES} namespaces with the most (_cluster: cluster-scoped objects).",
+        ["namespace", "namespace_class"],
+        (
+            ((scope_label(namespace), classes.get(namespace, OTHER)), count)
+            for namespace, count in _top(per_namespace, TOP_NAMESPACES)
+        ),
+    )
+
+    # Distinct (namespace, ServiceAccount, capability) triples, then C-level counts over them.
+    held: set[tuple[str, str, str]] = set(map(_CAPABILITY_KEY, scan.subject_capabilities))
+    by_capability: Counter[tuple[str, str]] = Counter()
+    for (namespace, capability), count in Counter(map(itemgetter(0, 2), held)).items():
+        by_capability[(capability, classes.get(namespace, OTHER))] += count
+    per_subject: Counter[tuple[str, str]] = Counter(map(itemgetter(0, 1), held))
+    yield _labelled_family(
+        "serviceaccounts_with_capability",
+        "ServiceAccounts that effectively hold a sensitive capability, by capability and namespace class.",
+        ["capability", "namespace_class"],
+        sorted(by_capability.items()),
+    )
+    yield _labelled_family(
+        "top_serviceaccount_capabilities",
+        f"Sensitive capabilities held by the {TOP_SERVICEACCOUNTS} ServiceAccounts that hold the most.",
+        ["namespace", "serviceaccount", "namespace_class"],
+        (
+            ((namespace, sa, classes.get(namespace, OTHER)), count)
+            for (namespace, sa), count in _top(per_subject, TOP_SERVICEACCOUNTS)
+        ),
+    )
+
+    controls: Counter[tuple[str, str, str]] = Counter()
+    for (namespace, control), in_place in scan.namespace_controls.items():
+        namespace_class = classes.get(namespace, OTHER)
+        for state in CONTROL_STATES:  # both states are exported, 0 included, so ratios never divide by nothing
+            controls[(control, namespace_class, state)] += int((state == "in-place") == in_place)
+    yield _labelled_family(
+        "namespaces_by_control",
+        "Governed namespaces where a hygiene control is in place or missing, by namespace class.",
+        ["control", "namespace_class", "state"],
+        sorted(controls.items()),
+    )
 
     yield _gauge_family(
         "exemptions",
@@ -184,34 +276,67 @@ def _scan_families(state: _State, *, detailed: bool) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         f"{PREFIX}_scan_duration_seconds", "Duration of the latest full scan.", value=scan.duration_seconds
     )
-    if detailed:
-        yield _detail_family(scan.findings)
 
 
-def _detail_family(findings: Iterable[Finding]) -> GaugeMetricFamily:
-    detail = GaugeMetricFamily(
-        f"{PREFIX}_violation_detail",
+def _detailed_families(scan: ScanResult) -> Iterator[Metric]:
+    """Opt-in families with one series per namespace, subject or object (high cardinality)."""
+    per_namespace: Counter[tuple[str, str, str]] = Counter()
+    per_object: Counter[tuple[str, str, str, str, str]] = Counter()
+    for f in scan.findings:
+        if f.exempted:
+            continue
+        namespace = scope_label(f.namespace)
+        per_namespace[(f.rule_id, str(f.severity), namespace)] += 1
+        per_object[(f.rule_id, str(f.severity), namespace, f.object.kind, f.object.name)] += 1
+    yield _labelled_family(
+        "namespace_violations",
+        "Active findings per namespace (opt-in; one series per rule, severity and namespace).",
+        ["rule_id", "severity", "namespace"],
+        sorted(per_namespace.items()),
+    )
+    yield _labelled_family(
+        "violation_detail",
         "Active findings per object (opt-in; one series per object, high cardinality).",
-        labels=["rule_id", "severity", "namespace", "kind", "name"],
+        ["rule_id", "severity", "namespace", "kind", "name"],
+        sorted(per_object.items()),
     )
-    per_object: Counter[tuple[str, str, str, str, str]] = Counter(
-        (f.rule_id, f.severity.value, scope_label(f.namespace), f.object.kind, f.object.name)
-        for f in findings
-        if not f.exempted
+    yield _labelled_family(
+        "subject_capability",
+        "1 when a ServiceAccount effectively holds a sensitive capability (opt-in; one series per subject).",
+        ["namespace", "serviceaccount", "capability"],
+        (
+            (labels, 1)
+            for labels in sorted({(c.namespace, c.service_account, c.capability) for c in scan.subject_capabilities})
+        ),
     )
-    for labels, count in sorted(per_object.items()):
-        detail.add_metric(list(labels), count)
-    return detail
+    yield _labelled_family(
+        "namespace_controls",
+        "1 when a hygiene control is in place in a namespace, 0 when missing (opt-in; one series per namespace).",
+        ["namespace", "control"],
+        ((key, 1 if in_place else 0) for key, in_place in sorted(scan.namespace_controls.items())),
+    )
 
 
 class Metrics:
     """The operator's metrics. One instance per process, shared through kopf's memo."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, detailed: bool = False) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        detailed: bool = False,
+        prebuild_after: float | None = PREBUILD_AFTER_SECONDS,
+    ) -> None:
+        """prebuild_after: once serving, build the latest scan's families this many seconds after a burst of
+        publishes, in a background thread, so scrapes only format them; None leaves every build to scrapes."""
         self.detailed = detailed
         self.state = _State()
         self._lock = threading.Lock()  # serialises writers; readers take the reference as is
         self._server: Any = None
+        self._prebuild_after = prebuild_after
+        self._published = threading.Event()
+        self._stopping = threading.Event()
+        self._prebuilder: threading.Thread | None = None
         if registry is None:
             registry = CollectorRegistry()
             # Our own registry (not the global one) so a second instance never collides; add process basics.
@@ -234,15 +359,15 @@ class Metrics:
         registry.register(_SnapshotCollector(self))
 
     def publish_scan(self, result: ScanResult) -> None:
-        """Replace the scan snapshot; series absent from this scan disappear from the next scrape."""
-        active, exempted = count_violations(result.findings)
+        """Replace the scan snapshot; series absent from this scan disappear from the next scrape.
+
+        Constant time: the families are derived once, later (see prebuild_after), never per publish. The
+        result is kept as is, so the caller must not mutate its sequences or mappings afterwards.
+        """
+        snapshot = _Snapshot(result, detailed=self.detailed)
         with self._lock:
-            self.state = replace(
-                self.state,
-                scan=result,
-                violations=MappingProxyType(dict(active)),
-                exempted=MappingProxyType(dict(exempted)),
-            )
+            self.state = replace(self.state, snapshot=snapshot)
+        self._published.set()
 
     def observe_reconcile(self, handler: str, outcome: str, seconds: float) -> None:
         """Count one handler run (outcome: success|error|refused|conflict|invalid) and time it."""
@@ -264,6 +389,26 @@ class Metrics:
         """Start prometheus_client's HTTP server (daemon thread) on addr:port; port 0 picks a free one."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         self._server = server
+        if self._prebuild_after is not None and self._prebuilder is None:
+            self._stopping.clear()
+            self._prebuilder = threading.Thread(
+                target=self._prebuild, args=(self._prebuild_after,), name="access-hygiene-metrics", daemon=True
+            )
+            self._prebuilder.start()
+
+    def _prebuild(self, settle_seconds: float) -> None:
+        """Build the latest scan's families once per burst of publishes, so a scrape finds them ready."""
+        while True:
+            self._published.wait()
+            if self._stopping.wait(settle_seconds):  # publishes within the settle time cost one build
+                return
+            self._published.clear()
+            snapshot = self.state.snapshot
+            if snapshot is not None:
+                try:
+                    snapshot.families()
+                except Exception:  # the scrape that reads this scan fails the same way and reports it
+                    logger.exception("Metrics of the latest scan could not be built.")
 
     @property
     def port(self) -> int | None:
@@ -271,6 +416,11 @@ class Metrics:
         return None if self._server is None else int(self._server.server_port)
 
     def shutdown(self) -> None:
+        if self._prebuilder is not None:
+            self._stopping.set()
+            self._published.set()
+            self._prebuilder.join(timeout=10)
+            self._prebuilder = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

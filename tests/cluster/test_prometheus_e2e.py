@@ -35,7 +35,14 @@ pytestmark = pytest.mark.cluster
 SCRAPE_SECONDS = 1
 SHORT_FOR = "3s"
 # Grafana variables, resolved the way the dashboard would with "All" selected.
-GRAFANA_SUBSTITUTIONS = {"$__rate_interval": "30s", "$namespace": ".*"}
+GRAFANA_SUBSTITUTIONS = {"$__rate_interval": "30s", "$namespace_class": ".*"}
+# Per-namespace/per-subject/per-object families: exported only with detailed metrics, which this operator runs without.
+DETAILED_ONLY = (
+    "access_hygiene_subject_capability",
+    "access_hygiene_namespace_violations",
+    "access_hygiene_namespace_controls",
+    "access_hygiene_violation_detail",
+)
 ALERTS_THAT_MUST_FIRE = ("AccessHygieneAnonymousAccessGranted", "AccessHygieneCriticalViolation")
 
 
@@ -144,6 +151,7 @@ def operator_metrics(
         "ACCESS_HYGIENE_MODE": "audit",
         "ACCESS_HYGIENE_METRICS_ADDR": "127.0.0.1",
         "ACCESS_HYGIENE_SCAN_INTERVAL_SECONDS": "2",
+        "ACCESS_HYGIENE_DETAILED_METRICS": "false",
         "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
     }
     command = [
@@ -234,14 +242,28 @@ def test_prometheus_scrapes_the_operator(prometheus: Prometheus) -> None:
 
 def test_seeded_risk_is_reported(prometheus: Prometheus, risky_scenario: str) -> None:
     anonymous = wait_for(lambda: prometheus.result('access_hygiene_violations{rule_id="AH-RBAC-002"} > 0'), timeout=60)
-    assert {series["metric"]["severity"] for series in anonymous} == {"critical"}
-    capabilities = wait_for(
+    assert {(series["metric"]["severity"], series["metric"]["namespace_class"]) for series in anonymous} == {
+        ("critical", "cluster")
+    }
+    admins = wait_for(
+        lambda: prometheus.result('access_hygiene_serviceaccounts_with_capability{capability="cluster-admin"} > 0'),
+        timeout=60,
+    )
+    assert {series["metric"]["namespace_class"] for series in admins} >= {"other"}
+    # cluster-admin implies every sensitive capability, so the deployer ranks among the top holders.
+    top = wait_for(
         lambda: prometheus.result(
-            f'access_hygiene_subject_capability{{namespace="{risky_scenario}",serviceaccount="deployer"}}'
+            f'access_hygiene_top_serviceaccount_capabilities{{namespace="{risky_scenario}",serviceaccount="deployer"}}'
         ),
         timeout=60,
     )
-    assert "cluster-admin" in {series["metric"]["capability"] for series in capabilities}
+    assert float(top[0]["value"][1]) >= 5
+
+
+def test_default_metrics_carry_no_per_subject_series(prometheus: Prometheus) -> None:
+    wait_for(lambda: prometheus.result("access_hygiene_last_scan_timestamp_seconds"), timeout=60)
+    for name in DETAILED_ONLY:
+        assert prometheus.result(name) == [], f"{name} is exported without detailed metrics"
 
 
 def test_every_dashboard_panel_query_returns_data(prometheus: Prometheus) -> None:

@@ -11,6 +11,7 @@ from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.metrics import ScanResult
 from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.reconcile.exemptions import exemption_counts
+from access_hygiene.reconcile.namespace_classes import namespace_classes
 from access_hygiene.reconcile.namespaces import namespace_controls
 from access_hygiene.reconcile.permissions import service_account_capabilities
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of
@@ -30,6 +31,7 @@ def scan_cluster(
         exemptions=exemption_counts(snapshot, ctx),
         completed_at=time.time(),
         duration_seconds=time.monotonic() - started,
+        namespace_classes=namespace_classes(snapshot, ctx),
     )
     return snapshot, result
 
