@@ -36,7 +36,8 @@ from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
-from access_hygiene.reconcile.snapshot import labels_of, name_of, namespace_of
+from access_hygiene.reconcile.namespace_classes import namespace_classes
+from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
 from access_hygiene.reconcile.status import status_changed
 from access_hygiene.settings import OperatorSettings
 
@@ -250,12 +251,15 @@ class Controller:
     def _publish(self, seconds: float) -> None:
         with self._audit_lock:
             totals = self.audit.totals()
+        namespaces = ClusterSnapshot(namespaces=self.state.objects("Namespace"))
+        classes = namespace_classes(namespaces, self.settings.audit_context(now=datetime.now(UTC)))
         self.metrics.publish_scan(
             ScanResult(
                 findings=totals.findings,
                 subject_capabilities=totals.capabilities,
                 namespace_controls=totals.controls,
                 exemptions=totals.exemptions,
+                namespace_classes=classes,
                 completed_at=time.time(),
                 duration_seconds=seconds,
             )
