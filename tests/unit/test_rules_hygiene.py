@@ -20,7 +20,7 @@ HYGIENE_RULES = [
     *(f"AH-GOV-{n:03d}" for n in range(1, 5)),
     *(f"AH-NET-{n:03d}" for n in range(1, 6)),
     *(f"AH-POD-{n:03d}" for n in range(1, 4)),
-    *(f"AH-SA-{n:03d}" for n in range(1, 9)),
+    *(f"AH-SA-{n:03d}" for n in range(1, 12)),
 ]
 
 
