@@ -492,12 +492,18 @@ def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = Fal
     if rule.resource_names and not include_named:
         return False
     verbs, groups, resources = pattern
+    # allows_any_name's verb, group and resource tests are independent, so some (verb, group, resource)
+    # of the pattern matches exactly when some verb, some group and some resource of it match.
+    if "*" not in rule.verbs and rule.verbs.isdisjoint(verbs):
+        return False
+    if "*" not in rule.api_groups and rule.api_groups.isdisjoint(groups):
+        return False
+    if "*" in rule.resources:
+        return True
     for resource_text in resources:
-        resource, _, subresource = resource_text.partition("/")
-        for group in groups:
-            for verb in verbs:
-                if rule.allows_any_name(verb, group, resource, subresource):
-                    return True
+        _, slash, subresource = resource_text.partition("/")
+        if resource_text in rule.resources or (slash and f"*/{subresource}" in rule.resources):
+            return True
     return False
 
 

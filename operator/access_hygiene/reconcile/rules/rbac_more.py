@@ -9,7 +9,7 @@ step in ctx.privileged_namespaces. All five checks run in one pass over the bind
 
 from collections.abc import Callable, Iterator
 
-from access_hygiene.models.findings import Finding, Severity
+from access_hygiene.models.findings import Finding, Severity, Subject
 from access_hygiene.reconcile.permissions import (
     SECRETS_WRITE,
     SECRETS_WRITE_DELETE,
@@ -25,10 +25,12 @@ from access_hygiene.reconcile.rules import RULES, AuditContext, rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
-TRAFFIC_WRITE: Pattern = (
-    WRITE,
-    ("", "networking.k8s.io", "discovery.k8s.io", "extensions"),
-    ("networkpolicies", "services", "endpoints", "endpointslices", "ingresses"),
+TRAFFIC_KINDS: tuple[tuple[str, Pattern], ...] = (
+    ("NetworkPolicies", (WRITE, ("networking.k8s.io", "extensions"), ("networkpolicies",))),
+    ("Services", (WRITE, ("",), ("services",))),
+    ("Endpoints", (WRITE, ("",), ("endpoints",))),
+    ("EndpointSlices", (WRITE, ("discovery.k8s.io",), ("endpointslices",))),
+    ("Ingresses", (WRITE, ("networking.k8s.io", "extensions"), ("ingresses",))),
 )
 PORT_FORWARD: Pattern = (("create", "get"), ("",), ("pods/portforward",))
 REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
@@ -52,20 +54,8 @@ def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
 
 
 def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
-    if not rules_grant(binding.rules, TRAFFIC_WRITE):
-        return None
-    kinds = [
-        label
-        for label, pattern in (
-            ("NetworkPolicies", (WRITE, ("networking.k8s.io", "extensions"), ("networkpolicies",))),
-            ("Services", (WRITE, ("",), ("services",))),
-            ("Endpoints", (WRITE, ("",), ("endpoints",))),
-            ("EndpointSlices", (WRITE, ("discovery.k8s.io",), ("endpointslices",))),
-            ("Ingresses", (WRITE, ("networking.k8s.io", "extensions"), ("ingresses",))),
-        )
-        if rules_grant(binding.rules, pattern)
-    ]
-    return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)"
+    kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(binding.rules, pattern)]
+    return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
 
 
 def _port_forward(binding: Binding, _: AuditContext) -> str | None:
@@ -117,19 +107,24 @@ def _scope(binding: Binding) -> str:
     return f"in namespace {binding.namespace}" if binding.namespace else "cluster-wide"
 
 
-def _flagged(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, list[tuple[Binding, str]]]:
-    """One pass over the bindings: rule id -> [(binding, detail)], cached in ctx.cache for this index."""
+Flagged = dict[str, list[tuple[Binding, str, list[Subject]]]]
+
+
+def _flagged(snapshot: ClusterSnapshot, ctx: AuditContext) -> Flagged:
+    """One pass over the bindings: rule id -> [(binding, detail, non-excluded subjects)], cached in
+    ctx.cache for this index."""
     index: PermissionIndex = permission_index(snapshot, ctx)
     cached = ctx.cache.get("rbac_more")
     if isinstance(cached, tuple) and cached[0] is index:
-        result: dict[str, list[tuple[Binding, str]]] = cached[1]
+        result: Flagged = cached[1]
         return result
-    flagged: dict[str, list[tuple[Binding, str]]] = {rule_id: [] for rule_id in CHECKS}
+    flagged: Flagged = {rule_id: [] for rule_id in CHECKS}
     memo: dict[tuple[int, str], dict[str, str]] = {}
     for binding in index.bindings:
         if binding.bootstrap or not binding.rules or any(r.is_superuser for r in binding.rules):
             continue
-        if all(is_excluded(s, ctx) for s in binding.subjects):
+        subjects = [s for s in binding.subjects if not is_excluded(s, ctx)]
+        if not subjects:
             continue
         scope_key = (id(binding.rules), binding.namespace if binding.namespace in ctx.privileged_namespaces else
                      ("" if not binding.namespace else "ns"))  # fmt: skip
@@ -142,7 +137,7 @@ def _flagged(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, list[tup
                     details[rule_id] = detail
             memo[scope_key] = details
         for rule_id, detail in details.items():
-            flagged[rule_id].append((binding, detail))
+            flagged[rule_id].append((binding, detail, subjects))
     ctx.cache["rbac_more"] = (index, flagged)
     return flagged
 
@@ -154,11 +149,9 @@ def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
 
 
 def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
-    for binding, detail in _flagged(snapshot, ctx)[rule_id]:
+    for binding, detail, subjects in _flagged(snapshot, ctx)[rule_id]:
         role = binding.role_ref
-        for subject in binding.subjects:
-            if is_excluded(subject, ctx):
-                continue
+        for subject in subjects:
             yield Finding(
                 rule_id=rule_id,
                 severity=_severity(rule_id, binding, ctx),

@@ -1,6 +1,5 @@
 """ServiceAccount rules AH-SA-009 and AH-SA-010: legacy token lists and ServiceAccounts that do not exist."""
 
-import re
 from collections.abc import Iterator
 
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
@@ -23,6 +22,13 @@ def _token_secret_names(snapshot: ClusterSnapshot) -> tuple[set[tuple[str, str]]
     return tokens, others
 
 
+def _generated_token_name(secret: str, service_account: str) -> bool:
+    """<serviceaccount>-token-xxxxx: the name the legacy token controller generated."""
+    prefix = f"{service_account}-token-"
+    suffix = secret[len(prefix) :]
+    return secret.startswith(prefix) and len(suffix) == 5 and suffix.isalnum() and suffix.islower()
+
+
 def _listed_secrets(sa: Obj) -> list[str]:
     return [str(entry["name"]) for entry in sa.get("secrets") or [] if isinstance(entry, dict) and entry.get("name")]
 
@@ -35,12 +41,15 @@ def legacy_secrets_list(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterato
     Reported from the ServiceAccount alone, so it works without listing Secrets (AH-SA-005)."""
     tokens, others = _token_secret_names(snapshot)
     for sa in snapshot.service_accounts:
+        listed = _listed_secrets(sa)
+        if not listed:
+            continue
         namespace, name = namespace_of(sa), name_of(sa)
-        pattern = re.compile(rf"^{re.escape(name)}-token-[a-z0-9]{{5}}$")
         named = [
             secret
-            for secret in _listed_secrets(sa)
-            if (namespace, secret) in tokens or ((namespace, secret) not in others and pattern.match(secret))
+            for secret in listed
+            if (namespace, secret) in tokens
+            or ((namespace, secret) not in others and _generated_token_name(secret, name))
         ]
         if not named:
             continue
