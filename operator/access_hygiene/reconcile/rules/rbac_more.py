@@ -34,6 +34,7 @@ TRAFFIC_KINDS: tuple[tuple[str, Pattern], ...] = (
 )
 PORT_FORWARD: Pattern = (("create", "get"), ("",), ("pods/portforward",))
 REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
+NAMESPACED_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",))
 CLUSTER_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
 DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
@@ -63,6 +64,10 @@ def _port_forward(binding: Binding, _: AuditContext) -> str | None:
 
 
 def _rebind(binding: Binding, _: AuditContext) -> str | None:
+    if binding.namespace:  # a RoleBinding reaches RoleBindings of its namespace only
+        return "can update/patch RoleBindings (rebind subjects to roles it holds, no bind verb needed)" if (
+            rules_grant(binding.rules, NAMESPACED_REBIND)
+        ) else None  # fmt: skip
     if not rules_grant(binding.rules, REBIND):
         return None
     which = "ClusterRoleBindings" if rules_grant(binding.rules, CLUSTER_REBIND) else "RoleBindings"
