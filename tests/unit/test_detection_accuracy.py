@@ -197,3 +197,22 @@ def test_attack_path_names_the_whole_path_and_sorts_first() -> None:
                                         "namespace kube-system")  # fmt: skip
     assert "(as Group system:serviceaccounts:data)" in messages["db"]
     assert messages["db"].endswith("-> impersonate cluster-wide")
+
+
+def test_token_rules_speak_carefully_on_a_manifest_set_without_bindings() -> None:
+    """AH-SA-002/007 used to stay silent when an app's manifests hold no bindings at all."""
+    objects = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api", "namespace": "shop"}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"template": {"spec": {"serviceAccountName": "api", "containers": [{"name": "a", "image": "a"}]}}},
+        },
+    ]
+    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext(), only=["AH-SA-002", "AH-SA-007"])
+    assert [(f.rule_id, f.object.kind, f.severity.value) for f in findings] == [
+        ("AH-SA-002", "Deployment", "low"),
+        ("AH-SA-007", "ServiceAccount", "low"),
+    ]
+    assert all("no binding in the scanned objects" in f.message for f in findings)
