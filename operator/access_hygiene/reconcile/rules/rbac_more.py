@@ -32,7 +32,8 @@ TRAFFIC_KINDS: tuple[tuple[str, Pattern], ...] = (
     ("EndpointSlices", (WRITE, ("discovery.k8s.io",), ("endpointslices",))),
     ("Ingresses", (WRITE, ("networking.k8s.io", "extensions"), ("ingresses",))),
 )
-PORT_FORWARD: Pattern = (("create", "get"), ("",), ("pods/portforward",))
+# Since Kubernetes 1.31 a websocket (GET) port-forward is authorised as `create` too.
+PORT_FORWARD: Pattern = (("create",), ("",), ("pods/portforward",))
 REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
 NAMESPACED_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",))
 CLUSTER_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
@@ -40,7 +41,7 @@ DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
 BROAD_DELETE_RESOURCES = 10
 
-# rule id -> description of the grant, or None; computed once per resolved role.
+# A description of what the binding grants when the rule applies, else None.
 BindingCheck = Callable[[Binding, AuditContext], str | None]
 
 
