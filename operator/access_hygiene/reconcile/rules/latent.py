@@ -90,7 +90,8 @@ def latent_roles(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     """A Role or ClusterRole that no binding references (and no aggregating ClusterRole selects) grants
     cluster-admin equivalence, impersonate, escalate, bind, secrets read, nodes/proxy, admission webhook
     writes or CSR approval: whoever binds it later gets them. Reported one severity step below the
-    effective-permission rule the role would trigger once bound (AH-RBAC-001..012)."""
+    effective-permission rule the role would trigger once bound (AH-RBAC-001..012). Narrower `*` verbs or
+    resources are reported on the role whether bound or not (AH-RBAC-016/017)."""
     index = permission_index(snapshot, ctx)
     bound = {(b.role_ref.kind, b.role_ref.namespace, b.role_ref.name) for b in index.bindings if b.role_found}
     aggregated = _aggregated_names(with_bootstrap_roles(snapshot.cluster_roles))
