@@ -36,9 +36,10 @@ cluster: $(VENV)/.installed controlplane
 test: $(VENV)/.installed controlplane lint
 	$(PY) -m pytest
 
-# Regenerate every generated artefact: CRD, RBAC rule reference, dashboard/alerts, then chart schema, chart CRD, deploy/.
+# Regenerate every generated artefact: CRD, bootstrap ClusterRoles (from a real kube-apiserver), RBAC rule reference, dashboard/alerts, then chart schema, chart CRD, deploy/.
 generate: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
+	$(PY) scripts/generate_bootstrap_roles.py
 	$(BIN)/access-hygiene rules --prefix AH-RBAC -o markdown > docs/rbac-rules.md
 	$(PY) -m monitoring
 	$(PY) scripts/render_chart.py

@@ -1,4 +1,4 @@
-"""AH-RBAC-001..022: every rule flags exactly the expected (object, subject, severity) on its bad fixture
+"""AH-RBAC-001..029: every rule flags exactly the expected (object, subject, severity) on its bad fixture
 and nothing on its good fixture (near misses: named grants, bootstrap objects, excluded subjects, ...)."""
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from tests.unit.rule_fixtures import describe, load
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rbac"
-RBAC_RULES = [f"AH-RBAC-{n:03d}" for n in range(1, 23)]
+RBAC_RULES = [f"AH-RBAC-{n:03d}" for n in [*range(1, 23), *range(24, 30)]]
 
 
 def test_catalogue_is_complete() -> None:

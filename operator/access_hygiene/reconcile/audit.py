@@ -11,6 +11,8 @@ from access_hygiene.reconcile.rules import RULES, AuditContext, Rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 _loaded = False
+# Attack-path findings (rules/attack_paths.py) sort before everything else.
+ATTACK_PATH_RULES = frozenset({"AH-SA-011"})
 
 
 def load_rules() -> dict[str, Rule]:
@@ -35,15 +37,18 @@ def select_rules(only: Collection[str] | None) -> list[Rule]:
     return [r for rule_id, r in catalogue.items() if any(rule_id.startswith(w) for w in wanted)]
 
 
-def sort_key(finding: Finding) -> tuple[int, str, str, str, str, str, str]:
+def sort_key(finding: Finding) -> tuple[int, int, str, str, str, str, str, str]:
+    """Attack paths first (what a person triaging needs first), then by severity, rule, object, subject."""
     subject = str(finding.subject) if finding.subject else ""
     obj = finding.object
-    return (-finding.severity.rank, finding.rule_id, finding.namespace, obj.kind, obj.name, subject, finding.message)
+    path = 0 if finding.rule_id in ATTACK_PATH_RULES else 1
+    return (path, -finding.severity.rank, finding.rule_id, finding.namespace, obj.kind, obj.name, subject,
+            finding.message)  # fmt: skip
 
 
 def run_audit(snapshot: ClusterSnapshot, ctx: AuditContext, only: Collection[str] | None = None) -> list[Finding]:
     """All (or the selected) rules' findings, de-duplicated by Finding.key, exemptions applied, sorted
-    by severity (highest first), rule id, namespace, object and subject."""
+    attack paths first, then by severity (highest first), rule id, namespace, object and subject."""
     selected = select_rules(only)
     findings: dict[tuple[str, str, str, str, str], Finding] = {}
     for selected_rule in selected:

@@ -13,7 +13,9 @@ clusterrole-aggregation controller:
 - Rules match with `*` wildcards in verbs/apiGroups/resources, `*/<subresource>`, and resourceNames.
 - Aggregated ClusterRoles get the union of the rules of the ClusterRoles their selectors match
   (to a fixpoint, as the controller converges), whatever their stored rules say.
-- Bindings to missing roles grant nothing.
+- Bindings to missing roles grant nothing. The default ClusterRoles kube-apiserver recreates on every start
+  (cluster-admin, admin, edit, view, system:*) come from shipped data when the snapshot lacks them
+  (reconcile/bootstrap_roles.py), so a manifest scan resolves a binding to `edit` as a live scan does.
 """
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
+from access_hygiene.reconcile.bootstrap_roles import with_bootstrap_roles
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, annotations_of, labels_of, name_of, namespace_of
 
@@ -34,12 +37,6 @@ BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
 AUTOUPDATE_ANNOTATION = "rbac.authorization.kubernetes.io/autoupdate"
 READ_VERBS = ("get", "list", "watch")
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
-
-# kube-apiserver recreates cluster-admin on every start, so a manifest dump that omits it still binds it.
-_CLUSTER_ADMIN_RULES: tuple[Obj, ...] = (
-    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-    {"nonResourceURLs": ["*"], "verbs": ["*"]},
-)
 
 SubjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -289,9 +286,8 @@ class PermissionIndex:
     @classmethod
     def build(cls, snapshot: ClusterSnapshot) -> "PermissionIndex":
         index = cls()
-        cluster_rules = resolve_cluster_roles(snapshot.cluster_roles)
-        if "cluster-admin" not in cluster_rules:
-            cluster_rules["cluster-admin"] = tuple(PolicyRule.parse(r) for r in _CLUSTER_ADMIN_RULES)
+        # Default ClusterRoles the snapshot lacks come from the shipped bootstrap data.
+        cluster_rules = resolve_cluster_roles(with_bootstrap_roles(snapshot.cluster_roles))
         for name, rules in cluster_rules.items():
             index.role_rules[("ClusterRole", "", name)] = rules
         for role in snapshot.roles:
@@ -446,6 +442,7 @@ Pattern = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # (verbs, ap
 
 SECRETS_READ: Pattern = (READ_VERBS, ("",), ("secrets",))
 SECRETS_WRITE: Pattern = (("create", "update", "patch"), ("",), ("secrets",))
+SECRETS_WRITE_DELETE: Pattern = (("create", "update", "patch", "delete", "deletecollection"), ("",), ("secrets",))
 EXEC: Pattern = (("create",), ("",), ("pods/exec", "pods/attach"))
 EPHEMERAL_CONTAINERS: Pattern = (("update", "patch"), ("",), ("pods/ephemeralcontainers",))
 ESCALATE: Pattern = (("escalate",), ("rbac.authorization.k8s.io",), ("roles", "clusterroles"))
@@ -457,8 +454,10 @@ IMPERSONATE: Pattern = (
 )
 NODES_PROXY: Pattern = (("get", "create"), ("",), ("nodes/proxy",))
 CREATE_PODS: Pattern = (("create",), ("",), ("pods",))
+# Pod-template control: creating or changing a workload controller runs any image as any ServiceAccount of the
+# namespace, which is as good as creating pods.
 CREATE_WORKLOADS: Pattern = (
-    ("create",),
+    ("create", "update", "patch"),
     ("", "apps", "batch"),
     ("replicationcontrollers", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs"),
 )
@@ -493,12 +492,18 @@ def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = Fal
     if rule.resource_names and not include_named:
         return False
     verbs, groups, resources = pattern
+    # allows_any_name's verb, group and resource tests are independent, so some (verb, group, resource)
+    # of the pattern matches exactly when some verb, some group and some resource of it match.
+    if "*" not in rule.verbs and rule.verbs.isdisjoint(verbs):
+        return False
+    if "*" not in rule.api_groups and rule.api_groups.isdisjoint(groups):
+        return False
+    if "*" in rule.resources:
+        return True
     for resource_text in resources:
-        resource, _, subresource = resource_text.partition("/")
-        for group in groups:
-            for verb in verbs:
-                if rule.allows_any_name(verb, group, resource, subresource):
-                    return True
+        _, slash, subresource = resource_text.partition("/")
+        if resource_text in rule.resources or (slash and f"*/{subresource}" in rule.resources):
+            return True
     return False
 
 

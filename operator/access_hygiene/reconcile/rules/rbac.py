@@ -302,15 +302,17 @@ def ephemeral_containers(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterat
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-014", check)
 
 
-@rule("AH-RBAC-015", Severity.MEDIUM, "Subject can create pods or workload controllers")
+@rule("AH-RBAC-015", Severity.MEDIUM, "Subject can create pods or control workload pod templates")
 def create_pods(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
-    """Creating pods (directly or through controllers) runs code as any service account in scope."""
+    """Creating pods, or creating/updating/patching a workload controller's pod template (Deployments,
+    StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, ReplicationControllers), runs any image as any
+    service account in scope."""
 
     def check(binding: Binding, _: AuditContext) -> str | None:
         if rules_grant(binding.rules, CREATE_PODS):
             return "can create pods"
         if rules_grant(binding.rules, CREATE_WORKLOADS):
-            return "can create workload controllers"
+            return "can create or change workload controllers (pod-template control: runs pods)"
         return None
 
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-015", check)

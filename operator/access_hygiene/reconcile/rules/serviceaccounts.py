@@ -3,8 +3,8 @@ identities, legacy long-lived tokens.
 
 Namespaces exempted by the operator's configuration are skipped, except by AH-SA-005 (a long-lived
 credential) and AH-SA-006 (an RBAC grant), which still report there. Rules that judge "has no RBAC
-bindings" (AH-SA-002, AH-SA-007) stay silent when the snapshot holds no bindings at all (a partial
-manifest scan cannot tell).
+bindings" (AH-SA-002, AH-SA-007) say so more carefully when the snapshot holds no bindings at all (an
+app's manifest set: the binding may live elsewhere).
 """
 
 from collections.abc import Iterator
@@ -53,6 +53,10 @@ def _governed(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Workload
             yield workload
 
 
+# Said instead of "has no RBAC bindings" when the scan holds no bindings at all (an app's manifests).
+_UNBOUND_IN_SCAN = "is named by no binding in the scanned objects (if none elsewhere binds it, its token is unused)"
+
+
 def _has_bindings(snapshot: ClusterSnapshot) -> bool:
     return bool(snapshot.role_bindings or snapshot.cluster_role_bindings)
 
@@ -92,8 +96,7 @@ def unused_token(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     """Pods mount an API token for a ServiceAccount that no RoleBinding/ClusterRoleBinding names:
     the token is likely unused, yet anyone who compromises the pod gets it. (Pods running as
     `default` are reported by AH-SA-003 instead.)"""
-    if not _has_bindings(snapshot):
-        return
+    partial = not _has_bindings(snapshot)
     for workload in _governed(snapshot, ctx):
         sa_name = workload.service_account
         if sa_name == "default":
@@ -105,8 +108,9 @@ def unused_token(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
                 "AH-SA-002",
                 ctx,
                 workload.ref,
-                f"{workload.describe()} mounts a token for ServiceAccount {sa_name}, which has no RBAC "
-                "bindings; set automountServiceAccountToken: false",
+                f"{workload.describe()} mounts a token for ServiceAccount {sa_name}, which "
+                + (_UNBOUND_IN_SCAN if partial else "has no RBAC bindings")
+                + "; set automountServiceAccountToken: false",
             )
 
 
@@ -225,8 +229,7 @@ def idle_automount(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Fin
     """A ServiceAccount (other than `default`, see AH-SA-001) that no binding names does not set
     automountServiceAccountToken: false, so its pods get a token that can do nothing useful but
     still identifies them to the API. Fix it once on the ServiceAccount."""
-    if not _has_bindings(snapshot):
-        return
+    partial = not _has_bindings(snapshot)
     for sa in snapshot.service_accounts:
         namespace, name = namespace_of(sa), name_of(sa)
         if name == "default" or sa.get("automountServiceAccountToken") is False:
@@ -237,7 +240,9 @@ def idle_automount(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Fin
             "AH-SA-007",
             ctx,
             _sa_ref(namespace, name),
-            f"ServiceAccount {name} has no RBAC bindings but does not disable token automount",
+            f"ServiceAccount {name} "
+            + (_UNBOUND_IN_SCAN if partial else "has no RBAC bindings")
+            + " but does not disable token automount",
         )
 
 

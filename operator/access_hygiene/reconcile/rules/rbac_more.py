@@ -1,0 +1,205 @@
+"""RBAC rules AH-RBAC-025..029: writes that redirect traffic or replace credentials, port-forwarding,
+rebinding, broad deletes.
+
+Same conventions as rules/rbac.py: one finding per (binding, non-excluded subject); default (bootstrap)
+bindings are skipped; bindings that grant everything are left to AH-RBAC-001; severities are raised one
+step in ctx.privileged_namespaces. All five checks run in one pass over the bindings, memoised per role
+(bindings of one role share its resolved rules), and the rules read that pass from ctx.cache.
+"""
+
+from collections.abc import Callable, Iterator
+
+from access_hygiene.models.findings import Finding, Severity, Subject
+from access_hygiene.reconcile.permissions import (
+    SECRETS_WRITE,
+    SECRETS_WRITE_DELETE,
+    Binding,
+    Pattern,
+    PermissionIndex,
+    PolicyRule,
+    is_excluded,
+    permission_index,
+    rules_grant,
+)
+from access_hygiene.reconcile.rules import RULES, AuditContext, rule
+from access_hygiene.reconcile.snapshot import ClusterSnapshot
+
+WRITE = ("create", "update", "patch", "delete", "deletecollection")
+TRAFFIC_KINDS: tuple[tuple[str, Pattern], ...] = (
+    ("NetworkPolicies", (WRITE, ("networking.k8s.io", "extensions"), ("networkpolicies",))),
+    ("Services", (WRITE, ("",), ("services",))),
+    ("Endpoints", (WRITE, ("",), ("endpoints",))),
+    ("EndpointSlices", (WRITE, ("discovery.k8s.io",), ("endpointslices",))),
+    ("Ingresses", (WRITE, ("networking.k8s.io", "extensions"), ("ingresses",))),
+)
+# Since Kubernetes 1.31 a websocket (GET) port-forward is authorised as `create` too.
+PORT_FORWARD: Pattern = (("create",), ("",), ("pods/portforward",))
+REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
+NAMESPACED_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",))
+CLUSTER_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
+DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
+# Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
+BROAD_DELETE_RESOURCES = 10
+
+# A description of what the binding grants when the rule applies, else None.
+BindingCheck = Callable[[Binding, AuditContext], str | None]
+
+
+def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
+    if not rules_grant(binding.rules, SECRETS_WRITE_DELETE):
+        return None
+    privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
+    if privileged and rules_grant(binding.rules, SECRETS_WRITE):
+        return None  # AH-RBAC-008 reports writes there
+    verbs = sorted({v for v in SECRETS_WRITE_DELETE[0] if rules_grant(binding.rules, ((v,), ("",), ("secrets",)))})
+    return f"can {'/'.join(verbs)} secrets (replace or remove credentials other workloads mount)"
+
+
+def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
+    kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(binding.rules, pattern)]
+    return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
+
+
+def _port_forward(binding: Binding, _: AuditContext) -> str | None:
+    return "can port-forward to pods" if rules_grant(binding.rules, PORT_FORWARD) else None
+
+
+def _rebind(binding: Binding, _: AuditContext) -> str | None:
+    if binding.namespace:  # a RoleBinding reaches RoleBindings of its namespace only
+        return "can update/patch RoleBindings (rebind subjects to roles it holds, no bind verb needed)" if (
+            rules_grant(binding.rules, NAMESPACED_REBIND)
+        ) else None  # fmt: skip
+    if not rules_grant(binding.rules, REBIND):
+        return None
+    which = "ClusterRoleBindings" if rules_grant(binding.rules, CLUSTER_REBIND) else "RoleBindings"
+    return f"can update/patch {which} (rebind subjects to roles it holds, no bind verb needed)"
+
+
+def deletable_resources(rules: tuple[PolicyRule, ...]) -> tuple[bool, frozenset[str]]:
+    """(wildcard, resources): may any rule delete `*` resources, and which named ones can be deleted
+    (without resourceNames restriction; subresources do not count)."""
+    wildcard = False
+    names: set[str] = set()
+    for r in rules:
+        if r.resource_names or not (r.verbs & DELETE_VERBS):
+            continue
+        if "*" in r.resources:
+            wildcard = True
+        names.update(f"{group}/{res}" for res in r.resources if "/" not in res for group in r.api_groups)
+    return wildcard, frozenset(names)
+
+
+def _broad_delete(binding: Binding, _: AuditContext) -> str | None:
+    wildcard, names = deletable_resources(binding.rules)
+    if wildcard:
+        return "can delete any resource (`*`)"
+    if len({name.partition("/")[2] for name in names}) >= BROAD_DELETE_RESOURCES:
+        return f"can delete {len(names)} kinds of resources"
+    return None
+
+
+CHECKS: dict[str, BindingCheck] = {
+    "AH-RBAC-025": _secrets_write_delete,
+    "AH-RBAC-026": _traffic_write,
+    "AH-RBAC-027": _port_forward,
+    "AH-RBAC-028": _rebind,
+    "AH-RBAC-029": _broad_delete,
+}
+# Checks whose answer depends on the binding's scope, not only on its role's rules.
+_SCOPED = frozenset({"AH-RBAC-025"})
+
+
+def _scope(binding: Binding) -> str:
+    return f"in namespace {binding.namespace}" if binding.namespace else "cluster-wide"
+
+
+Flagged = dict[str, list[tuple[Binding, str, list[Subject]]]]
+
+
+def _flagged(snapshot: ClusterSnapshot, ctx: AuditContext) -> Flagged:
+    """One pass over the bindings: rule id -> [(binding, detail, non-excluded subjects)], cached in
+    ctx.cache for this index."""
+    index: PermissionIndex = permission_index(snapshot, ctx)
+    cached = ctx.cache.get("rbac_more")
+    if isinstance(cached, tuple) and cached[0] is index:
+        result: Flagged = cached[1]
+        return result
+    flagged: Flagged = {rule_id: [] for rule_id in CHECKS}
+    memo: dict[tuple[int, str], dict[str, str]] = {}
+    for binding in index.bindings:
+        if binding.bootstrap or not binding.rules or any(r.is_superuser for r in binding.rules):
+            continue
+        subjects = [s for s in binding.subjects if not is_excluded(s, ctx)]
+        if not subjects:
+            continue
+        scope_key = (id(binding.rules), binding.namespace if binding.namespace in ctx.privileged_namespaces else
+                     ("" if not binding.namespace else "ns"))  # fmt: skip
+        details = memo.get(scope_key)
+        if details is None:
+            details = {}
+            for rule_id, check in CHECKS.items():
+                detail = check(binding, ctx)
+                if detail is not None:
+                    details[rule_id] = detail
+            memo[scope_key] = details
+        for rule_id, detail in details.items():
+            flagged[rule_id].append((binding, detail, subjects))
+    ctx.cache["rbac_more"] = (index, flagged)
+    return flagged
+
+
+def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
+    base = RULES[rule_id].severity
+    raised = binding.namespace in ctx.privileged_namespaces or (rule_id in _SCOPED and not binding.namespace)
+    return base.raised() if raised else base
+
+
+def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
+    for binding, detail, subjects in _flagged(snapshot, ctx)[rule_id]:
+        role = binding.role_ref
+        for subject in subjects:
+            yield Finding(
+                rule_id=rule_id,
+                severity=_severity(rule_id, binding, ctx),
+                namespace=binding.namespace,
+                object=binding.ref,
+                subject=subject,
+                message=f"{subject} {detail} {_scope(binding)} via {role.kind}/{role.name}",
+            )
+
+
+@rule("AH-RBAC-025", Severity.MEDIUM, "Subject can write or delete Secrets")
+def secrets_write_delete(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
+    """create/update/patch/delete/deletecollection on all Secrets in scope: a writer can replace the
+    credentials, certificates and configuration other workloads mount, a deleter can break them. Medium in a
+    namespace, high cluster-wide or in a privileged namespace (writes there are AH-RBAC-008's)."""
+    yield from _findings(snapshot, ctx, "AH-RBAC-025")
+
+
+@rule("AH-RBAC-026", Severity.MEDIUM, "Subject can write NetworkPolicies, Services, Endpoints or Ingresses")
+def traffic_write(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
+    """Writing NetworkPolicies deletes the default deny; writing Services, Endpoints/EndpointSlices or
+    Ingresses redirects other workloads' traffic (to intercept it or to expose a pod)."""
+    yield from _findings(snapshot, ctx, "AH-RBAC-026")
+
+
+@rule("AH-RBAC-027", Severity.MEDIUM, "Subject can port-forward to pods")
+def port_forward(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
+    """pods/portforward reaches any port of any pod in scope from outside the cluster, past Services,
+    Ingresses and NetworkPolicies."""
+    yield from _findings(snapshot, ctx, "AH-RBAC-027")
+
+
+@rule("AH-RBAC-028", Severity.MEDIUM, "Subject can update or patch role bindings")
+def rebind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
+    """update/patch on RoleBindings/ClusterRoleBindings rewrites who holds an existing role: with no bind
+    verb a subject can still hand any role it holds (or add subjects to a powerful binding it can edit)
+    to other identities."""
+    yield from _findings(snapshot, ctx, "AH-RBAC-028")
+
+
+@rule("AH-RBAC-029", Severity.MEDIUM, "Subject can delete broadly")
+def broad_delete(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
+    """delete/deletecollection on `*` resources or on ten or more kinds of resources in scope: one
+    credential can wipe out workloads, their configuration and their data."""
+    yield from _findings(snapshot, ctx, "AH-RBAC-029")
