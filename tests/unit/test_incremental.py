@@ -154,7 +154,7 @@ def test_cluster_role_change_reaches_namespaces_that_use_it_and_aggregators() ->
         "roleRef": {"kind": "ClusterRole", "name": "agg"},
         "subjects": [{"kind": "ServiceAccount", "name": "x", "namespace": "billing"}],
     }
-    assert index.observe("RoleBinding", None, uses) == {"shop", "billing"}
+    assert index.observe("RoleBinding", None, uses) == {"shop", "billing", CLUSTER}  # CLUSTER: "agg" is now bound
     part = {"kind": "ClusterRole", "metadata": {"name": "part", "labels": {"agg": "true"}}}
     assert index.observe("ClusterRole", None, part) == {CLUSTER, "shop"}
     unrelated = {"kind": "ClusterRole", "metadata": {"name": "other"}}

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from access_hygiene.models.findings import Finding, SubjectCapability
 from access_hygiene.reconcile.audit import run_audit, sort_key
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.reconcile.exemptions import Exemption, exemption_counts, exemptions_in
 from access_hygiene.reconcile.namespaces import namespace_controls
 from access_hygiene.reconcile.permissions import service_account_capabilities
@@ -114,10 +115,16 @@ class DependencyIndex:
     global_role_bindings: set[tuple[str, str]] = field(default_factory=set)
     # ClusterRole name -> namespaces of RoleBindings that reference it (with counts)
     cluster_role_users: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    # ClusterRole name -> the RoleBindings that reference it: whether a role is bound at all is a cluster-scope
+    # fact (latent-role findings), so the cluster scope's sub-snapshot carries one of them per role
+    cluster_role_bindings: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     # ClusterRole name -> subject scopes of the ClusterRoleBindings that reference it (with counts)
     cluster_role_subjects: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # Aggregating ClusterRoles: name -> selectors
     aggregators: dict[str, list[Any]] = field(default_factory=dict)
+    # ClusterRoles present: a built-in aggregator (admin, edit, view) absent from the store still aggregates,
+    # because the permission engine then uses its shipped definition
+    cluster_roles: set[str] = field(default_factory=set)
 
     def _binding_edges(self, binding: Obj, kind: str, sign: int) -> None:
         ref_kind, ref_name = _role_ref(binding)
@@ -130,6 +137,10 @@ class DependencyIndex:
             if ref_kind == "ClusterRole":
                 self.cluster_role_users[ref_name][namespace_of(binding)] += sign
                 self.cluster_role_users[ref_name] += Counter()  # drop zero counts
+                users = self.cluster_role_bindings[ref_name]
+                (users.add if sign > 0 else users.discard)(key)
+                if not users:
+                    del self.cluster_role_bindings[ref_name]
         elif kind == "ClusterRoleBinding" and ref_kind == "ClusterRole":
             for scope in subjects:
                 self.cluster_role_subjects[ref_name][scope] += sign
@@ -154,6 +165,7 @@ class DependencyIndex:
                 self.aggregators[name] = list(selectors)
             else:
                 self.aggregators.pop(name, None)
+            (self.cluster_roles.add if new is not None else self.cluster_roles.discard)(name)
         return scopes
 
     def _scopes_of(self, kind: str, obj: Obj) -> set[str]:
@@ -166,15 +178,18 @@ class DependencyIndex:
         scopes = {namespace_of(obj)}
         if kind == "RoleBinding":
             scopes |= _subject_scopes(obj)
+            if _role_ref(obj)[0] == "ClusterRole":
+                scopes.add(CLUSTER)  # the ClusterRole is (no longer) bound: its latent finding changes
         return scopes
 
     def _cluster_role_scopes(self, name: str, labels: Mapping[str, str]) -> set[str]:
         """The role itself, every role that aggregates it (to a fixpoint), and everyone who uses any of them."""
         affected = {name}
         frontier = [(name, labels)]
+        aggregators = {**_shipped_aggregators(self.cluster_roles), **self.aggregators}
         while frontier:
             _, role_labels = frontier.pop()
-            for aggregator, selectors in self.aggregators.items():
+            for aggregator, selectors in aggregators.items():
                 if aggregator not in affected and any(_selector_matches(s, role_labels) for s in selectors):
                     affected.add(aggregator)
                     frontier.append((aggregator, {}))  # an aggregator's own labels are unknown here: stop
@@ -183,6 +198,15 @@ class DependencyIndex:
             scopes.update(ns for ns, count in self.cluster_role_users.get(role, Counter()).items() if count > 0)
             scopes.update(s for s, count in self.cluster_role_subjects.get(role, Counter()).items() if count > 0)
         return scopes
+
+
+def _shipped_aggregators(present: set[str]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for role in bootstrap_cluster_roles():
+        rule = role.get("aggregationRule")
+        if name_of(role) not in present and isinstance(rule, Mapping) and rule.get("clusterRoleSelectors"):
+            found[name_of(role)] = list(rule["clusterRoleSelectors"])
+    return found
 
 
 def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterable[str]) -> ClusterSnapshot:
@@ -203,6 +227,8 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
     foreign: set[tuple[str, str]] = set(index.global_role_bindings)
     for name in wanted:
         foreign |= index.foreign_role_bindings.get(name, set())
+    if CLUSTER in scopes or ALL in scopes:
+        foreign |= {min(users) for users in index.cluster_role_bindings.values() if users}
     for namespace, name in sorted(foreign):
         if namespace in wanted:
             continue
