@@ -169,8 +169,8 @@ def values_schema() -> Schema:
         "namespaceSummary": boolean("Write the hygiene-summary annotation on namespaces."),
         "intervals": closed(
             {
-                "driftSeconds": integer("Seconds between drift checks.", minimum=1),
-                "scanSeconds": integer("Seconds between full scans.", minimum=1),
+                "driftSeconds": integer("Seconds between re-checks from the watch cache.", minimum=1),
+                "resyncSeconds": integer("Seconds between full relists of every watched kind.", minimum=60),
             }
         ),
         "metrics": closed(

@@ -142,6 +142,8 @@ def test_binding_to_all_service_accounts_marks_every_scope() -> None:
 
 def test_cluster_role_change_reaches_namespaces_that_use_it_and_aggregators() -> None:
     index = DependencyIndex()
+    seed = {"kind": "ClusterRoleBinding", "metadata": {"name": "seed"}, "roleRef": {"kind": "ClusterRole", "name": "x"}}
+    assert index.observe("ClusterRoleBinding", None, seed) == {CLUSTER, ALL}  # the first binding changes wording
     aggregator = {
         "kind": "ClusterRole",
         "metadata": {"name": "agg"},

@@ -125,12 +125,16 @@ class DependencyIndex:
     # ClusterRoles present: a built-in aggregator (admin, edit, view) absent from the store still aggregates,
     # because the permission engine then uses its shipped definition
     cluster_roles: set[str] = field(default_factory=set)
+    # Every RoleBinding: some rules word their findings differently when the objects hold no binding at all
+    role_bindings: set[tuple[str, str]] = field(default_factory=set)
+    cluster_role_binding_count: int = 0
 
     def _binding_edges(self, binding: Obj, kind: str, sign: int) -> None:
         ref_kind, ref_name = _role_ref(binding)
         subjects = _subject_scopes(binding)
         if kind == "RoleBinding":
             key = (namespace_of(binding), name_of(binding))
+            (self.role_bindings.add if sign > 0 else self.role_bindings.discard)(key)
             for scope in subjects - {namespace_of(binding)}:
                 target = self.global_role_bindings if scope == ALL else self.foreign_role_bindings[scope]
                 (target.add if sign > 0 else target.discard)(key)
@@ -153,10 +157,15 @@ class DependencyIndex:
             if obj is not None:
                 scopes |= self._scopes_of(kind, obj)
         if kind in ("RoleBinding", "ClusterRoleBinding"):
+            had_bindings = bool(self.role_bindings) or self.cluster_role_binding_count > 0
             if old is not None:
                 self._binding_edges(old, kind, -1)
             if new is not None:
                 self._binding_edges(new, kind, +1)
+            if kind == "ClusterRoleBinding":
+                self.cluster_role_binding_count += (new is not None) - (old is not None)
+            if had_bindings != (bool(self.role_bindings) or self.cluster_role_binding_count > 0):
+                scopes.add(ALL)  # the first binding appeared or the last went: rules word findings differently
         elif kind == "ClusterRole":
             name = name_of(new if new is not None else old or {})
             rule = (new or {}).get("aggregationRule")
@@ -229,6 +238,8 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
         foreign |= index.foreign_role_bindings.get(name, set())
     if CLUSTER in scopes or ALL in scopes:
         foreign |= {min(users) for users in index.cluster_role_bindings.values() if users}
+    if not snapshot.cluster_role_bindings and not foreign and index.role_bindings:
+        foreign.add(next(iter(index.role_bindings)))  # "no binding at all" is a cluster-wide fact
     for namespace, name in sorted(foreign):
         if namespace in wanted:
             continue
