@@ -118,6 +118,8 @@ class DependencyIndex:
     # ClusterRole name -> the RoleBindings that reference it: whether a role is bound at all is a cluster-scope
     # fact (latent-role findings), so the cluster scope's sub-snapshot carries one of them per role
     cluster_role_bindings: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+    # (namespace, Role name) -> subject scopes of the RoleBindings that reference it (with counts)
+    role_subjects: dict[tuple[str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # ClusterRole name -> subject scopes of the ClusterRoleBindings that reference it (with counts)
     cluster_role_subjects: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # Aggregating ClusterRoles: name -> selectors
@@ -138,8 +140,15 @@ class DependencyIndex:
             for scope in subjects - {namespace_of(binding)}:
                 target = self.global_role_bindings if scope == ALL else self.foreign_role_bindings[scope]
                 (target.add if sign > 0 else target.discard)(key)
+            if ref_kind == "Role":
+                role = (namespace_of(binding), ref_name)
+                for scope in subjects:
+                    self.role_subjects[role][scope] += sign
+                self.role_subjects[role] += Counter()
             if ref_kind == "ClusterRole":
-                self.cluster_role_users[ref_name][namespace_of(binding)] += sign
+                # The binding's namespace and its subjects' namespaces (capabilities live with the subject).
+                for scope in {namespace_of(binding), *subjects}:
+                    self.cluster_role_users[ref_name][scope] += sign
                 self.cluster_role_users[ref_name] += Counter()  # drop zero counts
                 users = self.cluster_role_bindings[ref_name]
                 (users.add if sign > 0 else users.discard)(key)
@@ -185,6 +194,9 @@ class DependencyIndex:
         if kind == "ClusterRole":
             return self._cluster_role_scopes(name_of(obj), labels_of(obj))
         scopes = {namespace_of(obj)}
+        if kind == "Role":
+            users = self.role_subjects.get((namespace_of(obj), name_of(obj)), Counter())
+            scopes.update(scope for scope, count in users.items() if count > 0)
         if kind == "RoleBinding":
             scopes |= _subject_scopes(obj)
             if _role_ref(obj)[0] == "ClusterRole":
