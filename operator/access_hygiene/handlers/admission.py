@@ -1,0 +1,70 @@
+"""Native admission policies: installed (or removed, when switched off) at start-up; the exemption parameter
+object refreshed on a timer (it carries the operator's clock) and whenever an owner object's exemption changes."""
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from access_hygiene.handlers.runtime import runtime_of
+from access_hygiene.k8s.admission import apply_admission, delete_admission, owner_of, refresh_exemption_params
+from access_hygiene.k8s.errors import api_errors_as_kopf
+from access_hygiene.reconcile.exemptions import EXEMPT_ANNOTATION
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup(id="admission-install")
+async def install_admission(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" not in memo:  # the "configure" start-up handler has not run yet
+        raise kopf.TemporaryError("Waiting for the operator runtime.", delay=1)
+    runtime = runtime_of(memo)
+    with api_errors_as_kopf("Admission policies"):
+        if not runtime.settings.admission_enabled:
+            removed = await asyncio.to_thread(delete_admission, runtime.api, runtime.settings)
+            if removed:
+                logger.info(f"Admission policies removed ({removed} objects): admission is switched off.")
+            return
+        result = await asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
+    logger.info(f"Admission policies applied for {len(result.rules)} rules ({result.pruned} stale pruned).")
+    memo["admission_refresher"] = asyncio.create_task(refresh_forever(memo), name="access-hygiene-admission")
+
+
+async def refresh_once(memo: kopf.Memo) -> None:
+    runtime = runtime_of(memo)
+    owner = await asyncio.to_thread(owner_of, runtime.api, runtime.settings)
+    await asyncio.to_thread(refresh_exemption_params, runtime.api, runtime.settings, datetime.now(UTC), owner)
+
+
+async def refresh_forever(memo: kopf.Memo) -> None:
+    runtime = runtime_of(memo)
+    while True:
+        await asyncio.sleep(runtime.settings.admission_refresh_seconds)
+        try:
+            await refresh_once(memo)
+        except Exception:  # the next tick retries; a stale clock only delays an expiry by one interval
+            logger.exception("Admission exemption parameters refresh failed; retrying after the interval.")
+
+
+def _exempt_owner(annotations: kopf.Annotations, **_: Any) -> bool:
+    return EXEMPT_ANNOTATION in annotations
+
+
+@kopf.on.event("apps", "v1", "deployments", id="admission-exemption-deployment", when=_exempt_owner)
+@kopf.on.event("batch", "v1", "cronjobs", id="admission-exemption-cronjob", when=_exempt_owner)
+async def on_owner_exemption(memo: kopf.Memo, **_: Any) -> None:
+    """An exempted Deployment/CronJob changed: its ReplicaSets/Jobs need their parameter entries now."""
+    if "runtime" in memo and runtime_of(memo).settings.admission_enabled:
+        await refresh_once(memo)
+
+
+@kopf.on.cleanup(id="admission-stop")
+async def stop_refresher(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("admission_refresher")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

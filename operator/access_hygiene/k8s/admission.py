@@ -1,0 +1,139 @@
+"""Native admission policies in the live cluster: install (server-side apply), keep the exemption parameters
+current, prune what is no longer rendered, and remove everything when admission is switched off."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import kubernetes
+
+from access_hygiene.k8s import resources
+from access_hygiene.reconcile.admission_forms import (
+    automount_mutation,
+    compiled_forms,
+    exemption_parameters,
+    guard_policies,
+)
+from access_hygiene.reconcile.audit import load_rules
+from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.render.admission import (
+    ADMISSION_API_VERSION,
+    RULE_LABEL,
+    AdmissionConfig,
+    OwnerRef,
+    render_admission,
+    render_exemption_params,
+    selector,
+)
+from access_hygiene.settings import OperatorSettings
+
+# Owner-capable kinds whose exemptions cover the objects they create (read for the parameter object).
+OWNER_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+)
+# Bindings first, so no policy is ever left bound to a missing one (and nothing blocks while removing).
+ADMISSION_KINDS = (
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "MutatingAdmissionPolicy",
+)
+
+
+@dataclass(frozen=True)
+class AdmissionResult:
+    applied: int
+    pruned: int
+    rules: tuple[str, ...]
+
+
+def admission_config(settings: OperatorSettings, owner: OwnerRef | None = None) -> AdmissionConfig:
+    ctx = settings.audit_context()
+    return AdmissionConfig(
+        default_mode=settings.mode,
+        exempt_namespaces=tuple(sorted(ctx.exempt_namespaces)),
+        exempt_namespace_selector=ctx.exempt_namespace_selector,
+        params_namespace=settings.operator_namespace,
+        grant_ceiling_cluster_role=settings.grant_ceiling_cluster_role,
+        owner=owner,
+    )
+
+
+def desired_admission(settings: OperatorSettings, owner: OwnerRef | None = None) -> list[dict[str, Any]]:
+    """Every policy and binding for these settings (the parameter ConfigMap aside)."""
+    catalogue = load_rules()
+
+    def titles(rule_id: str) -> tuple[str, str]:
+        rule = catalogue[rule_id]
+        return rule.severity.value, rule.title
+
+    ctx = settings.audit_context()
+    forms = compiled_forms(titles, ctx.excluded_subject_prefixes)
+    guards = guard_policies(
+        frozenset(settings.allowed_sensitive_capabilities),
+        settings.allow_cluster_rules,
+        settings.grant_ceiling_cluster_role,
+    )
+    return render_admission(forms, guards, [automount_mutation()], admission_config(settings, owner))
+
+
+def owner_of(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> OwnerRef | None:
+    name = settings.admission_owner_cluster_role
+    if not name:
+        return None
+    role = resources.get(api, "rbac.authorization.k8s.io/v1", "ClusterRole", name)
+    if role is None:
+        raise ValueError(f"admission owner ClusterRole {name} does not exist")
+    uid = str((role.get("metadata") or {}).get("uid") or "")
+    return OwnerRef("rbac.authorization.k8s.io/v1", "ClusterRole", name, uid)
+
+
+def refresh_exemption_params(
+    api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime, owner: OwnerRef | None = None
+) -> dict[str, Any]:
+    """Rewrite the parameter object: the operator's clock and the active exemptions of owner objects."""
+    snapshot = ClusterSnapshot()
+    for api_version, kind in OWNER_KINDS:
+        for obj in resources.list_objects(api, api_version, kind):
+            snapshot.add(obj)
+    entries = exemption_parameters(snapshot, settings.audit_context(now=now))
+    params = render_exemption_params(admission_config(settings, owner), entries, now)
+    return resources.apply(api, params)
+
+
+def _live_admission_objects(api: kubernetes.client.ApiClient, label_selector: str) -> list[tuple[str, str]]:
+    found = []
+    for kind in ADMISSION_KINDS:
+        for obj in resources.list_objects(api, ADMISSION_API_VERSION, kind, label_selector=label_selector):
+            found.append((kind, str(obj["metadata"]["name"])))
+    return found
+
+
+def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime) -> AdmissionResult:
+    """Parameters first (bindings deny without them), then policies and bindings; stale ones pruned."""
+    owner = owner_of(api, settings)
+    refresh_exemption_params(api, settings, now, owner)
+    desired = desired_admission(settings, owner)
+    for manifest in desired:
+        resources.apply(api, manifest)
+    wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
+    stale = [item for item in _live_admission_objects(api, selector(admission_config(settings))) if item not in wanted]
+    for kind, name in stale:
+        resources.delete(api, ADMISSION_API_VERSION, kind, name)
+    rules = tuple(sorted({str(m["metadata"]["labels"].get(RULE_LABEL, "")) for m in desired} - {""}))
+    return AdmissionResult(applied=len(desired) + 1, pruned=len(stale), rules=rules)
+
+
+def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> int:
+    """Remove every admission object the operator rendered (bindings first) and the parameter object."""
+    config = admission_config(settings)
+    removed = 0
+    for kind, name in _live_admission_objects(api, selector(config)):
+        removed += resources.delete(api, ADMISSION_API_VERSION, kind, name)
+    removed += resources.delete(api, "v1", "ConfigMap", config.params_name, config.params_namespace)
+    return removed
