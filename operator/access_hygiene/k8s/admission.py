@@ -130,10 +130,20 @@ def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings
 
 
 def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> int:
-    """Remove every admission object the operator rendered (bindings first) and the parameter object."""
+    """Remove every admission object the operator rendered (bindings first) and the parameter object.
+
+    Without permission to list them (the chart grants it only with admission on) there is nothing of ours
+    to remove: with the chart, turning admission off deletes the owner ClusterRole and the garbage collector
+    removes what it owned. Returns how many objects were deleted."""
     config = admission_config(settings)
     removed = 0
-    for kind, name in _live_admission_objects(api, selector(config)):
+    try:
+        live = _live_admission_objects(api, selector(config))
+    except kubernetes.client.ApiException as error:
+        if error.status in (403, 404):
+            return 0
+        raise
+    for kind, name in live:
         removed += resources.delete(api, ADMISSION_API_VERSION, kind, name)
     removed += resources.delete(api, "v1", "ConfigMap", config.params_name, config.params_namespace)
     return removed
