@@ -8,8 +8,10 @@ guards for an `edit`-only user; a hypothesis differential test (server-side dry-
 engine) and its negative control; CEL cost at the CRD's maximum list sizes; uninstall.
 """
 
+import contextlib
 import copy
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -26,6 +28,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kopf.testing import KopfRunner
 
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import (
@@ -34,6 +37,7 @@ from access_hygiene.k8s.admission import (
     apply_admission,
     delete_admission,
     desired_admission,
+    observe_parameters,
 )
 from access_hygiene.localcluster.controlplane import EDITOR_USER
 from access_hygiene.reconcile.admission_forms import (
@@ -45,7 +49,7 @@ from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import ADMISSION_API_VERSION, MODE_LABEL, selector
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
 from access_hygiene.settings import OperatorSettings
-from tests.cluster.conftest import wait_for
+from tests.cluster.conftest import OPERATOR_ENV, wait_for
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -839,7 +843,7 @@ def test_differential_catches_a_deliberate_cel_mismatch(env: Env, differential: 
     with env.cluster.api_client() as api:
         policy = next(
             m
-            for m in desired_admission(env.settings)
+            for m in _desired(api, env.settings)
             if m["metadata"].get("labels", {}).get("accesshygiene.io/rule") == "AH-POD-002"
         )
         broken = copy.deepcopy(policy)
@@ -880,6 +884,10 @@ def test_differential_catches_a_deliberate_cel_mismatch(env: Env, differential: 
 # --- lifecycle -------------------------------------------------------------------------------------------
 
 
+def _desired(api: kubernetes.client.ApiClient, settings_: OperatorSettings) -> list[dict[str, Any]]:
+    return desired_admission(settings_, observe_parameters(api, settings_, datetime.now(UTC)))
+
+
 def _admission_objects(api: kubernetes.client.ApiClient) -> list[str]:
     config = admission_config(operator_settings())
     return [
@@ -898,7 +906,7 @@ def test_uninstall_by_owner_garbage_collection(crd_installed: Cluster, env: Env)
         resources.apply(api, _role(owner, [], "ClusterRole"))
         apply_admission(api, owned, datetime.now(UTC))
         live = _admission_objects(api)
-        assert len(live) == len(desired_admission(owned))
+        assert len(live) == len(_desired(api, owned))
         owners = {
             ref["name"]
             for kind in ADMISSION_KINDS
@@ -910,7 +918,52 @@ def test_uninstall_by_owner_garbage_collection(crd_installed: Cluster, env: Env)
         assert owners == {owner}
         resources.delete(api, f"{RBAC}/v1", "ClusterRole", owner)
         wait_for(lambda: not _admission_objects(api), timeout=60)
-        assert resources.get(api, "v1", "ConfigMap", admission_config(owned).params_name, OPERATOR_NAMESPACE) is None
+        # Reinstalling in the same API server enforces again (no built-in paramKind whose informer would
+        # stay stopped, kubernetes/kubernetes#130887).
+        apply_admission(api, env.settings, datetime.now(UTC))
+        _wait_active(api, env.enforce)
+
+
+@contextlib.contextmanager
+def running_operator(cluster: Cluster, **env: str) -> Iterator[KopfRunner]:
+    """The operator in-process (kopf), as its own identity, with admission settings from env."""
+    values = {**OPERATOR_ENV, "KUBECONFIG": str(cluster.control_plane.operator_kubeconfig), **env}
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        with KopfRunner(
+            ["run", "--standalone", "--all-namespaces", "-m", "access_hygiene.handlers"], timeout=60
+        ) as runner:
+            yield runner
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert runner.exception is None, runner.output
+
+
+def _params_now(api: kubernetes.client.ApiClient) -> str:
+    """The operator's clock as rendered into a rule policy (variables.now)."""
+    policy = resources.get(api, ADMISSION_API_VERSION, "ValidatingAdmissionPolicy", "access-hygiene-ah-pod-001")
+    variables = (policy or {}).get("spec", {}).get("variables", [])
+    return next((str(v["expression"]) for v in variables if v["name"] == "now"), "")
+
+
+def test_operator_installs_refreshes_and_switches_off(crd_installed: Cluster, env: Env) -> None:
+    """The handlers: start-up install (idempotent over what is there), the parameter clock advancing on the
+    timer, and a start with admission off removing everything."""
+    with crd_installed.api_client() as api:
+        delete_admission(api, env.settings)
+        with running_operator(crd_installed, ACCESS_HYGIENE_ADMISSION_ENABLED="true",
+                              ACCESS_HYGIENE_ADMISSION_REFRESH_SECONDS="1"):  # fmt: skip
+            wait_for(lambda: len(_admission_objects(api)) == len(_desired(api, env.settings)), timeout=60)
+            first = wait_for(lambda: _params_now(api), timeout=30)
+            wait_for(lambda: _params_now(api) > first, timeout=30)
+        with running_operator(crd_installed, ACCESS_HYGIENE_ADMISSION_ENABLED="false"):
+            wait_for(lambda: not _admission_objects(api), timeout=60)
+            wait_for(lambda: not _params_now(api), timeout=30)
         apply_admission(api, env.settings, datetime.now(UTC))
 
 
@@ -918,7 +971,7 @@ def test_switch_off_removes_everything(crd_installed: Cluster, env: Env) -> None
     with crd_installed.api_client() as api:
         assert _admission_objects(api)
         removed = delete_admission(api, env.settings)
-        assert removed == len(desired_admission(env.settings)) + 1
+        assert removed == len(_desired(api, env.settings))
         assert _admission_objects(api) == []
         bad = _bad_good("AH-POD-002")[0]
 

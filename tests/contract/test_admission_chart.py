@@ -8,7 +8,6 @@ import pytest
 import yaml
 from scripts.render_chart import find_helm, helm_template
 
-from access_hygiene.render.admission import PARAMS_NAME
 from access_hygiene.settings import OperatorSettings
 
 pytestmark = pytest.mark.contract
@@ -55,8 +54,5 @@ def test_admission_on_renders_owner_and_permissions(helm: Path) -> None:
     assert {"validatingadmissionpolicies", "validatingadmissionpolicybindings", "mutatingadmissionpolicies",
             "mutatingadmissionpolicybindings"} <= resources  # fmt: skip
     assert not any("*" in rule["verbs"] or "escalate" in rule["verbs"] for rule in role["rules"])
-    namespaced = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == owner)
-    assert any(PARAMS_NAME in rule.get("resourceNames", []) for rule in namespaced["rules"])
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("ClusterRoleBinding", owner) in kinds
-    assert ("RoleBinding", owner) in kinds

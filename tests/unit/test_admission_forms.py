@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from access_hygiene.k8s.admission import desired_admission
+from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
 from access_hygiene.reconcile.admission_forms import (
     AUDIT_ONLY,
     FORMS,
@@ -23,12 +23,14 @@ from access_hygiene.render.admission import (
     OwnerRef,
     namespace_selector,
     render_admission,
-    render_exemption_params,
     render_rule_policy,
 )
+from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PARAMETERS = AdmissionParameters(now=NOW, owner_exemptions={}, ceiling_rules=list(DEFAULT_GRANT_CEILING_RULES))
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "admission.md"
 
 
@@ -51,21 +53,25 @@ def test_at_least_the_issue_rules_are_compiled() -> None:
 
 
 def test_forms_carry_rule_title_and_fix() -> None:
-    forms = compiled_forms(_titles, ("system:kube-",))
+    forms = compiled_forms(_titles, ("system:kube-",), NOW, {"Deployment.shop.web": "AH-POD"})
     assert [f.rule_id for f in forms] == sorted(FORMS)
     for form in forms:
         assert form.message.startswith(f"{form.rule_id} (")
         assert "Fix: " in form.message
         assert form.fix
-        assert form.variables[0] == ("excludedPrefixes", '["system:kube-"]')
+        assert form.variables[:3] == (
+            ("excludedPrefixes", '["system:kube-"]'),
+            ("now", 'timestamp("2026-01-01T00:00:00Z")'),
+            ("ownerExemptions", '{"Deployment.shop.web": "AH-POD"}'),
+        )
 
 
 def _form(rule_id: str) -> AdmissionForm:
-    return next(f for f in compiled_forms(_titles, ()) if f.rule_id == rule_id)
+    return next(f for f in compiled_forms(_titles, (), NOW, {}) if f.rule_id == rule_id)
 
 
 def test_modes_map_to_actions_and_selectors() -> None:
-    config = AdmissionConfig(default_mode="audit", exempt_namespaces=("kube-system",), params_namespace="ops")
+    config = AdmissionConfig(default_mode="audit", exempt_namespaces=("kube-system",), operator_namespace="ops")
     policy, enforce, audit = render_rule_policy(_form("AH-RBAC-001"), config)
     assert policy["kind"] == "ValidatingAdmissionPolicy"
     assert enforce["spec"]["validationActions"] == ["Deny"]
@@ -82,8 +88,10 @@ def test_modes_map_to_actions_and_selectors() -> None:
     audit_resources = [r for rule in audit["spec"]["matchResources"]["resourceRules"] for r in rule["resources"]]
     assert enforce_resources == ["rolebindings"]
     assert sorted(audit_resources) == ["clusterrolebindings", "rolebindings"]
+    # No paramKind: kube-apiserver 1.36 loses built-in paramKind informers for good (kubernetes#130887).
+    assert "paramKind" not in policy["spec"]
     for binding in (enforce, audit):
-        assert binding["spec"]["paramRef"]["parameterNotFoundAction"] == "Deny"
+        assert "paramRef" not in binding["spec"]
 
 
 def test_default_enforce_flips_the_selectors() -> None:
@@ -107,7 +115,7 @@ def test_exempt_label_selector_becomes_a_match_condition() -> None:
 def test_everything_is_labelled_owned_and_named_within_limits() -> None:
     owner = OwnerRef("rbac.authorization.k8s.io/v1", "ClusterRole", "access-hygiene-admission", "uid-1")
     settings = OperatorSettings(mode="audit")
-    objects = desired_admission(settings, owner)
+    objects = desired_admission(settings, PARAMETERS, owner)
     kinds = {o["kind"] for o in objects}
     assert kinds == {
         "ValidatingAdmissionPolicy",
@@ -134,7 +142,7 @@ def test_everything_is_labelled_owned_and_named_within_limits() -> None:
     policies = [o["metadata"]["name"] for o in objects if o["kind"].endswith("Policy")]
     bound = {o["spec"]["policyName"] for o in objects if o["kind"].endswith("Binding")}
     assert set(policies) == bound
-    assert desired_admission(settings, owner) == objects  # deterministic
+    assert desired_admission(settings, PARAMETERS, owner) == objects  # deterministic
 
 
 def test_mutation_binds_enforced_namespaces_only() -> None:
@@ -177,9 +185,18 @@ def test_exemption_parameters_cover_owned_objects() -> None:
         "Deployment.shop.web": "AH-POD-003",
         "ReplicaSet.shop.web-1": "AH-POD-003",
     }
-    params = render_exemption_params(AdmissionConfig(params_namespace="ops"), {"x": "y"}, ctx.now)
-    assert params["metadata"]["namespace"] == "ops"
-    assert params["data"] == {"x": "y", "now": "2026-01-01T00:00:00Z"}
+
+
+def test_ceiling_rules_are_rendered_into_the_guard() -> None:
+    objects = desired_admission(OperatorSettings(), PARAMETERS)
+    name = "access-hygiene-accesspolicy-ceiling"
+    guard = next(o for o in objects if o["metadata"]["name"] == name)
+    ceiling = next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"]
+    assert '"resources": ["configmaps", "endpoints"' in ceiling
+    assert '"resourceNames": []' in ceiling
+    empty = AdmissionParameters(now=NOW, owner_exemptions={}, ceiling_rules=[])
+    guard = next(o for o in desired_admission(OperatorSettings(), empty) if o["metadata"]["name"] == name)
+    assert next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"] == "[]"
 
 
 def test_rule_table_in_docs_is_current() -> None:

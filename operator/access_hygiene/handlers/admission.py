@@ -1,5 +1,6 @@
-"""Native admission policies: installed (or removed, when switched off) at start-up; the exemption parameter
-object refreshed on a timer (it carries the operator's clock) and whenever an owner object's exemption changes."""
+"""Native admission policies: installed (or removed, when switched off) at start-up; re-applied with fresh
+parameters (the operator's clock, owner exemptions, the grant ceiling) on a timer and whenever an exempted
+owner object changes."""
 
 import asyncio
 import contextlib
@@ -10,7 +11,7 @@ from typing import Any
 import kopf
 
 from access_hygiene.handlers.runtime import runtime_of
-from access_hygiene.k8s.admission import apply_admission, delete_admission, owner_of, refresh_exemption_params
+from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.errors import api_errors_as_kopf
 from access_hygiene.reconcile.exemptions import EXEMPT_ANNOTATION
 
@@ -35,8 +36,7 @@ async def install_admission(memo: kopf.Memo, **_: Any) -> None:
 
 async def refresh_once(memo: kopf.Memo) -> None:
     runtime = runtime_of(memo)
-    owner = await asyncio.to_thread(owner_of, runtime.api, runtime.settings)
-    await asyncio.to_thread(refresh_exemption_params, runtime.api, runtime.settings, datetime.now(UTC), owner)
+    await asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
 
 
 async def refresh_forever(memo: kopf.Memo) -> None:
@@ -46,7 +46,7 @@ async def refresh_forever(memo: kopf.Memo) -> None:
         try:
             await refresh_once(memo)
         except Exception:  # the next tick retries; a stale clock only delays an expiry by one interval
-            logger.exception("Admission exemption parameters refresh failed; retrying after the interval.")
+            logger.exception("Admission policies refresh failed; retrying after the interval.")
 
 
 def _exempt_owner(annotations: kopf.Annotations, **_: Any) -> bool:
@@ -56,7 +56,7 @@ def _exempt_owner(annotations: kopf.Annotations, **_: Any) -> bool:
 @kopf.on.event("apps", "v1", "deployments", id="admission-exemption-deployment", when=_exempt_owner)
 @kopf.on.event("batch", "v1", "cronjobs", id="admission-exemption-cronjob", when=_exempt_owner)
 async def on_owner_exemption(memo: kopf.Memo, **_: Any) -> None:
-    """An exempted Deployment/CronJob changed: its ReplicaSets/Jobs need their parameter entries now."""
+    """An exempted Deployment/CronJob changed: its ReplicaSets/Jobs need their owner-exemption entries now."""
     if "runtime" in memo and runtime_of(memo).settings.admission_enabled:
         await refresh_once(memo)
 

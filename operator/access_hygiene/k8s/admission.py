@@ -1,5 +1,6 @@
-"""Native admission policies in the live cluster: install (server-side apply), keep the exemption parameters
-current, prune what is no longer rendered, and remove everything when admission is switched off."""
+"""Native admission policies in the live cluster: install (server-side apply) with the operator's current
+parameters (clock, owner exemptions, grant ceiling), re-apply when they change, prune what is no longer
+rendered, and remove everything when admission is switched off."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,12 +23,11 @@ from access_hygiene.render.admission import (
     AdmissionConfig,
     OwnerRef,
     render_admission,
-    render_exemption_params,
     selector,
 )
 from access_hygiene.settings import OperatorSettings
 
-# Owner-capable kinds whose exemptions cover the objects they create (read for the parameter object).
+# Owner-capable kinds whose exemptions cover the objects they create (read for the owner-exemption parameters).
 OWNER_KINDS = (
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
@@ -46,6 +46,15 @@ ADMISSION_KINDS = (
 
 
 @dataclass(frozen=True)
+class AdmissionParameters:
+    """What the operator feeds the policies besides its settings."""
+
+    now: datetime
+    owner_exemptions: dict[str, str]
+    ceiling_rules: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class AdmissionResult:
     applied: int
     pruned: int
@@ -58,14 +67,15 @@ def admission_config(settings: OperatorSettings, owner: OwnerRef | None = None) 
         default_mode=settings.mode,
         exempt_namespaces=tuple(sorted(ctx.exempt_namespaces)),
         exempt_namespace_selector=ctx.exempt_namespace_selector,
-        params_namespace=settings.operator_namespace,
-        grant_ceiling_cluster_role=settings.grant_ceiling_cluster_role,
+        operator_namespace=settings.operator_namespace,
         owner=owner,
     )
 
 
-def desired_admission(settings: OperatorSettings, owner: OwnerRef | None = None) -> list[dict[str, Any]]:
-    """Every policy and binding for these settings (the parameter ConfigMap aside)."""
+def desired_admission(
+    settings: OperatorSettings, parameters: AdmissionParameters, owner: OwnerRef | None = None
+) -> list[dict[str, Any]]:
+    """Every policy and binding for these settings and parameters."""
     catalogue = load_rules()
 
     def titles(rule_id: str) -> tuple[str, str]:
@@ -73,11 +83,12 @@ def desired_admission(settings: OperatorSettings, owner: OwnerRef | None = None)
         return rule.severity.value, rule.title
 
     ctx = settings.audit_context()
-    forms = compiled_forms(titles, ctx.excluded_subject_prefixes)
+    forms = compiled_forms(titles, ctx.excluded_subject_prefixes, parameters.now, parameters.owner_exemptions)
     guards = guard_policies(
         frozenset(settings.allowed_sensitive_capabilities),
         settings.allow_cluster_rules,
         settings.grant_ceiling_cluster_role,
+        parameters.ceiling_rules,
     )
     return render_admission(forms, guards, [automount_mutation()], admission_config(settings, owner))
 
@@ -93,17 +104,19 @@ def owner_of(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> Ow
     return OwnerRef("rbac.authorization.k8s.io/v1", "ClusterRole", name, uid)
 
 
-def refresh_exemption_params(
-    api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime, owner: OwnerRef | None = None
-) -> dict[str, Any]:
-    """Rewrite the parameter object: the operator's clock and the active exemptions of owner objects."""
+def observe_parameters(
+    api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime
+) -> AdmissionParameters:
+    """The operator's clock, the active exemptions of owner objects, the grant ceiling's rules (none when the
+    ClusterRole is missing: then no AccessPolicy fits, as the operator would refuse them all)."""
     snapshot = ClusterSnapshot()
     for api_version, kind in OWNER_KINDS:
         for obj in resources.list_objects(api, api_version, kind):
             snapshot.add(obj)
     entries = exemption_parameters(snapshot, settings.audit_context(now=now))
-    params = render_exemption_params(admission_config(settings, owner), entries, now)
-    return resources.apply(api, params)
+    ceiling = resources.get(api, "rbac.authorization.k8s.io/v1", "ClusterRole", settings.grant_ceiling_cluster_role)
+    rules = [r for r in (ceiling or {}).get("rules") or [] if isinstance(r, dict)]
+    return AdmissionParameters(now=now, owner_exemptions=entries, ceiling_rules=rules)
 
 
 def _live_admission_objects(api: kubernetes.client.ApiClient, label_selector: str) -> list[tuple[str, str]]:
@@ -115,10 +128,10 @@ def _live_admission_objects(api: kubernetes.client.ApiClient, label_selector: st
 
 
 def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime) -> AdmissionResult:
-    """Parameters first (bindings deny without them), then policies and bindings; stale ones pruned."""
+    """Apply every policy and binding with current parameters (server-side apply: unchanged ones are no-ops;
+    policies go before their bindings); prune labelled objects no longer rendered."""
     owner = owner_of(api, settings)
-    refresh_exemption_params(api, settings, now, owner)
-    desired = desired_admission(settings, owner)
+    desired = desired_admission(settings, observe_parameters(api, settings, now), owner)
     for manifest in desired:
         resources.apply(api, manifest)
     wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
@@ -126,24 +139,19 @@ def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings
     for kind, name in stale:
         resources.delete(api, ADMISSION_API_VERSION, kind, name)
     rules = tuple(sorted({str(m["metadata"]["labels"].get(RULE_LABEL, "")) for m in desired} - {""}))
-    return AdmissionResult(applied=len(desired) + 1, pruned=len(stale), rules=rules)
+    return AdmissionResult(applied=len(desired), pruned=len(stale), rules=rules)
 
 
 def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> int:
-    """Remove every admission object the operator rendered (bindings first) and the parameter object.
+    """Remove every admission object the operator rendered (bindings first).
 
     Without permission to list them (the chart grants it only with admission on) there is nothing of ours
     to remove: with the chart, turning admission off deletes the owner ClusterRole and the garbage collector
     removes what it owned. Returns how many objects were deleted."""
-    config = admission_config(settings)
-    removed = 0
     try:
-        live = _live_admission_objects(api, selector(config))
+        live = _live_admission_objects(api, selector(admission_config(settings)))
     except kubernetes.client.ApiException as error:
         if error.status in (403, 404):
             return 0
         raise
-    for kind, name in live:
-        removed += resources.delete(api, ADMISSION_API_VERSION, kind, name)
-    removed += resources.delete(api, "v1", "ConfigMap", config.params_name, config.params_namespace)
-    return removed
+    return sum(resources.delete(api, ADMISSION_API_VERSION, kind, name) for kind, name in live)

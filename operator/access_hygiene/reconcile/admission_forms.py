@@ -14,6 +14,8 @@ Also here: the AccessPolicy guards (the requester must hold what a policy grants
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from access_hygiene.reconcile.ceiling import READ_VERBS as CEILING_READ_VERBS
 from access_hygiene.reconcile.ceiling import WRITE_VERBS as CEILING_WRITE_VERBS
@@ -104,8 +106,8 @@ def _covers(items: str, rule_id: str) -> str:
 
 
 def _until_active(value: str) -> str:
-    """An exempt-until value later than the operator's clock (params.data.now), formats as parse_until."""
-    now = "timestamp(params.data.now)"
+    """An exempt-until value later than the operator's clock (variables.now), formats as parse_until."""
+    now = "variables.now"
     return (
         f"({value}.matches({cel(_DATE_PATTERN)}) && timestamp({value} + 'T00:00:00Z') + duration('24h') > {now}) || "
         f"({value}.matches({cel(_DATETIME_SECONDS)}) && "
@@ -140,21 +142,22 @@ EXEMPTION_VARIABLES = (
     (
         "ownerExemption",
         "object.metadata.?ownerReferences.orValue([]).map(r, r.kind + '.' + object.metadata.?namespace.orValue('') "
-        f"+ '.' + r.name).filter(k, k in params.data).map(k, {_rule_items('params.data[k]')}).flatten()",
+        f"+ '.' + r.name).filter(k, k in variables.ownerExemptions)"
+        f".map(k, {_rule_items('variables.ownerExemptions[k]')}).flatten()",
     ),
 )
 
 
 def exemption_cel(rule_id: str) -> str:
-    """The object's own exemption, its namespace's, or (from the parameter object the operator keeps)
-    an active exemption of an owner of the object covers rule_id."""
+    """The object's own exemption, its namespace's, or (from the parameters the operator keeps in the
+    policy) an active exemption of an owner of the object covers rule_id."""
     return " || ".join(_covers(f"variables.{name}", rule_id) for name, _ in EXEMPTION_VARIABLES)
 
 
 def exemption_parameters(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, str]:
-    """ConfigMap data for the parameter object: for every active exemption on an object (not a
-    Namespace: admission reads those itself), the object and everything it owns in the snapshot
-    (owner chains as apply_exemptions walks them), key Kind.namespace.name -> sorted rule list."""
+    """The owner-exemption parameters: for every active exemption on an object (not a Namespace:
+    admission reads those itself), the object and everything it owns in the snapshot (owner chains as
+    apply_exemptions walks them), key Kind.namespace.name -> comma-separated sorted rule list."""
     active: dict[tuple[str, str, str], set[str]] = {}
     for item in exemptions_in(snapshot):
         if isinstance(item, Exemption) and item.is_active(ctx.now) and item.target.kind != "Namespace":
@@ -479,11 +482,22 @@ AUDIT_ONLY.update(
 del _rule_id
 
 
+def parameter_variables(now: datetime, owner_exemptions: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The operator's parameters as CEL variables: its clock (CEL has none) and owner exemptions."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entries = ", ".join(f"{cel(k)}: {cel(v)}" for k, v in sorted(owner_exemptions.items()))
+    return (("now", f"timestamp({cel(stamp)})"), ("ownerExemptions", "{" + entries + "}"))
+
+
 def compiled_forms(
-    titles: Callable[[str], tuple[str, str]], excluded_subject_prefixes: Sequence[str]
+    titles: Callable[[str], tuple[str, str]],
+    excluded_subject_prefixes: Sequence[str],
+    now: datetime,
+    owner_exemptions: Mapping[str, str],
 ) -> list[AdmissionForm]:
     """The admission forms of every compiled rule. titles(rule_id) -> (severity, title) comes from the
-    rule registry (so the message names the catalogue's title); excluded prefixes from the AuditContext."""
+    rule registry (so the message names the catalogue's title); excluded prefixes from the AuditContext;
+    now and owner_exemptions are the operator's parameters (parameter_variables)."""
     prefixes = ("excludedPrefixes", cel_list(excluded_subject_prefixes))
     forms = []
     for rule_id, spec in sorted(FORMS.items()):
@@ -497,7 +511,12 @@ def compiled_forms(
                 resources=spec.resources,
                 violation=spec.violation,
                 exempt=exemption_cel(rule_id),
-                variables=(prefixes, *EXEMPTION_VARIABLES, *spec.variables),
+                variables=(
+                    prefixes,
+                    *parameter_variables(now, owner_exemptions),
+                    *EXEMPTION_VARIABLES,
+                    *spec.variables,
+                ),
                 match_conditions=spec.match_conditions,
             )
         )
@@ -536,7 +555,7 @@ def _describe(item: str) -> str:
     )
 
 
-def requester_guard() -> GuardPolicy:
+def requester_guard(limit: int = AUTHORIZER_LIMIT) -> GuardPolicy:
     """The requester must hold every permission an AccessPolicy grants (CEL `authorizer`).
 
     Requesters allowed to `escalate` Roles in the namespace (cluster admins, for one) could write any Role
@@ -545,14 +564,14 @@ def requester_guard() -> GuardPolicy:
     so a policy may carry at most AUTHORIZER_LIMIT such combinations, one per validation."""
     validations: list[dict[str, str]] = [
         {
-            "expression": f"variables.count <= {AUTHORIZER_LIMIT}",
+            "expression": f"variables.count <= {limit}",
             "messageExpression": "'AccessPolicy grants ' + string(variables.count) + ' permission combinations; "
-            f"admission verifies at most {AUTHORIZER_LIMIT} for requesters without escalate on Roles: "
+            f"admission verifies at most {limit} for requesters without escalate on Roles: "
             "split the policy or have a cluster admin apply it'",
             "reason": "Forbidden",
         }
     ]
-    for index in range(AUTHORIZER_LIMIT):
+    for index in range(limit):
         item = f"variables.grants[{index}]"
         validations.append(
             {
@@ -583,7 +602,7 @@ def requester_guard() -> GuardPolicy:
             ("count", f"{_RULES}.map(r, {_COUNT}).sum() + {_CLUSTER_RULES}.map(r, {_COUNT}).sum()"),
             (
                 "grants",
-                f"variables.count > {AUTHORIZER_LIMIT} ? [] : "
+                f"variables.count > {limit} ? [] : "
                 f"{_expansion(_RULES, namespace)} + {_expansion(_CLUSTER_RULES, cel(''))}",
             ),
         ),
@@ -646,10 +665,16 @@ def _ceiling_covers(values: str, value: str) -> str:
     )
 
 
-def ceiling_guard(allowed_sensitive: frozenset[str], allow_cluster_rules: bool, ceiling_role: str) -> GuardPolicy:
+def ceiling_guard(
+    allowed_sensitive: frozenset[str],
+    allow_cluster_rules: bool,
+    ceiling_role: str,
+    ceiling_rules: Sequence[Mapping[str, Any]],
+) -> GuardPolicy:
     """Rules outside the grant ceiling are rejected at admission (the operator would refuse them later with
     Ready=False): cluster rules when not allowed, sensitive capabilities not allowed, and any
-    (group, resource, verb, name) no rule of the ceiling ClusterRole (the parameter) covers."""
+    (group, resource, verb, name) no rule of the ceiling ClusterRole covers. The ceiling's rules are rendered
+    into the policy (variables.ceiling); the operator re-applies it when the ClusterRole changes."""
     validations: list[dict[str, str]] = []
     if not allow_cluster_rules:
         validations.append(
@@ -671,11 +696,10 @@ def ceiling_guard(allowed_sensitive: frozenset[str], allow_cluster_rules: bool, 
             }
         )
     covered = (
-        "params.?rules.orValue([]).exists(c, (size(c.?nonResourceURLs.orValue([])) == 0) && "
-        f"{_ceiling_covers('c.?apiGroups.orValue([])', 'i.g')} && "
-        f"{_ceiling_covers('c.?resources.orValue([])', 'i.r')} && "
-        f"{_ceiling_covers('c.?verbs.orValue([])', 'i.v')} && "
-        "(size(c.?resourceNames.orValue([])) == 0 || (i.n != '' && i.n in c.resourceNames)))"
+        "variables.ceiling.exists(c, "
+        f"{_ceiling_covers('c.apiGroups', 'i.g')} && {_ceiling_covers('c.resources', 'i.r')} && "
+        f"{_ceiling_covers('c.verbs', 'i.v')} && "
+        "(size(c.resourceNames) == 0 || (i.n != '' && i.n in c.resourceNames)))"
     )
     items = (
         f"{all_rules}.map(r, r.?apiGroups.orValue(['']).map(g, r.resources.map(x, r.verbs.map(v, "
@@ -685,7 +709,7 @@ def ceiling_guard(allowed_sensitive: frozenset[str], allow_cluster_rules: bool, 
     validations.append(
         {
             "expression": f"variables.count > {CEILING_COMBINATION_LIMIT} || variables.items.all(i, {covered})",
-            "messageExpression": "'outside the grant ceiling (ClusterRole ' + params.metadata.name + '): ' + "
+            "messageExpression": f"'outside the grant ceiling (ClusterRole {ceiling_role}): ' + "
             f"variables.items.filter(i, !({covered})).map(i, i.v + ' ' + i.r + "
             "' (apiGroup \"' + i.g + '\"' + (i.n != '' ? ', name ' + i.n : '') + ')').join(', ')",
             "reason": "Forbidden",
@@ -697,13 +721,23 @@ def ceiling_guard(allowed_sensitive: frozenset[str], allow_cluster_rules: bool, 
         resources=ACCESS_POLICY_RESOURCES,
         operations=("CREATE", "UPDATE"),
         variables=(
+            ("ceiling", _ceiling_literal(ceiling_rules)),
             ("count", count),
             ("items", f"variables.count > {CEILING_COMBINATION_LIMIT} ? [] : {items}"),
         ),
         validations=tuple(validations),
-        param_kind=("rbac.authorization.k8s.io/v1", "ClusterRole"),
-        param_name=ceiling_role,
     )
+
+
+def _ceiling_literal(rules: Sequence[Mapping[str, Any]]) -> str:
+    """The ceiling ClusterRole's resource rules as a CEL list literal, every key present."""
+    keys = ("apiGroups", "resources", "verbs", "resourceNames")
+    normalised = [
+        {key: [str(v) for v in rule.get(key) or []] for key in keys}
+        for rule in rules
+        if isinstance(rule, Mapping) and not rule.get("nonResourceURLs")
+    ]
+    return json.dumps(normalised)
 
 
 # --- the automount mutation ---------------------------------------------------------------------------
@@ -740,9 +774,12 @@ def automount_mutation() -> MutationForm:
 
 
 def guard_policies(
-    allowed_sensitive: frozenset[str], allow_cluster_rules: bool, ceiling_role: str
+    allowed_sensitive: frozenset[str],
+    allow_cluster_rules: bool,
+    ceiling_role: str,
+    ceiling_rules: Sequence[Mapping[str, Any]],
 ) -> list[GuardPolicy]:
-    return [requester_guard(), ceiling_guard(allowed_sensitive, allow_cluster_rules, ceiling_role)]
+    return [requester_guard(), ceiling_guard(allowed_sensitive, allow_cluster_rules, ceiling_role, ceiling_rules)]
 
 
 def admission_table(catalogue: Mapping[str, Rule]) -> str:

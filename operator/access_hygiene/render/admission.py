@@ -1,14 +1,16 @@
 """Native admission policies: ValidatingAdmissionPolicy (+ bindings) per compiled rule, the AccessPolicy
-guards, the MutatingAdmissionPolicy that turns token automount off, and the exemption parameter object.
+guards, and the MutatingAdmissionPolicy that turns token automount off.
 
-Pure: forms (CEL built by reconcile/admission_forms.py from the rule knowledge) and settings in,
-plain manifest dicts out. Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit.
+Pure: forms (CEL built by reconcile/admission_forms.py from the rule knowledge, with the operator's
+parameters such as its clock already in their variables) and settings in, plain manifest dicts out.
+Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
+stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
+so parameters live in the policies themselves and the operator re-applies them when they change.
 """
 
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
@@ -20,8 +22,6 @@ MODE_LABEL = f"{API_GROUP}/mode"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT_VALUE = "admission"
 RULE_LABEL = f"{API_GROUP}/rule"
-PARAMS_NAME = "access-hygiene-admission-exemptions"
-PARAMS_NOW_KEY = "now"
 POLICY_PREFIX = "access-hygiene"
 Mode = Literal["audit", "enforce"]
 Obj = dict[str, Any]
@@ -76,9 +76,7 @@ class AdmissionConfig:
     default_mode: Mode = "audit"
     exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     exempt_namespace_selector: tuple[tuple[str, str], ...] = ()
-    params_namespace: str = "access-hygiene"
-    params_name: str = PARAMS_NAME
-    grant_ceiling_cluster_role: str = "access-hygiene-grant-ceiling"
+    operator_namespace: str = "access-hygiene"
     owner: OwnerRef | None = None
     extra_labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
@@ -124,7 +122,7 @@ def namespace_selector(config: AdmissionConfig, mode: Mode) -> Obj:
         expressions.append({"key": MODE_LABEL, "operator": "NotIn", "values": [other]})
     else:
         expressions.append({"key": MODE_LABEL, "operator": "In", "values": [mode]})
-    exempt = sorted({*config.exempt_namespaces, config.params_namespace})
+    exempt = sorted({*config.exempt_namespaces, config.operator_namespace})
     expressions.append({"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": exempt})
     return {"matchExpressions": expressions}
 
@@ -152,7 +150,6 @@ def _binding(
     resources: Sequence[MatchResource],
     operations: Sequence[str],
     *,
-    params: bool = True,
     mutating: bool = False,
 ) -> Obj:
     """One binding per mode. Cluster-scoped kinds follow the default mode only (they have no namespace)."""
@@ -164,12 +161,6 @@ def _binding(
             "resourceRules": _resource_rules(scoped, operations),
         },
     }
-    if params:
-        spec["paramRef"] = {
-            "name": config.params_name,
-            "namespace": config.params_namespace,
-            "parameterNotFoundAction": "Deny",
-        }
     if not mutating:
         spec["validationActions"] = ["Deny"] if mode == "enforce" else ["Warn", "Audit"]
     kind = "MutatingAdmissionPolicyBinding" if mutating else "ValidatingAdmissionPolicyBinding"
@@ -192,7 +183,6 @@ def render_rule_policy(form: AdmissionForm, config: AdmissionConfig) -> list[Obj
     conditions = [{"name": n, "expression": e} for n, e in form.match_conditions] + exempt_selector_condition(config)
     spec: Obj = {
         "failurePolicy": "Fail",
-        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
         "matchConstraints": {"resourceRules": _resource_rules(form.resources, RULE_OPERATIONS)},
         "variables": variables,
         "validations": [
@@ -231,8 +221,6 @@ class GuardPolicy:
     variables: tuple[tuple[str, str], ...]
     validations: tuple[Mapping[str, str], ...]
     match_conditions: tuple[tuple[str, str], ...] = ()
-    param_kind: tuple[str, str] | None = None  # (apiVersion, kind)
-    param_name: str = ""
 
 
 def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj]:
@@ -245,8 +233,6 @@ def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj
     }
     if guard.match_conditions:
         spec["matchConditions"] = [{"name": n, "expression": e} for n, e in guard.match_conditions]
-    if guard.param_kind is not None:
-        spec["paramKind"] = {"apiVersion": guard.param_kind[0], "kind": guard.param_kind[1]}
     policy = {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicy",
@@ -254,8 +240,6 @@ def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj
         "spec": spec,
     }
     binding_spec: Obj = {"policyName": name, "validationActions": ["Deny"]}
-    if guard.param_kind is not None:
-        binding_spec["paramRef"] = {"name": guard.param_name, "parameterNotFoundAction": "Deny"}
     binding = {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicyBinding",
@@ -292,19 +276,9 @@ def render_mutation(mutation: MutationForm, config: AdmissionConfig) -> list[Obj
             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": mutation.json_patch}}],
         },
     }
-    binding = _binding(config, name, "enforce", mutation.resources, ("CREATE",), params=False, mutating=True)
+    binding = _binding(config, name, "enforce", mutation.resources, ("CREATE",), mutating=True)
     binding["metadata"]["name"] = name
     return [policy, binding]
-
-
-def render_exemption_params(config: AdmissionConfig, entries: Mapping[str, str], now: datetime) -> Obj:
-    """The parameter object every rule policy reads: the operator's clock (CEL has none) and the active
-    exemptions of objects that own others (key Kind.namespace.name -> normalised rule list)."""
-    data = {key: entries[key] for key in sorted(entries)}
-    data[PARAMS_NOW_KEY] = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    meta = _metadata(config, config.params_name)
-    meta["namespace"] = config.params_namespace
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
 def render_admission(
