@@ -474,7 +474,7 @@ AUDIT_ONLY.update(
         "AH-NET-004": "needs the NetworkPolicies selecting the pods",
         "AH-NET-005": "needs the NetworkPolicies selecting the pods",
         "AH-GOV-001": "needs the AccessPolicies and the workloads",
-        "AH-GOV-002": "exemption bookkeeping over time (CEL has no clock; the parameter object carries one)",
+        "AH-GOV-002": "exemption bookkeeping over time (at admission an expired exemption simply does not exempt)",
         "AH-GOV-003": "exemption bookkeeping (a malformed exemption simply does not exempt at admission)",
         "AH-GOV-004": "needs the AccessPolicies and the workloads",
     }
