@@ -345,6 +345,44 @@ def test_default_service_account_pod_gets_automount_off(env: Env) -> None:
     assert kept.returncode == 0, kept.stderr
 
 
+def test_exempted_deployment_gets_its_pods_after_a_refresh(env: Env) -> None:
+    """A Deployment exempted from AH-POD-003 is admitted; its ReplicaSet (annotations copied by the deployment
+    controller) too; its pods once the operator's parameters name the ReplicaSet as an exempted owner."""
+    name = f"legacy-{uuid.uuid4().hex[:6]}"
+    annotations = {
+        "accesshygiene.io/exempt": "AH-POD-003",
+        "accesshygiene.io/exempt-owner": "team-a",
+        "accesshygiene.io/exempt-reason": "image runs as root until v2",
+        "accesshygiene.io/exempt-until": "2999-01-01",
+    }
+    template = {"metadata": {"labels": {"app": name}},
+                "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "x"}]}}  # fmt: skip
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": name, "annotations": annotations},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                           "template": template}}  # fmt: skip
+    unexempted = copy.deepcopy(deployment) | {"metadata": {"name": f"{name}-plain"}}
+    denied = env.admin.create(unexempted, env.enforce)
+    assert denied.returncode != 0
+    assert "AH-POD-003" in denied.stderr, denied.stderr
+    created = env.admin.create(deployment, env.enforce)
+    assert created.returncode == 0, created.stderr
+    with env.cluster.api_client() as api:
+
+        def pods() -> list[dict[str, Any]]:
+            return [p for p in resources.list_objects(api, "v1", "Pod", namespace=env.enforce)
+                    if p["metadata"]["name"].startswith(f"{name}-")]  # fmt: skip
+
+        replica_sets = wait_for(
+            lambda: [r for r in resources.list_objects(api, "apps/v1", "ReplicaSet", namespace=env.enforce)
+                     if r["metadata"]["name"].startswith(f"{name}-")], timeout=60,
+        )  # fmt: skip
+        assert replica_sets[0]["metadata"]["annotations"]["accesshygiene.io/exempt"] == "AH-POD-003"
+        apply_admission(api, env.settings, datetime.now(UTC))  # the operator's refresh (timer or RS event)
+        created_pods = wait_for(pods, timeout=90)
+        assert created_pods[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+
+
 # --- AccessPolicy guards --------------------------------------------------------------------------------
 
 
@@ -678,6 +716,10 @@ def pod_specs(draw: st.DrawFn) -> dict[str, Any]:
 def workloads(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["Pod", "Deployment", "CronJob"]))
     meta = _metadata(draw, rbac=False)
+    if kind == "Pod" and draw(st.integers(0, 3)) == 0:
+        # A controller that is not in the snapshot (nor in the cluster): both sides judge the pod itself.
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone",
+                                    "uid": "00000000-0000-0000-0000-000000000001", "controller": True}]  # fmt: skip
     spec = draw(pod_specs())
     labels = {"app": "gen"}
     if kind == "Pod":

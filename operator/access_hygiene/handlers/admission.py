@@ -35,8 +35,16 @@ async def install_admission(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def refresh_once(memo: kopf.Memo) -> None:
+    """One re-apply at a time; the work is shielded and remembered so shutdown can wait for it (a thread
+    cannot be cancelled, and one finishing after shutdown would re-create what a successor removed)."""
     runtime = runtime_of(memo)
-    await asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
+    lock: asyncio.Lock = memo.setdefault("admission_lock", asyncio.Lock())
+    async with lock:
+        work = asyncio.ensure_future(
+            asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
+        )
+        memo["admission_inflight"] = work
+        await asyncio.shield(work)
 
 
 async def refresh_forever(memo: kopf.Memo) -> None:
@@ -54,9 +62,12 @@ def _exempt_owner(annotations: kopf.Annotations, **_: Any) -> bool:
 
 
 @kopf.on.event("apps", "v1", "deployments", id="admission-exemption-deployment", when=_exempt_owner)
+@kopf.on.event("apps", "v1", "replicasets", id="admission-exemption-replicaset", when=_exempt_owner)
 @kopf.on.event("batch", "v1", "cronjobs", id="admission-exemption-cronjob", when=_exempt_owner)
 async def on_owner_exemption(memo: kopf.Memo, **_: Any) -> None:
-    """An exempted Deployment/CronJob changed: its ReplicaSets/Jobs need their owner-exemption entries now."""
+    """An exempted owner changed: the objects it creates need their owner-exemption entries now. (The
+    deployment controller copies a Deployment's annotations to its ReplicaSets, so a new ReplicaSet of an
+    exempted Deployment is admitted by its own exemption and its pods by this refresh.)"""
     if "runtime" in memo and runtime_of(memo).settings.admission_enabled:
         await refresh_once(memo)
 
@@ -68,3 +79,7 @@ async def stop_refresher(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    inflight = memo.get("admission_inflight")
+    if inflight is not None:
+        with contextlib.suppress(Exception):
+            await inflight

@@ -219,12 +219,6 @@ POD_VARIABLES = (
         ".map(k, k in variables.podSpec ? variables.podSpec[k] : []).flatten()",
     ),
 )
-# A pod made by a controller is judged by its controller's template (the audit engine reports the
-# controller, not its pods, when it sees both).
-NOT_CONTROLLED_POD = (
-    "not-controlled-pod",
-    "object.kind != 'Pod' || !object.metadata.?ownerReferences.orValue([]).exists(r, r.?controller.orValue(false))",
-)
 OWN_RULES = "(has(object.aggregationRule) ? [] : object.?rules.orValue([]))"
 
 
@@ -382,7 +376,6 @@ admission_form(
         "(variables.podSpec.?serviceAccount.orValue('') != '' ? variables.podSpec.serviceAccount : 'default')) "
         "== 'default' && variables.podSpec.?automountServiceAccountToken.orValue(false) == true",
         POD_VARIABLES,
-        (NOT_CONTROLLED_POD,),
     )
 )
 admission_form(
@@ -409,7 +402,6 @@ admission_form(
         WORKLOAD_RESOURCES,
         "variables.containers.exists(c, c.?securityContext.?privileged.orValue(false) == true)",
         POD_VARIABLES,
-        (NOT_CONTROLLED_POD,),
     )
 )
 admission_form(
@@ -419,7 +411,6 @@ admission_form(
         WORKLOAD_RESOURCES,
         " || ".join(f"variables.podSpec.?{k}.orValue(false) == true" for k in ("hostNetwork", "hostPID", "hostIPC")),
         POD_VARIABLES,
-        (NOT_CONTROLLED_POD,),
     )
 )
 admission_form(
@@ -435,7 +426,6 @@ admission_form(
         "(c.?securityContext.?privileged.orValue(false) != true && "
         "c.?securityContext.?allowPrivilegeEscalation.orValue(true) != false))",
         POD_VARIABLES,
-        (NOT_CONTROLLED_POD,),
     )
 )
 
