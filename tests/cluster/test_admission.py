@@ -40,11 +40,13 @@ from access_hygiene.k8s.admission import (
     observe_parameters,
 )
 from access_hygiene.localcluster.controlplane import EDITOR_USER
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.reconcile.admission_forms import (
     AUTHORIZER_LIMIT,
     FORMS,
 )
 from access_hygiene.reconcile.audit import run_audit
+from access_hygiene.reconcile.ceiling import check_grant_ceiling
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import ADMISSION_API_VERSION, MODE_LABEL, selector
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
@@ -137,6 +139,17 @@ def _wait_active(api: kubernetes.client.ApiClient, namespace: str) -> None:
         return False
 
     wait_for(denied, timeout=30)
+    wait_for(lambda: _guard_active(api, namespace), timeout=30)
+
+
+def _guard_active(api: kubernetes.client.ApiClient, namespace: str) -> bool:
+    """The AccessPolicy ceiling guard refuses a known-bad policy (its policy is active)."""
+    known_bad = _access_policy("probe", [{"resources": ["pods/exec"], "verbs": ["create"]}])
+    try:
+        _dry_run(api, known_bad, namespace)
+    except kubernetes.client.ApiException:
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -842,8 +855,10 @@ class Differential:
             self.disagreements.append((body, server, engine))
 
 
-def _diff_namespace(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
+def _diff_namespace(api: kubernetes.client.ApiClient, name: str, annotations: dict[str, str] | None = None) -> dict:
     _namespace(api, name, {MODE_LABEL: "audit"})
+    if annotations:
+        resources.patch_merge(api, "v1", "Namespace", name, {"metadata": {"annotations": annotations}})
     live = resources.get(api, "v1", "Namespace", name)
     assert live is not None
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": live["metadata"]}
@@ -860,23 +875,43 @@ def differential(env: Env) -> Iterator[Differential]:
 DIFFERENTIAL_EXAMPLES = 400
 
 
+# A namespace-level exemption (active, for a family and one rule) for a share of the differential's cases.
+NAMESPACE_EXEMPTION = {
+    "accesshygiene.io/exempt": "AH-POD, AH-RBAC-016",
+    "accesshygiene.io/exempt-owner": "platform",
+    "accesshygiene.io/exempt-reason": "legacy namespace",
+    "accesshygiene.io/exempt-until": "2999-01-01T00:00:00Z",
+}
+
+
 def test_differential_admission_agrees_with_audit_engine(env: Env, differential: Differential) -> None:
     """Hypothesis-generated objects for every compiled rule: the set of rule ids the API server warns about
-    equals the set the audit engine reports, for every object."""
+    equals the set the audit engine reports, for every object (a quarter of them in a namespace that carries
+    an exemption annotation)."""
+    with env.cluster.api_client() as api:
+        name = f"adm-diff-ns-{uuid.uuid4().hex[:6]}"
+        exempt_ns = Differential(api, _diff_namespace(api, name, NAMESPACE_EXEMPTION), env.settings)
 
-    @settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
-    @given(ANY_OBJECT)
-    def run(obj: dict[str, Any]) -> None:
-        differential.check(obj)
+        @settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+        @given(ANY_OBJECT, st.integers(0, 3))
+        def run(obj: dict[str, Any], where: int) -> None:
+            (exempt_ns if where == 0 else differential).check(obj)
 
-    run()
-    print(f"\ndifferential: {differential.cases} cases, {differential.flagged} flagged by the engine, "
-          f"{len(differential.disagreements)} disagreements")  # fmt: skip
-    assert differential.cases >= DIFFERENTIAL_EXAMPLES // 2
-    assert differential.flagged > differential.cases // 10  # the generators reach the rules
-    assert not differential.disagreements, yaml.safe_dump(
-        [{"object": o, "server": sorted(s), "engine": sorted(e)} for o, s, e in differential.disagreements[:5]]
+        try:
+            run()
+        finally:
+            kubernetes.client.CoreV1Api(api).delete_namespace(name)
+    cases = differential.cases + exempt_ns.cases
+    flagged = differential.flagged + exempt_ns.flagged
+    disagreements = differential.disagreements + exempt_ns.disagreements
+    print(f"\ndifferential: {cases} cases ({exempt_ns.cases} in the exempted namespace), {flagged} flagged by "
+          f"the engine, {len(disagreements)} disagreements")  # fmt: skip
+    assert cases >= DIFFERENTIAL_EXAMPLES // 2
+    assert exempt_ns.cases > 0
+    assert flagged > cases // 10  # the generators reach the rules
+    assert not disagreements, yaml.safe_dump(
+        [{"object": o, "server": sorted(s), "engine": sorted(e)} for o, s, e in disagreements[:5]]
     )
 
 
@@ -921,6 +956,84 @@ def test_differential_catches_a_deliberate_cel_mismatch(env: Env, differential: 
             assert all("AH-POD-002" in engine - server for _, server, engine in control.disagreements)
         finally:
             resources.apply(api, policy)
+
+
+CEILING_GROUPS = ["", "apps", "*", "coordination.k8s.io", RBAC, "certificates.k8s.io", "admissionregistration.k8s.io"]
+CEILING_RESOURCES = ["configmaps", "pods", "pods/log", "secrets", "deployments", "deployments/scale", "leases",
+                     "nodes/proxy", "serviceaccounts/token", "pods/exec", "roles", "signers", "resourcequotas",
+                     "certificatesigningrequests/approval", "validatingwebhookconfigurations", "*"]  # fmt: skip
+CEILING_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "*", "escalate", "bind",
+                 "impersonate", "approve"]  # fmt: skip
+
+
+@st.composite
+def access_policy_rules(draw: st.DrawFn) -> dict[str, Any]:
+    if draw(st.integers(0, 9)) < 7:  # mostly inside (a subset of one ceiling rule), so both verdicts occur
+        base = draw(st.sampled_from(WIDER_CEILING))
+        inside: dict[str, Any] = {
+            key: draw(st.lists(st.sampled_from(base[key]), min_size=1, max_size=2, unique=True))
+            for key in ("apiGroups", "resources", "verbs")
+        }
+        if draw(st.integers(0, 4)) == 0:
+            inside["verbs"].append(draw(st.sampled_from(CEILING_VERBS)))
+            inside["verbs"] = sorted(set(inside["verbs"]))
+        return inside
+    rule: dict[str, Any] = {
+        "apiGroups": draw(st.lists(st.sampled_from(CEILING_GROUPS), min_size=1, max_size=2, unique=True)),
+        "resources": draw(st.lists(st.sampled_from(CEILING_RESOURCES), min_size=1, max_size=3, unique=True)),
+        "verbs": draw(st.lists(st.sampled_from(CEILING_VERBS), min_size=1, max_size=3, unique=True)),
+    }
+    if draw(st.integers(0, 3)) == 0:
+        rule["resourceNames"] = ["a"]
+    return rule
+
+
+@st.composite
+def access_policies(draw: st.DrawFn) -> dict[str, Any]:
+    rules = draw(st.lists(access_policy_rules(), min_size=1, max_size=3))
+    cluster_rules = draw(st.lists(access_policy_rules(), max_size=1)) if draw(st.integers(0, 4)) == 0 else []
+    return _access_policy(f"gen-{uuid.uuid4().hex[:10]}", rules, cluster_rules)
+
+
+def test_differential_ceiling_guard_agrees_with_operator_check(env: Env) -> None:
+    """Generated AccessPolicies, dry-run as the admin (who skips the requester check): the API server refuses
+    exactly those the operator's own grant-ceiling check (reconcile/ceiling.py) would refuse."""
+    cases, refused, disagreements = 0, 0, []
+    with env.cluster.api_client() as api:
+        ceiling = resources.get(api, f"{RBAC}/v1", "ClusterRole", CEILING)
+        assert ceiling is not None
+        wait_for(lambda: _guard_active(api, env.enforce), timeout=30)
+
+        @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+        @given(access_policies())
+        def run(policy: dict[str, Any]) -> None:
+            nonlocal cases, refused
+            body = ""
+            try:
+                _dry_run(api, policy, env.enforce)
+            except kubernetes.client.ApiException as error:
+                body = error.body or "?"
+            server = bool(body)
+            if server and "access-hygiene-accesspolicy-ceiling" not in body:
+                pytest.fail(f"refused by something other than the ceiling guard: {body}")
+            meta = {"name": policy["metadata"]["name"], "namespace": env.enforce}
+            resolved = resolve_policy(meta, AccessPolicySpec.model_validate(policy["spec"]))
+            violations = check_grant_ceiling(
+                resolved,
+                ceiling["rules"],
+                allowed_sensitive=frozenset(env.settings.allowed_sensitive_capabilities),
+                allow_cluster_rules=env.settings.allow_cluster_rules,
+            )
+            cases += 1
+            refused += bool(violations)
+            if server != bool(violations):
+                disagreements.append((policy["spec"], server, [v.reason for v in violations]))
+
+        run()
+    print(f"\nceiling differential: {cases} cases, {refused} refused by the operator's check, "
+          f"{len(disagreements)} disagreements")  # fmt: skip
+    assert 0 < refused < cases
+    assert not disagreements, yaml.safe_dump(disagreements[:5])
 
 
 # --- lifecycle -------------------------------------------------------------------------------------------

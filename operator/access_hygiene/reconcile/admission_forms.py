@@ -548,10 +548,11 @@ def _describe(item: str) -> str:
 def requester_guard(limit: int = AUTHORIZER_LIMIT) -> GuardPolicy:
     """The requester must hold every permission an AccessPolicy grants (CEL `authorizer`).
 
-    Requesters allowed to `escalate` Roles in the namespace (cluster admins, for one) could write any Role
-    themselves and skip the per-grant checks (namespaced rules only). Everyone else gets one authorizer
-    check per (verb, apiGroup, resource, name); a check costs 350,000 of the 10,000,000 runtime budget,
-    so a policy may carry at most AUTHORIZER_LIMIT such combinations, one per validation."""
+    Requesters allowed to `escalate` Roles in the namespace (and ClusterRoles, when the policy has cluster
+    rules) could write any such role themselves and skip the per-grant checks (cluster admins, for one).
+    Everyone else gets one authorizer check per (verb, apiGroup, resource, name); a check costs 350,000 of
+    the 10,000,000 runtime budget, so a policy may carry at most AUTHORIZER_LIMIT such combinations, one
+    per validation."""
     validations: list[dict[str, str]] = [
         {
             "expression": f"variables.count <= {limit}",
@@ -584,8 +585,9 @@ def requester_guard(limit: int = AUTHORIZER_LIMIT) -> GuardPolicy:
             ),
             (
                 "requester-cannot-escalate",
-                f"size({_CLUSTER_RULES}) > 0 || !authorizer.group({cel(RBAC_GROUP)}).resource('roles')"
-                f".namespace({namespace}).check('escalate').allowed()",
+                f"!(authorizer.group({cel(RBAC_GROUP)}).resource('roles').namespace({namespace})"
+                f".check('escalate').allowed() && (size({_CLUSTER_RULES}) == 0 || "
+                f"authorizer.group({cel(RBAC_GROUP)}).resource('clusterroles').check('escalate').allowed()))",
             ),
         ),
         variables=(
