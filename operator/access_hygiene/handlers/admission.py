@@ -5,6 +5,7 @@ owner object changes."""
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,15 +62,20 @@ def _exempt_owner(annotations: kopf.Annotations, **_: Any) -> bool:
     return EXEMPT_ANNOTATION in annotations
 
 
-@kopf.on.event("apps", "v1", "deployments", id="admission-exemption-deployment", when=_exempt_owner)
-@kopf.on.event("apps", "v1", "replicasets", id="admission-exemption-replicaset", when=_exempt_owner)
-@kopf.on.event("batch", "v1", "cronjobs", id="admission-exemption-cronjob", when=_exempt_owner)
 async def on_owner_exemption(memo: kopf.Memo, **_: Any) -> None:
     """An exempted owner changed: the objects it creates need their owner-exemption entries now. (The
     deployment controller copies a Deployment's annotations to its ReplicaSets, so a new ReplicaSet of an
     exempted Deployment is admitted by its own exemption and its pods by this refresh.)"""
     if "runtime" in memo and runtime_of(memo).settings.admission_enabled:
         await refresh_once(memo)
+
+
+# Watches only when admission is on (read at import, like the drift interval): ReplicaSets are many.
+if os.environ.get("ACCESS_HYGIENE_ADMISSION_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+    for _group, _plural in (("apps", "deployments"), ("apps", "replicasets"), ("batch", "cronjobs")):
+        kopf.on.event(_group, "v1", _plural, id=f"admission-exemption-{_plural}", when=_exempt_owner)(
+            on_owner_exemption
+        )
 
 
 @kopf.on.cleanup(id="admission-stop")
