@@ -30,6 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kopf.testing import KopfRunner
 
+# Imported here, before any test sets ACCESS_HYGIENE_ADMISSION_ENABLED: kopf handlers register once per process,
+# and the owner-exemption watches (registered only when admission is on at import) must not leak into the
+# operator of later test modules.
+import access_hygiene.handlers  # noqa: F401
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import (
     ADMISSION_KINDS,

@@ -142,16 +142,33 @@ def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings
     return AdmissionResult(applied=len(desired), pruned=len(stale), rules=rules)
 
 
+def may_manage_admission(api: kubernetes.client.ApiClient) -> bool:
+    """Does the operator's identity hold list+delete on admission policy bindings (SelfSubjectAccessReview)?"""
+    for verb in ("list", "delete"):
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "group": "admissionregistration.k8s.io",
+                    "resource": "validatingadmissionpolicybindings",
+                    "verb": verb,
+                }
+            },
+        }
+        answer = resources.request(api, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
+        if not (answer.get("status") or {}).get("allowed"):
+            return False
+    return True
+
+
 def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> int:
     """Remove every admission object the operator rendered (bindings first).
 
-    Without permission to list them (the chart grants it only with admission on) there is nothing of ours
-    to remove: with the chart, turning admission off deletes the owner ClusterRole and the garbage collector
-    removes what it owned. Returns how many objects were deleted."""
-    try:
-        live = _live_admission_objects(api, selector(admission_config(settings)))
-    except kubernetes.client.ApiException as error:
-        if error.status in (403, 404):
-            return 0
-        raise
+    Without permission to manage them (the chart grants it only with admission on) nothing is requested:
+    with the chart, turning admission off deletes the owner ClusterRole and the garbage collector removes
+    what it owned. Returns how many objects were deleted."""
+    if not may_manage_admission(api):
+        return 0
+    live = _live_admission_objects(api, selector(admission_config(settings)))
     return sum(resources.delete(api, ADMISSION_API_VERSION, kind, name) for kind, name in live)

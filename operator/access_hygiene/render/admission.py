@@ -10,7 +10,7 @@ so parameters live in the policies themselves and the operator re-applies them w
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
@@ -78,11 +78,10 @@ class AdmissionConfig:
     exempt_namespace_selector: tuple[tuple[str, str], ...] = ()
     operator_namespace: str = "access-hygiene"
     owner: OwnerRef | None = None
-    extra_labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
-def labels(config: AdmissionConfig, **extra: str) -> dict[str, str]:
-    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, COMPONENT_LABEL: COMPONENT_VALUE, **dict(config.extra_labels), **extra}
+def labels(**extra: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, COMPONENT_LABEL: COMPONENT_VALUE, **extra}
 
 
 def selector(config: AdmissionConfig) -> str:
@@ -91,7 +90,7 @@ def selector(config: AdmissionConfig) -> str:
 
 
 def _metadata(config: AdmissionConfig, name: str, **extra: str) -> Obj:
-    meta: Obj = {"name": name, "labels": labels(config, **extra)}
+    meta: Obj = {"name": name, "labels": labels(**extra)}
     if config.owner is not None:
         owner = config.owner
         meta["ownerReferences"] = [
