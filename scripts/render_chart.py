@@ -160,6 +160,12 @@ def values_schema() -> Schema:
         ),
         "rbac": closed({"clusterRules": closed({"enabled": boolean("Allow spec.rbac.clusterRules.")})}),
         "secretMetadata": closed({"enabled": boolean("List Secret metadata (grants list/watch on Secrets).")}),
+        "admission": closed(
+            {
+                "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
+                "refreshSeconds": integer("Seconds between refreshes of the exemption parameter object.", minimum=1),
+            }
+        ),
         "dns": closed(
             {
                 "namespace": {**DNS_LABEL, "description": "Namespace of the cluster DNS pods."},

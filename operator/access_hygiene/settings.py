@@ -48,6 +48,16 @@ class OperatorSettings(BaseSettings):
         description="Write the accesshygiene.io/hygiene-summary annotation on namespaces (both modes).",
     )
 
+    admission_enabled: bool = Field(
+        default=False, description="Install native admission policies compiled from the rule catalogue."
+    )
+    # A cluster-scoped object (ClusterRole) the admission policies are owned by: deleting it (helm uninstall)
+    # garbage-collects them. Empty: no owner (the operator removes them when admission is switched off).
+    admission_owner_cluster_role: str = ""
+    admission_refresh_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds between refreshes of the admission exemption parameters."
+    )
+
     def audit_context(self, **overrides: Any) -> AuditContext:
         return AuditContext(
             privileged_namespaces=frozenset({*self.privileged_namespaces, self.operator_namespace}),

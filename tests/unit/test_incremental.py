@@ -158,7 +158,7 @@ def test_cluster_role_change_reaches_namespaces_that_use_it_and_aggregators() ->
     }
     assert index.observe("RoleBinding", None, uses) == {"shop", "billing", CLUSTER}  # CLUSTER: "agg" is now bound
     part = {"kind": "ClusterRole", "metadata": {"name": "part", "labels": {"agg": "true"}}}
-    assert index.observe("ClusterRole", None, part) == {CLUSTER, "shop"}
+    assert index.observe("ClusterRole", None, part) == {CLUSTER, "shop", "billing"}  # billing: the subject
     unrelated = {"kind": "ClusterRole", "metadata": {"name": "other"}}
     assert index.observe("ClusterRole", None, unrelated) == {CLUSTER}
     index.observe("RoleBinding", uses, None)

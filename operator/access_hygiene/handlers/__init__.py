@@ -2,4 +2,8 @@
 
 from access_hygiene.handlers import lifecycle, policy
 
-__all__ = ["lifecycle", "policy"]
+# isort: split
+# Registered after lifecycle: kopf runs start-up handlers in order, and admission needs the runtime.
+from access_hygiene.handlers import admission
+
+__all__ = ["admission", "lifecycle", "policy"]

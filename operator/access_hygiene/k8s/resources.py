@@ -61,6 +61,17 @@ _TYPES = [
     ResourceType("apps/v1", "DaemonSet", "daemonsets", True),
     ResourceType("batch/v1", "Job", "jobs", True),
     ResourceType("batch/v1", "CronJob", "cronjobs", True),
+    ResourceType("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", False),
+    ResourceType(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
+    ResourceType("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicy", "mutatingadmissionpolicies", False),
+    ResourceType(
+        "admissionregistration.k8s.io/v1", "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings", False
+    ),
 ]
 RESOURCE_TYPES: dict[tuple[str, str], ResourceType] = {(t.api_version, t.kind): t for t in _TYPES}
 

@@ -24,6 +24,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 ADMIN_USER = "local-admin"
 # A second admin identity for the operator under test, so the audit log tells its requests apart.
 OPERATOR_USER = "access-hygiene-operator"
+# A user with no groups beyond system:authenticated: tests grant it roles (e.g. `edit` in one namespace).
+EDITOR_USER = "local-editor"
 SERVICE_CIDR = "10.96.0.0/16"
 
 _AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -102,6 +104,7 @@ class ControlPlane:
     operator_kubeconfig: Path = field(init=False)
     admin_token: str = field(init=False, default="")
     operator_token: str = field(init=False, default="")
+    editor_token: str = field(init=False, default="")
     server: str = field(init=False, default="")
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
@@ -141,9 +144,11 @@ class ControlPlane:
         self._certs = make_certs(self._dir / "pki")
         self.admin_token = secrets.token_hex(24)
         self.operator_token = secrets.token_hex(24)
+        self.editor_token = secrets.token_hex(24)
         (self._dir / "tokens.csv").write_text(
             f'{self.admin_token},{ADMIN_USER},local-admin-uid,"system:masters"\n'
             f'{self.operator_token},{OPERATOR_USER},operator-uid,"system:masters"\n'
+            f"{self.editor_token},{EDITOR_USER},editor-uid\n"
         )
         try:
             etcd_url = self._start_etcd(bin_dir)

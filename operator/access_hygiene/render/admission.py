@@ -1,0 +1,297 @@
+"""Native admission policies: ValidatingAdmissionPolicy (+ bindings) per compiled rule, the AccessPolicy
+guards, and the MutatingAdmissionPolicy that turns token automount off.
+
+Pure: forms (CEL built by reconcile/admission_forms.py from the rule knowledge, with the operator's
+parameters such as its clock already in their variables) and settings in, plain manifest dicts out.
+Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
+stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
+so parameters live in the policies themselves and the operator re-applies them when they change.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene.render.names import object_name
+from access_hygiene.render.namespace import NAMESPACE_NAME_LABEL
+
+ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
+MODE_LABEL = f"{API_GROUP}/mode"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+COMPONENT_VALUE = "admission"
+RULE_LABEL = f"{API_GROUP}/rule"
+POLICY_PREFIX = "access-hygiene"
+Mode = Literal["audit", "enforce"]
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MatchResource:
+    """One resource a form applies to (apiGroup "" is the core group)."""
+
+    api_group: str
+    resource: str
+    namespaced: bool
+
+
+@dataclass(frozen=True)
+class AdmissionForm:
+    """The admission form of one rule id: where it applies and its CEL.
+
+    `variables` are (name, CEL) pairs evaluated lazily in order; `violation` is true when the object
+    breaks the rule, `exempt` when an active exemption covers it (evaluated only for violations).
+    """
+
+    rule_id: str
+    severity: str
+    title: str
+    fix: str
+    resources: tuple[MatchResource, ...]
+    violation: str
+    exempt: str
+    variables: tuple[tuple[str, str], ...] = ()
+    match_conditions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def message(self) -> str:
+        return f"{self.rule_id} ({self.severity}) {self.title}. Fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    """A cluster-scoped object the rendered policies belong to (garbage-collected with it)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Settings-derived inputs of the rendering."""
+
+    default_mode: Mode = "audit"
+    exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+    exempt_namespace_selector: tuple[tuple[str, str], ...] = ()
+    operator_namespace: str = "access-hygiene"
+    owner: OwnerRef | None = None
+
+
+def labels(**extra: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, COMPONENT_LABEL: COMPONENT_VALUE, **extra}
+
+
+def selector(config: AdmissionConfig) -> str:
+    """The label selector that finds every object this module renders (for pruning and uninstall)."""
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{COMPONENT_LABEL}={COMPONENT_VALUE}"
+
+
+def _metadata(config: AdmissionConfig, name: str, **extra: str) -> Obj:
+    meta: Obj = {"name": name, "labels": labels(**extra)}
+    if config.owner is not None:
+        owner = config.owner
+        meta["ownerReferences"] = [
+            {"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid}
+        ]
+    return meta
+
+
+def policy_name(rule_id: str) -> str:
+    return object_name(POLICY_PREFIX, rule_id.lower())
+
+
+def _resource_rules(resources: Sequence[MatchResource], operations: Sequence[str]) -> list[Obj]:
+    groups: dict[str, list[str]] = {}
+    for res in resources:
+        groups.setdefault(res.api_group, []).append(res.resource)
+    return [
+        {"apiGroups": [group], "apiVersions": ["*"], "resources": sorted(names), "operations": list(operations)}
+        for group, names in sorted(groups.items())
+    ]
+
+
+def namespace_selector(config: AdmissionConfig, mode: Mode) -> Obj:
+    """Namespaces in `mode` (label accesshygiene.io/mode, else the default), minus the exempt ones."""
+    other: Mode = "audit" if mode == "enforce" else "enforce"
+    expressions: list[Obj] = []
+    if mode == config.default_mode:
+        expressions.append({"key": MODE_LABEL, "operator": "NotIn", "values": [other]})
+    else:
+        expressions.append({"key": MODE_LABEL, "operator": "In", "values": [mode]})
+    exempt = sorted({*config.exempt_namespaces, config.operator_namespace})
+    expressions.append({"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": exempt})
+    return {"matchExpressions": expressions}
+
+
+def _cel_string(value: str) -> str:
+    return json.dumps(value)
+
+
+def exempt_selector_condition(config: AdmissionConfig) -> list[Obj]:
+    """Namespaces carrying every label of the configured exempt selector are skipped (a conjunction a
+    label selector cannot negate, so it is a match condition)."""
+    if not config.exempt_namespace_selector:
+        return []
+    checks = " && ".join(
+        f"namespaceObject.metadata.?labels[?{_cel_string(k)}].orValue('') == {_cel_string(v)}"
+        for k, v in config.exempt_namespace_selector
+    )
+    return [{"name": "not-exempt-by-label", "expression": f"namespaceObject == null || !({checks})"}]
+
+
+def _binding(
+    config: AdmissionConfig,
+    policy: str,
+    mode: Mode,
+    resources: Sequence[MatchResource],
+    operations: Sequence[str],
+    *,
+    mutating: bool = False,
+) -> Obj:
+    """One binding per mode. Cluster-scoped kinds follow the default mode only (they have no namespace)."""
+    scoped = [r for r in resources if r.namespaced or mode == config.default_mode]
+    spec: Obj = {
+        "policyName": policy,
+        "matchResources": {
+            "namespaceSelector": namespace_selector(config, mode),
+            "resourceRules": _resource_rules(scoped, operations),
+        },
+    }
+    if not mutating:
+        spec["validationActions"] = ["Deny"] if mode == "enforce" else ["Warn", "Audit"]
+    kind = "MutatingAdmissionPolicyBinding" if mutating else "ValidatingAdmissionPolicyBinding"
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": kind,
+        "metadata": _metadata(config, object_name(policy, mode)),
+        "spec": spec,
+    }
+
+
+RULE_OPERATIONS = ("CREATE", "UPDATE")
+
+
+def render_rule_policy(form: AdmissionForm, config: AdmissionConfig) -> list[Obj]:
+    """The ValidatingAdmissionPolicy of one rule plus its enforce (Deny) and audit (Warn+Audit) bindings."""
+    name = policy_name(form.rule_id)
+    variables = [{"name": n, "expression": e} for n, e in form.variables]
+    variables += [{"name": "violation", "expression": form.violation}, {"name": "exempt", "expression": form.exempt}]
+    conditions = [{"name": n, "expression": e} for n, e in form.match_conditions] + exempt_selector_condition(config)
+    spec: Obj = {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": _resource_rules(form.resources, RULE_OPERATIONS)},
+        "variables": variables,
+        "validations": [
+            {"expression": "!variables.violation || variables.exempt", "message": form.message, "reason": "Forbidden"}
+        ],
+    }
+    if conditions:
+        spec["matchConditions"] = conditions
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": _metadata(config, name, **{RULE_LABEL: form.rule_id}),
+        "spec": spec,
+    }
+    bindings = [
+        _binding(config, name, mode, form.resources, RULE_OPERATIONS) for mode in _modes(form.resources, config)
+    ]
+    return [policy, *bindings]
+
+
+def _modes(resources: Sequence[MatchResource], config: AdmissionConfig) -> list[Mode]:
+    """Both modes, except that a policy on cluster-scoped kinds only gets the default mode's binding (a
+    binding with no resource rules would match everything its policy matches)."""
+    if any(r.namespaced for r in resources):
+        return ["enforce", "audit"]
+    return [config.default_mode]
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """A validating policy that is not a catalogue rule (the AccessPolicy guards): always Deny."""
+
+    name: str
+    resources: tuple[MatchResource, ...]
+    operations: tuple[str, ...]
+    variables: tuple[tuple[str, str], ...]
+    validations: tuple[Mapping[str, str], ...]
+    match_conditions: tuple[tuple[str, str], ...] = ()
+
+
+def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj]:
+    name = object_name(POLICY_PREFIX, guard.name)
+    spec: Obj = {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": _resource_rules(guard.resources, guard.operations)},
+        "variables": [{"name": n, "expression": e} for n, e in guard.variables],
+        "validations": [dict(v) for v in guard.validations],
+    }
+    if guard.match_conditions:
+        spec["matchConditions"] = [{"name": n, "expression": e} for n, e in guard.match_conditions]
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": _metadata(config, name),
+        "spec": spec,
+    }
+    binding_spec: Obj = {"policyName": name, "validationActions": ["Deny"]}
+    binding = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": _metadata(config, name),
+        "spec": binding_spec,
+    }
+    return [policy, binding]
+
+
+@dataclass(frozen=True)
+class MutationForm:
+    """A MutatingAdmissionPolicy body: match conditions and JSONPatch CEL."""
+
+    name: str
+    resources: tuple[MatchResource, ...]
+    match_conditions: tuple[tuple[str, str], ...]
+    json_patch: str
+
+
+def render_mutation(mutation: MutationForm, config: AdmissionConfig) -> list[Obj]:
+    """The MutatingAdmissionPolicy, bound to enforced namespaces only (audit mode changes nothing)."""
+    name = object_name(POLICY_PREFIX, mutation.name)
+    conditions = [{"name": n, "expression": e} for n, e in mutation.match_conditions]
+    conditions += exempt_selector_condition(config)
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": _metadata(config, name),
+        "spec": {
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "matchConstraints": {"resourceRules": _resource_rules(mutation.resources, ("CREATE",))},
+            "matchConditions": conditions,
+            "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": mutation.json_patch}}],
+        },
+    }
+    binding = _binding(config, name, "enforce", mutation.resources, ("CREATE",), mutating=True)
+    binding["metadata"]["name"] = name
+    return [policy, binding]
+
+
+def render_admission(
+    forms: Sequence[AdmissionForm],
+    guards: Sequence[GuardPolicy],
+    mutations: Sequence[MutationForm],
+    config: AdmissionConfig,
+) -> list[Obj]:
+    """Every admission object except the parameter ConfigMap, policies before their bindings."""
+    objects: list[Obj] = []
+    for form in sorted(forms, key=lambda f: f.rule_id):
+        objects.extend(render_rule_policy(form, config))
+    for guard in guards:
+        objects.extend(render_guard_policy(guard, config))
+    for mutation in mutations:
+        objects.extend(render_mutation(mutation, config))
+    return objects

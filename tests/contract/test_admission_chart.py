@@ -1,0 +1,58 @@
+"""The chart's admission switch: off by default (nothing rendered); on, the operator gets the owner ClusterRole,
+its permissions and the settings that point at it."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scripts.render_chart import find_helm, helm_template
+
+from access_hygiene.settings import OperatorSettings
+
+pytestmark = pytest.mark.contract
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    try:
+        return find_helm()
+    except FileNotFoundError as error:
+        pytest.fail(f"{error} (the chart contract needs helm; `make controlplane` builds it)")
+
+
+def _render(helm: Path, *args: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(helm_template(helm, *args)) if doc]
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_admission_is_off_by_default(helm: Path) -> None:
+    docs = _render(helm)
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-admission")]
+    assert _env(docs)["ACCESS_HYGIENE_ADMISSION_ENABLED"] == "false"
+    assert "ACCESS_HYGIENE_ADMISSION_OWNER_CLUSTER_ROLE" not in _env(docs)
+
+
+def test_admission_on_renders_owner_and_permissions(helm: Path) -> None:
+    docs = _render(helm, "--set", "admission.enabled=true", "--set", "admission.refreshSeconds=30")
+    env = _env(docs)
+    owner = env["ACCESS_HYGIENE_ADMISSION_OWNER_CLUSTER_ROLE"]
+    assert owner == "access-hygiene-admission"
+    settings = OperatorSettings(
+        admission_enabled=env["ACCESS_HYGIENE_ADMISSION_ENABLED"],  # type: ignore[arg-type]
+        admission_owner_cluster_role=owner,
+        admission_refresh_seconds=env["ACCESS_HYGIENE_ADMISSION_REFRESH_SECONDS"],  # type: ignore[arg-type]
+    )
+    assert settings.admission_enabled is True
+    assert settings.admission_refresh_seconds == 30
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == owner)
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"validatingadmissionpolicies", "validatingadmissionpolicybindings", "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings"} <= resources  # fmt: skip
+    assert not any("*" in rule["verbs"] or "escalate" in rule["verbs"] for rule in role["rules"])
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("ClusterRoleBinding", owner) in kinds
