@@ -44,6 +44,9 @@ _CLUSTER_ADMIN_RULES: tuple[Obj, ...] = (
 SubjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
+_NO_STRINGS: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
     """One RBAC PolicyRule, normalised to sets."""
@@ -57,8 +60,8 @@ class PolicyRule:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "PolicyRule":
         def strings(key: str) -> frozenset[str]:
-            value = raw.get(key) or []
-            return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
+            value = raw.get(key)
+            return frozenset(map(str, value)) if value and isinstance(value, list) else _NO_STRINGS
 
         return cls(
             verbs=strings("verbs"),
@@ -105,6 +108,26 @@ class PolicyRule:
         if self.resource_names:
             text += f" resourceNames={joined(self.resource_names)}"
         return text
+
+
+class RuleSet(tuple[PolicyRule, ...]):
+    """A role's resolved rules. Bindings of the same role share one RuleSet, which remembers what
+    rules_grant() answered for it, so each role's capabilities are computed once per audit."""
+
+    memo: dict[tuple[int, bool], tuple[object, bool]]
+
+    def __new__(cls, rules: Iterable[PolicyRule] = ()) -> "RuleSet":
+        instance = super().__new__(cls, rules)
+        instance.memo = {}
+        return instance
+
+    @property
+    def grants_everything(self) -> bool:
+        """`*` verbs on `*` resources in `*` groups (cluster-admin or equivalent) in one of the rules."""
+        cached = self.memo.get((0, True))
+        if cached is None:
+            cached = self.memo[(0, True)] = (None, any(rule.is_superuser for rule in self))
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -293,9 +316,9 @@ class PermissionIndex:
         if "cluster-admin" not in cluster_rules:
             cluster_rules["cluster-admin"] = tuple(PolicyRule.parse(r) for r in _CLUSTER_ADMIN_RULES)
         for name, rules in cluster_rules.items():
-            index.role_rules[("ClusterRole", "", name)] = rules
+            index.role_rules[("ClusterRole", "", name)] = RuleSet(rules)
         for role in snapshot.roles:
-            index.role_rules[("Role", namespace_of(role), name_of(role))] = _parse_rules(role)
+            index.role_rules[("Role", namespace_of(role), name_of(role))] = RuleSet(_parse_rules(role))
         for obj in snapshot.cluster_role_bindings:
             index._add_binding(obj, "")
         for obj in snapshot.role_bindings:
@@ -436,8 +459,7 @@ def permission_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> Permission
 
 def is_excluded(subject: Subject, ctx: AuditContext) -> bool:
     """Built-in system subjects the RBAC rules ignore (ctx.excluded_subject_prefixes)."""
-    username = subject_username(subject)
-    return any(username.startswith(prefix) for prefix in ctx.excluded_subject_prefixes)
+    return subject_username(subject).startswith(ctx.excluded_subject_prefixes)
 
 
 # --- capabilities: coarse, named permission patterns shared by the rules and the metrics -------------
@@ -489,20 +511,39 @@ RBAC_WRITE: Pattern = (
 
 def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = False) -> bool:
     """Does the rule grant any (verb, group, resource) of the pattern? resourceNames-restricted rules
-    count only with include_named (a named grant is the least-privilege form of most of these)."""
+    count only with include_named (a named grant is the least-privilege form of most of these).
+
+    Same answer as trying allows_any_name() on every (verb, group, resource) of the pattern: verb, group
+    and resource match independently, so each is checked once (set operations first, they reject most)."""
     if rule.resource_names and not include_named:
         return False
     verbs, groups, resources = pattern
+    if "*" not in rule.verbs and rule.verbs.isdisjoint(verbs):
+        return False
+    if "*" not in rule.api_groups and rule.api_groups.isdisjoint(groups):
+        return False
+    granted = rule.resources
+    if "*" in granted:
+        return True
     for resource_text in resources:
-        resource, _, subresource = resource_text.partition("/")
-        for group in groups:
-            for verb in verbs:
-                if rule.allows_any_name(verb, group, resource, subresource):
-                    return True
+        if resource_text in granted:
+            return True
+        subresource = resource_text.partition("/")[2]
+        if subresource and f"*/{subresource}" in granted:
+            return True
     return False
 
 
 def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False) -> bool:
+    """Does any of the rules grant any (verb, group, resource) of the pattern? Remembered per RuleSet."""
+    if isinstance(rules, RuleSet):
+        key = (id(pattern), include_named)
+        cached = rules.memo.get(key)
+        if cached is not None and cached[0] is pattern:
+            return cached[1]
+        result = any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
+        rules.memo[key] = (pattern, result)  # the pattern is kept alive, so its id stays unique
+        return result
     return any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
 
 
