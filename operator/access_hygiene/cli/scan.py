@@ -333,6 +333,7 @@ def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
     errors = Console(stderr=True)
     try:
         ctx = audit_context(args)
+        timer.lap("import")  # settings and rule modules load here
         loaded = load_input(args)
         timer.add("parse", *loaded.parse_seconds)
         timer.add("snapshot", *loaded.snapshot_seconds)
