@@ -133,7 +133,7 @@ def _line_entry(line: str) -> Any:
     if not content or content[0] == "#":
         return _SKIP
     if content[0] == "\t":
-        return _BAD if content.strip() else _SKIP
+        return _BAD  # tabs before content (even on a blank line, for LibYAML): PyYAML decides
     indent = len(line) - len(content)
     content = content.rstrip(" \t")
     item = -1
@@ -169,12 +169,13 @@ def _fresh(value: Any) -> Any:
 class _BlockReader:
     """Reads one block-style YAML document from its parsed content lines."""
 
-    __slots__ = ("entries", "item_lines", "numbers", "size")
+    __slots__ = ("entries", "item_lines", "numbers", "seen_items", "size")
 
     def __init__(self, entries: list[_Entry], numbers: list[int]) -> None:
         self.entries, self.numbers = entries, numbers
         self.size = len(entries)
         self.item_lines: list[int] = []
+        self.seen_items = False
 
     def document(self) -> Any:
         if not self.size:
@@ -211,8 +212,11 @@ class _BlockReader:
         result: dict[Any, Any] = {}
         while True:
             i += 1
+            record = False
+            if top and key == "items" and not self.seen_items:  # the first `items` key gives the lines, as before
+                self.seen_items, record = True, True
             if value is _OPEN:
-                value, i = self.block(i, indent, top and key == "items")
+                value, i = self.block(i, indent, record)
             result[key] = _fresh(value)
             if i >= size:
                 return result, i
