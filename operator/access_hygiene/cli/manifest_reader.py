@@ -65,7 +65,7 @@ _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _RESOLVERS = yaml.SafeLoader.yaml_implicit_resolvers
 _CONSTRUCTOR = yaml.SafeLoader("")
 _plain_values: dict[str, Any] = {}
-_PLAIN_CACHE_LIMIT = 500_000
+_PLAIN_CACHE_LIMIT = 50_000
 
 
 class _UnsupportedError(Exception):
@@ -125,7 +125,7 @@ def _scalar(text: str) -> Any:
 _Entry = tuple[int, Any, Any, int]
 _NO_KEY, _OPEN, _SKIP, _BAD = object(), object(), object(), object()
 _entries: dict[str, Any] = {}
-_ENTRY_CACHE_LIMIT = 300_000
+_ENTRY_CACHE_LIMIT = 50_000
 
 
 def _line_entry(line: str) -> Any:

@@ -183,13 +183,20 @@ def findings_sarif(
 
 
 def write_json(data: Any, stream: IO[str]) -> None:
-    """Indented JSON, as json.dumps(indent=2) prints it, in one write. Serialised by pydantic-core (the standard
-    library's encoder is pure Python when indenting: 3x slower); non-ASCII text goes through json.dumps, which
-    escapes it as \\uXXXX like before."""
-    text = _JSON.dump_json(data, indent=2).decode()
-    if not text.isascii():
-        text = json.dumps(data, indent=2)
-    stream.write(text + "\n")
+    """Indented JSON, as json.dumps(indent=2) prints it. Serialised by pydantic-core (the standard library's
+    encoder is pure Python when indenting: 5x slower) and written as bytes when the stream has a buffer;
+    non-ASCII text goes through json.dumps, which escapes it as \\uXXXX like before."""
+    encoded = _JSON.dump_json(data, indent=2)
+    if not encoded.isascii():
+        stream.write(json.dumps(data, indent=2) + "\n")
+        return
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(encoded.decode() + "\n")
+        return
+    stream.flush()
+    buffer.write(encoded + b"\n")
+    buffer.flush()
 
 
 def render_rules(rules: Iterable[Rule], console: Console) -> None:
