@@ -456,14 +456,22 @@ def _json_array(text: str, position: int, offsets: list[int] | None = None) -> t
             raise json.JSONDecodeError("Expecting ',' delimiter", text, position - 1)
 
 
-def read_json(text: str) -> list[Document]:
-    """The JSON values of a text (one, or several separated by whitespace); raises ManifestError."""
+def read_json(text: str, *, positions: bool = True) -> list[Document]:
+    """The JSON values of a text (one, or several separated by whitespace); raises ManifestError.
+    positions=False skips the item lines (each value is then decoded in one call, which also shares the
+    key strings between items: less memory for a large List)."""
     documents: list[Document] = []
     position = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
     counted, line = 0, 1
     try:
         while position < len(text):
-            value, end, offsets = _json_top(text, position)
+            offsets: list[int] = []
+            if positions:
+                value, end, offsets = _json_top(text, position)
+            else:
+                value, end = _DECODER.raw_decode(text, position)
+                if isinstance(value, list):
+                    value = {"apiVersion": "v1", "kind": "List", "items": value}
             line += text.count("\n", counted, position)
             counted, top_line = position, line
             item_lines = []
@@ -483,11 +491,12 @@ def looks_like_json(text: str) -> bool:
     return stripped[:1] in ("{", "[")
 
 
-def read_documents(text: str, *, json_hint: bool) -> list[Document]:
-    """Documents of a file: JSON first when the name or the content says so, else YAML (JSON is YAML too)."""
+def read_documents(text: str, *, json_hint: bool, positions: bool = True) -> list[Document]:
+    """Documents of a file: JSON first when the name or the content says so, else YAML (JSON is YAML too).
+    positions=False: JSON List items may come without their lines (YAML gives them for free)."""
     if json_hint or looks_like_json(text):
         try:
-            return read_json(text)
+            return read_json(text, positions=positions)
         except ManifestError as json_error:
             try:
                 return list(read_yaml(text))

@@ -2,7 +2,7 @@
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from pydantic import TypeAdapter
@@ -128,9 +128,11 @@ def _print_summary(findings: list[Finding], console: Console) -> None:
     )
 
 
-def findings_json(findings: list[Finding]) -> dict[str, Any]:
+def findings_json(findings: list[Finding], *, as_models: bool = False) -> dict[str, Any]:
+    """The `-o json` document. as_models keeps the Finding models (write_json serialises them the same way,
+    without a dict per finding in between)."""
     return {
-        "findings": [f.model_dump(mode="json") for f in findings],
+        "findings": list(findings) if as_models else [f.model_dump(mode="json") for f in findings],
         "summary": summarize(findings),
         "exempted": sum(1 for f in findings if f.exempted),
     }
@@ -182,13 +184,14 @@ def findings_sarif(
     return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{"tool": {"driver": driver}, "results": results}]}
 
 
-def write_json(data: Any, stream: IO[str]) -> None:
+def write_json(data: Any, stream: IO[str], plain: Callable[[], Any] | None = None) -> None:
     """Indented JSON, as json.dumps(indent=2) prints it. Serialised by pydantic-core (the standard library's
     encoder is pure Python when indenting: 5x slower) and written as bytes when the stream has a buffer;
-    non-ASCII text goes through json.dumps, which escapes it as \\uXXXX like before."""
+    non-ASCII text goes through json.dumps, which escapes it as \\uXXXX like before (on plain(), the same data
+    as plain JSON values, when data holds pydantic models)."""
     encoded = _JSON.dump_json(data, indent=2)
     if not encoded.isascii():
-        stream.write(json.dumps(data, indent=2) + "\n")
+        stream.write(json.dumps(plain() if plain else data, indent=2) + "\n")
         return
     buffer = getattr(stream, "buffer", None)
     if buffer is None:
