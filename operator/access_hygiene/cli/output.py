@@ -103,10 +103,19 @@ def _message(finding: Finding) -> str:
 
 
 def _print_lines(console: Console, rows: Sequence[Sequence[Text | str]], header: Sequence[str] | None) -> None:
-    """Rows as space-aligned columns (the last one not padded), without wrapping long lines."""
+    """Rows as space-aligned columns (the last one not padded), without wrapping long lines. Off a terminal
+    the text is written in one go (rich's per-line rendering would cost ~0.1 ms per finding)."""
     all_rows: list[Sequence[Text | str]] = [[Text(h, style="bold") for h in header]] if header else []
     all_rows += rows
     widths = [max(len(row[column]) for row in all_rows) for column in range(len(all_rows[0]) - 1)]
+    if not console.is_terminal:
+        lines = []
+        for row in all_rows:
+            cells = [cell.plain if isinstance(cell, Text) else cell for cell in row]
+            padded = [cell.ljust(width + 2) for cell, width in zip(cells, widths, strict=False)]
+            lines.append("".join(padded) + cells[-1])
+        console.file.write("\n".join(lines) + "\n")
+        return
     for row in all_rows:
         line = Text()
         for column, cell in enumerate(row):
