@@ -291,10 +291,9 @@ def _subjects_of(binding: Obj, namespace: str) -> tuple[Subject, ...]:
         if kind == "ServiceAccount":
             sa_namespace = str(raw.get("namespace") or namespace)
             if sa_namespace:  # a ClusterRoleBinding SA subject without namespace matches nobody
-                # model_construct: every value is already a str; validating 100,000s of them costs ~10 % of an audit.
-                subjects.append(Subject.model_construct(kind=kind, name=name, namespace=sa_namespace))
+                subjects.append(Subject(kind=kind, name=name, namespace=sa_namespace))
         elif kind in ("User", "Group"):
-            subjects.append(Subject.model_construct(kind=kind, name=name))
+            subjects.append(Subject(kind=kind, name=name))
     return tuple(dict.fromkeys(subjects))
 
 
@@ -334,9 +333,9 @@ class PermissionIndex:
         valid = role_kind == "ClusterRole" or (role_kind == "Role" and bool(namespace))
         rules = self.role_rules.get((role_kind, role_namespace, role_name)) if valid else None
         binding = Binding(
-            ref=ObjectRef.model_construct(kind=str(obj.get("kind", "")), name=name_of(obj), namespace=namespace,
+            ref=ObjectRef(kind=str(obj.get("kind", "")), name=name_of(obj), namespace=namespace,
                           api_version=RBAC_API_VERSION),
-            role_ref=ObjectRef.model_construct(kind=role_kind, name=role_name, namespace=role_namespace,
+            role_ref=ObjectRef(kind=role_kind, name=role_name, namespace=role_namespace,
                                api_version=RBAC_API_VERSION),
             namespace=namespace,
             subjects=_subjects_of(obj, namespace),
