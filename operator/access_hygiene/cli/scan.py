@@ -1,7 +1,12 @@
 """`access-hygiene scan` (and `rules`): run the rule catalogue over a live cluster or manifest files.
 
 Exit codes: 0 no finding at or above --fail-on (or --fail-on none), 1 at least one non-exempt finding
-at or above --fail-on, 2 usage or input error (bad flags, unreadable/invalid files, cluster unreachable).
+at or above --fail-on, 2 usage or input error (bad flags, a missing path, an unreadable/invalid file named
+with -f, input where nothing could be read, cluster unreachable).
+
+Inside a directory given with -f, an invalid file is skipped with a warning; kinds the rules do not read are
+ignored; objects they read that are malformed (no metadata.name, e.g. generateName manifests) are skipped
+with a warning naming the file and document (and List item).
 """
 
 import argparse
