@@ -22,7 +22,7 @@ from typing import Any
 
 from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, annotations_of, labels_of, name_of, namespace_of
+from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 SA_USER_PREFIX = "system:serviceaccount:"
@@ -222,8 +222,15 @@ def parse_subject(text: str) -> Subject:
 
 def is_bootstrap(obj: Obj) -> bool:
     """A default RBAC object kube-apiserver recreates and reconciles (unless autoupdate is "false")."""
+    # Same answer as labels_of(obj)/annotations_of(obj), without copying every label (called per binding and role).
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
     key, value = BOOTSTRAP_LABEL
-    return labels_of(obj).get(key) == value and annotations_of(obj).get(AUTOUPDATE_ANNOTATION) != "false"
+    if not isinstance(labels, dict) or key not in labels or str(labels[key]) != value:
+        return False
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    autoupdate = annotations.get(AUTOUPDATE_ANNOTATION) if isinstance(annotations, dict) else None
+    return autoupdate is None or str(autoupdate) != "false"
 
 
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
