@@ -47,8 +47,10 @@ generate: $(VENV)/.installed controlplane
 crd: generate
 deploy: generate
 
+# In-process audit (50,000 objects), then the real CLI as a subprocess at 5,000 / 20,000 / 50,001 objects.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/scan_benchmark.py
+	$(PY) benchmarks/cli_benchmark.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .local-cluster

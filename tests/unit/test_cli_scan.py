@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from access_hygiene.cli.main import main
+from access_hygiene.cli.scan import load_files
 
 pytestmark = pytest.mark.unit
 
@@ -205,3 +206,151 @@ def test_live_scan(cluster: "object", capsys: pytest.CaptureFixture[str]) -> Non
     assert [f["rule_id"] for f in findings if f["object"]["name"] == name] == ["AH-RBAC-010"]
     # Default RBAC objects of a fresh cluster are not reported.
     assert all(not f["object"]["name"].startswith("system:") for f in findings if f["rule_id"].startswith("AH-RBAC"))
+
+
+# --- issue 14 defects 2 and 3: JSON input, odd objects in a directory -----------------------------------
+
+
+def test_json_file_indented_with_tabs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    items = list(yaml.safe_load_all(SECRETS_BAD.read_text()))
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent="\t"))
+    code, out, err = run_cli(capsys, "scan", "-f", str(path), "-o", "sarif", "--rules", "AH-RBAC-009")
+    assert (code, err) == (0, "")
+    results = json.loads(out)["runs"][0]["results"]
+    lines = path.read_text().splitlines()
+    starts = [r["locations"][0]["physicalLocation"]["region"]["startLine"] for r in results]
+    assert len(starts) == 2
+    assert all(lines[n - 1] == "\t\t{" for n in starts)
+
+
+def test_stdin_json_with_tabs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    items = list(yaml.safe_load_all(SECRETS_BAD.read_text()))
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"kind": "List", "items": items}, indent="\t")))
+    code, out, _ = run_cli(capsys, "scan", "-f", "-", "-o", "json", "--rules", "AH-RBAC-009")
+    assert code == 0
+    assert len(json.loads(out)["findings"]) == 2
+
+
+ODD_OBJECTS = """\
+apiVersion: v1
+kind: Node
+metadata: {generateName: node-}
+---
+apiVersion: wgpolicyk8s.io/v1alpha2
+kind: PolicyReport
+results: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {generateName: reader-, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secret-reader}
+subjects: [{kind: User, name: mallory}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: name-is-not-a-mapping
+"""
+
+
+def test_odd_objects_do_not_abort_a_directory_scan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "a-good.yaml").write_text(SECRETS_BAD.read_text())
+    (tmp_path / "b-odd.yaml").write_text(ODD_OBJECTS)
+    (tmp_path / "c-template.yaml").write_text("kind: {{ .Values.kind }}\n  bad: [\n")
+    code, out, err = run_cli(capsys, "scan", "-f", str(tmp_path), "-o", "json", "--rules", "AH-RBAC-009",
+                             "--fail-on", "high")  # fmt: skip
+    assert code == 1
+    assert len(json.loads(out)["findings"]) == 2
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    odd = (tmp_path / "b-odd.yaml").as_posix()
+    assert f"warning: {odd}: document 3: RoleBinding without metadata.name (a generateName manifest" in err
+    assert f"warning: {odd}: document 4: ServiceAccount without metadata.name; skipped" in err
+    assert f"{(tmp_path / 'c-template.yaml').as_posix()}: skipped, invalid YAML/JSON" in err.replace("\n", " ")
+    assert "Node" not in err
+    assert "PolicyReport" not in err  # kinds the rules do not read are ignored, not warned about
+    assert len(warnings) == 3
+
+
+def test_odd_list_item_is_named_by_document_and_item(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    listing = {"kind": "List", "items": [{"kind": "Role", "metadata": {"name": "ok", "namespace": "a"}},
+                                         {"kind": "Role", "metadata": {"generateName": "r-"}}]}  # fmt: skip
+    path = tmp_path / "list.yaml"
+    path.write_text("kind: Namespace\nmetadata: {name: a}\n---\n" + yaml.safe_dump(listing))
+    code, _, err = run_cli(capsys, "scan", "-f", str(path), "-o", "json")
+    assert code == 0
+    assert f"{path.as_posix()}: document 2 item 2: Role without metadata.name" in err.replace("\n", "")
+
+
+def test_nothing_readable_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "odd.yaml").write_text(ODD_OBJECTS)
+    code, out, err = run_cli(capsys, "scan", "-f", str(tmp_path))
+    assert code == 2
+    assert out == ""
+    assert "error: nothing could be read from the input (2 problem(s) above)" in err
+
+
+def test_only_unread_kinds_is_no_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("kind: ConfigMap\nmetadata: {generateName: x-}\n")
+    code, out, err = run_cli(capsys, "scan", "-f", str(tmp_path))
+    assert (code, err) == (0, "")
+    assert "No findings" in out
+
+
+def test_pure_python_yaml_gives_a_notice(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from access_hygiene.cli import manifest_reader, scan
+
+    monkeypatch.setattr(scan, "HAS_LIBYAML", False)
+    monkeypatch.setattr(manifest_reader, "LOADER", yaml.SafeLoader)
+    code, out, err = run_cli(capsys, "scan", "-f", str(SECRETS_BAD), "-o", "json", "--rules", "AH-RBAC-009")
+    assert code == 0
+    assert len(json.loads(out)["findings"]) == 2
+    assert "notice: PyYAML has no LibYAML" in err
+
+
+# --- issue 13 item 4: table output that does not wrap ------------------------------------------------------
+
+
+def test_table_off_a_terminal_is_one_line_per_finding(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "scan", "-f", str(SECRETS_BAD), "--rules", "AH-RBAC-009")
+    lines = out.splitlines()
+    assert code == 0
+    assert len(lines) == 3  # two findings and the summary: nothing wrapped into 15-character columns
+    assert lines[0].split()[:3] == ["high", "AH-RBAC-009", "ClusterRoleBinding/alice-reads-secrets"]
+    assert lines[0].endswith("User:alice can get/list/watch secrets cluster-wide via ClusterRole/secret-reader")
+    assert lines[2] == "2 finding(s): 0 critical, 2 high, 0 medium, 0 low"
+
+
+def test_wide_output_has_every_field(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "scan", "-f", str(SECRETS_BAD), "--rules", "AH-RBAC-009", "-o", "wide")
+    header, first, second, summary = out.splitlines()
+    assert code == 0
+    assert header.split() == ["SEVERITY", "RULE", "NAMESPACE", "OBJECT", "SUBJECT", "MESSAGE"]
+    assert second.split()[:5] == ["high", "AH-RBAC-009", "team", "RoleBinding/team/app-lists",
+                                  "system:serviceaccount:team:app"]  # fmt: skip
+    assert first.index("User:alice") == header.index("SUBJECT")  # aligned columns
+    assert summary.startswith("2 finding(s)")
+
+
+@pytest.mark.parametrize(("width", "table"), [(160, True), (80, False)])
+def test_table_on_a_terminal_depends_on_width(width: int, table: bool) -> None:
+    from rich.console import Console
+
+    from access_hygiene.cli.output import render_table
+    from access_hygiene.reconcile.audit import run_audit
+    from access_hygiene.reconcile.rules import AuditContext
+
+    findings = run_audit(load_files([str(SECRETS_BAD)]).snapshot, AuditContext(), only=["AH-RBAC-009"])
+    console = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
+    render_table(findings, console)
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert ("┃ Severity" in printed) is table
+    assert (len(printed.splitlines()) > 3) is table  # a boxed table, or two finding lines and the summary
+
+
+def test_phase_timings_on_request(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCESS_HYGIENE_TIMINGS", "1")
+    run_cli(capsys, "scan", "-f", str(SECRETS_BAD), "-o", "json")
+    _, _, err = run_cli(capsys, "scan", "-f", str(SECRETS_BAD), "-o", "json")
+    timings = json.loads(err.splitlines()[-1])["timings"]
+    assert set(timings["wall"]) == set(timings["cpu"]) == {"import", "parse", "snapshot", "audit", "output"}
+    assert all(value >= 0 for value in timings["wall"].values())

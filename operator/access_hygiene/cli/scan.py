@@ -1,19 +1,29 @@
 """`access-hygiene scan` (and `rules`): run the rule catalogue over a live cluster or manifest files.
 
 Exit codes: 0 no finding at or above --fail-on (or --fail-on none), 1 at least one non-exempt finding
-at or above --fail-on, 2 usage or input error (bad flags, unreadable/invalid files, cluster unreachable).
+at or above --fail-on, 2 usage or input error (bad flags, a missing path, an unreadable/invalid file named
+with -f, input where nothing could be read, cluster unreachable).
+
+Inside a directory given with -f, an invalid file is skipped with a warning; kinds the rules do not read are
+ignored; objects they read that are malformed (no metadata.name, e.g. generateName manifests) are skipped
+with a warning naming the file and document (and List item).
 """
 
 import argparse
 import dataclasses
+import gc
+import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from access_hygiene.cli.manifest_reader import HAS_LIBYAML, LIBYAML_NOTICE, ManifestError, read_documents
 from access_hygiene.cli.output import (
     FORMATS,
     Locations,
@@ -22,11 +32,12 @@ from access_hygiene.cli.output import (
     render_rules,
     render_rules_markdown,
     render_table,
+    render_wide,
     write_json,
 )
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, iter_flattened, name_of, namespace_of
+from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, name_of, namespace_of
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -62,95 +73,113 @@ def _manifest_files(path: Path) -> list[Path]:
     raise InputError(f"{path}: no such file or directory")
 
 
-def _node_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key and isinstance(value_node, yaml.Node):
-                return value_node
-    return None
+@dataclasses.dataclass
+class FileInput:
+    """What the files gave: the snapshot, where each object starts, and the problems met on the way."""
 
+    snapshot: ClusterSnapshot = dataclasses.field(default_factory=ClusterSnapshot)
+    locations: dict[tuple[str, str, str], tuple[str, int]] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    objects_read: int = 0
+    ignored: int = 0  # objects of kinds the rules do not read
+    positions: bool = True  # where objects start (for SARIF); without, a large JSON List reads leaner
+    parse_seconds: tuple[float, float] = (0.0, 0.0)  # wall, CPU: reading text into documents
+    snapshot_seconds: tuple[float, float] = (0.0, 0.0)  # wall, CPU: documents into snapshot objects
 
-def _scalar(node: yaml.Node | None) -> str:
-    return str(node.value) if isinstance(node, yaml.ScalarNode) else ""
-
-
-def _object_lines(node: yaml.Node, source: str, locations: dict[tuple[str, str, str], tuple[str, int]]) -> None:
-    """Record where each object (and each item of a List) starts, for SARIF physical locations."""
-    items = _node_value(node, "items")
-    if isinstance(items, yaml.SequenceNode):
-        list_kind = _scalar(_node_value(node, "kind"))
-        for item in items.value:
-            if _node_value(item, "kind") is None and list_kind.endswith("List") and list_kind != "List":
-                kind = list_kind[: -len("List")]
-            else:
-                kind = _scalar(_node_value(item, "kind"))
-            _record(item, kind, source, locations)
-        return
-    _record(node, _scalar(_node_value(node, "kind")), source, locations)
-
-
-def _record(node: yaml.Node, kind: str, source: str, locations: dict[tuple[str, str, str], tuple[str, int]]) -> None:
-    metadata = _node_value(node, "metadata")
-    key = (
-        kind,
-        _scalar(_node_value(metadata, "namespace")) if metadata else "",
-        _scalar(_node_value(metadata, "name")),
-    )
-    locations.setdefault(key, (source, node.start_mark.line + 1))
-
-
-def parse_manifests(
-    text: str, source: str, locations: dict[tuple[str, str, str], tuple[str, int]], *, lenient: bool = False
-) -> list[Obj]:
-    """All objects of a (multi-document) YAML or JSON text; raises InputError with the position.
-    lenient (files found in a directory): documents that are not Kubernetes objects are skipped."""
-    try:
-        documents = list(yaml.safe_load_all(text))
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
-            if node is not None:
-                _object_lines(node, source, locations)
-    except yaml.YAMLError as error:
-        raise InputError(f"{source}: invalid YAML/JSON: {error}") from None
-    objects: list[Obj] = []
-    for position, document in enumerate(documents, start=1):
-        if document is None:
-            continue
-        if not isinstance(document, dict) or "kind" not in document:
+    def read_text(self, text: str, source: str, *, json_hint: bool = False, lenient: bool = False) -> None:
+        """Add every object of one file's text. lenient (files found in a directory): an unparsable file and
+        documents that are not Kubernetes objects are skipped (the former with a warning); otherwise an
+        unparsable file raises InputError."""
+        started = time.perf_counter(), time.process_time()
+        try:
+            documents = read_documents(text, json_hint=json_hint, positions=self.positions)
+        except ManifestError as error:
             if lenient:
+                self.warnings.append(f"{source}: skipped, {error}")
+                return
+            raise InputError(f"{source}: {error}") from None
+        finally:
+            parsed = time.perf_counter(), time.process_time()
+            self.parse_seconds = _plus(self.parse_seconds, parsed, started)
+        for document in documents:
+            value = document.value
+            if value is None:
                 continue
-            raise InputError(f"{source}: document {position} is not a Kubernetes object (no `kind`)")
-        objects.append(document)
-    return objects
+            if not isinstance(value, dict) or "kind" not in value:
+                if not lenient:
+                    self.warnings.append(f"{source}: document {document.index} is not a Kubernetes object (no `kind`)")
+                continue
+            self._add(value, source, document.index, document.line, document.item_lines, "")
+        self.snapshot_seconds = _plus(self.snapshot_seconds, (time.perf_counter(), time.process_time()), parsed)
+
+    def _add(
+        self, obj: Obj, source: str, index: int, line: int | None, item_lines: tuple[int, ...], where: str
+    ) -> None:
+        kind = str(obj.get("kind", ""))
+        if kind == "List" or (kind.endswith("List") and "items" in obj):  # as snapshot.iter_flattened
+            item_kind = kind[: -len("List")] if kind != "List" else ""
+            items = obj.get("items") or []
+            for position, item in enumerate(items if isinstance(items, list) else []):
+                if not isinstance(item, dict):
+                    continue
+                if item_kind and "kind" not in item:
+                    item = {**item, "kind": item_kind}
+                item_line = item_lines[position] if position < len(item_lines) else None
+                self._add(item, source, index, item_line, (), f"{where} item {position + 1}")
+            return
+        if kind not in KIND_FIELDS:
+            self.ignored += 1
+            return
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict) or not name_of(obj):
+            reason = "without metadata.name"
+            if isinstance(metadata, dict) and metadata.get("generateName"):
+                reason += " (a generateName manifest: the API server picks the name)"
+            self.warnings.append(f"{source}: document {index}{where}: {kind} {reason}; skipped")
+            return
+        namespace = namespace_of(obj)
+        if line is not None:
+            self.locations.setdefault((kind, namespace, name_of(obj)), (source, line))
+        if not namespace and kind in DEFAULT_NAMESPACE_KINDS:
+            # Manifests often omit metadata.namespace (kubectl applies them to "default"); so does the scan.
+            metadata["namespace"] = "default"
+        self.snapshot.add(obj)
+        self.objects_read += 1
 
 
-def load_files(paths: list[str]) -> tuple[ClusterSnapshot, Locations]:
-    objects: list[Obj] = []
-    locations: dict[tuple[str, str, str], tuple[str, int]] = {}
+def _plus(total: tuple[float, float], end: tuple[float, float], start: tuple[float, float]) -> tuple[float, float]:
+    return total[0] + end[0] - start[0], total[1] + end[1] - start[1]
+
+
+# Namespaced kinds the rules read, defaulted to the "default" namespace like kubectl does.
+DEFAULT_NAMESPACE_KINDS = frozenset(
+    {"RoleBinding", "Role", "ServiceAccount", "Pod", "NetworkPolicy", "Secret", "AccessPolicy", "Deployment",
+     "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet"}
+)  # fmt: skip
+
+
+def load_files(paths: list[str], *, positions: bool = True) -> FileInput:
+    """Read -f inputs file by file into one snapshot (with each object's start line when positions).
+    Raises InputError for a missing path or an unparsable file named explicitly."""
+    loaded = FileInput(positions=positions)
+    if not HAS_LIBYAML:
+        loaded.warnings.append(LIBYAML_NOTICE)
     for raw in paths:
         if raw == "-":
-            objects += parse_manifests(sys.stdin.read(), "<stdin>", locations)
+            loaded.read_text(sys.stdin.read(), "<stdin>")
             continue
+        lenient = Path(raw).is_dir()
         for path in _manifest_files(Path(raw)):
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as error:
-                raise InputError(f"{path}: cannot read: {error}") from None
-            objects += parse_manifests(text, path.as_posix(), locations, lenient=Path(raw).is_dir())
-    flat = list(iter_flattened(objects))
-    for obj in flat:
-        if not isinstance(obj.get("metadata"), dict) or not name_of(obj):
-            raise InputError(f"{obj.get('kind')} without metadata.name in the input")
-    _default_namespaces(flat)
-    return ClusterSnapshot.from_objects(flat), locations
-
-
-def _default_namespaces(objects: list[Obj]) -> None:
-    """Manifests often omit metadata.namespace (kubectl applies them to "default"); so does the scan."""
-    for obj in objects:
-        if obj.get("kind") in ("RoleBinding", "Role", "ServiceAccount", "Pod", "NetworkPolicy", "Secret",
-                               "AccessPolicy", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
-                               "ReplicaSet") and not namespace_of(obj):  # fmt: skip
-            obj["metadata"]["namespace"] = "default"
+                if not lenient:
+                    raise InputError(f"{path}: cannot read: {error}") from None
+                loaded.warnings.append(f"{path}: skipped, cannot read: {error}")
+                continue
+            loaded.read_text(text, path.as_posix(), json_hint=path.suffix.lower() == ".json", lenient=lenient)
+            del text  # not held through the audit: a 50,000-object dump is ~15-30 MB of text
+    return loaded
 
 
 @dataclasses.dataclass
@@ -158,14 +187,39 @@ class LoadedInput:
     snapshot: ClusterSnapshot
     locations: Locations
     source: str
+    parse_seconds: tuple[float, float] = (0.0, 0.0)
+    snapshot_seconds: tuple[float, float] = (0.0, 0.0)
+
+
+MAX_WARNINGS_SHOWN = 20
 
 
 def load_input(args: argparse.Namespace) -> LoadedInput:
-    """The snapshot from -f files, or else from the live cluster (with a progress display on a TTY)."""
+    """The snapshot from -f files (problems printed on stderr as warnings), or else from the live cluster
+    (with a progress display when stderr is a terminal)."""
     if args.filename:
-        snapshot, locations = load_files(args.filename)
-        return LoadedInput(snapshot, locations, ", ".join(args.filename))
-    return LoadedInput(_load_live(args), {}, f"context {args.context}" if args.context else "current context")
+        loaded = load_files(args.filename, positions=getattr(args, "output", None) == "sarif")
+        _print_warnings(loaded.warnings)
+        problems = [w for w in loaded.warnings if w != LIBYAML_NOTICE]
+        if not loaded.objects_read and problems:
+            raise InputError(f"nothing could be read from the input ({len(problems)} problem(s) above)")
+        return LoadedInput(loaded.snapshot, loaded.locations, ", ".join(args.filename), loaded.parse_seconds,
+                           loaded.snapshot_seconds)  # fmt: skip
+    started = time.perf_counter(), time.process_time()
+    snapshot = _load_live(args)
+    where = f"context {args.context}" if args.context else "current context"
+    elapsed = _plus((0.0, 0.0), (time.perf_counter(), time.process_time()), started)
+    return LoadedInput(snapshot, {}, where, snapshot_seconds=elapsed)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    if not warnings:
+        return
+    console = Console(stderr=True, soft_wrap=True)
+    for warning in warnings[:MAX_WARNINGS_SHOWN]:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    if len(warnings) > MAX_WARNINGS_SHOWN:
+        console.print(f"[yellow]warning:[/yellow] ... and {len(warnings) - MAX_WARNINGS_SHOWN} more", highlight=False)
 
 
 def _load_live(args: argparse.Namespace) -> ClusterSnapshot:
@@ -233,7 +287,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_input_arguments(parser)
-    parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument(
+        "-o", "--output", choices=FORMATS, default="table",
+        help="output format (default: table): table (a table on a wide terminal, else one line per finding), "
+        "wide (one line per finding with every field, never wrapped), json, sarif",
+    )  # fmt: skip
     parser.add_argument(
         "--fail-on", choices=[*[s.value for s in Severity], "none"], default="none", metavar="SEVERITY",
         help="exit 1 when a non-exempt finding is at or above SEVERITY: low, medium, high, critical, none (default)",
@@ -265,23 +323,83 @@ def fails(findings: list[Finding], threshold: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A scan allocates many long-lived objects and frees them all at exit: the cyclic GC's full
+    # collections only cost time here (up to half of a 50,000-object audit), so it is off for the run.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(args, PhaseTimer())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
     from access_hygiene.reconcile.audit import load_rules, run_audit
 
     errors = Console(stderr=True)
     try:
         ctx = audit_context(args)
+        timer.lap("import")  # settings and rule modules load here
         loaded = load_input(args)
+        timer.add("parse", *loaded.parse_seconds)
+        timer.add("snapshot", *loaded.snapshot_seconds)
+        timer.restart()
         findings = run_audit(loaded.snapshot, ctx, only=_selected(args))
+        timer.lap("audit")
     except (InputError, ValueError) as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return EXIT_USAGE
     if args.output == "json":
-        write_json(findings_json(findings), sys.stdout)
+        write_json(findings_json(findings, as_models=True), sys.stdout, plain=lambda: findings_json(findings))
     elif args.output == "sarif":
         write_json(findings_sarif(findings, load_rules().values(), loaded.locations), sys.stdout)
+    elif args.output == "wide":
+        render_wide(findings, Console(soft_wrap=True))
     else:
         render_table(findings, Console())
+    sys.stdout.flush()
+    timer.lap("output")
+    timer.report()
     return EXIT_FINDINGS if fails(findings, args.fail_on) else EXIT_OK
+
+
+class PhaseTimer:
+    """Wall and CPU seconds per phase, printed as one JSON line on stderr when ACCESS_HYGIENE_TIMINGS is set
+    (the benchmark reads it). `import` is the time from process start to the scan starting."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {"import": time.time() - _process_start()}
+        self.cpu: dict[str, float] = {"import": time.process_time()}
+        self.restart()
+
+    def add(self, phase: str, wall: float, cpu: float) -> None:
+        self.wall[phase] = self.wall.get(phase, 0.0) + wall
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu
+
+    def restart(self) -> None:
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, phase: str) -> None:
+        self.add(phase, time.perf_counter() - self.started, time.process_time() - self.started_cpu)
+        self.restart()
+
+    def report(self) -> None:
+        if os.environ.get("ACCESS_HYGIENE_TIMINGS"):
+            rounded = {name: {k: round(v, 3) for k, v in phases.items()} for name, phases in
+                       (("wall", self.wall), ("cpu", self.cpu))}  # fmt: skip
+            sys.stderr.write(json.dumps({"timings": rounded}) + "\n")
+
+
+def _process_start() -> float:
+    """When this process started (Linux /proc; elsewhere: now, so the import phase reads 0)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))  # fmt: skip
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 def run_rules(args: argparse.Namespace) -> int:

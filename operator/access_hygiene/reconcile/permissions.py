@@ -25,7 +25,7 @@ from typing import Any
 from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
 from access_hygiene.reconcile.bootstrap_roles import with_bootstrap_roles
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, annotations_of, labels_of, name_of, namespace_of
+from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 SA_USER_PREFIX = "system:serviceaccount:"
@@ -41,6 +41,9 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 SubjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
+_NO_STRINGS: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
     """One RBAC PolicyRule, normalised to sets."""
@@ -54,8 +57,8 @@ class PolicyRule:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "PolicyRule":
         def strings(key: str) -> frozenset[str]:
-            value = raw.get(key) or []
-            return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
+            value = raw.get(key)
+            return frozenset(map(str, value)) if value and isinstance(value, list) else _NO_STRINGS
 
         return cls(
             verbs=strings("verbs"),
@@ -102,6 +105,26 @@ class PolicyRule:
         if self.resource_names:
             text += f" resourceNames={joined(self.resource_names)}"
         return text
+
+
+class RuleSet(tuple[PolicyRule, ...]):
+    """A role's resolved rules. Bindings of the same role share one RuleSet, which remembers what
+    rules_grant() answered for it, so each role's capabilities are computed once per audit."""
+
+    memo: dict[tuple[int, bool], tuple[object, bool]]
+
+    def __new__(cls, rules: Iterable[PolicyRule] = ()) -> "RuleSet":
+        instance = super().__new__(cls, rules)
+        instance.memo = {}
+        return instance
+
+    @property
+    def grants_everything(self) -> bool:
+        """`*` verbs on `*` resources in `*` groups (cluster-admin or equivalent) in one of the rules."""
+        cached = self.memo.get((0, True))
+        if cached is None:
+            cached = self.memo[(0, True)] = (None, any(rule.is_superuser for rule in self))
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -196,8 +219,15 @@ def parse_subject(text: str) -> Subject:
 
 def is_bootstrap(obj: Obj) -> bool:
     """A default RBAC object kube-apiserver recreates and reconciles (unless autoupdate is "false")."""
+    # Same answer as labels_of(obj)/annotations_of(obj), without copying every label (called per binding and role).
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
     key, value = BOOTSTRAP_LABEL
-    return labels_of(obj).get(key) == value and annotations_of(obj).get(AUTOUPDATE_ANNOTATION) != "false"
+    if not isinstance(labels, dict) or key not in labels or str(labels[key]) != value:
+        return False
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    autoupdate = annotations.get(AUTOUPDATE_ANNOTATION) if isinstance(annotations, dict) else None
+    return autoupdate is None or str(autoupdate) != "false"
 
 
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -289,9 +319,9 @@ class PermissionIndex:
         # Default ClusterRoles the snapshot lacks come from the shipped bootstrap data.
         cluster_rules = resolve_cluster_roles(with_bootstrap_roles(snapshot.cluster_roles))
         for name, rules in cluster_rules.items():
-            index.role_rules[("ClusterRole", "", name)] = rules
+            index.role_rules[("ClusterRole", "", name)] = RuleSet(rules)
         for role in snapshot.roles:
-            index.role_rules[("Role", namespace_of(role), name_of(role))] = _parse_rules(role)
+            index.role_rules[("Role", namespace_of(role), name_of(role))] = RuleSet(_parse_rules(role))
         for obj in snapshot.cluster_role_bindings:
             index._add_binding(obj, "")
         for obj in snapshot.role_bindings:
@@ -432,8 +462,7 @@ def permission_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> Permission
 
 def is_excluded(subject: Subject, ctx: AuditContext) -> bool:
     """Built-in system subjects the RBAC rules ignore (ctx.excluded_subject_prefixes)."""
-    username = subject_username(subject)
-    return any(username.startswith(prefix) for prefix in ctx.excluded_subject_prefixes)
+    return subject_username(subject).startswith(ctx.excluded_subject_prefixes)
 
 
 # --- capabilities: coarse, named permission patterns shared by the rules and the metrics -------------
@@ -488,7 +517,10 @@ RBAC_WRITE: Pattern = (
 
 def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = False) -> bool:
     """Does the rule grant any (verb, group, resource) of the pattern? resourceNames-restricted rules
-    count only with include_named (a named grant is the least-privilege form of most of these)."""
+    count only with include_named (a named grant is the least-privilege form of most of these).
+
+    Same answer as trying allows_any_name() on every (verb, group, resource) of the pattern: verb, group
+    and resource match independently, so each is checked once (set operations first, they reject most)."""
     if rule.resource_names and not include_named:
         return False
     verbs, groups, resources = pattern
@@ -508,6 +540,15 @@ def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = Fal
 
 
 def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False) -> bool:
+    """Does any of the rules grant any (verb, group, resource) of the pattern? Remembered per RuleSet."""
+    if isinstance(rules, RuleSet):
+        key = (id(pattern), include_named)
+        cached = rules.memo.get(key)
+        if cached is not None and cached[0] is pattern:
+            return cached[1]
+        result = any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
+        rules.memo[key] = (pattern, result)  # the pattern is kept alive, so its id stays unique
+        return result
     return any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
 
 

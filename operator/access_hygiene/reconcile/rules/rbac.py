@@ -10,7 +10,7 @@ Severities are raised one step for findings in ctx.privileged_namespaces.
 
 from collections.abc import Callable, Iterator
 
-from access_hygiene.models.findings import Finding, ObjectRef, Severity
+from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.permissions import (
     ANONYMOUS_USER,
     AUTHENTICATED_GROUP,
@@ -39,6 +39,7 @@ from access_hygiene.reconcile.permissions import (
     Binding,
     Pattern,
     PolicyRule,
+    RuleSet,
     has_wildcard,
     is_bootstrap,
     is_excluded,
@@ -70,7 +71,30 @@ def _scope(binding: Binding) -> str:
 
 
 def _grants_everything(binding: Binding) -> bool:
-    return any(r.is_superuser for r in binding.rules)
+    rules = binding.rules
+    return rules.grants_everything if isinstance(rules, RuleSet) else any(r.is_superuser for r in rules)
+
+
+# (binding, its non-excluded subjects, grants everything) for every non-bootstrap binding with such subjects.
+_WalkEntry = tuple[Binding, tuple[Subject, ...], bool]
+
+
+def _binding_walk(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[_WalkEntry]:
+    """The one walk over all bindings that the binding rules share (cached per audit in ctx.cache): what
+    every rule used to recompute per binding (bootstrap, excluded subjects, superuser) is done once here."""
+    index = permission_index(snapshot, ctx)
+    cached = ctx.cache.get("rbac_binding_walk")
+    if cached is not None and cached[0] is index:
+        return cached[1]  # type: ignore[no-any-return]
+    walk: list[_WalkEntry] = []
+    for binding in index.bindings:
+        if binding.bootstrap:
+            continue
+        subjects = tuple(s for s in binding.subjects if not is_excluded(s, ctx))
+        if subjects:
+            walk.append((binding, subjects, _grants_everything(binding)))
+    ctx.cache["rbac_binding_walk"] = (index, walk)
+    return walk
 
 
 def _binding_findings(
@@ -83,21 +107,17 @@ def _binding_findings(
     include_superuser: bool = False,
 ) -> Iterator[Finding]:
     """One finding per non-excluded subject of each binding the check flags."""
-    for binding in permission_index(snapshot, ctx).bindings:
-        if binding.bootstrap or (cluster_scoped and binding.namespace):
-            continue
-        if not include_superuser and _grants_everything(binding):
-            continue
-        subjects = [s for s in binding.subjects if not is_excluded(s, ctx)]
-        if not subjects:
+    for binding, subjects, superuser in _binding_walk(snapshot, ctx):
+        if (cluster_scoped and binding.namespace) or (superuser and not include_superuser):
             continue
         detail = check(binding, ctx)
         if detail is None:
             continue
+        severity = _severity(rule_id, binding.namespace, ctx)
         for subject in subjects:
             yield Finding(
                 rule_id=rule_id,
-                severity=_severity(rule_id, binding.namespace, ctx),
+                severity=severity,
                 namespace=binding.namespace,
                 object=binding.ref,
                 subject=subject,
@@ -116,7 +136,9 @@ def _subject_check(kind: str, names: frozenset[str], detail: str) -> Callable[..
     """Bindings that name a specific well-known subject (reported whatever the role grants)."""
 
     def findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
-        for binding in permission_index(snapshot, ctx).bindings:
+        index = permission_index(snapshot, ctx)
+        positions = sorted({p for name in names for p in index.by_subject.get((kind, "", name), [])})
+        for binding in (index.bindings[p] for p in positions):  # only the bindings naming one of these subjects
             if binding.bootstrap:
                 continue
             for subject in binding.subjects:
