@@ -40,7 +40,9 @@ class OperatorSettings(BaseSettings):
     event_debounce_seconds: float = Field(
         default=0.05, ge=0, le=5, description="Coalesce a burst of watch events into one incremental audit."
     )
-    workers: int = Field(default=4, ge=1, le=32, description="Concurrent policy/namespace reconciles.")
+    workers: int = Field(
+        default=16, ge=1, le=64, description="Concurrent policy/namespace reconciles (they mostly wait on the API)."
+    )
     warning_events: bool = Field(default=True, description="Post Warning Events on RBAC objects with new findings.")
     detailed_metrics: bool = False
     write_namespace_summary: bool = Field(

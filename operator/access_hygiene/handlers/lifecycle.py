@@ -7,7 +7,7 @@ import kopf
 
 from access_hygiene import API_GROUP
 from access_hygiene.handlers.runtime import Runtime, runtime_of
-from access_hygiene.k8s.client import make_api_client
+from access_hygiene.k8s.client import make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics
@@ -44,7 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics = Metrics(detailed=operator_settings.detailed_metrics)
     if operator_settings.metrics_port:
         metrics.serve(operator_settings.metrics_port, addr=operator_settings.metrics_addr)
-    runtime = Runtime(settings=operator_settings, api=make_api_client(), metrics=metrics)
+    api = with_pool_size(make_api_client(), operator_settings.workers + 8)
+    runtime = Runtime(settings=operator_settings, api=api, metrics=metrics)
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
     runtime.controller.start()

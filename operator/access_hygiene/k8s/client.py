@@ -17,3 +17,10 @@ def make_api_client(kubeconfig: str | None = None, context: str | None = None) -
         kubernetes.config.load_incluster_config(client_configuration=configuration)
         return kubernetes.client.ApiClient(configuration)
     return cast(kubernetes.client.ApiClient, kubernetes.config.new_client_from_config())
+
+
+def with_pool_size(api: kubernetes.client.ApiClient, size: int) -> kubernetes.client.ApiClient:
+    """The same client with room for `size` concurrent connections (workers, long-lived watches)."""
+    api.configuration.connection_pool_maxsize = size
+    api.rest_client = kubernetes.client.rest.RESTClientObject(api.configuration)
+    return api

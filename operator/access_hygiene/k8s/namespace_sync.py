@@ -81,7 +81,11 @@ def sync_namespace(
                 resources.delete(api, ref.api_version, ref.kind, ref.name, ref.namespace, uid=live["metadata"]["uid"])
                 removed.add((ref.kind, ref.namespace, ref.name))
                 writes += 1
-        if writes:  # what we just wrote changes the controls: plan again on the result for an honest summary
+        if writes and findings is not None:
+            # The watch cache sees these writes within milliseconds and this namespace is reconciled again
+            # with fresh findings; the summary is written then, so no second audit is needed here.
+            return NamespaceSyncResult(plan=plan, mode=mode, writes=writes, summary={})
+        if writes:  # no watch behind the caller: plan again on the result for an honest summary
             snapshot = _with_written(snapshot, written, removed)
             plan = plan_namespace(namespace, snapshot, ctx)
     summary = namespace_summary(plan, namespace_controls(snapshot, ctx))

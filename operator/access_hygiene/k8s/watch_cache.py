@@ -370,9 +370,6 @@ class WatchCache:
 
 def make_watch_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     """A client whose connection pool holds one long-lived connection per watched kind."""
-    from access_hygiene.k8s.client import make_api_client
+    from access_hygiene.k8s.client import make_api_client, with_pool_size
 
-    api = make_api_client(kubeconfig)
-    api.configuration.connection_pool_maxsize = 32
-    api.rest_client = kubernetes.client.rest.RESTClientObject(api.configuration)
-    return api
+    return with_pool_size(make_api_client(kubeconfig), 32)
