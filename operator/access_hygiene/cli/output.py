@@ -12,7 +12,7 @@ from access_hygiene import __version__
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.rules import Rule
 
-FORMATS = ("table", "json", "sarif")
+FORMATS = ("table", "json", "sarif", "openreports")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://github.com/access-hygiene/access-hygiene"
 _SARIF_LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note"}

@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from access_hygiene.cli.openreports_output import write_openreports
 from access_hygiene.cli.output import (
     FORMATS,
     Locations,
@@ -279,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(findings_json(findings), sys.stdout)
     elif args.output == "sarif":
         write_json(findings_sarif(findings, load_rules().values(), loaded.locations), sys.stdout)
+    elif args.output == "openreports":
+        write_openreports(findings, sys.stdout)
     else:
         render_table(findings, Console())
     return EXIT_FINDINGS if fails(findings, args.fail_on) else EXIT_OK
