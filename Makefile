@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Builds kube-apiserver, kube-controller-manager, etcd and helm once; cached under ~/.cache/access-hygiene.
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm once; cached under ~/.cache/access-hygiene.
 controlplane:
 	bash controlplane/build.sh >/dev/null
 
@@ -36,11 +36,13 @@ cluster: $(VENV)/.installed controlplane
 test: $(VENV)/.installed controlplane lint
 	$(PY) -m pytest
 
-# Regenerate every generated artefact: CRD, RBAC rule reference, dashboard/alerts, then chart schema, chart CRD, deploy/.
+# Regenerate every generated artefact: CRD, RBAC rule reference, dashboard/alerts, OpenReports CRDs, then chart schema,
+# chart CRDs, deploy/.
 generate: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
 	$(BIN)/access-hygiene rules --prefix AH-RBAC -o markdown > docs/rbac-rules.md
 	$(PY) -m monitoring
+	$(PY) scripts/openreports_crds.py
 	$(PY) scripts/render_chart.py
 
 crd: generate
