@@ -16,7 +16,6 @@ from access_hygiene.k8s.scan import scan_cluster
 from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from access_hygiene.models.findings import Finding, ObjectRef, Severity
 from access_hygiene.settings import OperatorSettings
-from tests.cluster.conftest import wait_for
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -80,7 +79,8 @@ def report(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] |
 
 
 def report_writes(cluster: Cluster, since: float, namespaces: list[str]) -> list[str]:
-    """The operator identity's write requests on openreports.io objects in these namespaces, from the audit log."""
+    """The operator identity's write requests ("verb namespace/resource") on openreports.io objects in these
+    namespaces, from the audit log (a create's objectRef has no name)."""
     writes = []
     for line in cluster.control_plane.audit_log_path.read_text().splitlines():
         event = json.loads(line)
@@ -91,11 +91,21 @@ def report_writes(cluster: Cluster, since: float, namespaces: list[str]) -> list
             or ref.get("apiGroup") != GROUP
             or ref.get("namespace") not in namespaces
             or event["verb"] in ("get", "list", "watch")
+            or (event.get("responseStatus") or {}).get("code", 200) >= 400
         ):
             continue
         if datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp() >= since:
-            writes.append(f"{event['verb']} {ref.get('namespace')}/{ref.get('name')}")
+            writes.append(f"{event['verb']} {ref.get('namespace')}/{ref.get('resource')}")
     return writes
+
+
+def writes_become(cluster: Cluster, since: float, namespaces: list[str], expected: list[str]) -> None:
+    """The audit log (flushed asynchronously) shows exactly `expected` writes after `since`, within 10 s."""
+    expected = sorted(expected)
+    deadline = time.monotonic() + 10
+    while sorted(report_writes(cluster, since, namespaces)) != expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert sorted(report_writes(cluster, since, namespaces)) == expected
 
 
 def settle() -> float:
@@ -120,12 +130,7 @@ def test_writes_changed_reports_only_and_deletes_stale_ones(
         assert written["summary"] == {"pass": 0, "fail": 1, "warn": 1, "error": 0, "skip": 0}
         assert [r["resources"][0]["name"] for r in written["results"]] == ["one", "two"]
         assert report(api, b)["summary"]["skip"] == 1  # type: ignore[index]
-    wait_for(
-        lambda: (
-            sorted(report_writes(reports_cluster, since, namespaces))
-            == [f"create {a}/access-hygiene", f"create {b}/access-hygiene"]
-        )
-    )
+    writes_become(reports_cluster, since, namespaces, [f"create {a}/reports", f"create {b}/reports"])
 
     # Same findings again: zero writes, by the writer's count and by the API server's audit log.
     since = settle()
@@ -138,12 +143,7 @@ def test_writes_changed_reports_only_and_deletes_stale_ones(
     # One namespace changes: one write; the other namespace's findings are gone: its report is deleted.
     since = settle()
     assert writer.sync(operator_api, [finding(a, "one")]) == 2
-    wait_for(
-        lambda: (
-            sorted(report_writes(reports_cluster, since, namespaces))
-            == [f"delete {b}/access-hygiene", f"patch {a}/access-hygiene"]
-        )
-    )
+    writes_become(reports_cluster, since, namespaces, [f"delete {b}/reports", f"patch {a}/reports"])
     with reports_cluster.api_client() as api:
         assert report(api, b) is None
         assert report(api, a)["summary"]["warn"] == 0  # type: ignore[index]
@@ -163,9 +163,12 @@ def test_a_report_it_does_not_own_is_left_alone(
     with reports_cluster.api_client() as api:
         custom: Any = kubernetes.client.CustomObjectsApi(api)
         custom.create_namespaced_custom_object(GROUP, VERSION, a, "reports", foreign)
+        since = settle()
         writer = ReportWriter()
-        assert writer.sync(operator_api, [finding(a, "one")]) == 0
-        assert writer.sync(operator_api, []) == 0  # not ours, so not stale either
+        writer.sync(operator_api, [finding(a, "one")])  # writes elsewhere: stale reports of other tests go
+        writer.sync(operator_api, [])  # the foreign report is not ours, so not stale either
+        time.sleep(1.5)
+        assert report_writes(reports_cluster, since, [a]) == []
         live = report(api, a)
         assert live is not None
         assert live["source"] == "kyverno"

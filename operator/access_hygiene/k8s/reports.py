@@ -59,6 +59,13 @@ def report_content(manifest: Manifest) -> Manifest:
     }
 
 
+def _namespace_gone(error: kubernetes.client.ApiException) -> bool:
+    message = api_error_message(error)
+    return (error.status == 404 and "namespaces" in message) or (
+        error.status == 403 and "is being terminated" in message
+    )
+
+
 class ReportsUnavailableError(Exception):
     """The openreports.io CRDs are not served by the API server."""
 
@@ -131,20 +138,20 @@ class ReportWriter:
     def _write(self, api: kubernetes.client.ApiClient, key: ReportKey, manifest: Manifest, *, exists: bool) -> bool:
         kind, namespace, name = key
         rtype = REPORT_TYPES[kind]
-        if exists:  # ours: server-side apply replaces our fields (results is an atomic list)
-            query = {"fieldManager": FIELD_MANAGER, "force": "true"}
-            request(api, "PATCH", rtype.path(namespace, name), query=query, body=manifest,
-                    content_type="application/apply-patch+yaml")  # fmt: skip
-            return True
-        try:  # create, never take over: a report of that name may belong to someone else
-            request(api, "POST", rtype.path(namespace), query={"fieldManager": FIELD_MANAGER}, body=manifest)
+        try:
+            if exists:  # ours: server-side apply replaces our fields (results is an atomic list)
+                query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+                request(api, "PATCH", rtype.path(namespace, name), query=query, body=manifest,
+                        content_type="application/apply-patch+yaml")  # fmt: skip
+            else:  # create, never take over: a report of that name may belong to someone else
+                request(api, "POST", rtype.path(namespace), query={"fieldManager": FIELD_MANAGER}, body=manifest)
         except kubernetes.client.ApiException as error:
-            if error.status == 409:
+            if error.status == 409 and not exists:
                 logger.warning("%s %s/%s exists and is not managed by access-hygiene; left alone.",
                                kind, namespace, name)  # fmt: skip
                 self._not_owned.add(key)
                 return False
-            if error.status == 404 and namespace:  # the namespace went away since the scan
+            if namespace and _namespace_gone(error):  # deleted or terminating since the scan: nothing to report
                 return False
             raise
         return True
