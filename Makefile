@@ -19,7 +19,7 @@ controlplane:
 
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
-	$(BIN)/access-hygiene local --examples examples
+	$(BIN)/access-hygiene local --examples examples --examples examples/findings
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator tests benchmarks monitoring scripts
