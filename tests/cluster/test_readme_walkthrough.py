@@ -229,6 +229,32 @@ def test_readme_walkthrough_runs_verbatim(local: Local) -> None:
             time.sleep(2)
 
 
+def docs_kubectl_reads() -> list[str]:
+    """The read-only kubectl lines (get/describe) of the docs' shell blocks, comments stripped.
+
+    The in-cluster install commands (namespace access-hygiene: rollout status, port-forward) and writes
+    are for a real cluster; these reads work on the local default too.
+    """
+    commands = []
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```bash\n(.*?)\n```", page.read_text(), flags=re.DOTALL):
+            for line in block.splitlines():
+                command = COMMENT.sub("", line).strip()
+                if re.match(r"kubectl (get|describe) ", command) and "access-hygiene" not in command.split("-n")[-1]:
+                    commands.append(command)
+    return commands
+
+
+def test_docs_kubectl_reads_work_on_the_local_default(local: Local) -> None:
+    commands = docs_kubectl_reads()
+    assert "kubectl get reports -A" in commands
+    exports = [c for c in using_it_block() if c.startswith("export ")]
+    for command in commands:
+        result = run(local, exports, command)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        assert "error" not in result.stderr.lower(), f"{command}: {result.stderr}"
+
+
 def test_kubectl_on_the_printed_path_is_the_built_v1_36(local: Local) -> None:
     exports = [c for c in using_it_block() if c.startswith("export ")]
     result = run(local, exports, "command -v kubectl && kubectl version --client -o json")
