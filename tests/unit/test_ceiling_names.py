@@ -9,6 +9,7 @@ from access_hygiene.reconcile.ceiling import (
     KNOWN_VERBS,
     ServedResources,
     check_grant_ceiling,
+    requested_resources,
     unknown_verbs,
     unserved_resources,
 )
@@ -107,3 +108,11 @@ def test_without_discovery_unknown_resources_read_as_outside_the_ceiling_but_ver
 
 def test_a_valid_policy_passes_with_discovery() -> None:
     assert check([{"resources": ["configmaps"], "resourceNames": ["cfg"], "verbs": ["get"]}]) == []
+
+
+def test_requested_resources_are_what_discovery_must_know() -> None:
+    spec = {"rbac": {"rules": [{"apiGroups": ["", "apps"], "resources": ["pods", "*/scale"], "verbs": ["get"]},
+                               {"apiGroups": ["*"], "resources": ["configmaps"], "verbs": ["get"]}],
+                     "clusterRules": [{"resources": ["nodes"], "verbs": ["get"]}]}}  # fmt: skip
+    policy = resolve_policy(META, AccessPolicySpec.model_validate(spec))
+    assert requested_resources(policy) == {("", "pods"), ("apps", "pods"), ("", "nodes")}

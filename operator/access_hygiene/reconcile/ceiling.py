@@ -167,6 +167,13 @@ def unserved_resources(rule: PolicyRule, served: ServedResources) -> list[tuple[
     return found
 
 
+def requested_resources(policy: ResolvedPolicy) -> set[tuple[str, str]]:
+    """(apiGroup, resource) pairs a policy names, wildcards left out: what discovery must know about."""
+    rules = [*policy.spec.rbac.rules, *policy.spec.rbac.cluster_rules]
+    return {(group, resource) for rule in rules for group in rule.api_groups for resource in rule.resources
+            if group != "*" and "*" not in resource}  # fmt: skip
+
+
 def uncovered_requests(
     rule: PolicyRule, ceiling: Sequence[Mapping[str, Any]], skip: Collection[tuple[str, str]] = ()
 ) -> list[str]:
