@@ -13,13 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Builds kube-apiserver, kube-controller-manager, etcd and helm once; cached under ~/.cache/access-hygiene.
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm once; cached under ~/.cache/access-hygiene.
 controlplane:
 	bash controlplane/build.sh >/dev/null
 
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
-	$(BIN)/access-hygiene local --examples examples
+	$(BIN)/access-hygiene local --examples examples --examples examples/findings
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator tests benchmarks monitoring scripts
@@ -36,12 +36,14 @@ cluster: $(VENV)/.installed controlplane
 test: $(VENV)/.installed controlplane lint
 	$(PY) -m pytest
 
-# Regenerate every generated artefact: CRD, bootstrap ClusterRoles (from a real kube-apiserver), RBAC rule reference, dashboard/alerts, then chart schema, chart CRD, deploy/.
+# Regenerate every generated artefact: CRD, bootstrap ClusterRoles (from a real kube-apiserver), RBAC rule
+# reference, dashboard/alerts, OpenReports CRDs, then chart schema, chart CRDs, deploy/.
 generate: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
 	$(PY) scripts/generate_bootstrap_roles.py
 	$(BIN)/access-hygiene rules --prefix AH-RBAC -o markdown > docs/rbac-rules.md
 	$(PY) -m monitoring
+	$(PY) scripts/openreports_crds.py
 	$(PY) scripts/render_chart.py
 
 crd: generate

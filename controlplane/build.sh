@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, etcd (and installs helm) into
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd (and installs helm) into
 # ~/.cache/access-hygiene/<versions>/bin. A finished build is reused: only the first run is slow.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -8,7 +8,7 @@ ETCD_VERSION="v3.6.8"
 HELM_VERSION="v3.22.0"
 cache_root="${ACCESS_HYGIENE_CACHE:-$HOME/.cache/access-hygiene}"
 out="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
-stamp="$out/.complete-$(sha256sum "$here/go.mod" "$here/go.sum" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
+stamp="$out/.complete-$(sha256sum "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
 
 if [[ -f "$stamp" ]]; then
   echo "$out"
@@ -30,6 +30,8 @@ cd "$here"
 echo "Building control plane $K8S_VERSION into $out" >&2
 go build -p 2 -ldflags "$ldflags" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 go build -p 2 -ldflags "$ldflags" -o "$out/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+# kubectl for people using the local default (`access-hygiene local` puts it on the printed PATH).
+go build -p 2 -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
 go build -p 2 -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release" -o "$out/etcd" ./cmd/etcd
 if [[ ! -x "$out/helm" ]]; then
   GOBIN="$out" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"

@@ -49,6 +49,10 @@ class OperatorSettings(BaseSettings):
         default=True,
         description="Write the accesshygiene.io/hygiene-summary annotation on namespaces (both modes).",
     )
+    write_reports: bool = Field(default=True, description="Write findings as OpenReports Report/ClusterReport objects.")
+    report_max_results: int = Field(
+        default=500, ge=1, description="Results per OpenReports object (most severe first)."
+    )
 
     admission_enabled: bool = Field(
         default=False, description="Install native admission policies compiled from the rule catalogue."

@@ -56,6 +56,13 @@ OPERATOR_NEEDS: list[Access] = [
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
     ("create", "", "events", "", "shop"),
     ("create", "events.k8s.io", "events", "", "shop"),
+    # reports.enabled (default): findings as OpenReports objects.
+    ("list", "openreports.io", "reports", "", ""),
+    ("create", "openreports.io", "reports", "", "shop"),
+    ("patch", "openreports.io", "reports", "", "shop"),
+    ("delete", "openreports.io", "reports", "", "shop"),
+    ("create", "openreports.io", "clusterreports", "", ""),
+    ("patch", "openreports.io", "clusterreports", "", ""),
     # From the grant ceiling, held so that Roles up to it pass the escalation check.
     ("get", "", "configmaps", "", "shop"),
     ("list", "", "services", "", "shop"),
@@ -88,6 +95,8 @@ OPERATOR_MUST_NOT: list[Access] = [
     ("delete", "accesshygiene.io", "accesspolicies", "", "shop"),
     ("create", "apps", "deployments", "", "shop"),
     ("create", "certificates.k8s.io", "certificatesigningrequests", "", ""),
+    ("update", "openreports.io", "reports", "", "shop"),
+    ("deletecollection", "openreports.io", "reports", "", "shop"),
 ]
 
 

@@ -57,6 +57,8 @@ OPERATOR_PERMISSIONS = {
     ("accesshygiene.io", "accesspolicies"): {"get", "list", "watch", "patch"},
     ("accesshygiene.io", "accesspolicies/status"): {"get", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    ("openreports.io", "reports"): {"get", "list", "create", "patch", "delete"},
+    ("openreports.io", "clusterreports"): {"get", "list", "create", "patch", "delete"},
 }
 
 
@@ -222,7 +224,7 @@ def test_rendered_objects_match_kubernetes_schemas(helm: Path, args: list[str]) 
 
 def test_chart_crd_is_the_generated_crd(helm: Path) -> None:
     generated = build_crd()
-    crd = the(render(helm), "CustomResourceDefinition")
+    crd = the(render(helm), "CustomResourceDefinition", generated["metadata"]["name"])
     assert crd["metadata"]["name"] == generated["metadata"]["name"]
     assert crd["spec"] == generated["spec"]
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -233,7 +235,11 @@ def test_chart_crd_is_the_generated_crd(helm: Path) -> None:
     [([], 1, True), (["--set", "crds.keep=false"], 1, False), (["--set", "crds.install=false"], 0, False)],
 )
 def test_crd_toggles(helm: Path, args: list[str], crd_count: int, kept: bool) -> None:
-    crds = [d for d in render(helm, *args) if d["kind"] == "CustomResourceDefinition"]
+    crds = [
+        d
+        for d in render(helm, *args)
+        if d["kind"] == "CustomResourceDefinition" and d["metadata"]["name"] == build_crd()["metadata"]["name"]
+    ]  # the OpenReports CRDs: test_openreports.py
     assert len(crds) == crd_count
     for crd in crds:
         assert ("helm.sh/resource-policy" in (crd["metadata"].get("annotations") or {})) is kept

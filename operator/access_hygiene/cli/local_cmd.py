@@ -21,25 +21,31 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     parser.add_argument("--workdir", type=Path, default=Path(".local-cluster"), help="state dir (recreated)")
     parser.add_argument("--port", type=int, default=0, help="kube-apiserver port (default: a free one)")
     parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")
+    parser.add_argument("--print-env", action="store_true", help="print the export lines of a running local and exit")
     add_operator_arguments(parser)
     parser.set_defaults(func=run, mode="enforce", metrics_port=9808, liveness="http://127.0.0.1:8080/healthz")
 
 
 def run(args: argparse.Namespace) -> int:
+    from access_hygiene.cli.local_env import print_env, report_crd_paths
     from access_hygiene.k8s.bootstrap import apply_manifests, install_prerequisites, load_manifests
     from access_hygiene.k8s.client import make_api_client
+    from access_hygiene.k8s.reports import install_report_crds
     from access_hygiene.localcluster import ControlPlane
     from access_hygiene.settings import OperatorSettings
 
+    if args.print_env:
+        return print_env(args.workdir)
     shutil.rmtree(args.workdir, ignore_errors=True)
     # Until kopf takes over signal handling, SIGTERM unwinds like Ctrl-C so the control plane is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     with ControlPlane(workdir=args.workdir.resolve(), keep_workdir=True, api_port=args.port) as control_plane:
         kubeconfig = str(control_plane.kubeconfig)
         print(f"Control plane ready at {control_plane.server}")
-        print(f"  export KUBECONFIG={kubeconfig}")
+        print_env(args.workdir, control_plane.bin_dir)  # export KUBECONFIG=..., export PATH=... (kubectl)
         with make_api_client(kubeconfig) as api:
             install_prerequisites(api, OperatorSettings().grant_ceiling_cluster_role)
+            install_report_crds(api, report_crd_paths())  # openreports.io Report, ClusterReport
             for line in apply_manifests(api, load_manifests(args.examples)):
                 print(f"  applied {line}")
         print(f"Operator starting in {args.mode} mode; metrics on http://127.0.0.1:{args.metrics_port}/metrics")

@@ -14,7 +14,7 @@ from access_hygiene import __version__
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.rules import Rule
 
-FORMATS = ("table", "wide", "json", "sarif")
+FORMATS = ("table", "wide", "json", "sarif", "openreports")
 # Below this many columns (or when stdout is not a terminal) the table becomes one line per finding.
 MIN_TABLE_WIDTH = 100
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from access_hygiene.cli.manifest_reader import HAS_LIBYAML, LIBYAML_NOTICE, ManifestError, read_documents
+from access_hygiene.cli.openreports_output import write_openreports
 from access_hygiene.cli.output import (
     FORMATS,
     Locations,
@@ -356,6 +357,8 @@ def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
         write_json(findings_sarif(findings, load_rules().values(), loaded.locations), sys.stdout)
     elif args.output == "wide":
         render_wide(findings, Console(soft_wrap=True))
+    elif args.output == "openreports":
+        write_openreports(findings, sys.stdout)
     else:
         render_table(findings, Console())
     sys.stdout.flush()

@@ -22,6 +22,7 @@ import kubernetes
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.k8s import resources
+from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
     API_FAILURES,
     OUTAGE,
@@ -33,6 +34,7 @@ from access_hygiene.k8s.errors import (
 from access_hygiene.k8s.events import EventRecorder
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
+from access_hygiene.k8s.reports import ReportWriter
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
@@ -70,6 +72,7 @@ LEGACY_FINALIZER = f"{API_GROUP}/cleanup"
 LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
 HEARTBEAT_SECONDS = 60.0
+REPORTS_SECONDS = 2.0
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -120,6 +123,9 @@ class Controller:
         self.metrics = metrics
         self.audit = IncrementalAudit()
         self.events = EventRecorder(api)
+        self.discovery = ServedResourcesCache()
+        self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
+        self._reports_due = asyncio.Event()
         self.queue = WorkQueue()
         self.ready = asyncio.Event()
         self._audit_lock = threading.Lock()  # the index and scope results are shared with worker threads
@@ -138,6 +144,8 @@ class Controller:
         if self.settings.warning_events:
             self.events.start()
         self._tasks.append(asyncio.create_task(self._coordinate(), name="access-hygiene-coordinator"))
+        if self.reports is not None:
+            self._tasks.append(asyncio.create_task(self._write_reports(), name="access-hygiene-reports"))
         for number in range(self.settings.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"access-hygiene-worker-{number}"))
 
@@ -208,7 +216,7 @@ class Controller:
                 self.audit.observe(change.kind, change.old, change.new)
             self.audit.full(self.state, self.settings.audit_context(now=datetime.now(UTC)), self.state.snapshot())
             findings = self.audit.totals().findings
-        self.events.seed(findings)
+        self.events.seed(findings, self._uid_of)
         self._publish(time.monotonic() - started)
 
     async def _process(self, changes: list[Change]) -> None:
@@ -264,9 +272,25 @@ class Controller:
                 duration_seconds=seconds,
             )
         )
+        self._loop.call_soon_threadsafe(self._reports_due.set)
         self.metrics.set_managed_objects(self._managed_counts())
         self.metrics.set_policies(self._policy_counts())
         self._published_at = time.monotonic()
+
+    async def _write_reports(self) -> None:
+        """Policy reports follow the findings at a calmer pace than metrics: one sync per REPORTS_SECONDS at most,
+        and only the reports whose content changed are written."""
+        assert self.reports is not None
+        while True:
+            await self._reports_due.wait()
+            self._reports_due.clear()
+            with self._audit_lock:
+                findings = self.audit.totals().findings
+            try:
+                await asyncio.to_thread(self.reports.sync, self.api, findings)
+            except Exception:  # reports are an output like metrics: a failure must not stop the core
+                logger.exception("Policy reports were not written; retrying with the next findings.")
+            await asyncio.sleep(REPORTS_SECONDS)
 
     def _managed_counts(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -367,7 +391,7 @@ class Controller:
             return None
         with self._audit_lock:
             findings = self.audit.findings_in(namespace)
-        result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings)
+        result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings, self.discovery)
         if status_changed(body.get("status"), result.status):
             resources.patch_merge(
                 self.api, body["apiVersion"], "AccessPolicy", name, {"status": result.status}, namespace, "status"

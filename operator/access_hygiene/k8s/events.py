@@ -71,7 +71,13 @@ class EventRecorder:
     """Turns newly appeared findings into Warning Events at a bounded rate (a daemon thread writes)."""
 
     def __init__(
-        self, api: kubernetes.client.ApiClient, *, rate: float = 5.0, burst: int = 20, backlog: int = 1000
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        rate: float = 5.0,
+        burst: int = 20,
+        backlog: int = 1000,
+        startup_backlog: int = 200,
     ) -> None:
         self.api = api
         self.rate = rate
@@ -80,6 +86,8 @@ class EventRecorder:
         self.posted = 0
         self._emitted: set[FindingKey] = set()
         self._pending: deque[tuple[Finding, str]] = deque(maxlen=backlog)
+        # Findings that existed at start: announced too, but only after every new one, and only the most severe.
+        self._startup: deque[tuple[Finding, str]] = deque(maxlen=startup_backlog)
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="event-recorder", daemon=True)
@@ -92,9 +100,19 @@ class EventRecorder:
             self._stop = True
             self._wake.notify()
 
-    def seed(self, findings: Iterable[Finding]) -> None:
-        """Findings that exist at start: known, not announced (they were announced when they appeared)."""
-        self._emitted = {f.key for f in findings if not f.exempted}
+    def seed(self, findings: Iterable[Finding], uid_of: Any) -> None:
+        """Findings that exist at start: remembered, and the most severe RBAC ones announced at low priority
+        (Events expire after an hour, so a restarted operator shows them again)."""
+        with self._wake:
+            for finding in sorted(findings, key=lambda f: -f.severity.rank):
+                if finding.exempted:
+                    continue
+                self._emitted.add(finding.key)
+                if finding.object.kind in EVENT_KINDS and len(self._startup) < (self._startup.maxlen or 0):
+                    uid = uid_of(finding.object.kind, finding.object.namespace, finding.object.name)
+                    if uid is not None:
+                        self._startup.append((finding, str(uid)))
+            self._wake.notify()
 
     def record(self, current: Iterable[Finding], uid_of: Any, scopes: set[str]) -> None:
         """current: every finding in the given scopes now. New ones (not exempted, about RBAC objects) get an
@@ -122,7 +140,7 @@ class EventRecorder:
         last = time.monotonic()
         while True:
             with self._wake:
-                while not self._pending and not self._stop:
+                while not self._pending and not self._startup and not self._stop:
                     self._wake.wait()
                 if self._stop:
                     return
@@ -133,7 +151,7 @@ class EventRecorder:
                     wait = (1.0 - tokens) / self.rate
                     self._wake.wait(wait)
                     continue
-                finding, uid = self._pending.popleft()
+                finding, uid = (self._pending or self._startup).popleft()
                 tokens -= 1.0
             try:
                 resources.create(self.api, render_event(finding, uid, datetime.now(UTC)))

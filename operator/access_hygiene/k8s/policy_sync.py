@@ -13,11 +13,12 @@ import kubernetes
 from pydantic import ValidationError
 
 from access_hygiene.k8s import resources
+from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
 from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
-from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling
+from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling, requested_resources
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
 from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
 from access_hygiene.reconcile.validation import manifest_problems
@@ -149,6 +150,7 @@ def sync_policy(
     now: datetime,
     source: PolicyObjects,
     findings: Sequence[Finding] = (),
+    discovery: ServedResourcesCache | None = None,
 ) -> SyncResult:
     """Reconcile one policy against the observed objects in `source`. All or nothing: every refusal
     (invalid spec, grant ceiling, name conflict, labels the API would reject) is decided before the
@@ -193,6 +195,8 @@ def sync_policy(
         ceiling or [],
         allowed_sensitive=frozenset(settings.allowed_sensitive_capabilities),
         allow_cluster_rules=settings.allow_cluster_rules,
+        # API discovery names unknown resources precisely ("configmapz is not served; did you mean configmaps?")
+        served=discovery.get(api, require=requested_resources(policy)) if discovery is not None else None,
     )
     if violations:
         message = "; ".join(v.reason for v in violations)

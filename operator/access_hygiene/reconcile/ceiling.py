@@ -4,9 +4,12 @@ Two independent checks. (1) Every requested (apiGroup, resource, verb, name) mus
 ceiling ClusterRole's rules, the same ClusterRole the operator is bound to, so Kubernetes' own
 escalation check agrees. (2) Sensitive capabilities are refused even inside the ceiling unless the
 operator configuration lists them in allowed_sensitive.
+Before both, names a person can get wrong are checked: an unknown verb ("gett"), and, given what the
+API server serves (discovery, passed in), a resource it does not serve ("configmapz"), with a suggestion.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+import difflib
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal
@@ -36,6 +39,14 @@ SENSITIVE_CAPABILITIES = frozenset(
 # The same admission resources the risk engine treats as webhook writes (AH-RBAC-011).
 _WEBHOOK_RESOURCES = frozenset(WEBHOOK_WRITE[2])
 _RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
+# Verbs RBAC evaluates for resources: the API's request verbs and the ones special authorizer checks use
+# (bind/escalate on roles, impersonate, approve/sign/attest on signers, use). Anything else never matches.
+KNOWN_VERBS = frozenset(
+    {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection",
+     "bind", "escalate", "impersonate", "approve", "sign", "attest", "use", "*"}
+)  # fmt: skip
+# apiGroup -> resource names the API server serves, subresources included ("pods/exec"); from discovery.
+ServedResources = Mapping[str, Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -118,10 +129,62 @@ def _covered(ceiling: Sequence[Mapping[str, Any]], group: str, resource: str, ve
     return False
 
 
-def uncovered_requests(rule: PolicyRule, ceiling: Sequence[Mapping[str, Any]]) -> list[str]:
+def _suggestion(value: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(value, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def unknown_verbs(rule: PolicyRule) -> list[str]:
+    """Reasons for verbs no authorizer evaluates, e.g. "unknown verb 'gett' (did you mean get?)"."""
+    return [f"unknown verb '{verb}'{_suggestion(verb, KNOWN_VERBS - {'*'})}"
+            for verb in dict.fromkeys(rule.verbs) if verb not in KNOWN_VERBS]  # fmt: skip
+
+
+def unserved_resources(rule: PolicyRule, served: ServedResources) -> list[tuple[str, str, str]]:
+    """(apiGroup, resource, reason) for each requested resource the API server does not serve.
+
+    Wildcards ("*", "*/scale") are not names and are left to the other checks.
+    """
+    found = []
+    for group in dict.fromkeys(rule.api_groups):
+        if group == "*":
+            continue
+        if group not in served:
+            hint = _suggestion(group, served)
+            for resource in rule.resources:
+                found.append((group, resource, f"apiGroup '{group}' is not served by the API server{hint}"))
+            continue
+        for resource in dict.fromkeys(rule.resources):
+            if "*" in resource or resource in served[group]:
+                continue
+            hint = _suggestion(resource, served[group])
+            if not hint:
+                elsewhere = sorted(g for g, names in served.items() if resource in names)
+                if elsewhere:
+                    hint = f" (it is served in apiGroup '{elsewhere[0]}')"
+            where = f" in apiGroup '{group}'" if group else ""
+            found.append((group, resource, f"resource '{resource}' is not served by the API server{where}{hint}"))
+    return found
+
+
+def requested_resources(policy: ResolvedPolicy) -> set[tuple[str, str]]:
+    """(apiGroup, resource) pairs a policy names, wildcards left out: what discovery must know about."""
+    rules = [*policy.spec.rbac.rules, *policy.spec.rbac.cluster_rules]
+    return {(group, resource) for rule in rules for group in rule.api_groups for resource in rule.resources
+            if group != "*" and "*" not in resource}  # fmt: skip
+
+
+def uncovered_requests(
+    rule: PolicyRule, ceiling: Sequence[Mapping[str, Any]], skip: Collection[tuple[str, str]] = ()
+) -> list[str]:
+    """What the rule asks for that the ceiling does not cover, leaving out the (apiGroup, resource) in skip
+    and unknown verbs (both are reported on their own)."""
     names: list[str] = list(rule.resource_names) or [""]
     missing = []
-    for group, resource, verb, name in product(rule.api_groups, rule.resources, rule.verbs, names):
+    verbs = [verb for verb in rule.verbs if verb in KNOWN_VERBS]
+    for group, resource, verb, name in product(rule.api_groups, rule.resources, verbs, names):
+        if (group, resource) in skip:
+            continue
         if not _covered(ceiling, group, resource, verb, name):
             where = f'apiGroup "{group}"' + (f", name {name}" if name else "")
             missing.append(f"{verb} {resource} ({where})")
@@ -134,7 +197,10 @@ def check_grant_ceiling(
     *,
     allowed_sensitive: frozenset[str] = frozenset(),
     allow_cluster_rules: bool = False,
+    served: ServedResources | None = None,
 ) -> list[CeilingViolation]:
+    """Everything that refuses the policy, one violation per reason. With `served` (API discovery),
+    resources the API server does not serve are reported as such instead of as outside the ceiling."""
     violations: list[CeilingViolation] = []
     scoped: list[tuple[Literal["namespace", "cluster"], Sequence[PolicyRule]]] = [
         ("namespace", policy.spec.rbac.rules),
@@ -153,6 +219,11 @@ def check_grant_ceiling(
                     )
                 )
                 continue
+            for reason in unknown_verbs(rule):
+                violations.append(CeilingViolation(scope, index, f"{where}: {reason}", "unknown-verb"))
+            unserved = unserved_resources(rule, served) if served is not None else []
+            for reason in dict.fromkeys(reason for _group, _resource, reason in unserved):
+                violations.append(CeilingViolation(scope, index, f"{where}: {reason}", "unknown-resource"))
             for capability, why in sensitive_capabilities(rule):
                 if capability not in allowed_sensitive:
                     violations.append(
@@ -163,7 +234,7 @@ def check_grant_ceiling(
                             capability,
                         )
                     )
-            missing = uncovered_requests(rule, ceiling_rules)
+            missing = uncovered_requests(rule, ceiling_rules, skip={(g, r) for g, r, _ in unserved})
             if missing:
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                 violations.append(
