@@ -8,6 +8,7 @@ It uses the synchronous client: call it from a thread (asyncio.to_thread) in han
 """
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class ReportsUnavailableError(Exception):
     """The openreports.io CRDs are not served by the API server."""
 
 
+UNAVAILABLE_RECHECK_SECONDS = 300.0
+
+
 class ReportWriter:
     """Keeps the cluster's OpenReports objects equal to the latest findings, writing only what changed.
 
@@ -82,6 +86,7 @@ class ReportWriter:
         self._written: dict[ReportKey, Manifest] | None = None  # key -> report_content
         self._not_owned: set[ReportKey] = set()
         self._warned_unavailable = False
+        self._unavailable_until = 0.0  # monotonic time before which a missing CRD is not looked for again
 
     def forget(self) -> None:
         """Re-read the live reports on the next sync (e.g. from a periodic drift check)."""
@@ -92,6 +97,8 @@ class ReportWriter:
 
         Never raises for API errors: they are logged, and the next sync starts from a fresh list.
         """
+        if time.monotonic() < self._unavailable_until:
+            return 0  # the CRDs were missing a moment ago: no LIST per findings change, look again later
         desired = {report_key(m): m for m in render_reports(findings, self.max_results)}
         writes = 0
         try:
@@ -115,6 +122,7 @@ class ReportWriter:
                 logger.warning("OpenReports CRDs (openreports.io) are not installed; reports are not written.")
                 self._warned_unavailable = True
             self._written = None
+            self._unavailable_until = time.monotonic() + UNAVAILABLE_RECHECK_SECONDS
         except kubernetes.client.ApiException as error:
             logger.warning("Writing OpenReports objects failed: HTTP %s: %s", error.status, api_error_message(error))
             self._written = None
