@@ -158,8 +158,16 @@ def populate(api: Any, objects: list[dict[str, Any]]) -> float:
 
 
 def floor_seconds(api: Any) -> tuple[float, int]:
-    kinds = [("v1", "Namespace"), ("v1", "ServiceAccount"), (RBAC, "Role"), (RBAC, "RoleBinding"), (RBAC, "ClusterRole"),
-             (RBAC, "ClusterRoleBinding"), ("apps/v1", "Deployment"), ("accesshygiene.io/v1alpha1", "AccessPolicy")]  # fmt: skip
+    kinds = [
+        ("v1", "Namespace"),
+        ("v1", "ServiceAccount"),
+        (RBAC, "Role"),
+        (RBAC, "RoleBinding"),
+        (RBAC, "ClusterRole"),
+        (RBAC, "ClusterRoleBinding"),
+        ("apps/v1", "Deployment"),
+        ("accesshygiene.io/v1alpha1", "AccessPolicy"),
+    ]
     started = time.monotonic()
     count = sum(1 for api_version, kind in kinds for _ in resources.list_objects(api, api_version, kind))
     return time.monotonic() - started, count
@@ -170,8 +178,15 @@ def apply_floor(api: Any, count: int, namespaces: int) -> float:
 
     def one(i: int) -> None:
         ns = f"ns-{i % namespaces:05d}"
-        resources.apply(api, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"floor-{i}", "namespace": ns},
-                              "data": {"k": "v"}})  # fmt: skip
+        resources.apply(
+            api,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"floor-{i}", "namespace": ns},
+                "data": {"k": "v"},
+            },
+        )
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
@@ -190,7 +205,7 @@ def violations(port: int, rule_id: str) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def ready_counts(api: Any) -> tuple[int, int]:
@@ -245,16 +260,24 @@ def main() -> None:
         print(f"floor: bare paged LIST of {floors[0][1]} objects: {floor:.2f}s (median of 3)", flush=True)
 
         port = free_port()
-        env = {**os.environ, "KUBECONFIG": str(control_plane.operator_kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
-               "ACCESS_HYGIENE_MODE": "enforce", "ACCESS_HYGIENE_METRICS_PORT": str(port),
-               "ACCESS_HYGIENE_METRICS_ADDR": "127.0.0.1", "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene"}  # fmt: skip
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(control_plane.operator_kubeconfig),
+            "PYTHONPATH": str(ROOT / "operator"),
+            "ACCESS_HYGIENE_MODE": "enforce",
+            "ACCESS_HYGIENE_METRICS_PORT": str(port),
+            "ACCESS_HYGIENE_METRICS_ADDR": "127.0.0.1",
+            "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
+        }
         log = Path(control_plane.workdir or ".") / "operator.log"  # type: ignore[operator]
         started = time.monotonic()
         with log.open("w") as out:
             operator = subprocess.Popen(
                 [sys.executable, "-m", "access_hygiene.cli.main", "run", "--liveness", ""],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             all_ready = all_fixed = None
             while all_ready is None or all_fixed is None:
@@ -267,32 +290,53 @@ def main() -> None:
                         all_ready = time.monotonic() - started
                 if all_fixed is None and fixed_namespaces(api) >= counts["namespaces"]:
                     all_fixed = time.monotonic() - started
-            print(f"start -> all {counts['accesspolicies']} AccessPolicies Ready: {all_ready:.1f}s "
-                  f"({all_ready / floor:.1f}x the floor)", flush=True)  # fmt: skip
-            print(f"start -> all {counts['namespaces']} namespaces fixed: {all_fixed:.1f}s "
-                  f"({all_fixed / floor:.1f}x the floor)", flush=True)  # fmt: skip
+            print(
+                f"start -> all {counts['accesspolicies']} AccessPolicies Ready: {all_ready:.1f}s "
+                f"({all_ready / floor:.1f}x the floor)",
+                flush=True,
+            )
+            print(
+                f"start -> all {counts['namespaces']} namespaces fixed: {all_fixed:.1f}s "
+                f"({all_fixed / floor:.1f}x the floor)",
+                flush=True,
+            )
             writes = operator_requests(control_plane.audit_log_path, time.time() - all_ready - 5, time.time())
             write_count = sum(n for verb, n in writes.items() if verb in ("create", "patch", "update", "delete"))
             write_floor = apply_floor(api, write_count, counts["namespaces"])
-            print(f"the operator wrote {write_count} times to converge ({dict(writes)}); the same number of bare "
-                  f"server-side applies from 16 threads takes {write_floor:.1f}s (the write floor); "
-                  f"start -> all Ready is {all_ready / max(write_floor + floor, 1e-9):.1f}x LIST + write floor",
-                  flush=True)  # fmt: skip
+            print(
+                f"the operator wrote {write_count} times to converge ({dict(writes)}); the same number of bare "
+                f"server-side applies from 16 threads takes {write_floor:.1f}s (the write floor); "
+                f"start -> all Ready is {all_ready / max(write_floor + floor, 1e-9):.1f}x LIST + write floor",
+                flush=True,
+            )
             time.sleep(5)
 
             finding: list[float] = []
             for i in range(args.samples):
                 before = violations(port, "AH-RBAC-001")
                 t0 = time.monotonic()
-                resources.create(api, {
-                    "apiVersion": RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": f"bench-admin-{i:03d}"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                    "subjects": [{"kind": "ServiceAccount", "name": f"bench-{i}", "namespace": "ns-00000"}]})  # fmt: skip
+                resources.create(
+                    api,
+                    {
+                        "apiVersion": RBAC,
+                        "kind": "ClusterRoleBinding",
+                        "metadata": {"name": f"bench-admin-{i:03d}"},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "ClusterRole",
+                            "name": "cluster-admin",
+                        },
+                        "subjects": [{"kind": "ServiceAccount", "name": f"bench-{i}", "namespace": "ns-00000"}],
+                    },
+                )
                 while violations(port, "AH-RBAC-001") <= before:
                     time.sleep(0.01)
                 finding.append(time.monotonic() - t0)
-            print(f"event -> finding in /metrics: p50 {percentile(finding, 0.5) * 1000:.0f} ms, "
-                  f"p99 {percentile(finding, 0.99) * 1000:.0f} ms over {len(finding)} samples", flush=True)  # fmt: skip
+            print(
+                f"event -> finding in /metrics: p50 {percentile(finding, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(finding, 0.99) * 1000:.0f} ms over {len(finding)} samples",
+                flush=True,
+            )
 
             converge: list[float] = []
             for i in range(args.samples):
@@ -302,17 +346,24 @@ def main() -> None:
                 verbs = ["get", "list"] if i % 2 == 0 else ["get", "watch"]
                 role_name = f"access-hygiene-{name}"
                 t0 = time.monotonic()
-                resources.request(api, "PATCH", f"/apis/accesshygiene.io/v1alpha1/namespaces/{ns}/accesspolicies/{name}",
-                                  body=[{"op": "replace", "path": "/spec/rbac/rules/0/verbs", "value": verbs}],
-                                  content_type="application/json-patch+json")  # fmt: skip
+                resources.request(
+                    api,
+                    "PATCH",
+                    f"/apis/accesshygiene.io/v1alpha1/namespaces/{ns}/accesspolicies/{name}",
+                    body=[{"op": "replace", "path": "/spec/rbac/rules/0/verbs", "value": verbs}],
+                    content_type="application/json-patch+json",
+                )
                 while True:
                     role = resources.get(api, RBAC, "Role", role_name, ns)
                     if role and sorted(role["rules"][0]["verbs"]) == sorted(verbs):
                         break
                     time.sleep(0.01)
                 converge.append(time.monotonic() - t0)
-            print(f"event -> converged (AccessPolicy rules -> Role): p50 {percentile(converge, 0.5) * 1000:.0f} ms, "
-                  f"p99 {percentile(converge, 0.99) * 1000:.0f} ms over {len(converge)} samples", flush=True)  # fmt: skip
+            print(
+                f"event -> converged (AccessPolicy rules -> Role): p50 {percentile(converge, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(converge, 0.99) * 1000:.0f} ms over {len(converge)} samples",
+                flush=True,
+            )
 
             time.sleep(5)
             idle_from = time.time()
