@@ -46,6 +46,16 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(control_plane)
 
 
+@pytest.fixture(scope="module")
+def fresh_cluster() -> Iterator[Cluster]:
+    """A control plane of the module's own, for tests that compare against what a pristine API server serves
+    (other modules leave aggregated ClusterRoles, CRDs and policies in the shared one)."""
+    if os.environ.get("ACCESS_HYGIENE_SKIP_CLUSTER") == "1" and os.environ.get("CI") != "true":
+        pytest.skip("ACCESS_HYGIENE_SKIP_CLUSTER=1: cluster tests need the real control plane")
+    with ControlPlane() as control_plane:
+        yield Cluster(control_plane)
+
+
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Cluster) -> Cluster:
     """The AccessPolicy CRD, applied from the committed file and Established."""

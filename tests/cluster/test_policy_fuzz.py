@@ -56,12 +56,35 @@ spec_strategy = st.fixed_dictionaries(
 )
 
 
+# Policy names up to the API's 253 characters: DNS labels joined by dots (label values cap at 63, names do not).
+name_label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=63)
+policy_names = st.lists(name_label, min_size=1, max_size=5).map(".".join).filter(lambda n: len(n) <= 240)
+
+
+def generated_objects(api: kubernetes.client.ApiClient, namespace: str, name: str) -> list[str]:
+    """Objects of the policy in the namespace: its ServiceAccount, Role, RoleBinding or NetworkPolicy."""
+    core, rbac = kubernetes.client.CoreV1Api(api), kubernetes.client.RbacAuthorizationV1Api(api)
+    networking = kubernetes.client.NetworkingV1Api(api)
+    found = []
+    for listing in (
+        core.list_namespaced_service_account(namespace).items,
+        rbac.list_namespaced_role(namespace).items,
+        rbac.list_namespaced_role_binding(namespace).items,
+        networking.list_namespaced_network_policy(namespace).items,
+    ):
+        for obj in listing:
+            owners = obj.metadata.owner_references or []
+            if any(ref.kind == "AccessPolicy" and ref.name == name for ref in owners):
+                found.append(f"{obj.kind or type(obj).__name__} {obj.metadata.name}")
+    return found
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=spec_strategy)
+@given(spec=spec_strategy, suffix=policy_names)
 def test_fuzzed_specs_never_crash_the_operator(
-    operator: KopfRunner, cluster: Cluster, namespace: str, spec: dict[str, Any]
+    operator: KopfRunner, cluster: Cluster, namespace: str, spec: dict[str, Any], suffix: str
 ) -> None:
-    name = f"fz-{uuid.uuid4().hex[:6]}"
+    name = f"fz-{uuid.uuid4().hex[:6]}-{suffix}"
     with cluster.api_client() as api:
         try:
             create_policy(api, namespace, name, spec)
@@ -77,6 +100,9 @@ def test_fuzzed_specs_never_crash_the_operator(
         policy = wait_for(lambda: condition(get_policy(api, namespace, name), "Ready"), timeout=20)
         assert policy["reason"], policy
         event(f"accepted; Ready={policy['status']} reason={policy['reason']}")
+        event(f"name length {'<= 63' if len(name) <= 63 else '> 63'}")
+        if policy["status"] == "False":  # refused: all or nothing, so nothing of it may exist
+            assert generated_objects(api, namespace, name) == [], policy
         kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         # Wait for the operator's finalizer to finish: kopf draws from the global `random` while it talks to the
         # API, which hypothesis would take for randomness inside the next example's strategy.

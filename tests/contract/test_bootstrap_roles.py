@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.contract
 @pytest.mark.cluster
-def test_committed_bootstrap_roles_equal_the_running_kube_apiserver(cluster: Cluster) -> None:
-    with cluster.api_client() as api:
+def test_committed_bootstrap_roles_equal_the_running_kube_apiserver(fresh_cluster: Cluster) -> None:
+    with fresh_cluster.api_client() as api:
         roles, version = served_bootstrap_roles(api)
     served = render_document(bootstrap_document(roles, version))
     assert DATA_PATH.read_text() == served, "run `make generate` (scripts/generate_bootstrap_roles.py)"

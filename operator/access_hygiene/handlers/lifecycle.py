@@ -58,4 +58,5 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if runtime is None:
         return
     await runtime_of(memo).controller.stop()
+    runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()

@@ -286,6 +286,11 @@ class Controller:
             self._reports_due.clear()
             with self._audit_lock:
                 findings = self.audit.totals().findings
+            live = {
+                name_of(ns) for ns in self.state.objects("Namespace") if not ns["metadata"].get("deletionTimestamp")
+            }
+            # A terminating namespace refuses new content (403): its report goes with it.
+            findings = [f for f in findings if not f.namespace or f.namespace in live]
             try:
                 await asyncio.to_thread(self.reports.sync, self.api, findings)
             except Exception:  # reports are an output like metrics: a failure must not stop the core
@@ -389,6 +394,9 @@ class Controller:
         body = self.state.get("AccessPolicy", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
+        home = self.state.get("Namespace", "", namespace)
+        if home is None or (home.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # a terminating namespace refuses new content; its objects go with it
         with self._audit_lock:
             findings = self.audit.findings_in(namespace)
         result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings, self.discovery)

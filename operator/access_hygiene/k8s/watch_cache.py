@@ -360,7 +360,7 @@ class WatchCache:
         for reflector in self.reflectors:
             reflector.request_relist()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         for reflector in self.reflectors:
             reflector.stop()
         deadline = time.monotonic() + timeout

@@ -311,7 +311,7 @@ class ControlPlane:
                 return process.tail(lines)
         return ""
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = 2.0) -> None:
         """Stop everything within a few seconds: the API server and controllers together, then etcd; a process
         that ignores SIGTERM for `grace` seconds is killed. Every child is reaped (no zombies)."""
         clients = [p for p in self._processes if p.name != "etcd"]
