@@ -130,7 +130,7 @@ def test_suggested_policy_runs_the_app_and_nothing_more(
 
         # 1. The app runs on the too-wide role; the audit log records what it does.
         with cluster.client_for_token(sa_token(admin, namespace, APP)) as app:
-            for label, call in app_calls(app, namespace):
+            for _label, call in app_calls(app, namespace):
                 call()  # all allowed by edit
             assert forbidden_call(app) == 403
         start = "2000-01-01T00:00:00Z"

@@ -157,6 +157,14 @@ def test_denied_then_allowed_is_granted_not_listed() -> None:
     assert [r.resources for r in suggestion.rules] == [("secrets",)]
 
 
+def test_denied_names_next_to_allowed_ones_are_listed() -> None:
+    events = [event("get", "configmaps", name="mine"), event("get", "configmaps", name="theirs", allowed=False),
+              event("get", "configmaps", name="mine", allowed=False)]  # fmt: skip
+    suggestion = suggest(for_sa(usage_of(*events)), "shop", "x")
+    assert [d.split(" (")[0] for d in suggestion.denied] == ["get configmaps theirs in namespace shop"]
+    assert suggestion.rules[0].resource_names == ("mine",)
+
+
 def test_window_and_since_until() -> None:
     events = [event("get", "pods", name="a", at="2026-11-01T00:00:00Z"), event("get", "pods", name="b",
               at="2026-11-05T00:00:00Z"), event("get", "pods", name="c", at="2026-11-09T00:00:00Z")]  # fmt: skip

@@ -294,9 +294,20 @@ def suggest(usage: SubjectUsage, namespace: str, name: str, names_threshold: int
     suggestion.cluster_rules = _rules_for(scoped["cluster"], names_threshold)
     suggestion.non_resource = [(path, tuple(sorted(verbs))) for path, verbs in sorted(urls.items())]
     suggestion.other_namespaces = sorted(others)
-    suggestion.denied = [_describe_key(key, record) for key, record in sorted(usage.denied.items())
-                         if key not in usage.allowed]  # fmt: skip
+    suggestion.denied = [_describe_key(key, record) for key, record in _refused(usage)]
     return suggestion
+
+
+def _refused(usage: SubjectUsage) -> Iterator[tuple[UsageKey, KeyUsage]]:
+    """Denied requests that were never allowed: by key, and by object name within a key."""
+    for key, record in sorted(usage.denied.items()):
+        allowed = usage.allowed.get(key)
+        if allowed is None or record.overflow:
+            yield key, record
+            continue
+        names = record.names - allowed.names
+        if names or (record.unnamed and not allowed.unnamed):
+            yield key, KeyUsage(record.count, names, record.unnamed and not allowed.unnamed, False, record.last)
 
 
 def policy_name(service_account: str) -> str:
