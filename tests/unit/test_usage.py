@@ -165,6 +165,12 @@ def test_denied_names_next_to_allowed_ones_are_listed() -> None:
     assert suggestion.rules[0].resource_names == ("mine",)
 
 
+def test_a_denied_create_next_to_an_allowed_one_is_not_listed() -> None:
+    # kube-apiserver logs the name of an allowed create (read from the body) but not of a denied one
+    events = [event("create", "configmaps", name="scratch"), event("create", "configmaps", allowed=False)]
+    assert suggest(for_sa(usage_of(*events)), "shop", "x").denied == []
+
+
 def test_window_and_since_until() -> None:
     events = [event("get", "pods", name="a", at="2026-11-01T00:00:00Z"), event("get", "pods", name="b",
               at="2026-11-05T00:00:00Z"), event("get", "pods", name="c", at="2026-11-09T00:00:00Z")]  # fmt: skip

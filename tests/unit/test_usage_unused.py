@@ -80,14 +80,14 @@ def test_unused_is_granted_minus_used_per_binding() -> None:
     results = unused_grants(PermissionIndex.build(SNAPSHOT), subject, subject_usage)
     described = {r.binding.ref.name: [p.describe() for p in r.unused] for r in results}
     assert described == {
-        "app-metrics": ["/debug/* [get]"],
+        "app-metrics": ["/debug/*: get"],
         "app-edit": [
-            "configmaps [watch,create,delete]",
-            "deployments/scale [get,patch]",  # used only in group apps
-            "pods [get,patch]",
-            "deployments/scale.apps [get]",
-            "pods.apps [get,patch]",
-            "leases.coordination.k8s.io (names lock) [get,update]",
+            "configmaps: watch,create,delete",
+            "deployments/scale: get,patch",  # used only in group apps
+            "pods: get,patch",
+            "deployments/scale.apps: get",
+            "pods.apps: get,patch",
+            "leases.coordination.k8s.io named lock: get,update",
         ],
     }
     assert "system:discovery" not in described  # default bindings are skipped
@@ -105,7 +105,7 @@ def test_rule_reports_active_service_accounts_only() -> None:
     assert edit.message.startswith(
         "RoleBinding shop/app-edit (ClusterRole app-edit) grants permissions unused in 19d10h"
     )
-    assert "configmaps [watch,create,delete]" in edit.message
+    assert "configmaps: watch,create,delete" in edit.message
 
 
 def test_rule_is_silent_without_usage_or_on_a_short_window() -> None:

@@ -103,11 +103,11 @@ def _header(suggestion: Suggestion, report: InputReport) -> list[str]:
 
 def _yaml_documents(suggestion: Suggestion, report: InputReport, mode: str | None) -> str:
     out = "".join(f"# {line}\n" if line else "#\n" for line in _header(suggestion, report))
-    out += yaml.safe_dump(policy_manifest(suggestion, mode), sort_keys=False)
+    out += yaml.safe_dump(policy_manifest(suggestion, mode), sort_keys=False, default_flow_style=None)
     extra = non_resource_manifests(suggestion)
     if extra:
         out += "---\n# Non-resource URLs the app used: an AccessPolicy cannot grant them, this ClusterRole does.\n"
-        out += yaml.safe_dump_all(extra, sort_keys=False)
+        out += yaml.safe_dump_all(extra, sort_keys=False, default_flow_style=None)
     return out
 
 

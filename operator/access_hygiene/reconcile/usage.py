@@ -305,6 +305,8 @@ def _refused(usage: SubjectUsage) -> Iterator[tuple[UsageKey, KeyUsage]]:
         if allowed is None or record.overflow:
             yield key, record
             continue
+        if key[0] in UNNAMED_VERBS:  # a create is authorized before its name is read: names say nothing
+            continue
         names = record.names - allowed.names
         if names or (record.unnamed and not allowed.unnamed):
             yield key, KeyUsage(record.count, names, record.unnamed and not allowed.unnamed, False, record.last)
@@ -364,10 +366,10 @@ class UnusedPermission:
     def describe(self) -> str:
         verbs = ",".join(self.verbs)
         if self.non_resource_url:
-            return f"{self.non_resource_url} [{verbs}]"
+            return f"{self.non_resource_url}: {verbs}"
         what = f"{self.resource}.{self.api_group}" if self.api_group else self.resource
-        names = f" (names {','.join(self.resource_names)})" if self.resource_names else ""
-        return f"{what}{names} [{verbs}]"
+        names = f" named {','.join(self.resource_names)}" if self.resource_names else ""
+        return f"{what}{names}: {verbs}"
 
     def to_wire(self) -> dict[str, Any]:
         if self.non_resource_url:
