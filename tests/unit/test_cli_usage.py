@@ -112,6 +112,17 @@ def test_damaged_input_is_counted_with_line_numbers(tmp_path: Path, capsys: pyte
     assert yaml.safe_load(out)["kind"] == "AccessPolicy"
 
 
+def test_a_huge_line_is_skipped_in_bounded_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("access_hygiene.cli.auditlog_input.MAX_LINE_BYTES", 4096)
+    log = write(tmp_path / "audit.log", lines(APP_EVENTS[0]) + b"x" * 50_000 + b"\n" + lines(*APP_EVENTS[1:]))
+    code, out, err = run(capsys, "suggest", log, "--sa", "shop:orders-api")
+    assert code == 1
+    assert f"{log}: 1 line(s) line-too-long (line 2): longer than 4096 bytes" in err
+    assert len(yaml.safe_load(out)["spec"]["rbac"]["rules"]) == 4  # the lines after it were read
+
+
 def test_unknown_service_account_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = write(tmp_path / "audit.log", lines(*APP_EVENTS))
     code, out, err = run(capsys, "suggest", log, "--sa", "shop:nobody")

@@ -116,6 +116,12 @@ def test_unnamed_rules_merge_across_resources_with_equal_verbs_only() -> None:
     ]
 
 
+def test_rules_respect_the_schema_limit_on_resources() -> None:
+    events = [event("list", f"widgets{i:02d}", group="example.com") for i in range(40)]
+    rules = suggest(for_sa(usage_of(*events)), "shop", "x").rules
+    assert [len(r.resources) for r in rules] == [32, 8]
+
+
 def test_subresources_kept_and_apps_group() -> None:
     events = [event("get", "pods", subresource="log", name="p"), event("patch", "deployments", group="apps",
                                                                         subresource="scale", name="web")]  # fmt: skip

@@ -24,6 +24,8 @@ from access_hygiene.reconcile.usage import UsageData
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_NUMBERS = 10
+# A Metadata-level event is ~1 KB; a line this long is not one, and is skipped without being held in memory.
+MAX_LINE_BYTES = 1 << 20
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -103,10 +105,21 @@ def _open(path: str, stack: list[IO[bytes]]) -> IO[bytes]:
     return raw
 
 
-def _lines(stream: IO[bytes], problems: SourceProblems, source: str) -> Iterator[tuple[int, bytes]]:
+def _lines(stream: IO[bytes], problems: SourceProblems) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) pairs; a line longer than MAX_LINE_BYTES is skipped in chunks (memory stays
+    bounded) and reported; stream errors end the source and are recorded."""
     number = 0
     try:
-        for number, line in enumerate(stream, start=1):
+        while True:
+            line = stream.readline(MAX_LINE_BYTES)
+            if not line:
+                return
+            number += 1
+            if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):
+                    line = stream.readline(MAX_LINE_BYTES)
+                problems.add("line-too-long", number, f"longer than {MAX_LINE_BYTES} bytes: not an audit event")
+                continue
             yield number, line
     except EOFError:
         problems.stream_error = f"gzip stream truncated after line {number}: the rest of the file is missing"
@@ -129,7 +142,7 @@ def read_audit_logs(paths: list[str], usage: UsageData) -> InputReport:
         stack: list[IO[bytes]] = []
         try:
             stream = _open(path, stack)
-            for number, line in _lines(stream, problems, source):
+            for number, line in _lines(stream, problems):
                 report.lines += 1
                 parsed = parse_line(line)
                 if isinstance(parsed, LineError):

@@ -19,6 +19,9 @@ from access_hygiene.cli.auditlog_input import AuditInputError, InputReport, add_
 from access_hygiene.reconcile.permissions import SA_USER_PREFIX
 from access_hygiene.reconcile.usage import (
     DEFAULT_NAMES_THRESHOLD,
+    MAX_CLUSTER_RULES,
+    MAX_RESOURCE_NAMES,
+    MAX_RULES,
     Suggestion,
     UsageData,
     format_time,
@@ -96,6 +99,11 @@ def _header(suggestion: Suggestion, report: InputReport) -> list[str]:
     if suggestion.default_granted:
         lines.append("Not included (every authenticated identity has these through kube-apiserver's default roles):")
         lines += [f"  {item}" for item in suggestion.default_granted]
+    if len(suggestion.rules) > MAX_RULES or len(suggestion.cluster_rules) > MAX_CLUSTER_RULES:
+        lines.append(
+            f"WARNING: {len(suggestion.rules)} rules / {len(suggestion.cluster_rules)} clusterRules exceed the "
+            f"AccessPolicy limits ({MAX_RULES} / {MAX_CLUSTER_RULES}): the API server will reject it as is."
+        )
     if not suggestion.rules and not suggestion.cluster_rules:
         lines.append("No API permission was needed: the policy grants none (and mounts no token).")
     return lines
@@ -125,8 +133,8 @@ def _json_entry(suggestion: Suggestion, mode: str | None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.names_threshold < 0:
-        print("error: --names-threshold must be 0 or more", file=sys.stderr)
+    if not 0 <= args.names_threshold <= MAX_RESOURCE_NAMES:
+        print(f"error: --names-threshold must be between 0 and {MAX_RESOURCE_NAMES}", file=sys.stderr)
         return EXIT_USAGE
     wanted_pairs: list[tuple[str, str]] = sorted(set(args.serviceaccount or []))
     wanted_users = {service_account_username(ns, name) for ns, name in wanted_pairs}

@@ -32,6 +32,8 @@ DEFAULT_NAMES_THRESHOLD = 5
 DEFAULT_MIN_WINDOW_SECONDS = 7 * 86400
 # RBAC cannot restrict these by name: the authorizer sees no name for create, none for deletecollection.
 UNNAMED_VERBS = frozenset({"create", "deletecollection"})
+# The AccessPolicy schema's limits (models/policy.py).
+MAX_RULES, MAX_CLUSTER_RULES, MAX_RESOURCES_PER_RULE, MAX_RESOURCE_NAMES = 64, 32, 32, 64
 VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 # Granted to every authenticated identity by kube-apiserver's default roles (system:discovery,
 # system:public-info-viewer, system:basic-user): never worth a rule of an app's own.
@@ -237,6 +239,11 @@ def _describe_key(key: UsageKey, record: KeyUsage) -> str:
     return f"{verb} {what} {where} ({record.count}x, last {format_time(record.last)})"
 
 
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _rules_for(buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_threshold: int) -> list[SuggestedRule]:
     named: list[SuggestedRule] = []
     # (group, verbs) -> resources, for rules without resourceNames (merged across resources with equal verbs)
@@ -257,7 +264,11 @@ def _rules_for(buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_thresh
                 named.append(SuggestedRule(group, (resource,), ordered, names))
             else:
                 unnamed.setdefault((group, ordered), []).append(resource)
-    merged = [SuggestedRule(group, tuple(sorted(resources)), verbs) for (group, verbs), resources in unnamed.items()]
+    merged = [
+        SuggestedRule(group, tuple(chunk), verbs)
+        for (group, verbs), resources in unnamed.items()
+        for chunk in _chunks(sorted(resources), MAX_RESOURCES_PER_RULE)
+    ]
     return sorted(merged + named, key=lambda r: (r.api_group, r.resources, r.resource_names, r.verbs))
 
 
