@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from access_hygiene.reconcile.auditlog import AuditRequest, LineError, parse_line
 from tests.unit.audit_events import SA, event
@@ -97,6 +99,7 @@ def test_event_list_yields_every_item() -> None:
         (b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"Resp', "malformed-json"),
         (b"\xff\xfe not json", "malformed-json"),
         (b"[1, 2]", "not-an-event"),
+        (b"[" * 200_000, "malformed-json"),  # nesting too deep for the decoder
         (json.dumps({**event("get", "pods"), "apiVersion": "audit.k8s.io/v1beta1"}).encode(),
          "unsupported-api-version"),
         (json.dumps({**event("get", "pods"), "kind": "Policy"}).encode(), "not-an-event"),
@@ -113,3 +116,25 @@ def test_unusable_lines_say_why(line: bytes, reason: str) -> None:
     parsed = error(line)
     assert parsed.reason == reason
     assert parsed.is_error
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+FIELDS = ["kind", "apiVersion", "stage", "verb", "user", "impersonatedUser", "objectRef", "requestURI",
+          "responseStatus", "annotations", "requestReceivedTimestamp", "stageTimestamp", "items"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_never_crash(line: bytes) -> None:
+    assert isinstance(parse_line(line), list | LineError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS)), st.booleans())
+def test_any_event_shaped_json_never_crashes(body: dict[str, object], valid_base: bool) -> None:
+    merged = {**event("get", "pods"), **body} if valid_base else body
+    assert isinstance(parse_line(json.dumps(merged)), list | LineError)

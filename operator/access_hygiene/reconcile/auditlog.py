@@ -121,7 +121,7 @@ def parse_event(event: Any) -> AuditRequest | LineError:
         return LineError("no-user", "no user name")
     try:
         timestamp = parse_timestamp(str(event.get("requestReceivedTimestamp") or event.get("stageTimestamp") or ""))
-    except ValueError as error:
+    except (ValueError, OverflowError, OSError) as error:
         return LineError("bad-timestamp", str(error))
     status = event.get("responseStatus")
     code = status.get("code") if isinstance(status, dict) else None
@@ -167,8 +167,8 @@ def parse_line(line: bytes | str) -> list[AuditRequest] | LineError:
         return LineError("blank")
     try:
         event = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as error:
-        return LineError("malformed-json", str(error)[:120])
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError; nesting too deep
+        return LineError("malformed-json", str(error)[:120] or type(error).__name__)
     if not isinstance(event, dict):
         return LineError("not-an-event", f"a JSON {type(event).__name__}, not an object")
     return _event_requests(event)
