@@ -7,9 +7,11 @@ generated rule is exercised (a second `suggest` over the replay alone yields the
 bound to `edit` that only read ConfigMaps lists the rest of `edit`; a bound SA with no requests gets no finding.
 """
 
+import gzip
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -248,3 +250,41 @@ def test_unused_lists_the_rest_of_edit(cluster: Cluster, namespace: str, capsys:
     used = {("", "configmaps", "get"), ("", "configmaps", "list")}
     assert used <= granted
     assert unused == granted - used
+
+
+def test_damaged_copies_of_the_real_log_are_reported_not_fatal(
+    cluster: Cluster, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real audit log, damaged three ways (a malformed line, an audit.k8s.io/v1beta1 event, a truncated gzip
+    rotation): the suggestion is still written from every readable line, and every problem is named."""
+    start = now_rfc3339()
+    with cluster.api_client() as admin:
+        kubernetes.client.CoreV1Api(admin).create_namespaced_service_account(namespace, {"metadata": {"name": APP}})
+        kubernetes.client.CoreV1Api(admin).create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
+        bind_edit(admin, namespace, APP)
+        with cluster.client_for_token(sa_token(admin, namespace, APP)) as app:
+            kubernetes.client.CoreV1Api(app).read_namespaced_config_map("c", namespace)
+            kubernetes.client.CoreV1Api(app).list_namespaced_pod(namespace)
+    username = f"system:serviceaccount:{namespace}:{APP}"
+    wait_for(lambda: audit_has(cluster, username, "list", "pods", start))
+    real = [line for line in cluster.control_plane.audit_log_path.read_bytes().splitlines(keepends=True)
+            if json.loads(line)["requestReceivedTimestamp"] >= start]  # fmt: skip
+    ours = [i for i, line in enumerate(real) if username.encode() in line]
+    beta = json.loads(real[ours[0]])
+    beta["apiVersion"] = "audit.k8s.io/v1beta1"
+    damaged = tmp_path / "audit.log"
+    damaged.write_bytes(b"".join(real[:2]) + b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","st\n'
+                        + json.dumps(beta).encode() + b"\n" + b"".join(real))  # fmt: skip
+    rotated = tmp_path / "audit-1.log.gz"
+    rotated.write_bytes(gzip.compress(b"".join(real) * 20)[:-100])
+
+    code, out, err = run_cli(capsys, "suggest", str(damaged), str(rotated), "--sa", f"{namespace}:{APP}")
+    assert code == 1  # written, but partial
+    assert f"{damaged}: 1 line(s) malformed-json (line 3)" in err
+    assert f"{damaged}: 1 line(s) unsupported-api-version (line 4)" in err
+    assert f"{rotated}: gzip stream truncated after line" in err
+    assert out.startswith("# WARNING: partial input")
+    assert yaml.safe_load(out)["spec"]["rbac"]["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["c"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
