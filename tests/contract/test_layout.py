@@ -48,6 +48,6 @@ def test_rbac_rule_reference_is_generated_from_the_registry() -> None:
     from access_hygiene.reconcile.audit import load_rules
 
     rules = [r for r in load_rules().values() if r.rule_id.startswith("AH-RBAC")]
-    assert len(rules) == 28  # AH-RBAC-001..022, 024..029 (issue 12 adds 023)
+    assert len(rules) == 29  # AH-RBAC-001..029
     committed = (ROOT / "docs" / "rbac-rules.md").read_text()
     assert committed == render_rules_markdown(rules), "run `access-hygiene rules --prefix AH-RBAC -o markdown`"

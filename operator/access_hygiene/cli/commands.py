@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from access_hygiene.cli import crd_cmd, local_cmd, rbac_query, run_cmd, scan
+from access_hygiene.cli import crd_cmd, local_cmd, rbac_query, run_cmd, scan, suggest_cmd, unused_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -14,4 +14,6 @@ REGISTRARS: list[Registrar] = [
     local_cmd.register,
     scan.register,
     rbac_query.register,
+    suggest_cmd.register,
+    unused_cmd.register,
 ]

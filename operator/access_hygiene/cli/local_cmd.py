@@ -22,6 +22,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     parser.add_argument("--port", type=int, default=0, help="kube-apiserver port (default: a free one)")
     parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")
     parser.add_argument("--print-env", action="store_true", help="print the export lines of a running local and exit")
+    parser.add_argument(
+        "--audit-log",
+        action="store_true",
+        help="write kube-apiserver's audit log (Metadata level) to WORKDIR/audit.log",
+    )
     add_operator_arguments(parser)
     parser.set_defaults(func=run, mode="enforce", metrics_port=9808, liveness="http://127.0.0.1:8080/healthz")
 
@@ -39,10 +44,14 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     # Until kopf takes over signal handling, SIGTERM unwinds like Ctrl-C so the control plane is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
-    with ControlPlane(workdir=args.workdir.resolve(), keep_workdir=True, api_port=args.port) as control_plane:
+    with ControlPlane(
+        workdir=args.workdir.resolve(), keep_workdir=True, api_port=args.port, audit_log=args.audit_log
+    ) as control_plane:
         kubeconfig = str(control_plane.kubeconfig)
         print(f"Control plane ready at {control_plane.server}")
         print_env(args.workdir, control_plane.bin_dir)  # export KUBECONFIG=..., export PATH=... (kubectl)
+        if args.audit_log:
+            print(f"  audit log: {control_plane.audit_log_path}")
         with make_api_client(kubeconfig) as api:
             install_prerequisites(api, OperatorSettings().grant_ceiling_cluster_role)
             install_report_crds(api, report_crd_paths())  # openreports.io Report, ClusterReport

@@ -457,6 +457,7 @@ for _rule_id in (
 AUDIT_ONLY.update(
     {
         "AH-RBAC-022": "needs the set of existing roles (and a role created later fixes it)",
+        "AH-RBAC-023": "needs audit-log usage over a window of days: a grant is unused only in hindsight",
         "AH-RBAC-024": "latent means bound by nothing: needs every binding (a binding created later changes it)",
         "AH-SA-009": "needs the Secrets the ServiceAccount names (their type)",
         "AH-SA-010": "needs the set of existing ServiceAccounts (one created later fixes it)",
