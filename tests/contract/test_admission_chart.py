@@ -5,24 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from scripts.render_chart import find_helm, helm_template
 
 from access_hygiene.settings import OperatorSettings
+from tests.contract.chart import render
 
 pytestmark = pytest.mark.contract
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return find_helm()
-    except FileNotFoundError as error:
-        pytest.fail(f"{error} (the chart contract needs helm; `make controlplane` builds it)")
-
-
-def _render(helm: Path, *args: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(helm_template(helm, *args)) if doc]
 
 
 def _env(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -31,14 +18,14 @@ def _env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_admission_is_off_by_default(helm: Path) -> None:
-    docs = _render(helm)
+    docs = render(helm)
     assert not [d for d in docs if d["metadata"]["name"].endswith("-admission")]
     assert _env(docs)["ACCESS_HYGIENE_ADMISSION_ENABLED"] == "false"
     assert "ACCESS_HYGIENE_ADMISSION_OWNER_CLUSTER_ROLE" not in _env(docs)
 
 
 def test_admission_on_renders_owner_and_permissions(helm: Path) -> None:
-    docs = _render(helm, "--set", "admission.enabled=true", "--set", "admission.refreshSeconds=30")
+    docs = render(helm, "--set", "admission.enabled=true", "--set", "admission.refreshSeconds=30")
     env = _env(docs)
     owner = env["ACCESS_HYGIENE_ADMISSION_OWNER_CLUSTER_ROLE"]
     assert owner == "access-hygiene-admission"

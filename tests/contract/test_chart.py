@@ -13,11 +13,12 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from scripts import render_chart
-from scripts.render_chart import CHART, NAMESPACE, find_helm, helm_template
+from scripts.render_chart import CHART, NAMESPACE, helm_template
 
 from access_hygiene.models.crd import build_crd
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
+from tests.contract.chart import render
 
 pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,18 +61,6 @@ OPERATOR_PERMISSIONS = {
     ("openreports.io", "reports"): {"get", "list", "create", "patch", "delete"},
     ("openreports.io", "clusterreports"): {"get", "list", "create", "patch", "delete"},
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return find_helm()
-    except FileNotFoundError as error:
-        pytest.fail(f"{error} (the chart contract needs helm; `make controlplane` builds it)")
-
-
-def render(helm: Path, *args: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(helm_template(helm, *args)) if doc]
 
 
 def the(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:

@@ -8,27 +8,16 @@ from typing import Any
 import pytest
 import yaml
 from scripts import openreports_crds, render_chart
-from scripts.render_chart import find_helm, helm_template
+from scripts.render_chart import helm_template
 
 from access_hygiene.render.reports import CLUSTER_REPORT_KIND, REPORT_KIND, REPORTS_API_VERSION
+from tests.contract.chart import render
 
 pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_CRDS = {"reports.openreports.io", "clusterreports.openreports.io"}
 REPORTS_RULE = {"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"],
                 "verbs": ["get", "list", "create", "patch", "delete"]}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return find_helm()
-    except FileNotFoundError as error:
-        pytest.fail(f"{error} (the chart contract needs helm; `make controlplane` builds it)")
-
-
-def render(helm: Path, *args: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(helm_template(helm, *args)) if doc]
 
 
 def report_crds(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
