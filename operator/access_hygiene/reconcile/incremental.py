@@ -129,7 +129,10 @@ class DependencyIndex:
     cluster_roles: set[str] = field(default_factory=set)
     # Every RoleBinding: some rules word their findings differently when the objects hold no binding at all
     role_bindings: set[tuple[str, str]] = field(default_factory=set)
-    cluster_role_binding_count: int = 0
+    cluster_role_binding_names: set[str] = field(default_factory=set)
+    # Subject scope (or ALL) -> ClusterRoleBindings that bind ServiceAccounts there: a namespace's sub-snapshot
+    # needs only these (the others' findings are cluster-scoped)
+    cluster_role_bindings_by_scope: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def _binding_edges(self, binding: Obj, kind: str, sign: int) -> None:
         ref_kind, ref_name = _role_ref(binding)
@@ -154,10 +157,16 @@ class DependencyIndex:
                 (users.add if sign > 0 else users.discard)(key)
                 if not users:
                     del self.cluster_role_bindings[ref_name]
-        elif kind == "ClusterRoleBinding" and ref_kind == "ClusterRole":
+        elif kind == "ClusterRoleBinding":
             for scope in subjects:
-                self.cluster_role_subjects[ref_name][scope] += sign
-            self.cluster_role_subjects[ref_name] += Counter()
+                bound = self.cluster_role_bindings_by_scope[scope]
+                (bound.add if sign > 0 else bound.discard)(name_of(binding))
+                if not bound:
+                    del self.cluster_role_bindings_by_scope[scope]
+            if ref_kind == "ClusterRole":
+                for scope in subjects:
+                    self.cluster_role_subjects[ref_name][scope] += sign
+                self.cluster_role_subjects[ref_name] += Counter()
 
     def observe(self, kind: str, old: Obj | None, new: Obj | None) -> set[str]:
         """Update the index for one change and return the scopes it affects (may contain ALL)."""
@@ -166,14 +175,17 @@ class DependencyIndex:
             if obj is not None:
                 scopes |= self._scopes_of(kind, obj)
         if kind in ("RoleBinding", "ClusterRoleBinding"):
-            had_bindings = bool(self.role_bindings) or self.cluster_role_binding_count > 0
+            had_bindings = bool(self.role_bindings or self.cluster_role_binding_names)
             if old is not None:
                 self._binding_edges(old, kind, -1)
             if new is not None:
                 self._binding_edges(new, kind, +1)
             if kind == "ClusterRoleBinding":
-                self.cluster_role_binding_count += (new is not None) - (old is not None)
-            if had_bindings != (bool(self.role_bindings) or self.cluster_role_binding_count > 0):
+                name = name_of(new if new is not None else old or {})
+                (self.cluster_role_binding_names.add if new is not None else self.cluster_role_binding_names.discard)(
+                    name
+                )
+            if had_bindings != bool(self.role_bindings or self.cluster_role_binding_names):
                 scopes.add(ALL)  # the first binding appeared or the last went: rules word findings differently
         elif kind == "ClusterRole":
             name = name_of(new if new is not None else old or {})
@@ -194,6 +206,8 @@ class DependencyIndex:
         if kind == "ClusterRole":
             return self._cluster_role_scopes(name_of(obj), labels_of(obj))
         scopes = {namespace_of(obj)}
+        if kind == "AccessPolicy":
+            scopes.add(CLUSTER)  # AH-GOV-001 judges ClusterRoleBindings against the policies of their subjects
         if kind == "Role":
             users = self.role_subjects.get((namespace_of(obj), name_of(obj)), Counter())
             scopes.update(scope for scope, count in users.items() if count > 0)
@@ -233,11 +247,25 @@ def _shipped_aggregators(present: set[str]) -> dict[str, list[Any]]:
 def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterable[str]) -> ClusterSnapshot:
     """The objects the given namespaces' results depend on: theirs, every cluster-scoped object, and
     RoleBindings elsewhere (with their Roles) that bind their ServiceAccounts."""
+    scopes = set(scopes)
     wanted = {s for s in scopes if s not in (CLUSTER, ALL)}
     snapshot = ClusterSnapshot()
-    for kind in ("ClusterRole", "ClusterRoleBinding"):
-        for obj in source.objects(kind):
+    for obj in source.objects("ClusterRole"):
+        snapshot.add(obj)
+    if CLUSTER in scopes or ALL in scopes:
+        for obj in source.objects("ClusterRoleBinding"):
             snapshot.add(obj)
+        for obj in source.objects("AccessPolicy"):  # cluster-scoped findings about the policies' ServiceAccounts
+            if namespace_of(obj) not in wanted:
+                snapshot.add(obj)
+    else:  # only those binding the scopes' ServiceAccounts: every other one's findings are cluster-scoped
+        names = set(index.cluster_role_bindings_by_scope.get(ALL, set()))
+        for name in wanted:
+            names |= index.cluster_role_bindings_by_scope.get(name, set())
+        for name in sorted(names):
+            binding = source.get("ClusterRoleBinding", "", name)
+            if binding is not None:
+                snapshot.add(binding)
     for name in sorted(wanted):
         namespace_object = source.get("Namespace", "", name)
         if namespace_object is not None:
@@ -250,8 +278,17 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
         foreign |= index.foreign_role_bindings.get(name, set())
     if CLUSTER in scopes or ALL in scopes:
         foreign |= {min(users) for users in index.cluster_role_bindings.values() if users}
-    if not snapshot.cluster_role_bindings and not foreign and index.role_bindings:
-        foreign.add(next(iter(index.role_bindings)))  # "no binding at all" is a cluster-wide fact
+    if (
+        not snapshot.cluster_role_bindings
+        and not foreign
+        and not any(source.in_namespace("RoleBinding", name) for name in wanted)
+    ):  # "no binding at all" is a cluster-wide fact: carry one binding from elsewhere, if there is any
+        if index.role_bindings:
+            foreign.add(next(iter(index.role_bindings)))
+        elif index.cluster_role_binding_names:
+            any_binding = source.get("ClusterRoleBinding", "", next(iter(index.cluster_role_binding_names)))
+            if any_binding is not None:
+                snapshot.add(any_binding)
     for namespace, name in sorted(foreign):
         if namespace in wanted:
             continue
