@@ -35,6 +35,7 @@ from access_hygiene.k8s.events import EventRecorder
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.reports import ReportWriter
+from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
@@ -45,23 +46,9 @@ from access_hygiene.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
-RBAC = "rbac.authorization.k8s.io/v1"
+# Every kind the rules read (the same list the CLI's live scan loads), plus the API server's endpoints.
 WATCHED_KINDS: tuple[WatchSpec, ...] = (
-    WatchSpec(RBAC, "ClusterRole"),
-    WatchSpec(RBAC, "ClusterRoleBinding"),
-    WatchSpec(RBAC, "Role"),
-    WatchSpec(RBAC, "RoleBinding"),
-    WatchSpec("v1", "Namespace"),
-    WatchSpec("v1", "ServiceAccount"),
-    WatchSpec("v1", "Pod"),
-    WatchSpec("networking.k8s.io/v1", "NetworkPolicy"),
-    WatchSpec("apps/v1", "Deployment"),
-    WatchSpec("apps/v1", "StatefulSet"),
-    WatchSpec("apps/v1", "DaemonSet"),
-    WatchSpec("apps/v1", "ReplicaSet"),
-    WatchSpec("batch/v1", "Job"),
-    WatchSpec("batch/v1", "CronJob"),
-    WatchSpec(f"{API_GROUP}/v1alpha1", "AccessPolicy", optional=True),
+    *(WatchSpec(api_version, kind, optional=kind in OPTIONAL_KINDS) for api_version, kind in SNAPSHOT_KINDS),
     WatchSpec("discovery.k8s.io/v1", "EndpointSlice", label_selector="kubernetes.io/service-name=kubernetes"),
 )
 SECRETS = WatchSpec("v1", "Secret", metadata_only=True)
