@@ -206,7 +206,7 @@ class DependencyIndex:
         if kind == "ClusterRole":
             return self._cluster_role_scopes(name_of(obj), labels_of(obj))
         scopes = {namespace_of(obj)}
-        if kind == "AccessPolicy":
+        if kind == "AccessPolicy" and self.cluster_bound(namespace_of(obj)):
             scopes.add(CLUSTER)  # AH-GOV-001 judges ClusterRoleBindings against the policies of their subjects
         if kind == "Role":
             users = self.role_subjects.get((namespace_of(obj), name_of(obj)), Counter())
@@ -216,6 +216,10 @@ class DependencyIndex:
             if _role_ref(obj)[0] == "ClusterRole":
                 scopes.add(CLUSTER)  # the ClusterRole is (no longer) bound: its latent finding changes
         return scopes
+
+    def cluster_bound(self, namespace: str) -> bool:
+        """Does some ClusterRoleBinding bind ServiceAccounts of this namespace?"""
+        return namespace in self.cluster_role_bindings_by_scope or ALL in self.cluster_role_bindings_by_scope
 
     def _cluster_role_scopes(self, name: str, labels: Mapping[str, str]) -> set[str]:
         """The role itself, every role that aggregates it (to a fixpoint), and everyone who uses any of them."""
@@ -255,8 +259,9 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
     if CLUSTER in scopes or ALL in scopes:
         for obj in source.objects("ClusterRoleBinding"):
             snapshot.add(obj)
-        for obj in source.objects("AccessPolicy"):  # cluster-scoped findings about the policies' ServiceAccounts
-            if namespace_of(obj) not in wanted:
+        # Cluster-scoped findings about ClusterRoleBindings read the policies of the ServiceAccounts they bind.
+        for obj in source.objects("AccessPolicy"):
+            if namespace_of(obj) not in wanted and index.cluster_bound(namespace_of(obj)):
                 snapshot.add(obj)
     else:  # only those binding the scopes' ServiceAccounts: every other one's findings are cluster-scoped
         names = set(index.cluster_role_bindings_by_scope.get(ALL, set()))
