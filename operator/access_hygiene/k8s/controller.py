@@ -214,6 +214,9 @@ class Controller:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
         for change in changes:
             work |= self._work_for(change)
+        for key in sorted(work):  # direct work (a policy changed, a generated object was touched) does not wait
+            self.queue.add(key)  # for the re-audit; its status is refreshed again once the audit is done
+        work = set()
         upcoming = self.audit.next_expiry()
         if upcoming is not None and upcoming[0] <= datetime.now(UTC):
             scopes |= upcoming[1]
