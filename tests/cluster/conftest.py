@@ -4,6 +4,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,17 +41,12 @@ def operator_env() -> dict[str, str]:
     return dict(OPERATOR_ENV)
 
 
-@pytest.fixture(scope="module")
-def operator(crd_installed: Cluster, operator_env: dict[str, str]) -> Iterator[KopfRunner]:
-    """The operator, authenticated as its own admin identity so the audit log tells its writes apart."""
-    previous = {key: os.environ.get(key) for key in [*operator_env, "KUBECONFIG"]}
-    os.environ.update(operator_env)
-    os.environ["KUBECONFIG"] = str(crd_installed.control_plane.operator_kubeconfig)
-    from access_hygiene.k8s import resources
-    from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
-
-    with crd_installed.api_client() as api:
-        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+@contextmanager
+def running_operator(kubeconfig: Path, env: dict[str, str]) -> Iterator[KopfRunner]:
+    """The operator in-process (kopf) with `env` set for its lifetime; it must stop cleanly."""
+    values = {**env, "KUBECONFIG": str(kubeconfig)}
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     args = ["run", "--standalone", "--all-namespaces", "-m", "access_hygiene.handlers"]
     try:
         with KopfRunner(args, timeout=60) as runner:
@@ -62,6 +59,18 @@ def operator(crd_installed: Cluster, operator_env: dict[str, str]) -> Iterator[K
                 os.environ[key] = value
     assert runner.exception is None, runner.output
     assert runner.exit_code == 0, runner.output
+
+
+@pytest.fixture(scope="module")
+def operator(crd_installed: Cluster, operator_env: dict[str, str]) -> Iterator[KopfRunner]:
+    """The operator, authenticated as its own admin identity so the audit log tells its writes apart."""
+    from access_hygiene.k8s import resources
+    from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+
+    with crd_installed.api_client() as api:
+        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+    with running_operator(crd_installed.control_plane.operator_kubeconfig, operator_env) as runner:
+        yield runner
 
 
 def operator_writes(cluster: Cluster, since: float, namespace: str | None = None) -> list[dict[str, Any]]:

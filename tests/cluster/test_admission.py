@@ -11,7 +11,6 @@ engine) and its negative control; CEL cost at the CRD's maximum list sizes; unin
 import contextlib
 import copy
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -56,6 +55,7 @@ from access_hygiene.render.admission import ADMISSION_API_VERSION, MODE_LABEL, s
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
 from access_hygiene.settings import OperatorSettings
 from tests.cluster.conftest import OPERATOR_ENV, wait_for
+from tests.cluster.conftest import running_operator as cluster_operator
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -1086,21 +1086,8 @@ def test_uninstall_by_owner_garbage_collection(crd_installed: Cluster, env: Env)
 @contextlib.contextmanager
 def running_operator(cluster: Cluster, **env: str) -> Iterator[KopfRunner]:
     """The operator in-process (kopf), as its own identity, with admission settings from env."""
-    values = {**OPERATOR_ENV, "KUBECONFIG": str(cluster.control_plane.operator_kubeconfig), **env}
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        with KopfRunner(
-            ["run", "--standalone", "--all-namespaces", "-m", "access_hygiene.handlers"], timeout=60
-        ) as runner:
-            yield runner
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert runner.exception is None, runner.output
+    with cluster_operator(cluster.control_plane.operator_kubeconfig, {**OPERATOR_ENV, **env}) as runner:
+        yield runner
 
 
 def _params_now(api: kubernetes.client.ApiClient) -> str:

@@ -10,17 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from access_hygiene.cli import manifest_reader
-from access_hygiene.cli.manifest_reader import LOADER, ManifestError, read_documents, read_json, read_yaml
+from access_hygiene.cli.manifest_reader import LOADER, ManifestError, _node_value, read_documents, read_json, read_yaml
 
 pytestmark = pytest.mark.unit
-
-
-def _node_value(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return value_node  # type: ignore[no-any-return]
-    return None
 
 
 def pyyaml_reading(text: str) -> list[tuple[Any, int | None, tuple[int, ...]]]:

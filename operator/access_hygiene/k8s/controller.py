@@ -38,6 +38,7 @@ from access_hygiene.k8s.reports import ReportWriter
 from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
+from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
 from access_hygiene.reconcile.namespace_classes import namespace_classes
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
@@ -113,6 +114,7 @@ class Controller:
         self.discovery = ServedResourcesCache()
         self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
         self._reports_due = asyncio.Event()
+        self._published_findings: list[Finding] = []
         self.queue = WorkQueue()
         self.ready = asyncio.Event()
         self._audit_lock = threading.Lock()  # the index and scope results are shared with worker threads
@@ -262,6 +264,7 @@ class Controller:
                 duration_seconds=seconds,
             )
         )
+        self._published_findings = totals.findings
         self._loop.call_soon_threadsafe(self._reports_due.set)
         self.metrics.set_managed_objects(self._managed_counts())
         self.metrics.set_policies(self._policy_counts())
@@ -274,8 +277,7 @@ class Controller:
         while True:
             await self._reports_due.wait()
             self._reports_due.clear()
-            with self._audit_lock:
-                findings = self.audit.totals().findings
+            findings = self._published_findings  # what _publish just assembled: not a second totals()
             live = {
                 name_of(ns) for ns in self.state.objects("Namespace") if not ns["metadata"].get("deletionTimestamp")
             }

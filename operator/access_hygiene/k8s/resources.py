@@ -87,7 +87,7 @@ def _type_of(manifest: Mapping[str, Any]) -> ResourceType:
     return resource_type(str(manifest["apiVersion"]), str(manifest["kind"]))
 
 
-def request(
+def open_response(
     api: kubernetes.client.ApiClient,
     method: str,
     path: str,
@@ -97,9 +97,9 @@ def request(
     content_type: str = "application/json",
     accept: str = "application/json",
     timeout: tuple[float, float] = REQUEST_TIMEOUT,
-) -> Obj:
-    """One REST call returning the decoded JSON body; raises kubernetes ApiException on HTTP errors
-    (and urllib3 errors when the API server cannot be reached)."""
+) -> Any:
+    """One REST call; returns the urllib3 response with its body unread (watch streams read it line by line).
+    Raises kubernetes ApiException on HTTP errors (and urllib3 errors when the API server cannot be reached)."""
     method_, url, headers, payload, post = api.param_serialize(
         method=method,
         resource_path=path,
@@ -111,9 +111,27 @@ def request(
     response = api.call_api(
         method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=timeout
     )
-    response.read()
     if not 200 <= response.status <= 299:
+        response.read()
         raise kubernetes.client.ApiException(http_resp=response)
+    return response.response
+
+
+def request(
+    api: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
+) -> Obj:
+    """One REST call returning the decoded JSON body (errors as in open_response)."""
+    response = open_response(
+        api, method, path, query=query, body=body, content_type=content_type, accept=accept, timeout=timeout
+    )
     data = response.data
     return dict(json.loads(data)) if data else {}
 

@@ -23,7 +23,7 @@ import kubernetes
 import urllib3
 
 from access_hygiene.k8s.errors import OUTAGE, is_connection_error
-from access_hygiene.k8s.resources import Obj, resource_type
+from access_hygiene.k8s.resources import Obj, open_response, resource_type
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, trim_object
 
 logger = logging.getLogger(__name__)
@@ -259,18 +259,7 @@ class Reflector:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def _request(self, query: dict[str, str], *, timeout: tuple[float, float]) -> Any:
-        method, url, headers, _body, _post = self.api.param_serialize(
-            method="GET",
-            resource_path=self.rtype.path(),
-            query_params=list(query.items()),
-            header_params={"Accept": self._accept},
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(method, url, header_params=headers, _request_timeout=timeout)
-        if not 200 <= response.status <= 299:
-            response.read()
-            raise kubernetes.client.ApiException(http_resp=response)
-        return response.response  # the urllib3 response, unread
+        return open_response(self.api, "GET", self.rtype.path(), query=query, accept=self._accept, timeout=timeout)
 
     def _relist(self) -> str:
         items: list[Obj] = []
