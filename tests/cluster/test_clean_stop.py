@@ -1,5 +1,6 @@
-"""SIGINT/SIGTERM stop `access-hygiene run` and `access-hygiene local` with exit 0 within seconds, and `local`
-takes its etcd, kube-apiserver and kube-controller-manager down with it (no orphan, no zombie)."""
+"""SIGINT/SIGTERM stop `access-hygiene run` and `access-hygiene local` with exit 0, with no task left for kopf to
+wait on, and `local` takes its etcd, kube-apiserver and kube-controller-manager down with it (no orphan, no
+zombie)."""
 
 import os
 import signal
@@ -14,7 +15,12 @@ from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
 
-STOPS_WITHIN = 5.0
+# Not a speed goal (the stop takes well under a second when idle; docs/performance.md): a bound that catches a
+# hang, far inside a pod's default 30 s termination grace period, with room for a loaded CI machine.
+STOPS_WITHIN = 15.0
+# kopf's verbose log when no task outlived the operator's own shutdown; otherwise kopf waits up to 5 s on
+# those "hung" tasks before cancelling them (a delay a pod pays on every rollout).
+NO_HUNG_TASKS = "Hung tasks stopping is skipped: no tasks given."
 CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
 
 
@@ -67,7 +73,7 @@ def test_run_stops_cleanly(crd_installed: Cluster, tmp_path: Path, signum: int) 
     log = tmp_path / "run.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*CLI, "run", "--liveness", ""],
+            [*CLI, "run", "--liveness", "", "--verbose"],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -77,6 +83,7 @@ def test_run_stops_cleanly(crd_installed: Cluster, tmp_path: Path, signum: int) 
         took = _stop(process, signum)
     assert process.returncode == 0, log.read_text()[-3000:]
     assert took < STOPS_WITHIN, f"stopped after {took:.1f}s"
+    assert NO_HUNG_TASKS in log.read_text(), log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -85,7 +92,7 @@ def test_local_stops_with_its_control_plane(tmp_path: Path, signum: int) -> None
     log = tmp_path / "local.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*CLI, "local", "--workdir", str(workdir), "--metrics-port", "0", "--liveness", ""],
+            [*CLI, "local", "--workdir", str(workdir), "--metrics-port", "0", "--liveness", "", "--verbose"],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -97,4 +104,5 @@ def test_local_stops_with_its_control_plane(tmp_path: Path, signum: int) -> None
         took = _stop(process, signum)
     assert process.returncode == 0, log.read_text()[-3000:]
     assert took < STOPS_WITHIN, f"stopped after {took:.1f}s"
+    assert NO_HUNG_TASKS in log.read_text(), log.read_text()[-3000:]
     assert _processes_under(workdir) == [], "control plane processes outlived `local`"

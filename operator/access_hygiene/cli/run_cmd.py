@@ -22,13 +22,17 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import access_hygiene.handlers  # noqa: F401  (registers the handlers)
+    from access_hygiene.handlers.lifecycle import configure_kopf
 
     if args.mode:
         os.environ["ACCESS_HYGIENE_MODE"] = args.mode
     if args.metrics_port is not None:
         os.environ["ACCESS_HYGIENE_METRICS_PORT"] = str(args.metrics_port)
     kopf.configure(verbose=args.verbose)
-    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None)
+    # Settings that kopf's own tasks read as they start (before any start-up handler has run).
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    kopf.run(settings=settings, standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None)
     return 0
 
 

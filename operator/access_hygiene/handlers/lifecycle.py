@@ -28,6 +28,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 5
     settings.execution.max_workers = 8
     settings.peering.standalone = True
+    # kopf serves only AccessPolicies (the CRD is installed before the operator); its CRD watch would
+    # re-scan API discovery on every CRD change, and a re-scan caught by shutdown retries against a
+    # closed session until kopf gives up on "hung" tasks 5 s later.
+    settings.scanning.disabled = True
 
 
 @kopf.on.login(id="login")
