@@ -13,6 +13,7 @@ Measures, in one run:
 """
 
 import argparse
+import shlex
 import concurrent.futures
 import json
 import os
@@ -203,6 +204,12 @@ def violations(port: int, rule_id: str) -> float:
     )
 
 
+def rss_mib(pid: int) -> str:
+    """Current and peak resident memory of a process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return f"RSS {int(fields['VmRSS'].split()[0]) / 1024:.0f} MiB, peak {int(fields['VmHWM'].split()[0]) / 1024:.0f} MiB"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -246,6 +253,9 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=1.0, help="scale every count by this factor")
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=600)
+    parser.add_argument(
+        "--python-args", default="", help="interpreter arguments for the operator, e.g. '-m memray run -o out.bin'"
+    )
     args = parser.parse_args()
     counts = {k: max(1, int(v * args.factor)) for k, v in SCALE.items()}
     print(f"machine: {os.cpu_count()} cores; scale factor {args.factor}: {counts}", flush=True)
@@ -273,7 +283,7 @@ def main() -> None:
         started = time.monotonic()
         with log.open("w") as out:
             operator = subprocess.Popen(
-                [sys.executable, "-m", "access_hygiene.cli.main", "run", "--liveness", ""],
+                [sys.executable, *shlex.split(args.python_args), "-m", "access_hygiene.cli.main", "run", "--liveness", ""],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -300,6 +310,7 @@ def main() -> None:
                 f"({all_fixed / floor:.1f}x the floor)",
                 flush=True,
             )
+            print(f"operator memory once converged: {rss_mib(operator.pid)}", flush=True)
             writes = operator_requests(control_plane.audit_log_path, time.time() - all_ready - 5, time.time())
             write_count = sum(n for verb, n in writes.items() if verb in ("create", "patch", "update", "delete"))
             write_floor = apply_floor(api, write_count, counts["namespaces"])

@@ -220,3 +220,31 @@ def test_foreign_binding_changes_the_bound_service_account_scope() -> None:
         [(True, secrets_reader), (True, namespace), (True, account), (True, foreign), (False, foreign)]
     )
     assert incremental == full
+
+
+def test_namespace_reaudit_still_knows_it_audits_a_live_cluster() -> None:
+    """A namespace's sub-snapshot holds only the ClusterRoles it references, plus one built-in role: without it
+    a dangling reference to a built-in name would pass for a partial dump (AH-RBAC-022) after any change there."""
+    built_in = {
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:basic-user", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "rules": [],
+    }
+    unrelated = {"kind": "ClusterRole", "metadata": {"name": "unrelated"}, "rules": []}
+    namespace = {"kind": "Namespace", "metadata": {"name": "shop"}}
+    dangling = {
+        "kind": "RoleBinding",
+        "metadata": {"name": "dangling", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:gone"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "shop"}],
+    }
+    account = {"kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "shop"}}
+    events = [(True, built_in), (True, unrelated), (True, namespace), (True, dangling), (True, account)]
+    incremental, full = _replay(events)
+    assert any("AH-RBAC-022" in f for f in full[0])
+    assert incremental == full
+    index = DependencyIndex()
+    for _, obj in events:
+        index.observe(str(obj["kind"]), None, obj)
+    sub = scoped_snapshot(SnapshotSource(ClusterSnapshot.from_objects([o for _, o in events])), index, {"shop"})
+    assert [name_of(r) for r in sub.cluster_roles] == ["system:basic-user"]  # not "unrelated"

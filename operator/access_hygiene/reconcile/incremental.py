@@ -22,7 +22,7 @@ from access_hygiene.reconcile.audit import run_audit, sort_key
 from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.reconcile.exemptions import Exemption, exemption_counts, exemptions_in
 from access_hygiene.reconcile.namespaces import namespace_controls
-from access_hygiene.reconcile.permissions import service_account_capabilities
+from access_hygiene.reconcile.permissions import is_bootstrap, selector_matches, service_account_capabilities
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
@@ -254,8 +254,6 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
     scopes = set(scopes)
     wanted = {s for s in scopes if s not in (CLUSTER, ALL)}
     snapshot = ClusterSnapshot()
-    for obj in source.objects("ClusterRole"):
-        snapshot.add(obj)
     if CLUSTER in scopes or ALL in scopes:
         for obj in source.objects("ClusterRoleBinding"):
             snapshot.add(obj)
@@ -305,7 +303,45 @@ def scoped_snapshot(source: ObjectSource, index: DependencyIndex, scopes: Iterab
         role = source.get("Role", namespace, ref_name) if ref_kind == "Role" else None
         if role is not None:
             snapshot.add(role)
+    everything = CLUSTER in scopes or ALL in scopes
+    for obj in source.objects("ClusterRole") if everything else _cluster_roles_for(source, snapshot):
+        snapshot.add(obj)
     return snapshot
+
+
+def _cluster_roles_for(source: ObjectSource, snapshot: ClusterSnapshot) -> list[Obj]:
+    """The ClusterRoles namespaced results can depend on: those the snapshot's bindings reference, the sources
+    of aggregating ones (to a fixpoint), and one built-in role (its presence tells a live cluster from a partial
+    dump). Every other ClusterRole only has cluster-scoped findings, and parsing all of them per namespace
+    re-audit was most of its cost."""
+    live = {name_of(obj): obj for obj in source.objects("ClusterRole")}
+    shipped = {name_of(obj): obj for obj in bootstrap_cluster_roles()}
+    pending = [
+        ref_name
+        for binding in (*snapshot.role_bindings, *snapshot.cluster_role_bindings)
+        for ref_kind, ref_name in [_role_ref(binding)]
+        if ref_kind == "ClusterRole"
+    ]
+    needed: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        role = live.get(name) or shipped.get(name) or {}
+        rule = role.get("aggregationRule")
+        selectors = rule.get("clusterRoleSelectors") if isinstance(rule, Mapping) else None
+        for selector in selectors if isinstance(selectors, list) else []:
+            if isinstance(selector, Mapping):
+                pending.extend(
+                    other
+                    for other, obj in live.items()
+                    if other not in needed and selector_matches(selector, labels_of(obj))
+                )
+    marker = min((name for name, obj in live.items() if is_bootstrap(obj)), default=None)
+    if marker is not None:
+        needed.add(marker)
+    return [live[name] for name in sorted(needed) if name in live]
 
 
 @dataclass
