@@ -13,10 +13,10 @@ Measures, in one run:
 """
 
 import argparse
-import shlex
 import concurrent.futures
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -207,7 +207,9 @@ def violations(port: int, rule_id: str) -> float:
 def rss_mib(pid: int) -> str:
     """Current and peak resident memory of a process, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return f"RSS {int(fields['VmRSS'].split()[0]) / 1024:.0f} MiB, peak {int(fields['VmHWM'].split()[0]) / 1024:.0f} MiB"
+    return (
+        f"RSS {int(fields['VmRSS'].split()[0]) / 1024:.0f} MiB, peak {int(fields['VmHWM'].split()[0]) / 1024:.0f} MiB"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -283,7 +285,15 @@ def main() -> None:
         started = time.monotonic()
         with log.open("w") as out:
             operator = subprocess.Popen(
-                [sys.executable, *shlex.split(args.python_args), "-m", "access_hygiene.cli.main", "run", "--liveness", ""],
+                [
+                    sys.executable,
+                    *shlex.split(args.python_args),
+                    "-m",
+                    "access_hygiene.cli.main",
+                    "run",
+                    "--liveness",
+                    "",
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

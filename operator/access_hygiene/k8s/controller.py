@@ -117,7 +117,11 @@ class Controller:
         self._published_findings: list[Finding] = []
         self.queue = WorkQueue()
         self.ready = asyncio.Event()
-        self._audit_lock = threading.Lock()  # the index and scope results are shared with worker threads
+        # The dependency index is read by worker threads (their sub-snapshots) while the coordinator updates it;
+        # a re-audit holds the audit lock for its whole run, the index lock only while it reads the index.
+        # Workers read a scope's findings without a lock: a re-audit replaces each scope's result whole.
+        self._index_lock = threading.Lock()
+        self._audit_lock = threading.Lock()
         self._changes: list[Change] = []
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
@@ -200,7 +204,7 @@ class Controller:
     def _initial_audit(self) -> None:
         started = time.monotonic()
         changes = self._drain()
-        with self._audit_lock:
+        with self._audit_lock, self._index_lock:
             for change in changes:
                 self.audit.observe(change.kind, change.old, change.new)
             self.audit.full(self.state, self.settings.audit_context(now=datetime.now(UTC)), self.state.snapshot())
@@ -211,7 +215,7 @@ class Controller:
     async def _process(self, changes: list[Change]) -> None:
         scopes: set[str] = set()
         work: set[WorkKey] = set()
-        with self._audit_lock:
+        with self._index_lock:
             for change in changes:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
         for change in changes:
@@ -238,7 +242,9 @@ class Controller:
         with self._audit_lock:
             if ALL in scopes:
                 scopes = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
-            self.audit.update(self.state, ctx, scopes)
+            with self._index_lock:
+                snapshot = scoped_snapshot(self.state, self.audit.index, scopes)
+            self.audit.update(self.state, ctx, scopes, snapshot)
             current = [f for scope in scopes for f in self.audit.findings_in(scope)]
         self.events.record(current, self._uid_of, scopes)
         self._publish(time.monotonic() - started)
@@ -389,8 +395,7 @@ class Controller:
         home = self.state.get("Namespace", "", namespace)
         if home is None or (home.get("metadata") or {}).get("deletionTimestamp"):
             return None  # a terminating namespace refuses new content; its objects go with it
-        with self._audit_lock:
-            findings = self.audit.findings_in(namespace)
+        findings = self.audit.findings_in(namespace)
         result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings, self.discovery)
         if status_changed(body.get("status"), result.status):
             resources.patch_merge(
@@ -405,9 +410,9 @@ class Controller:
         namespace = self.state.get("Namespace", "", name)
         if namespace is None or (namespace.get("metadata") or {}).get("deletionTimestamp"):
             return
-        with self._audit_lock:
+        with self._index_lock:
             snapshot = scoped_snapshot(self.state, self.audit.index, {name})
-            findings = self.audit.findings_in(name)
+        findings = self.audit.findings_in(name)
         result = sync_namespace(self.api, namespace, self.settings, datetime.now(UTC), snapshot, findings)
         if result.writes:
             logger.info(f"Namespace {name} hygiene applied with {result.writes} write(s) in {result.mode} mode.")

@@ -417,12 +417,18 @@ class IncrementalAudit:
         """Recompute everything (start, relist safety net, periodic expiry check)."""
         self.scopes = audit_scopes(snapshot, ctx, None)
 
-    def update(self, source: ObjectSource, ctx: AuditContext, scopes: set[str]) -> set[str]:
-        """Re-audit the given scopes; returns the scopes whose results changed."""
+    def update(
+        self, source: ObjectSource, ctx: AuditContext, scopes: set[str], snapshot: ClusterSnapshot | None = None
+    ) -> set[str]:
+        """Re-audit the given scopes (on `snapshot`, their scoped_snapshot when the caller already took it);
+        returns the scopes whose results changed."""
         if ALL in scopes:
             scopes = {CLUSTER, *self.scopes, *(name_of(ns) for ns in source.objects("Namespace"))}
             scopes |= self._all_namespaced_scopes(source)
-        fresh = audit_scopes(scoped_snapshot(source, self.index, scopes), ctx, scopes)
+            snapshot = None
+        if snapshot is None:
+            snapshot = scoped_snapshot(source, self.index, scopes)
+        fresh = audit_scopes(snapshot, ctx, scopes)
         changed: set[str] = set()
         for scope in scopes:
             result = fresh.get(scope, ScopeResult())
@@ -462,6 +468,7 @@ class IncrementalAudit:
         return first, {scope for when, scope in expiries if when == first}
 
     def findings_in(self, scope: str) -> list[Finding]:
+        """Safe beside a running update: update replaces a scope's result, never changes one in place."""
         result = self.scopes.get(scope)
         return list(result.findings) if result is not None else []
 
