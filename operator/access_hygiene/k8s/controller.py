@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,8 @@ LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
 HEARTBEAT_SECONDS = 60.0
 REPORTS_SECONDS = 2.0
+# How long a re-audit waits for the direct work of the same batch (a policy's own reconcile) to finish first.
+DIRECT_WORK_FIRST_SECONDS = 1.0
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -74,6 +76,7 @@ class WorkQueue:
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._dirty: set[Hashable] = set()
         self._processing: set[Hashable] = set()
+        self._settled = asyncio.Event()  # set whenever a key is done
 
     def add(self, key: Hashable) -> None:
         if key in self._dirty:
@@ -93,8 +96,16 @@ class WorkQueue:
 
     def done(self, key: Hashable) -> None:
         self._processing.discard(key)
+        self._settled.set()
         if key in self._dirty:
             self._queue.put_nowait(key)
+
+    async def wait_settled(self, keys: Iterable[Hashable]) -> None:
+        """Wait until none of the keys is queued or being worked on."""
+        pending = set(keys)
+        while pending & (self._dirty | self._processing):
+            self._settled.clear()
+            await self._settled.wait()
 
     def __len__(self) -> int:
         return len(self._dirty)
@@ -220,23 +231,29 @@ class Controller:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
         for change in changes:
             work |= self._work_for(change)
-        for key in sorted(work):  # direct work (a policy changed, a generated object was touched) does not wait
-            self.queue.add(key)  # for the re-audit; its status is refreshed again once the audit is done
-        work = set()
+        direct = sorted(work)
+        for key in direct:  # direct work (a policy changed, a generated object was touched) goes first: the
+            self.queue.add(key)  # re-audit waits for it (bounded), and its status is refreshed after the audit
         upcoming = self.audit.next_expiry()
         if upcoming is not None and upcoming[0] <= datetime.now(UTC):
             scopes |= upcoming[1]
-        if scopes:
-            scopes = await asyncio.to_thread(self._reaudit, scopes)
-            namespaces = {s for s in scopes if s != CLUSTER}
-            work |= {("namespace", ns) for ns in namespaces}
-            for ns in namespaces:
-                work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
+        if not scopes:
+            return
+        if direct and len(self.queue) <= self.settings.workers:  # (behind a backlog it would not run soon)
+            # Two CPU-bound threads share the interpreter: run side by side, both would finish later.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DIRECT_WORK_FIRST_SECONDS):
+                    await self.queue.wait_settled(direct)
+        audited, changed = await asyncio.to_thread(self._reaudit, scopes)
+        work = {("namespace", ns) for ns in audited if ns != CLUSTER}
+        for ns in changed - {CLUSTER}:  # a policy's status follows its namespace's findings
+            work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
         for key in sorted(work):
             self.queue.add(key)
 
-    def _reaudit(self, scopes: set[str]) -> set[str]:
-        """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited."""
+    def _reaudit(self, scopes: set[str]) -> tuple[set[str], set[str]]:
+        """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited and those whose
+        results changed."""
         started = time.monotonic()
         ctx = self.settings.audit_context(now=datetime.now(UTC))
         with self._audit_lock:
@@ -244,11 +261,11 @@ class Controller:
                 scopes = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
             with self._index_lock:
                 snapshot = scoped_snapshot(self.state, self.audit.index, scopes)
-            self.audit.update(self.state, ctx, scopes, snapshot)
+            changed = self.audit.update(self.state, ctx, scopes, snapshot)
             current = [f for scope in scopes for f in self.audit.findings_in(scope)]
         self.events.record(current, self._uid_of, scopes)
         self._publish(time.monotonic() - started)
-        return scopes
+        return scopes, changed
 
     def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
         obj = self.state.get(kind, namespace, name)
