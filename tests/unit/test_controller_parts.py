@@ -1,6 +1,9 @@
-"""The controller's work queue: deduplication, re-run of a key queued while worked on, waiting for keys."""
+"""The controller's work queue (deduplication, re-run of a key queued while worked on, waiting for keys) and the
+watch cache's shared strings."""
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
 
@@ -40,3 +43,24 @@ def test_wait_settled_returns_once_the_keys_are_done_and_not_before() -> None:
         return waiting_while_processing, waiter.done()
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_cached_objects_share_their_short_strings_and_stay_equal() -> None:
+    from access_hygiene.k8s.watch_cache import _shared_strings
+
+    def decoded(name: str) -> dict[str, Any]:  # as two separate watch events would deliver them
+        note = "y" * 100
+        return json.loads(
+            f'{{"kind": "RoleBinding", "metadata": {{"namespace": "shop", "annotations": {{"note": "{note}"}}}},'
+            f' "subjects": [{{"kind": "ServiceAccount", "name": "{name}"}}]}}'
+        )  # type: ignore[no-any-return]
+
+    first, second = decoded("app"), decoded("app")
+    assert first["metadata"]["namespace"] is not second["metadata"]["namespace"]
+    shared_first, shared_second = _shared_strings(first), _shared_strings(second)
+    assert shared_first == first
+    assert shared_second == second
+    assert shared_first["metadata"]["namespace"] is shared_second["metadata"]["namespace"]
+    assert shared_first["subjects"][0]["name"] is shared_second["subjects"][0]["name"]
+    long_first = shared_first["metadata"]["annotations"]["note"]
+    assert long_first is not shared_second["metadata"]["annotations"]["note"]  # long values are left alone
