@@ -104,6 +104,8 @@ def test_full_audit_finds_what_the_fixtures_flag() -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Found by the search once: a policy deleted while a ClusterRoleBinding binds its ServiceAccount (AH-GOV-001).
 @example(events=[(True, 0), (True, 2), (True, 4), (False, 0)], batch=1, seed_size=0)
+# And: the first binding (ALL: wording changes everywhere) binds a ServiceAccount of a namespace holding nothing.
+@example(events=[(True, 160)], batch=1, seed_size=0)
 @given(
     events=st.lists(st.tuples(st.booleans(), st.integers(0, len(POOL) - 1)), min_size=1, max_size=40),
     batch=st.integers(1, 6),
@@ -248,3 +250,57 @@ def test_namespace_reaudit_still_knows_it_audits_a_live_cluster() -> None:
         index.observe(str(obj["kind"]), None, obj)
     sub = scoped_snapshot(SnapshotSource(ClusterSnapshot.from_objects([o for _, o in events])), index, {"shop"})
     assert [name_of(r) for r in sub.cluster_roles] == ["system:basic-user"]  # not "unrelated"
+
+
+def test_policy_status_changes_stay_in_their_namespace_and_spec_changes_reach_the_cluster_scope() -> None:
+    """The operator writes a policy's status after each reconcile: that must not re-audit the cluster scope,
+    while a spec change must (AH-GOV-001 judges ClusterRoleBindings against the policies of their subjects)."""
+    secrets_reader = {
+        "kind": "ClusterRole",
+        "metadata": {"name": "secrets-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }
+    binding = {
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "extra"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "secrets-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "shop"}],
+    }
+
+    def policy(account: str, ready: str) -> Obj:
+        return {
+            "apiVersion": "accesshygiene.io/v1alpha1",
+            "kind": "AccessPolicy",
+            "metadata": {"name": "app", "namespace": "shop", "uid": "u-1"},
+            "spec": {
+                "serviceAccount": {"name": account},
+                "rbac": {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]},
+            },
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Reconciled"}]},
+        }
+
+    namespace = {"kind": "Namespace", "metadata": {"name": "shop"}}
+    base = [(True, secrets_reader), (True, namespace), (True, binding), (True, policy("app", "Unknown"))]
+    incremental, full = _replay([*base, (True, policy("app", "True"))])
+    assert any("AH-GOV-001" in f for f in full[0])
+    assert incremental == full
+    incremental, full = _replay([*base, (True, policy("other", "True"))])
+    assert not any("AH-GOV-001" in f for f in full[0])  # "app" is no longer the policy's: its finding is gone
+    assert incremental == full
+    index = DependencyIndex()
+    for _, obj in base:
+        index.observe(str(obj["kind"]), None, obj)
+    assert index.observe("AccessPolicy", policy("app", "Unknown"), policy("app", "True")) == {"shop"}
+    assert CLUSTER in index.observe("AccessPolicy", policy("app", "True"), policy("other", "True"))
+
+
+def test_first_binding_reaches_the_namespace_of_its_service_account_even_when_that_namespace_is_empty() -> None:
+    binding = {
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "ops-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": "shop"}],
+    }
+    incremental, full = _replay([(True, binding)])
+    assert any('"shop"' in c and "cluster-admin" in c for c in full[1])
+    assert incremental == full

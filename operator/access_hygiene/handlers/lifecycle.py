@@ -6,7 +6,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from access_hygiene import API_GROUP
+from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
@@ -75,7 +75,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics.serve(operator_settings.metrics_port, addr=operator_settings.metrics_addr)
     api = with_pool_size(make_api_client(), operator_settings.workers + 8)
     runtime = Runtime(settings=operator_settings, api=api, metrics=metrics)
-    cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
+    managed = (MANAGED_BY_LABEL, MANAGED_BY_VALUE)  # counted for the managed-objects metric
+    cache = WatchCache(make_watch_client(), watched_kinds(operator_settings), managed)
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
     runtime.controller.start()
     memo["runtime"] = runtime

@@ -20,7 +20,7 @@ from typing import Any
 
 import kubernetes
 
-from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene import API_GROUP
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
@@ -258,7 +258,8 @@ class Controller:
         ctx = self.settings.audit_context(now=datetime.now(UTC))
         with self._audit_lock:
             if ALL in scopes:
-                scopes = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
+                everything = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
+                scopes = (scopes - {ALL}) | everything
             with self._index_lock:
                 snapshot = scoped_snapshot(self.state, self.audit.index, scopes)
             changed = self.audit.update(self.state, ctx, scopes, snapshot)
@@ -313,12 +314,7 @@ class Controller:
             await asyncio.sleep(REPORTS_SECONDS)
 
     def _managed_counts(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        for kind in MANAGED_KINDS:
-            counts[kind] = sum(
-                1 for obj in self.state.objects(kind) if labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
-            )
-        return dict(counts)
+        return {kind: self.state.count_labelled(kind) for kind in MANAGED_KINDS}
 
     def _policy_counts(self) -> dict[str, int]:
         counts = Counter({"ready": 0, "not-ready": 0, "refused": 0})

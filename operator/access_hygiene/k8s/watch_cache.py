@@ -16,6 +16,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,11 @@ def _shared_strings(value: Any) -> Any:
 class ClusterState:
     """Objects by kind, namespace and name. Thread-safe; each change is passed to the listener once."""
 
-    def __init__(self, specs: Iterable[WatchSpec]) -> None:
+    def __init__(self, specs: Iterable[WatchSpec], counted_label: tuple[str, str] | None = None) -> None:
+        """counted_label: a label (key, value) whose objects are counted per kind as they come and go."""
         self.specs = tuple(specs)
+        self._counted_label = counted_label
+        self._labelled: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._objects: dict[str, dict[str, dict[str, Obj]]] = {spec.kind: {} for spec in self.specs}
         self._synced: dict[str, threading.Event] = {spec.kind: threading.Event() for spec in self.specs}
@@ -107,6 +111,17 @@ class ClusterState:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         with self._lock:
             return self._objects.get(kind, {}).get(namespace, {}).get(name)
+
+    def count_labelled(self, kind: str) -> int:
+        """How many objects of the kind carry the counted label (kept as they change, not counted per call)."""
+        return self._labelled[kind]
+
+    def _has_label(self, obj: Obj | None) -> int:
+        if obj is None or self._counted_label is None:
+            return 0
+        key, value = self._counted_label
+        labels = (obj.get("metadata") or {}).get("labels")
+        return int(isinstance(labels, dict) and labels.get(key) == value)
 
     def count(self, kind: str) -> int:
         with self._lock:
@@ -160,6 +175,7 @@ class ClusterState:
                 bucket = fresh.get(namespace, {})
                 changes.extend(Change(kind, obj, None) for name, obj in old_bucket.items() if name not in bucket)
             self._objects[kind] = fresh
+            self._labelled[kind] = sum(self._has_label(obj) for bucket in fresh.values() for obj in bucket.values())
             self._synced[kind].set()
         self._notify(changes)
 
@@ -170,6 +186,7 @@ class ClusterState:
             bucket = self._objects.setdefault(kind, {}).setdefault(namespace, {})
             previous = bucket.get(name)
             bucket[name] = obj
+            self._labelled[kind] += self._has_label(obj) - self._has_label(previous)
         if previous is None or _version(previous) != _version(obj):
             self._notify([Change(kind, previous, obj)])
 
@@ -179,6 +196,7 @@ class ClusterState:
         with self._lock:
             bucket = self._objects.setdefault(kind, {}).get(namespace, {})
             previous = bucket.pop(name, None)
+            self._labelled[kind] -= self._has_label(previous)
             if not bucket:
                 self._objects[kind].pop(namespace, None)
         if previous is not None:
@@ -355,8 +373,13 @@ def _lines(response: Any) -> Iterator[bytes]:
 class WatchCache:
     """All reflectors of one ClusterState: start, wait for the first LISTs, stop."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, specs: Iterable[WatchSpec]) -> None:
-        self.state = ClusterState(specs)
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        specs: Iterable[WatchSpec],
+        counted_label: tuple[str, str] | None = None,
+    ) -> None:
+        self.state = ClusterState(specs, counted_label)
         self.reflectors = [Reflector(api, spec, self.state) for spec in self.state.specs]
 
     def start(self) -> None:

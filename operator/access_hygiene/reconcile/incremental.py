@@ -174,6 +174,10 @@ class DependencyIndex:
         for obj in (old, new):
             if obj is not None:
                 scopes |= self._scopes_of(kind, obj)
+        if kind == "AccessPolicy" and old is not None and new is not None and old.get("spec") == new.get("spec"):
+            # Cluster-scoped findings read a policy's spec only (AH-GOV-001); its status (written after every
+            # reconcile) and metadata (kopf's finalizer) matter to its own namespace alone.
+            scopes.discard(CLUSTER)
         if kind in ("RoleBinding", "ClusterRoleBinding"):
             had_bindings = bool(self.role_bindings or self.cluster_role_binding_names)
             if old is not None:
@@ -422,8 +426,8 @@ class IncrementalAudit:
     ) -> set[str]:
         """Re-audit the given scopes (on `snapshot`, their scoped_snapshot when the caller already took it);
         returns the scopes whose results changed."""
-        if ALL in scopes:
-            scopes = {CLUSTER, *self.scopes, *(name_of(ns) for ns in source.objects("Namespace"))}
+        if ALL in scopes:  # every scope, and those named beside ALL (a ServiceAccount's namespace may hold nothing)
+            scopes = (scopes - {ALL}) | {CLUSTER, *self.scopes, *(name_of(ns) for ns in source.objects("Namespace"))}
             scopes |= self._all_namespaced_scopes(source)
             snapshot = None
         if snapshot is None:
