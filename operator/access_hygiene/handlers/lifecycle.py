@@ -9,8 +9,9 @@ from access_hygiene import API_GROUP
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
+from access_hygiene.k8s.usage_status import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
-from access_hygiene.metrics import Metrics
+from access_hygiene.metrics import Metrics, UsageMetrics
 from access_hygiene.settings import OperatorSettings
 
 
@@ -53,6 +54,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
     runtime.controller.start()
+    if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
+        usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
+        runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
+        runtime.usage.start()
     memo["runtime"] = runtime
 
 
@@ -61,6 +66,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("runtime")
     if runtime is None:
         return
+    if runtime.usage is not None:
+        await runtime.usage.stop()
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()

@@ -1,0 +1,156 @@
+"""Bounded per-ServiceAccount usage counters for the operator's continuous mode (audit webhook).
+
+Pure bookkeeping, no clock: every call that needs the time takes `now` (unix seconds, the receiver's clock).
+The counters keep, per ServiceAccount user name, what reconcile/usage.py's `SubjectUsage` keeps for its
+allowed requests (one small record per distinct verb/group/resource/subresource/namespace, object names up
+to `name_cap`), so `unused_grants()` judges them exactly like `access-hygiene unused` judges a log.
+
+Bounds (memory is the product of the two caps, whatever the request rate):
+- at most `max_subjects` ServiceAccounts; requests of further ones are dropped and counted;
+- at most `max_keys` distinct records per ServiceAccount; a request that would add one more is dropped and
+  the subject is marked incomplete. An incomplete subject is never judged: a dropped record may be exactly
+  the use of a grant, and an unused finding must never be a guess.
+
+"Observed long enough": a subject is judged once `now - first_seen >= min_window_seconds`, where first_seen
+is when the receiver recorded its first request (the receiver's clock, not the API server's timestamps, so
+a replayed or skewed event cannot make a window look longer than it was observed).
+Denied requests are not kept (they grant nothing), nor are requests of users other than ServiceAccounts.
+"""
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from access_hygiene.models.findings import Subject
+from access_hygiene.reconcile.auditlog import AuditRequest
+from access_hygiene.reconcile.permissions import SA_USER_PREFIX
+from access_hygiene.reconcile.usage import KeyUsage, SubjectUsage, UsageKey
+
+DEFAULT_MAX_SUBJECTS = 5000
+DEFAULT_MAX_KEYS = 256
+DEFAULT_NAME_CAP = 16
+
+# What happened to one parsed request.
+Outcome = Literal["recorded", "ignored", "dropped"]
+# Where a subject stands: judged (window long enough, complete data), observing (window too short),
+# incomplete (a record was dropped: never judged).
+SubjectState = Literal["judged", "observing", "incomplete"]
+SUBJECT_STATES: tuple[SubjectState, ...] = ("judged", "observing", "incomplete")
+
+
+def parse_service_account_user(username: str) -> tuple[str, str] | None:
+    """`system:serviceaccount:ns:name` -> (ns, name); None for any other user."""
+    if not username.startswith(SA_USER_PREFIX):
+        return None
+    namespace, _, name = username[len(SA_USER_PREFIX) :].partition(":")
+    if not namespace or not name or ":" in name:
+        return None
+    return namespace, name
+
+
+@dataclass(slots=True)
+class ObservedSubject:
+    usage: SubjectUsage = field(default_factory=SubjectUsage)
+    first_seen: float = math.inf  # the receiver's clock
+    last_seen: float = -math.inf
+    dropped_keys: int = 0  # requests not kept because the key cap was reached
+
+    @property
+    def complete(self) -> bool:
+        return self.dropped_keys == 0
+
+
+@dataclass
+class UsageCounters:
+    """Usage per ServiceAccount user name, bounded (see the module doc). Not thread-safe: callers lock."""
+
+    max_subjects: int = DEFAULT_MAX_SUBJECTS
+    max_keys: int = DEFAULT_MAX_KEYS
+    name_cap: int = DEFAULT_NAME_CAP
+    subjects: dict[str, ObservedSubject] = field(default_factory=dict)
+    dropped_subjects: int = 0  # requests dropped because max_subjects ServiceAccounts were already kept
+    dropped_keys: int = 0  # requests dropped by a subject's key cap (every subject)
+    recorded: int = 0
+
+    def add(self, request: AuditRequest, now: float) -> Outcome:
+        """Record one parsed request received at `now`."""
+        if not request.allowed or parse_service_account_user(request.username) is None:
+            return "ignored"
+        observed = self.subjects.get(request.username)
+        if observed is None:
+            if len(self.subjects) >= self.max_subjects:
+                self.dropped_subjects += 1
+                return "dropped"
+            observed = self.subjects[request.username] = ObservedSubject()
+        key: UsageKey = (request.verb, request.api_group, request.resource, request.subresource, request.namespace,
+                         request.path)  # fmt: skip
+        usage = observed.usage
+        record = usage.allowed.get(key)
+        if record is None:
+            if len(usage.allowed) >= self.max_keys:
+                observed.dropped_keys += 1
+                self.dropped_keys += 1
+                return "dropped"
+            record = usage.allowed[key] = KeyUsage()
+        record.add(request.name, now, request.counted, self.name_cap)
+        if request.counted:
+            usage.requests += 1
+        usage.first = min(usage.first, now)
+        usage.last = max(usage.last, now)
+        observed.first_seen = min(observed.first_seen, now)
+        observed.last_seen = max(observed.last_seen, now)
+        self.recorded += 1
+        return "recorded"
+
+    def state(self, username: str, now: float, min_window_seconds: float) -> SubjectState | None:
+        """None for a subject with no recorded request (never judged: no data is not evidence)."""
+        observed = self.subjects.get(username)
+        if observed is None or not observed.usage.allowed:
+            return None
+        if not observed.complete:
+            return "incomplete"
+        return "judged" if now - observed.first_seen >= min_window_seconds else "observing"
+
+    def judged(self, now: float, min_window_seconds: float) -> Iterator[tuple[Subject, SubjectUsage]]:
+        """ServiceAccounts observed long enough with complete data, sorted by user name."""
+        for username in sorted(self.subjects):
+            if self.state(username, now, min_window_seconds) != "judged":
+                continue
+            parsed = parse_service_account_user(username)
+            assert parsed is not None  # add() keeps ServiceAccount users only
+            yield Subject(kind="ServiceAccount", namespace=parsed[0], name=parsed[1]), self.subjects[username].usage
+
+    def state_counts(self, now: float, min_window_seconds: float) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(SUBJECT_STATES, 0)
+        for username in self.subjects:
+            found = self.state(username, now, min_window_seconds)
+            if found is not None:
+                counts[found] += 1
+        return counts
+
+    def forget(self, keep: Callable[[str, str], bool], now: float, grace_seconds: float) -> int:
+        """Drop subjects whose ServiceAccount `keep(namespace, name)` says is gone and that sent nothing for
+        `grace_seconds` (a new ServiceAccount may send requests before the watch shows it). Returns how many."""
+        gone = [
+            username
+            for username, observed in self.subjects.items()
+            if now - observed.last_seen >= grace_seconds and not keep(*_split(username))
+        ]
+        for username in gone:
+            del self.subjects[username]
+        return len(gone)
+
+
+def _split(username: str) -> tuple[str, str]:
+    parsed = parse_service_account_user(username)
+    assert parsed is not None
+    return parsed
+
+
+def record_all(counters: UsageCounters, requests: Iterable[AuditRequest], now: float) -> dict[str, int]:
+    """Record several requests; counts per outcome."""
+    outcomes: dict[str, int] = {"recorded": 0, "ignored": 0, "dropped": 0}
+    for request in requests:
+        outcomes[counters.add(request, now)] += 1
+    return outcomes
