@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.usage_counters import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
 
 class OperatorSettings(BaseSettings):
@@ -80,9 +81,14 @@ class OperatorSettings(BaseSettings):
         default="", description="CA bundle: kube-apiserver must present a client certificate signed by it."
     )
     audit_webhook_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    usage_max_subjects: int = Field(default=5000, ge=1, description="ServiceAccounts whose usage is kept.")
+    # Memory is bounded by the product (~240 B per record: 5000 x 128 is ~150 MiB at worst; docs/performance.md).
+    usage_max_subjects: int = Field(
+        default=DEFAULT_MAX_SUBJECTS, ge=1, description="ServiceAccounts whose usage is kept."
+    )
     usage_max_keys_per_subject: int = Field(
-        default=256, ge=1, description="Distinct requests kept per ServiceAccount; beyond, it is never judged."
+        default=DEFAULT_MAX_KEYS,
+        ge=1,
+        description="Distinct requests kept per ServiceAccount; beyond, it is never judged.",
     )
     usage_min_window_seconds: float = Field(
         default=7 * 86400.0, ge=0, description="Observe a ServiceAccount this long before calling a grant unused."

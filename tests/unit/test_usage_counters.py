@@ -70,9 +70,10 @@ def test_counters_keep_allowed_service_account_requests_only() -> None:
     )
     assert outcomes == {"recorded": 2, "ignored": 2, "dropped": 0}
     assert list(counters.subjects) == [SA]
-    usage = counters.subjects[SA].usage
+    usage = counters.subjects[SA].usage()
     assert sorted(key[0] for key in usage.allowed) == ["get", "list"]
     assert usage.allowed[("get", "", "configmaps", "", "shop", "")].names == {"settings"}
+    assert usage.allowed[("list", "", "configmaps", "", "shop", "")].unnamed
 
 
 def test_subject_cap_drops_new_subjects_and_counts_them() -> None:
@@ -82,7 +83,7 @@ def test_subject_cap_drops_new_subjects_and_counts_them() -> None:
     counters.add(request("list", user="system:serviceaccount:shop:a"), now=2.0)  # a known subject still counts
     assert sorted(counters.subjects) == ["system:serviceaccount:shop:a", "system:serviceaccount:shop:b"]
     assert counters.dropped_subjects == 2
-    assert len(counters.subjects["system:serviceaccount:shop:a"].usage.allowed) == 2
+    assert len(counters.subjects["system:serviceaccount:shop:a"].seen) == 2
 
 
 def test_key_cap_makes_a_subject_incomplete_and_never_judged() -> None:
@@ -92,7 +93,7 @@ def test_key_cap_makes_a_subject_incomplete_and_never_judged() -> None:
     assert counters.add(request("get", "configmaps", name="x"), now=1.0) == "recorded"  # a known key: kept
     assert counters.add(request("get", "secrets"), now=1.0) == "dropped"
     assert counters.dropped_keys == 1
-    assert len(counters.subjects[SA].usage.allowed) == 3
+    assert len(counters.subjects[SA].seen) == 3
     # A dropped record may be exactly the use of a grant: the subject is not judged, however long observed.
     assert counters.state(SA, now=10**9, min_window_seconds=0) == "incomplete"
     assert list(counters.judged(now=10**9, min_window_seconds=0)) == []
@@ -116,10 +117,9 @@ def test_object_names_are_capped_per_key() -> None:
     counters = UsageCounters(name_cap=2)
     for name in ("a", "b", "c"):
         counters.add(request("get", name=name), now=1.0)
-    record = counters.subjects[SA].usage.allowed[("get", "", "configmaps", "", "shop", "")]
+    record = counters.subjects[SA].usage().allowed[("get", "", "configmaps", "", "shop", "")]
     assert record.overflow
     assert record.names == set()
-    assert record.count == 3
 
 
 def test_forget_drops_gone_service_accounts_after_a_grace_period() -> None:
@@ -355,3 +355,18 @@ def test_receiver_answers_every_kind_of_request(receiver: Any) -> None:
     _, _, received, codes = receiver
     assert [(r.verb, r.resource) for r in received] == [("get", "configmaps"), ("list", "pods")] * 2
     assert codes == ["200", "401", "401", "404", "405", "413", "400", "200"]
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_names_are_kept_exactly_up_to_the_cap(cap: int) -> None:
+    counters = UsageCounters(name_cap=cap)
+    seen: list[str] = []
+    for name in ("a", "a", "b", "c", "b"):
+        counters.add(request("get", name=name), now=1.0)
+        seen.append(name)
+        record = counters.subjects[SA].usage().allowed[("get", "", "configmaps", "", "shop", "")]
+        distinct = set(seen)
+        if len(distinct) <= cap:
+            assert (record.names, record.overflow) == (distinct, False)
+        else:
+            assert (record.names, record.overflow) == (set(), True)

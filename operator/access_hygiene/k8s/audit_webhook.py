@@ -171,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0 or length > receiver.max_body_bytes:
             self.close_connection = True
+            self._discard_body()
             self._reply(413, f"body over {receiver.max_body_bytes} bytes" if length >= 0 else "bad Content-Length")
             return
         body = self.rfile.read(length)

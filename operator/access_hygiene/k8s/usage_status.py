@@ -29,7 +29,7 @@ from access_hygiene.models.status import UnusedRule
 from access_hygiene.reconcile.auditlog import AuditRequest
 from access_hygiene.reconcile.permissions import PermissionIndex, is_excluded
 from access_hygiene.reconcile.snapshot import name_of, namespace_of
-from access_hygiene.reconcile.usage import KeyUsage, SubjectUsage, UnusedGrants, service_account_username, unused_grants
+from access_hygiene.reconcile.usage import UnusedGrants, service_account_username, unused_grants
 from access_hygiene.reconcile.usage_counters import UsageCounters, record_all
 from access_hygiene.reconcile.usage_status import (
     policy_service_account,
@@ -55,15 +55,6 @@ class Judgement:
 
     def judged(self, namespace: str, service_account: str) -> bool:
         return (namespace, service_account) in self.unused
-
-
-def _copy(usage: SubjectUsage) -> SubjectUsage:
-    """A private copy of what unused_grants() reads (the receiver keeps mutating the original)."""
-    allowed = {
-        key: KeyUsage(record.count, set(record.names), record.unnamed, record.overflow, record.last)
-        for key, record in usage.allowed.items()
-    }
-    return SubjectUsage(allowed=allowed, requests=usage.requests, first=usage.first, last=usage.last)
 
 
 class UsageMonitor:
@@ -138,7 +129,7 @@ class UsageMonitor:
                 now,
                 max(FORGET_AFTER_SECONDS, 2 * self.settings.usage_interval_seconds),
             )
-            judged = [(subject, _copy(usage)) for subject, usage in self.counters.judged(now, min_window)]
+            judged = list(self.counters.judged(now, min_window))  # copies: the receiver keeps recording
             states = self.counters.state_counts(now, min_window)
         ctx = self.settings.audit_context(now=datetime.now(UTC))
         judged = [(subject, usage) for subject, usage in judged if not is_excluded(subject, ctx)]

@@ -1,9 +1,9 @@
 """Bounded per-ServiceAccount usage counters for the operator's continuous mode (audit webhook).
 
 Pure bookkeeping, no clock: every call that needs the time takes `now` (unix seconds, the receiver's clock).
-The counters keep, per ServiceAccount user name, what reconcile/usage.py's `SubjectUsage` keeps for its
-allowed requests (one small record per distinct verb/group/resource/subresource/namespace, object names up
-to `name_cap`), so `unused_grants()` judges them exactly like `access-hygiene unused` judges a log.
+The counters keep, per ServiceAccount user name, one lean record per distinct allowed request
+(verb/group/resource/subresource/namespace/URL, object names up to `name_cap`) and hand out reconcile/usage.py
+`SubjectUsage` copies, so `unused_grants()` judges them exactly like `access-hygiene unused` judges a log.
 
 Bounds (memory is the product of the two caps, whatever the request rate):
 - at most `max_subjects` ServiceAccounts; requests of further ones are dropped and counted;
@@ -18,6 +18,7 @@ Denied requests are not kept (they grant nothing), nor are requests of users oth
 """
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,7 +29,7 @@ from access_hygiene.reconcile.permissions import SA_USER_PREFIX
 from access_hygiene.reconcile.usage import KeyUsage, SubjectUsage, UsageKey
 
 DEFAULT_MAX_SUBJECTS = 5000
-DEFAULT_MAX_KEYS = 256
+DEFAULT_MAX_KEYS = 128
 DEFAULT_NAME_CAP = 16
 
 # What happened to one parsed request.
@@ -49,9 +50,48 @@ def parse_service_account_user(username: str) -> tuple[str, str] | None:
     return namespace, name
 
 
+class Seen:
+    """What continuous mode keeps per distinct request: only what judging a grant reads (the object names, for
+    grants restricted by resourceNames). Lean on purpose: one of these per ServiceAccount and request shape, and
+    most requests name one object or none, so one name is kept as a plain string."""
+
+    __slots__ = ("names", "overflow", "unnamed")
+
+    def __init__(self) -> None:
+        self.names: str | set[str] | None = None  # None: no name yet; str: exactly one name
+        self.overflow = False  # more than name_cap distinct names: the names are no longer complete
+        self.unnamed = False
+
+    def add(self, name: str, name_cap: int) -> None:
+        if not name:
+            self.unnamed = True
+        elif self.overflow or self.names == name:
+            return
+        elif self.names is None:
+            self.names = name
+        elif isinstance(self.names, str):
+            self.names = {self.names, name} if name_cap >= 2 else None
+            self.overflow = name_cap < 2
+        elif name not in self.names:
+            if len(self.names) >= name_cap:
+                self.overflow, self.names = True, None
+            else:
+                self.names.add(name)
+
+    def name_set(self) -> set[str]:
+        if self.names is None:
+            return set()
+        return {self.names} if isinstance(self.names, str) else set(self.names)
+
+    def usage(self) -> KeyUsage:
+        """As reconcile/usage.py's record (a copy: the receiver keeps changing this one)."""
+        return KeyUsage(names=self.name_set(), unnamed=self.unnamed, overflow=self.overflow)
+
+
 @dataclass(slots=True)
 class ObservedSubject:
-    usage: SubjectUsage = field(default_factory=SubjectUsage)
+    seen: dict[UsageKey, Seen] = field(default_factory=dict)
+    requests: int = 0
     first_seen: float = math.inf  # the receiver's clock
     last_seen: float = -math.inf
     dropped_keys: int = 0  # requests not kept because the key cap was reached
@@ -59,6 +99,11 @@ class ObservedSubject:
     @property
     def complete(self) -> bool:
         return self.dropped_keys == 0
+
+    def usage(self) -> SubjectUsage:
+        """A SubjectUsage copy for unused_grants() (taken under the caller's lock)."""
+        allowed = {key: record.usage() for key, record in self.seen.items()}
+        return SubjectUsage(allowed=allowed, requests=self.requests, first=self.first_seen, last=self.last_seen)
 
 
 @dataclass
@@ -82,22 +127,21 @@ class UsageCounters:
             if len(self.subjects) >= self.max_subjects:
                 self.dropped_subjects += 1
                 return "dropped"
-            observed = self.subjects[request.username] = ObservedSubject()
+            observed = self.subjects[sys.intern(request.username)] = ObservedSubject()
         key: UsageKey = (request.verb, request.api_group, request.resource, request.subresource, request.namespace,
                          request.path)  # fmt: skip
-        usage = observed.usage
-        record = usage.allowed.get(key)
+        record = observed.seen.get(key)
         if record is None:
-            if len(usage.allowed) >= self.max_keys:
+            if len(observed.seen) >= self.max_keys:
                 observed.dropped_keys += 1
                 self.dropped_keys += 1
                 return "dropped"
-            record = usage.allowed[key] = KeyUsage()
-        record.add(request.name, now, request.counted, self.name_cap)
+            # Interned: the same verbs, resources and namespaces recur across subjects; keep one copy of each.
+            key = tuple(sys.intern(part) for part in key)  # type: ignore[assignment]
+            record = observed.seen[key] = Seen()
+        record.add(request.name, self.name_cap)
         if request.counted:
-            usage.requests += 1
-        usage.first = min(usage.first, now)
-        usage.last = max(usage.last, now)
+            observed.requests += 1
         observed.first_seen = min(observed.first_seen, now)
         observed.last_seen = max(observed.last_seen, now)
         self.recorded += 1
@@ -106,20 +150,20 @@ class UsageCounters:
     def state(self, username: str, now: float, min_window_seconds: float) -> SubjectState | None:
         """None for a subject with no recorded request (never judged: no data is not evidence)."""
         observed = self.subjects.get(username)
-        if observed is None or not observed.usage.allowed:
+        if observed is None or not observed.seen:
             return None
         if not observed.complete:
             return "incomplete"
         return "judged" if now - observed.first_seen >= min_window_seconds else "observing"
 
     def judged(self, now: float, min_window_seconds: float) -> Iterator[tuple[Subject, SubjectUsage]]:
-        """ServiceAccounts observed long enough with complete data, sorted by user name."""
+        """ServiceAccounts observed long enough with complete data, sorted by user name; each usage is a copy."""
         for username in sorted(self.subjects):
             if self.state(username, now, min_window_seconds) != "judged":
                 continue
             parsed = parse_service_account_user(username)
             assert parsed is not None  # add() keeps ServiceAccount users only
-            yield Subject(kind="ServiceAccount", namespace=parsed[0], name=parsed[1]), self.subjects[username].usage
+            yield Subject(kind="ServiceAccount", namespace=parsed[0], name=parsed[1]), self.subjects[username].usage()
 
     def state_counts(self, now: float, min_window_seconds: float) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(SUBJECT_STATES, 0)
