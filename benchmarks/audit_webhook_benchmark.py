@@ -10,7 +10,9 @@ and how much memory the usage counters take as ServiceAccounts accumulate.
    API server's batch backend. Events are Metadata-level, shaped like kube-apiserver's (~0.8 KB each), spread
    over --subjects ServiceAccounts with 13 request patterns. Prints events/s and MB/s as the receiver answered
    them (every POST got 200 before it counts), and the receiver process's RSS before and after.
-2. Memory: RSS (VmRSS) of a fresh process before and after recording --keys distinct requests for each of
+2. Judge: one judgement pass (what runs every usage_interval_seconds, in a worker thread): --subjects judged
+   ServiceAccounts, each bound to `edit`, among --bindings other RoleBindings; prints its time.
+3. Memory: RSS (VmRSS) of a fresh process before and after recording --keys distinct requests for each of
    --subjects ServiceAccounts into UsageCounters, in steps; prints bytes per subject and per record, and the
    estimate at the default caps (5000 subjects x 128 records).
 
@@ -198,6 +200,67 @@ def memory(args: argparse.Namespace) -> None:
           f"{caps * per_record / 2**20:,.0f} MiB")  # fmt: skip
 
 
+def judge(args: argparse.Namespace) -> None:
+    """UsageMonitor.judge() itself over a ClusterState: --subjects ServiceAccounts, each bound to `edit` by a
+    RoleBinding of its own and managed by an AccessPolicy, among --bindings RoleBindings that bind nobody observed.
+    The first pass judges everyone; the second finds nothing changed; the third follows one changed binding."""
+    from prometheus_client import CollectorRegistry
+
+    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
+    from access_hygiene.metrics import UsageMetrics
+    from access_hygiene.settings import OperatorSettings
+
+    kinds = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ServiceAccount", "AccessPolicy")
+    state = ClusterState([WatchSpec("v1", kind) for kind in kinds])
+    bindings, policies = [], []
+    for sa_number in range(args.subjects):
+        namespace, sa = f"team-{sa_number % 40}", f"app-{sa_number}"
+        bindings.append(_role_binding(f"{sa}-edit", namespace, sa))
+        policies.append({"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
+                         "metadata": {"name": sa, "namespace": namespace}, "spec": {}})  # fmt: skip
+    bindings += [_role_binding(f"other-{n}", f"team-{n % 40}", f"unobserved-{n}") for n in range(args.bindings)]
+    for kind, items in (("RoleBinding", bindings), ("AccessPolicy", policies)):
+        state.replace(kind, items)
+    for kind in ("Role", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"):
+        state.replace(kind, [])
+    workdir = Path(tempfile.mkdtemp(prefix="audit-webhook-judge-"))
+    certs = make_audit_webhook_certs(workdir / "webhook", make_certs(workdir / "pki"))
+    settings = OperatorSettings(
+        audit_webhook_enabled=True, audit_webhook_cert_file=str(certs.serving_cert),
+        audit_webhook_key_file=str(certs.serving_key), audit_webhook_token_file=str(workdir / "token"),
+        usage_min_window_seconds=0, usage_max_subjects=args.subjects,
+    )  # fmt: skip
+    monitor = UsageMonitor(None, state, settings, UsageMetrics(CollectorRegistry()))
+    for sa_number in range(args.subjects):
+        namespace, sa = f"team-{sa_number % 40}", f"app-{sa_number}"
+        for key in range(args.keys):
+            verb, group, resource, subresource, named = PATTERNS[key % len(PATTERNS)]
+            user = f"system:serviceaccount:{namespace}:{sa}"
+            name = f"{sa}-0" if named else ""
+            request = AuditRequest(user, verb, True, 0.0, group, resource, subresource, namespace, name)
+            monitor.counters.add(request, now=0.0)
+    print(f"judge: {args.subjects:,} ServiceAccounts x {args.keys} records (each bound to edit, with an "
+          f"AccessPolicy) among {len(bindings):,} RoleBindings; UsageMonitor.judge():")  # fmt: skip
+    for label in ("first pass (everyone judged)", "second pass (nothing changed)", "after one binding changed"):
+        if label.startswith("after"):
+            changed = _role_binding("app-0-edit", "team-0", "app-0")
+            changed["roleRef"]["name"] = "view"
+            state.upsert("RoleBinding", changed)
+        started = time.perf_counter()
+        result = monitor.judge(now=1.0)
+        elapsed = time.perf_counter() - started
+        total = sum(j.unused_count for j in result.subjects.values())
+        print(f"  {label}: {elapsed:.2f} s ({len(result.subjects):,} judged, {total:,} unused (verb, resource) pairs)")
+
+
+def _role_binding(name: str, namespace: str, sa: str) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -205,11 +268,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--subjects", type=int, default=1000)
     parser.add_argument("--keys", type=int, default=30)
+    parser.add_argument("--bindings", type=int, default=20000, help="unrelated RoleBindings in the judge step")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     if not args.memory_only:
         ingest(args)
+        judge(args)
     # The memory figure wants a fresh process (the ingest above already grew this one).
     if args.memory_only:
         memory(args)

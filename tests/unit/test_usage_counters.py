@@ -370,3 +370,53 @@ def test_names_are_kept_exactly_up_to_the_cap(cap: int) -> None:
             assert (record.names, record.overflow) == (distinct, False)
         else:
             assert (record.names, record.overflow) == (set(), True)
+
+
+def test_version_moves_only_when_a_judgement_could_change() -> None:
+    counters = UsageCounters(max_keys=2)
+    counters.add(request("get", name="a"), now=1.0)
+    first = counters.subjects[SA].version
+    counters.add(request("get", name="a"), now=2.0)  # the same request again: nothing to re-judge
+    assert counters.subjects[SA].version == first
+    counters.add(request("get", name="b"), now=3.0)  # a new name (grants restricted by resourceNames)
+    counters.add(request("list"), now=3.0)  # a new record (+1), without a name (+1)
+    counters.add(request("watch"), now=3.0)  # dropped: the subject becomes incomplete
+    assert counters.subjects[SA].version == first + 4
+
+
+def test_judgements_are_reused_until_usage_or_grants_change(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
+    from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
+    from access_hygiene.metrics import UsageMetrics
+
+    kinds = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ServiceAccount", "AccessPolicy")
+    state = ClusterState([WatchSpec("v1", kind) for kind in kinds])
+    state.replace("ClusterRole", [EDITISH])
+    state.replace("RoleBinding", ROLE_BINDINGS)
+    policy = {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
+              "metadata": {"name": "orders-api", "namespace": "shop"}, "spec": {}}  # fmt: skip
+    state.replace("AccessPolicy", [policy])
+    certs = make_audit_webhook_certs(tmp_path / "webhook", make_certs(tmp_path / "pki"))
+    settings = OperatorSettings(
+        audit_webhook_enabled=True, audit_webhook_cert_file=str(certs.serving_cert),
+        audit_webhook_key_file=str(certs.serving_key), audit_webhook_token_file=str(tmp_path / "token"),
+        usage_min_window_seconds=5,
+    )  # fmt: skip
+    monitor = UsageMonitor(None, state, settings, UsageMetrics(CollectorRegistry()))
+    monitor.record([request("get", name="settings"), request("list")])
+    assert monitor.judge(now=monitor.counters.subjects[SA].first_seen + 1).subjects == {}  # still observing
+    later = monitor.counters.subjects[SA].first_seen + 10
+    first = monitor.judge(now=later).subjects[("shop", "orders-api")]
+    assert first.unused_count == 8  # the 9 of the test above, less configmaps list
+    assert first.rules is not None
+    assert monitor.judge(now=later).subjects[("shop", "orders-api")] is first  # unchanged: reused
+    monitor.record([request("delete")])
+    second = monitor.judge(now=later).subjects[("shop", "orders-api")]
+    assert second.unused_count == first.unused_count - 1
+    narrower = {**EDITISH, "rules": EDITISH["rules"][:1]}
+    state.upsert("ClusterRole", narrower)
+    third = monitor.judge(now=later).subjects[("shop", "orders-api")]
+    assert third.unused_count == 3  # only configmaps+secrets x get,list,delete are left; configmaps all used

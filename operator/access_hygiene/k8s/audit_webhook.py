@@ -140,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, message: str = "", headers: dict[str, str] | None = None) -> None:
         body = json.dumps({"code": code, "message": message} if message else {}).encode()
+        self.server.count_request(str(code))  # before the answer leaves: whoever reads it finds it counted
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -147,7 +148,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
-        self.server.count_request(str(code))
 
     def do_POST(self) -> None:
         receiver = self.server

@@ -29,13 +29,15 @@ from access_hygiene.models.status import UnusedRule
 from access_hygiene.reconcile.auditlog import AuditRequest
 from access_hygiene.reconcile.permissions import PermissionIndex, is_excluded
 from access_hygiene.reconcile.snapshot import name_of, namespace_of
-from access_hygiene.reconcile.usage import UnusedGrants, service_account_username, unused_grants
+from access_hygiene.reconcile.usage import service_account_username
 from access_hygiene.reconcile.usage_counters import UsageCounters, record_all
 from access_hygiene.reconcile.usage_status import (
+    SubjectJudgement,
+    grants_key,
+    judge_subject,
     policy_service_account,
     rbac_snapshot,
-    unused_permission_count,
-    unused_rules,
+    still_valid,
     unused_rules_patch,
 )
 from access_hygiene.settings import OperatorSettings
@@ -48,13 +50,10 @@ FORGET_AFTER_SECONDS = 300.0
 
 @dataclass
 class Judgement:
-    """One pass: unused grants per judged ServiceAccount, and the subject states (for the metrics)."""
+    """One pass: the judgement of every judged ServiceAccount, and the subject states (for the metrics)."""
 
-    unused: dict[tuple[str, str], list[UnusedGrants]] = field(default_factory=dict)
+    subjects: dict[tuple[str, str], SubjectJudgement] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
-
-    def judged(self, namespace: str, service_account: str) -> bool:
-        return (namespace, service_account) in self.unused
 
 
 class UsageMonitor:
@@ -88,6 +87,7 @@ class UsageMonitor:
             settings.audit_webhook_max_body_bytes,
         )
         self._task: asyncio.Task[None] | None = None
+        self._cache: dict[str, SubjectJudgement] = {}  # user name -> last judgement (judge() runs in one thread)
 
     # Receiver side (request threads) ----------------------------------------------------------------
 
@@ -122,6 +122,8 @@ class UsageMonitor:
     # Judgement (worker thread) ------------------------------------------------------------------------
 
     def judge(self, now: float) -> Judgement:
+        """Judge every ServiceAccount observed long enough. A subject whose usage version and applicable bindings
+        are unchanged since the last pass keeps its judgement; the lock is held only to copy one subject's usage."""
         min_window = self.settings.usage_min_window_seconds
         with self._lock:
             self.counters.forget(
@@ -129,29 +131,51 @@ class UsageMonitor:
                 now,
                 max(FORGET_AFTER_SECONDS, 2 * self.settings.usage_interval_seconds),
             )
-            judged = list(self.counters.judged(now, min_window))  # copies: the receiver keeps recording
+            candidates = self.counters.judged_names(now, min_window)
             states = self.counters.state_counts(now, min_window)
         ctx = self.settings.audit_context(now=datetime.now(UTC))
-        judged = [(subject, usage) for subject, usage in judged if not is_excluded(subject, ctx)]
+        candidates = [(username, subject) for username, subject in candidates if not is_excluded(subject, ctx)]
         snapshot = rbac_snapshot(
-            [subject for subject, _ in judged],
+            [subject for _, subject in candidates],
             self.state.objects("Role"),
             self.state.objects("ClusterRole"),
             self.state.objects("RoleBinding"),
             self.state.objects("ClusterRoleBinding"),
         )
         index = PermissionIndex.build(snapshot)
+        managed = self._managed_service_accounts()
+        cache: dict[str, SubjectJudgement] = {}
         result = Judgement(states=states)
-        for subject, usage in judged:
-            result.unused[(subject.namespace, subject.name)] = unused_grants(index, subject, usage)
+        for username, subject in candidates:
+            with_rules = (subject.namespace, subject.name) in managed
+            key = grants_key(index, subject)
+            previous = self._cache.get(username)
+            with self._lock:
+                observed = self.counters.subjects.get(username)
+                if observed is None:
+                    continue
+                version = observed.version
+                usage = None if still_valid(previous, version, key, with_rules) else observed.usage()
+            judged = previous if usage is None else judge_subject(index, subject, usage, version, key, with_rules)
+            assert judged is not None
+            cache[username] = result.subjects[(subject.namespace, subject.name)] = judged
+        self._cache = cache
         return result
+
+    def _managed_service_accounts(self) -> set[tuple[str, str]]:
+        found = set()
+        for policy in self.state.objects("AccessPolicy"):
+            service_account = policy_service_account(policy)
+            if service_account is not None:
+                found.add((namespace_of(policy), service_account))
+        return found
 
     def sync(self, now: float) -> int:
         """One pass: judge, publish the metrics, write the statuses that changed. Returns the writes."""
         judgement = self.judge(now)
         self.metrics.publish(
             UsageSnapshot(
-                unused={key: unused_permission_count(grants) for key, grants in judgement.unused.items()},
+                unused={key: judged.unused_count for key, judged in judgement.subjects.items()},
                 subjects=judgement.states,
             )
         )
@@ -167,8 +191,11 @@ class UsageMonitor:
         if service_account is None:
             return False
         desired: list[UnusedRule] | None = None
-        if judgement.judged(namespace, service_account):
-            desired = unused_rules(judgement.unused[(namespace, service_account)])
+        judged = judgement.subjects.get((namespace, service_account))
+        if judged is not None:
+            if judged.rules is None:
+                return False  # the policy appeared during this pass: its entries come with the next one
+            desired = list(judged.rules)
         patch = unused_rules_patch(policy.get("status"), desired)
         if patch is None:
             return False

@@ -62,21 +62,27 @@ class Seen:
         self.overflow = False  # more than name_cap distinct names: the names are no longer complete
         self.unnamed = False
 
-    def add(self, name: str, name_cap: int) -> None:
+    def add(self, name: str, name_cap: int) -> bool:
+        """Record one request's object name ("" for none); returns whether anything changed."""
         if not name:
-            self.unnamed = True
-        elif self.overflow or self.names == name:
-            return
-        elif self.names is None:
+            changed, self.unnamed = not self.unnamed, True
+            return changed
+        if self.overflow or self.names == name:
+            return False
+        if self.names is None:
             self.names = name
         elif isinstance(self.names, str):
-            self.names = {self.names, name} if name_cap >= 2 else None
-            self.overflow = name_cap < 2
-        elif name not in self.names:
-            if len(self.names) >= name_cap:
-                self.overflow, self.names = True, None
+            if name_cap >= 2:
+                self.names = {self.names, name}
             else:
-                self.names.add(name)
+                self.overflow, self.names = True, None
+        elif name in self.names:
+            return False
+        elif len(self.names) >= name_cap:
+            self.overflow, self.names = True, None
+        else:
+            self.names.add(name)
+        return True
 
     def name_set(self) -> set[str]:
         if self.names is None:
@@ -95,6 +101,7 @@ class ObservedSubject:
     first_seen: float = math.inf  # the receiver's clock
     last_seen: float = -math.inf
     dropped_keys: int = 0  # requests not kept because the key cap was reached
+    version: int = 0  # bumped whenever what a judgement reads changes (records, names): callers cache by it
 
     @property
     def complete(self) -> bool:
@@ -135,11 +142,14 @@ class UsageCounters:
             if len(observed.seen) >= self.max_keys:
                 observed.dropped_keys += 1
                 self.dropped_keys += 1
+                observed.version += 1
                 return "dropped"
             # Interned: the same verbs, resources and namespaces recur across subjects; keep one copy of each.
             key = tuple(sys.intern(part) for part in key)  # type: ignore[assignment]
             record = observed.seen[key] = Seen()
-        record.add(request.name, self.name_cap)
+            observed.version += 1
+        if record.add(request.name, self.name_cap):
+            observed.version += 1
         if request.counted:
             observed.requests += 1
         observed.first_seen = min(observed.first_seen, now)
@@ -156,14 +166,19 @@ class UsageCounters:
             return "incomplete"
         return "judged" if now - observed.first_seen >= min_window_seconds else "observing"
 
-    def judged(self, now: float, min_window_seconds: float) -> Iterator[tuple[Subject, SubjectUsage]]:
-        """ServiceAccounts observed long enough with complete data, sorted by user name; each usage is a copy."""
+    def judged_names(self, now: float, min_window_seconds: float) -> list[tuple[str, Subject]]:
+        """(user name, subject) of the ServiceAccounts observed long enough with complete data, sorted."""
+        found = []
         for username in sorted(self.subjects):
-            if self.state(username, now, min_window_seconds) != "judged":
-                continue
-            parsed = parse_service_account_user(username)
-            assert parsed is not None  # add() keeps ServiceAccount users only
-            yield Subject(kind="ServiceAccount", namespace=parsed[0], name=parsed[1]), self.subjects[username].usage()
+            if self.state(username, now, min_window_seconds) == "judged":
+                namespace, name = _split(username)
+                found.append((username, Subject(kind="ServiceAccount", namespace=namespace, name=name)))
+        return found
+
+    def judged(self, now: float, min_window_seconds: float) -> Iterator[tuple[Subject, SubjectUsage]]:
+        """Like judged_names(), with a copy of each one's usage."""
+        for username, subject in self.judged_names(now, min_window_seconds):
+            yield subject, self.subjects[username].usage()
 
     def state_counts(self, now: float, min_window_seconds: float) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(SUBJECT_STATES, 0)

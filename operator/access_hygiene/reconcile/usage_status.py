@@ -7,7 +7,8 @@
 - `unused_rules_patch()` is the status merge patch, or None when the status already says it (no-op = no write).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,9 +16,9 @@ from pydantic import ValidationError
 from access_hygiene.models.findings import Subject
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.models.status import MAX_UNUSED_RULES, RbacRef, UnusedRule
-from access_hygiene.reconcile.permissions import UserInfo
+from access_hygiene.reconcile.permissions import PermissionIndex, UserInfo
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj
-from access_hygiene.reconcile.usage import UnusedGrants
+from access_hygiene.reconcile.usage import SubjectUsage, UnusedGrants, unused_grants
 
 UNUSED_RULES_FIELD = "unusedRules"
 
@@ -83,6 +84,44 @@ def unused_rules(grants: Sequence[UnusedGrants], limit: int = MAX_UNUSED_RULES) 
             if len(rules) >= limit:
                 return rules
     return rules
+
+
+def grants_key(index: PermissionIndex, subject: Subject) -> Hashable:
+    """What a subject's judgement reads of RBAC: the bindings that apply to it with their resolved rules. Equal
+    keys (and equal usage) give equal results, so an unchanged subject is not judged again."""
+    return tuple(
+        (binding.ref, binding.role_ref, binding.rules, binding.bootstrap) for _, binding in index.bindings_for(subject)
+    )
+
+
+@dataclass(frozen=True)
+class SubjectJudgement:
+    """One ServiceAccount's judgement, kept between passes: its inputs (usage version, grants key) and results
+    (the metric's count; the status entries only for ServiceAccounts an AccessPolicy manages)."""
+
+    version: int
+    grants: Hashable
+    unused_count: int
+    rules: tuple[UnusedRule, ...] | None
+
+
+def judge_subject(
+    index: PermissionIndex, subject: Subject, usage: SubjectUsage, version: int, key: Hashable, with_rules: bool
+) -> SubjectJudgement:
+    """Judge one subject; `key` is its grants_key() and `version` the usage version the copy was taken at."""
+    grants = unused_grants(index, subject, usage)
+    rules = tuple(unused_rules(grants)) if with_rules else None
+    return SubjectJudgement(version, key, unused_permission_count(grants), rules)
+
+
+def still_valid(previous: SubjectJudgement | None, version: int, key: Hashable, with_rules: bool) -> bool:
+    """Whether an earlier judgement answers for the same inputs (and has status entries when they are needed)."""
+    return (
+        previous is not None
+        and previous.version == version
+        and previous.grants == key
+        and (previous.rules is not None or not with_rules)
+    )
 
 
 def unused_permission_count(grants: Iterable[UnusedGrants]) -> int:
