@@ -384,7 +384,8 @@ def test_version_moves_only_when_a_judgement_could_change() -> None:
     assert counters.subjects[SA].version == first + 4
 
 
-def test_judgements_are_reused_until_usage_or_grants_change(tmp_path: Path) -> None:
+def monitor_over(tmp_path: Path, role_bindings: list[dict[str, Any]], policies: list[dict[str, Any]]) -> Any:
+    """A UsageMonitor (not started: no server, no API) over a ClusterState holding `editish` and these objects."""
     from prometheus_client import CollectorRegistry
 
     from access_hygiene.k8s.usage_status import UsageMonitor
@@ -395,17 +396,24 @@ def test_judgements_are_reused_until_usage_or_grants_change(tmp_path: Path) -> N
     kinds = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ServiceAccount", "AccessPolicy")
     state = ClusterState([WatchSpec("v1", kind) for kind in kinds])
     state.replace("ClusterRole", [EDITISH])
-    state.replace("RoleBinding", ROLE_BINDINGS)
-    policy = {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
-              "metadata": {"name": "orders-api", "namespace": "shop"}, "spec": {}}  # fmt: skip
-    state.replace("AccessPolicy", [policy])
+    state.replace("RoleBinding", role_bindings)
+    state.replace("AccessPolicy", policies)
     certs = make_audit_webhook_certs(tmp_path / "webhook", make_certs(tmp_path / "pki"))
     settings = OperatorSettings(
         audit_webhook_enabled=True, audit_webhook_cert_file=str(certs.serving_cert),
         audit_webhook_key_file=str(certs.serving_key), audit_webhook_token_file=str(tmp_path / "token"),
         usage_min_window_seconds=5,
     )  # fmt: skip
-    monitor = UsageMonitor(None, state, settings, UsageMetrics(CollectorRegistry()))
+    return UsageMonitor(None, state, settings, UsageMetrics(CollectorRegistry()))
+
+
+def access_policy(name: str) -> dict[str, Any]:
+    return {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": "shop"}, "spec": {}}  # fmt: skip
+
+
+def test_judgements_are_reused_until_usage_or_grants_change(tmp_path: Path) -> None:
+    monitor = monitor_over(tmp_path, ROLE_BINDINGS, [access_policy("orders-api")])
     monitor.record([request("get", name="settings"), request("list")])
     assert monitor.judge(now=monitor.counters.subjects[SA].first_seen + 1).subjects == {}  # still observing
     later = monitor.counters.subjects[SA].first_seen + 10
@@ -417,6 +425,20 @@ def test_judgements_are_reused_until_usage_or_grants_change(tmp_path: Path) -> N
     second = monitor.judge(now=later).subjects[("shop", "orders-api")]
     assert second.unused_count == first.unused_count - 1
     narrower = {**EDITISH, "rules": EDITISH["rules"][:1]}
-    state.upsert("ClusterRole", narrower)
+    monitor.state.upsert("ClusterRole", narrower)
     third = monitor.judge(now=later).subjects[("shop", "orders-api")]
     assert third.unused_count == 3  # only configmaps+secrets x get,list,delete are left; configmaps all used
+
+
+def test_a_burst_of_judgements_is_spread_over_passes(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    monitor = monitor_over(tmp_path, [binding("RoleBinding", f"{n}-editish", "editish", n) for n in names],
+                           [access_policy(n) for n in names])  # fmt: skip
+    monitor.judge_budget_seconds = 0.0  # at least one fresh judgement per pass, no more
+    monitor.record([request("get", user=f"system:serviceaccount:shop:{n}") for n in names])
+    now = max(s.first_seen for s in monitor.counters.subjects.values()) + 10
+    progress = []
+    for _ in range(4):
+        result = monitor.judge(now=now)
+        progress.append((sorted(name for _, name in result.subjects), sorted(name for _, name in result.pending)))
+    assert progress == [(["a"], ["b", "c"]), (["a", "b"], ["c"]), (["a", "b", "c"], []), (["a", "b", "c"], [])]

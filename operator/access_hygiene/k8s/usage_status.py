@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 # A ServiceAccount gone from the cluster is forgotten once it sent nothing for this long.
 FORGET_AFTER_SECONDS = 300.0
+# CPU one judgement pass may spend on subjects that need judging afresh (~3 ms each for a ServiceAccount bound to
+# `edit`); the rest wait for the next pass, so a burst (every ServiceAccount reaching the window together) is
+# spread over several passes instead of holding a worker thread, and the GIL, for many seconds.
+JUDGE_BUDGET_SECONDS = 2.0
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Judgement:
 
     subjects: dict[tuple[str, str], SubjectJudgement] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
+    pending: set[tuple[str, str]] = field(default_factory=set)  # due, but left for the next pass (budget)
 
 
 class UsageMonitor:
@@ -87,6 +92,7 @@ class UsageMonitor:
             settings.audit_webhook_max_body_bytes,
         )
         self._task: asyncio.Task[None] | None = None
+        self.judge_budget_seconds = JUDGE_BUDGET_SECONDS
         self._cache: dict[str, SubjectJudgement] = {}  # user name -> last judgement (judge() runs in one thread)
 
     # Receiver side (request threads) ----------------------------------------------------------------
@@ -146,8 +152,10 @@ class UsageMonitor:
         managed = self._managed_service_accounts()
         cache: dict[str, SubjectJudgement] = {}
         result = Judgement(states=states)
+        deadline, fresh = time.monotonic() + self.judge_budget_seconds, 0
         for username, subject in candidates:
-            with_rules = (subject.namespace, subject.name) in managed
+            where = (subject.namespace, subject.name)
+            with_rules = where in managed
             key = grants_key(index, subject)
             previous = self._cache.get(username)
             with self._lock:
@@ -155,10 +163,22 @@ class UsageMonitor:
                 if observed is None:
                     continue
                 version = observed.version
-                usage = None if still_valid(previous, version, key, with_rules) else observed.usage()
-            judged = previous if usage is None else judge_subject(index, subject, usage, version, key, with_rules)
-            assert judged is not None
-            cache[username] = result.subjects[(subject.namespace, subject.name)] = judged
+                valid = still_valid(previous, version, key, with_rules)
+                over_budget = not valid and fresh > 0 and time.monotonic() > deadline
+                usage = None if valid or over_budget else observed.usage()
+            if usage is not None:
+                judged = judge_subject(index, subject, usage, version, key, with_rules)
+                fresh += 1
+            elif previous is None:
+                result.pending.add(where)
+                continue
+            else:
+                judged = previous
+                if over_budget:
+                    # Over this pass's budget (every ServiceAccount reaching the window at once): it is judged
+                    # again next pass; meanwhile its last judgement answers the metric, and its status is left.
+                    result.pending.add(where)
+            cache[username] = result.subjects[where] = judged
         self._cache = cache
         return result
 
@@ -188,7 +208,7 @@ class UsageMonitor:
     def _write_status(self, policy: dict[str, Any], judgement: Judgement) -> bool:
         namespace, name = namespace_of(policy), name_of(policy)
         service_account = policy_service_account(policy)
-        if service_account is None:
+        if service_account is None or (namespace, service_account) in judgement.pending:
             return False
         desired: list[UnusedRule] | None = None
         judged = judgement.subjects.get((namespace, service_account))
