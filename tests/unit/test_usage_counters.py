@@ -442,3 +442,29 @@ def test_a_burst_of_judgements_is_spread_over_passes(tmp_path: Path) -> None:
         result = monitor.judge(now=now)
         progress.append((sorted(name for _, name in result.subjects), sorted(name for _, name in result.pending)))
     assert progress == [(["a"], ["b", "c"]), (["a", "b"], ["c"]), (["a", "b", "c"], []), (["a", "b", "c"], [])]
+
+
+def test_a_missing_certificate_or_a_taken_port_fails_at_start(tmp_path: Path) -> None:
+    import socket
+
+    from prometheus_client import CollectorRegistry
+
+    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.watch_cache import ClusterState
+    from access_hygiene.metrics import UsageMetrics
+
+    missing = OperatorSettings(
+        audit_webhook_enabled=True, audit_webhook_cert_file=str(tmp_path / "nope.crt"),
+        audit_webhook_key_file=str(tmp_path / "nope.key"), audit_webhook_token_file=str(tmp_path / "token"),
+    )  # fmt: skip
+    with pytest.raises(OSError, match="No such file"):
+        UsageMonitor(None, ClusterState([]), missing, UsageMetrics(CollectorRegistry()))
+    monitor = monitor_over(tmp_path, [], [])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = monitor.settings.model_copy(update={"audit_webhook_addr": "127.0.0.1", "audit_webhook_port": port})
+        busy = UsageMonitor(None, ClusterState([]), settings, UsageMetrics(CollectorRegistry()))
+        with pytest.raises(OSError, match="in use"):
+            busy.server.start()

@@ -52,12 +52,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     api = with_pool_size(make_api_client(), operator_settings.workers + 8)
     runtime = Runtime(settings=operator_settings, api=api, metrics=metrics)
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
-    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
-    runtime.controller.start()
     if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
         usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
-        runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
-        runtime.usage.start()
+        try:  # before anything else starts: a bad certificate or a taken port stops the operator, with the reason
+            runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
+            runtime.usage.start()
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
+    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
+    runtime.controller.start()
     memo["runtime"] = runtime
 
 
