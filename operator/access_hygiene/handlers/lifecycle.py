@@ -54,7 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings))
     if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
         usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
-        try:  # before anything else starts: a bad certificate or a taken port stops the operator, with the reason
+        try:  # before the watches and the controller: a bad certificate or a taken port stops the operator
             runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
             runtime.usage.start()
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
