@@ -468,3 +468,20 @@ def test_a_missing_certificate_or_a_taken_port_fails_at_start(tmp_path: Path) ->
         busy = UsageMonitor(None, ClusterState([]), settings, UsageMetrics(CollectorRegistry()))
         with pytest.raises(OSError, match="in use"):
             busy.server.start()
+
+
+def test_an_unreadable_token_file_is_logged_once_not_per_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "token"
+    token = TokenFile(str(path))
+    for _ in range(5):
+        assert not token.matches("Bearer x")
+    path.write_text("x")
+    assert token.matches("Bearer x")
+    path.unlink()
+    assert not token.matches("Bearer x")
+    assert not token.matches("Bearer x")
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"Audit webhook token file {path} is unreadable"
+    ] * 2

@@ -92,13 +92,14 @@ class TokenFile:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self._token = b""
+        self._reported = False  # an unreadable file was logged (once, until it is readable again)
         self._lock = threading.Lock()
 
     def current(self) -> bytes:
         try:
             stat = os.stat(self.path)
         except OSError as error:
-            logger.error(f"Audit webhook token file {self.path} is unreadable: {error}; refusing every request.")
+            self._failed(error)
             return b""
         with self._lock:
             stamp = (stat.st_mtime_ns, stat.st_size)
@@ -107,10 +108,19 @@ class TokenFile:
                     with open(self.path, "rb") as handle:
                         self._token = handle.read().strip()
                 except OSError as error:
-                    logger.error(f"Audit webhook token file {self.path} is unreadable: {error}.")
-                    self._token = b""
+                    self._failed(error)
+                    return b""
                 self._stamp = stamp
+                if not self._token:
+                    logger.error(f"Audit webhook token file {self.path} is empty; refusing every request.")
             return self._token
+
+    def _failed(self, error: OSError) -> None:
+        """Logged once per failure, not per request (the API server posts several times a second)."""
+        with self._lock:
+            if self._stamp is not None or not self._reported:
+                logger.error(f"Audit webhook token file {self.path} is unreadable: {error}; refusing every request.")
+            self._stamp, self._token, self._reported = None, b"", True
 
     def matches(self, header: str | None) -> bool:
         expected = self.current()
