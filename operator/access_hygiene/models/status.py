@@ -44,8 +44,7 @@ class RbacRef(WireModel):
 
 
 class UnusedRule(WireModel):
-    """Permissions one binding grants the policy's ServiceAccount that no observed request used: these verbs on
-    each of these resources (or on one non-resource URL), shaped like an RBAC rule."""
+    """Verbs on resources (or a URL) one binding grants the ServiceAccount that no observed request used."""
 
     verbs: list[str]
     api_group: str = ""
