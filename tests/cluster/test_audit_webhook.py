@@ -5,16 +5,22 @@ The module starts its own control plane with `--audit-webhook-config-file` point
 observation window. A workload authenticated as its ServiceAccount (token from TokenRequest), bound to `edit`,
 reads only ConfigMaps: its AccessPolicy's `status.unusedRules` and `access_hygiene_unused_grants` then name the
 rest of `edit` and not what it used; a bound ServiceAccount that made no request gets nothing. A wrong token is
-refused (401) and counted, a malformed body gets 400 and the operator keeps receiving.
+refused (401) and counted, a malformed body gets 400 and the operator keeps receiving. `access-hygiene local
+--audit-webhook` wires the same path end to end.
 """
 
 import http.client
 import json
+import os
 import re
+import signal
 import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -26,7 +32,7 @@ from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import AuditWebhookEndpoint, free_port
 from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
 from tests.cluster.test_usage_suggest import bind_edit, sa_token
-from tests.conftest import CRD_PATH, Cluster
+from tests.conftest import CRD_PATH, REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -206,3 +212,49 @@ def test_wrong_token_and_malformed_bodies_are_refused_and_counted(
     assert metric_value(after, "access_hygiene_audit_webhook_requests_total", code="401") == refused + 1
     assert (metric_value(after, "access_hygiene_audit_events_total", result="invalid") or 0) == invalid + 4
     assert post(webhook, json.dumps(event_list).encode(), webhook.token) == 200  # still receiving
+
+
+def test_local_audit_webhook_wires_the_api_server_to_the_operator(tmp_path: Path) -> None:
+    """`access-hygiene local --audit-webhook`: its kube-apiserver posts to its operator, which judges a workload."""
+    workdir, log, metrics_port = tmp_path / "local", tmp_path / "local.log", free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "operator"), "ACCESS_HYGIENE_USAGE_INTERVAL_SECONDS": "1"}
+    command = [sys.executable, "-m", "access_hygiene.cli.main", "local", "--workdir", str(workdir),
+               "--audit-webhook", "--usage-min-window", "1", "--mode", "audit",
+               "--metrics-port", str(metrics_port), "--liveness", ""]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT)
+        try:
+            wait_for(lambda: process.poll() is not None or "reacting to events" in log.read_text(), timeout=120)
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert "audit webhook: https://127.0.0.1:" in log.read_text()
+            api = kubernetes.config.new_client_from_config(config_file=str(workdir / "kubeconfig"))
+            with api:
+                kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+                    "default", {"metadata": {"name": "app"}}
+                )
+                bind_edit(api, "default", "app")
+                server = json.loads((workdir / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+                token_kubeconfig = workdir / "app.kubeconfig"
+                token_kubeconfig.write_text(json.dumps({
+                    "apiVersion": "v1", "kind": "Config",
+                    "clusters": [{"name": "l", "cluster": {"server": server,
+                                                           "certificate-authority": str(workdir / "pki" / "ca.crt")}}],
+                    "users": [{"name": "app", "user": {"token": sa_token(api, "default", "app")}}],
+                    "contexts": [{"name": "l", "context": {"cluster": "l", "user": "app"}}], "current-context": "l",
+                }))  # fmt: skip
+                with kubernetes.config.new_client_from_config(config_file=str(token_kubeconfig)) as app:
+                    kubernetes.client.CoreV1Api(app).list_namespaced_config_map("default")
+
+            def unused() -> float | None:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+                return metric_value(text, "access_hygiene_unused_grants", namespace="default", serviceaccount="app")
+
+            assert wait_for(unused, timeout=60) > 100  # the rest of edit: about 400 (verb, resource) pairs
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, log.read_text()[-3000:]
