@@ -120,6 +120,7 @@ PASSTHROUGH_PATHS = frozenset(
         "tolerations[]",
         "extraEnv[]",
         "networkPolicy.metricsFrom[]",
+        "auditWebhook.from[]",
     }
 )
 
@@ -167,6 +168,30 @@ def values_schema() -> Schema:
             {
                 "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
                 "refreshSeconds": integer("Seconds between refreshes of the exemption parameter object.", minimum=1),
+            }
+        ),
+        "auditWebhook": closed(
+            {
+                "enabled": boolean(
+                    "Serve the audit webhook (continuous mode: status.unusedRules, unused-grant metrics)."
+                ),
+                "port": PORT,
+                "tlsSecretName": string("Secret with tls.crt and tls.key (required when enabled)."),
+                "tokenSecretName": string("Secret with the bearer token (key `token`)."),
+                "clientCASecretName": string("Secret with the client CA (key ca.crt)."),
+                "minWindowSeconds": integer("Seconds a ServiceAccount is observed before a grant is called unused."),
+                "intervalSeconds": integer("Seconds between judgements.", minimum=1),
+                "maxSubjects": integer("ServiceAccounts whose usage is kept.", minimum=1),
+                "maxKeysPerSubject": integer("Distinct requests kept per ServiceAccount.", minimum=1),
+                "maxBodyBytes": integer("Largest request body accepted.", minimum=1024),
+                "service": closed(
+                    {
+                        "type": {"enum": ["ClusterIP", "NodePort"]},
+                        "clusterIP": string("Fixed cluster IP; empty means allocated."),
+                        "nodePort": integer("Node port (0: allocated).", maximum=65535),
+                    }
+                ),
+                "from": {"type": "array", "items": passthrough("A NetworkPolicyPeer.")},
             }
         ),
         "dns": closed(

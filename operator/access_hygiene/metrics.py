@@ -425,3 +425,75 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+# --- continuous mode (audit webhook): usage counters and unused grants ---------------------------------------
+
+AUDIT_EVENT_RESULTS = ("recorded", "ignored", "invalid", "dropped")
+USAGE_SUBJECT_STATES = ("judged", "observing", "incomplete")
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    """One judgement of the usage counters. Replaced whole, never mutated."""
+
+    unused: Mapping[tuple[str, str], int]  # (namespace, serviceaccount) -> unused (verb, resource) pairs
+    subjects: Mapping[str, int]  # state -> ServiceAccounts
+
+
+class UsageMetrics(Collector):
+    """Metrics of the audit webhook and the usage judgement. Series are bounded: `unused_grants` names at
+    most TOP_SERVICEACCOUNTS ServiceAccounts (those with the most unused permissions) unless `detailed`."""
+
+    def __init__(self, registry: CollectorRegistry, *, detailed: bool = False) -> None:
+        self.detailed = detailed
+        self.snapshot: UsageSnapshot | None = None
+        self._events = PromCounter(
+            f"{PREFIX}_audit_events",
+            "Audit events the webhook received, by result (recorded, ignored, invalid, dropped by a bound).",
+            ["result"],
+            registry=registry,
+        )
+        self._requests = PromCounter(
+            f"{PREFIX}_audit_webhook_requests",
+            "HTTP requests to the audit webhook, by response code.",
+            ["code"],
+            registry=registry,
+        )
+        for result in AUDIT_EVENT_RESULTS:
+            self._events.labels(result=result)
+        registry.register(self)
+
+    def count_events(self, result: str, count: int = 1) -> None:
+        if count:
+            self._events.labels(result=result if result in AUDIT_EVENT_RESULTS else OTHER_OUTCOME).inc(count)
+
+    def count_request(self, code: str) -> None:
+        """code: the HTTP status, or "tls-failed" / "busy" for connections that got no HTTP answer."""
+        self._requests.labels(code=code).inc()
+
+    def publish(self, snapshot: UsageSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        unused = snapshot.unused if self.detailed else dict(_top(snapshot.unused, TOP_SERVICEACCOUNTS))
+        yield _labelled_family(
+            "unused_grants",
+            "Granted (verb, resource) pairs a ServiceAccount did not use while observed through the audit webhook "
+            f"(judged ServiceAccounts; the top {TOP_SERVICEACCOUNTS} unless detailed metrics are on).",
+            ["namespace", "serviceaccount"],
+            sorted(unused.items()),
+        )
+        yield _gauge_family(
+            "usage_subjects",
+            "ServiceAccounts with observed usage, by state (judged, observing: window too short, incomplete: "
+            "a bound dropped some of its requests, never judged).",
+            "state",
+            _frozen(snapshot.subjects, USAGE_SUBJECT_STATES),
+        )

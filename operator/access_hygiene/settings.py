@@ -2,10 +2,11 @@
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.usage_counters import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
 
 class OperatorSettings(BaseSettings):
@@ -63,6 +64,50 @@ class OperatorSettings(BaseSettings):
     admission_refresh_seconds: float = Field(
         default=60.0, gt=0, description="Seconds between refreshes of the admission exemption parameters."
     )
+
+    # Continuous mode (opt-in): receive kube-apiserver audit events as its webhook backend, keep bounded
+    # per-ServiceAccount usage counters, report unused grants in metrics and status.unusedRules.
+    audit_webhook_enabled: bool = Field(
+        default=False, description="Serve an HTTPS audit webhook for kube-apiserver (--audit-webhook-config-file)."
+    )
+    audit_webhook_addr: str = "0.0.0.0"
+    audit_webhook_port: int = Field(default=9443, ge=0, le=65535, description="0 picks a free port (tests).")
+    audit_webhook_cert_file: str = Field(default="", description="TLS serving certificate (PEM).")
+    audit_webhook_key_file: str = Field(default="", description="TLS serving key (PEM).")
+    audit_webhook_token_file: str = Field(
+        default="", description="File holding the bearer token kube-apiserver presents (re-read when it changes)."
+    )
+    audit_webhook_client_ca_file: str = Field(
+        default="", description="CA bundle: kube-apiserver must present a client certificate signed by it."
+    )
+    audit_webhook_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Memory is bounded by the product (~240 B per record: 5000 x 128 is ~150 MiB at worst; docs/performance.md).
+    usage_max_subjects: int = Field(
+        default=DEFAULT_MAX_SUBJECTS, ge=1, description="ServiceAccounts whose usage is kept."
+    )
+    usage_max_keys_per_subject: int = Field(
+        default=DEFAULT_MAX_KEYS,
+        ge=1,
+        description="Distinct requests kept per ServiceAccount; beyond, it is never judged.",
+    )
+    usage_min_window_seconds: float = Field(
+        default=7 * 86400.0, ge=0, description="Observe a ServiceAccount this long before calling a grant unused."
+    )
+    usage_interval_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds between judgements (metrics, status.unusedRules)."
+    )
+
+    @model_validator(mode="after")
+    def _audit_webhook_complete(self) -> "OperatorSettings":
+        if self.audit_webhook_enabled:
+            if not (self.audit_webhook_cert_file and self.audit_webhook_key_file):
+                raise ValueError("audit_webhook_enabled needs audit_webhook_cert_file and audit_webhook_key_file")
+            if not (self.audit_webhook_token_file or self.audit_webhook_client_ca_file):
+                raise ValueError(
+                    "audit_webhook_enabled needs authentication: audit_webhook_token_file and/or "
+                    "audit_webhook_client_ca_file"
+                )
+        return self
 
     def audit_context(self, **overrides: Any) -> AuditContext:
         return AuditContext(

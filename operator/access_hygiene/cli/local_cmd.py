@@ -27,6 +27,19 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
         action="store_true",
         help="write kube-apiserver's audit log (Metadata level) to WORKDIR/audit.log",
     )
+    parser.add_argument(
+        "--audit-webhook",
+        action="store_true",
+        help="continuous mode: kube-apiserver sends ServiceAccounts' audit events to the operator's audit webhook "
+        "(status.unusedRules, access_hygiene_unused_grants); judged after --usage-min-window",
+    )
+    parser.add_argument(
+        "--usage-min-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --audit-webhook: observe a ServiceAccount this long before calling a grant unused (default 7 days)",
+    )
     add_operator_arguments(parser)
     parser.set_defaults(func=run, mode="enforce", metrics_port=9808, liveness="http://127.0.0.1:8080/healthz")
 
@@ -45,13 +58,22 @@ def run(args: argparse.Namespace) -> int:
     # Until kopf takes over signal handling, SIGTERM unwinds like Ctrl-C so the control plane is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     with ControlPlane(
-        workdir=args.workdir.resolve(), keep_workdir=True, api_port=args.port, audit_log=args.audit_log
+        workdir=args.workdir.resolve(),
+        keep_workdir=True,
+        api_port=args.port,
+        audit_log=args.audit_log,
+        audit_webhook=args.audit_webhook,
     ) as control_plane:
         kubeconfig = str(control_plane.kubeconfig)
         print(f"Control plane ready at {control_plane.server}")
         print_env(args.workdir, control_plane.bin_dir)  # export KUBECONFIG=..., export PATH=... (kubectl)
         if args.audit_log:
             print(f"  audit log: {control_plane.audit_log_path}")
+        if control_plane.webhook is not None:
+            print(f"  audit webhook: {control_plane.webhook.url} (kubeconfig {control_plane.webhook.kubeconfig})")
+            os.environ.update(control_plane.webhook.operator_env())
+            if args.usage_min_window is not None:
+                os.environ["ACCESS_HYGIENE_USAGE_MIN_WINDOW_SECONDS"] = str(args.usage_min_window)
         with make_api_client(kubeconfig) as api:
             install_prerequisites(api, OperatorSettings().grant_ceiling_cluster_role)
             install_report_crds(api, report_crd_paths())  # openreports.io Report, ClusterReport

@@ -10,8 +10,9 @@ from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
+from access_hygiene.k8s.usage_status import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
-from access_hygiene.metrics import Metrics
+from access_hygiene.metrics import Metrics, UsageMetrics
 from access_hygiene.settings import OperatorSettings
 
 
@@ -77,6 +78,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = Runtime(settings=operator_settings, api=api, metrics=metrics)
     managed = (MANAGED_BY_LABEL, MANAGED_BY_VALUE)  # counted for the managed-objects metric
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings), managed)
+    if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
+        usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
+        try:  # before the watches and the controller: a bad certificate or a taken port stops the operator
+            runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
+            runtime.usage.start()
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
     runtime.controller.start()
     memo["runtime"] = runtime
@@ -87,6 +95,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("runtime")
     if runtime is None:
         return
+    if runtime.usage is not None:
+        await runtime.usage.stop()
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()

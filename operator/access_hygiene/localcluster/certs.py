@@ -77,3 +77,39 @@ def make_certs(directory: Path) -> ControlPlaneCerts:
     _openssl("genrsa", "-out", str(certs.sa_key), "2048")
     _openssl("rsa", "-in", str(certs.sa_key), "-pubout", "-out", str(certs.sa_pub))
     return certs
+
+
+@dataclass(frozen=True)
+class AuditWebhookCerts:
+    """The operator's audit webhook on loopback: its serving pair, and a client pair kube-apiserver presents."""
+
+    serving_cert: Path
+    serving_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _issue(directory: Path, ca: ControlPlaneCerts, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
+    key, cert, csr, ext = (directory / f"{name}.{suffix}" for suffix in ("key", "crt", "csr", "ext"))
+    _openssl("genrsa", "-out", str(key), "2048")
+    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
+    ext.write_text(extensions)
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.ca_cert), "-CAkey", str(ca.ca_key), "-CAcreateserial",
+             "-days", "30", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return cert, key
+
+
+def make_audit_webhook_certs(directory: Path, ca: ControlPlaneCerts) -> AuditWebhookCerts:
+    """Both pairs signed by the control plane's CA (the webhook kubeconfig trusts it; the operator checks the
+    client certificate against it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    serving_cert, serving_key = _issue(
+        directory, ca, "audit-webhook", "/CN=access-hygiene-audit-webhook",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )  # fmt: skip
+    client_cert, client_key = _issue(
+        directory, ca, "audit-webhook-client", "/CN=kube-apiserver-audit",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )  # fmt: skip
+    return AuditWebhookCerts(serving_cert, serving_key, client_cert, client_key)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from access_hygiene.localcluster.certs import ControlPlaneCerts, make_certs
+from access_hygiene.localcluster.certs import AuditWebhookCerts, ControlPlaneCerts, make_audit_webhook_certs, make_certs
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 ADMIN_USER = "local-admin"
@@ -34,6 +34,62 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
 """
+# With only the audit webhook on: ServiceAccounts' requests are what continuous mode reads; the rest is not sent.
+_WEBHOOK_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+AUDIT_WEBHOOK_PATH = "/audit"
+
+
+@dataclass(frozen=True)
+class AuditWebhookEndpoint:
+    """Where kube-apiserver sends audit events (the operator must serve there), and the credentials."""
+
+    port: int
+    token: str
+    token_file: Path
+    certs: AuditWebhookCerts
+    ca_cert: Path
+    kubeconfig: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{AUDIT_WEBHOOK_PATH}"
+
+    def operator_env(self) -> dict[str, str]:
+        """The operator's settings for serving this endpoint (token and client certificate both required)."""
+        return {
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_ENABLED": "true",
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_ADDR": "127.0.0.1",
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_PORT": str(self.port),
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_CERT_FILE": str(self.certs.serving_cert),
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_KEY_FILE": str(self.certs.serving_key),
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_TOKEN_FILE": str(self.token_file),
+            "ACCESS_HYGIENE_AUDIT_WEBHOOK_CLIENT_CA_FILE": str(self.ca_cert),
+        }
+
+
+def render_audit_webhook_kubeconfig(url: str, ca_cert: Path, token: str, client_cert: Path, client_key: Path) -> str:
+    """The kubeconfig kube-apiserver's --audit-webhook-config-file reads: the server is the webhook."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "access-hygiene", "cluster": {"server": url, "certificate-authority": str(ca_cert)}}],
+        "users": [
+            {
+                "name": "kube-apiserver",
+                "user": {"token": token, "client-certificate": str(client_cert), "client-key": str(client_key)},
+            }
+        ],
+        "contexts": [{"name": "default", "context": {"cluster": "access-hygiene", "user": "kube-apiserver"}}],
+        "current-context": "default",
+    }
+    return json.dumps(config, indent=2)
 
 
 class ControlPlaneError(RuntimeError):
@@ -97,6 +153,9 @@ class ControlPlane:
     bin_dir: Path | None = None
     workdir: Path | None = None
     audit_log: bool = False
+    # Send audit events to the operator's audit webhook (continuous mode) on this port (0: a free one).
+    audit_webhook: bool = False
+    audit_webhook_port: int = 0
     start_timeout: float = 90.0
     keep_workdir: bool = False
     api_port: int = 0
@@ -106,6 +165,7 @@ class ControlPlane:
     operator_token: str = field(init=False, default="")
     editor_token: str = field(init=False, default="")
     server: str = field(init=False, default="")
+    webhook: AuditWebhookEndpoint | None = field(init=False, default=None)
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
     _certs: ControlPlaneCerts | None = field(init=False, default=None)
@@ -150,6 +210,8 @@ class ControlPlane:
             f'{self.operator_token},{OPERATOR_USER},operator-uid,"system:masters"\n'
             f"{self.editor_token},{EDITOR_USER},editor-uid\n"
         )
+        if self.audit_webhook:
+            self.webhook = self._prepare_audit_webhook(self._certs)
         try:
             etcd_url = self._start_etcd(bin_dir)
             self._start_apiserver(bin_dir, etcd_url)
@@ -157,6 +219,22 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
+
+    def _prepare_audit_webhook(self, certs: ControlPlaneCerts) -> AuditWebhookEndpoint:
+        port = self.audit_webhook_port or free_port()
+        token = secrets.token_hex(24)
+        token_file = self._dir / "audit-webhook.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        webhook_certs = make_audit_webhook_certs(self._dir / "pki" / "audit-webhook", certs)
+        kubeconfig = self._dir / "audit-webhook.kubeconfig"
+        url = f"https://127.0.0.1:{port}{AUDIT_WEBHOOK_PATH}"
+        kubeconfig.write_text(
+            render_audit_webhook_kubeconfig(
+                url, certs.ca_cert, token, webhook_certs.client_cert, webhook_certs.client_key
+            )
+        )
+        return AuditWebhookEndpoint(port, token, token_file, webhook_certs, certs.ca_cert, kubeconfig)
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log_path = self._dir / f"{name}.log"
@@ -229,10 +307,20 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ]
-        if self.audit_log:
+        if self.audit_log or self.webhook is not None:
             policy = self._dir / "audit-policy.yaml"
-            policy.write_text(_AUDIT_POLICY)
-            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log_path}"]
+            policy.write_text(_AUDIT_POLICY if self.audit_log else _WEBHOOK_AUDIT_POLICY)
+            args.append(f"--audit-policy-file={policy}")
+        if self.audit_log:
+            args.append(f"--audit-log-path={self.audit_log_path}")
+        if self.webhook is not None:
+            # Batches of at most 1 s, retried soon: the operator may start after the API server.
+            args += [
+                f"--audit-webhook-config-file={self.webhook.kubeconfig}",
+                "--audit-webhook-mode=batch",
+                "--audit-webhook-batch-max-wait=1s",
+                "--audit-webhook-initial-backoff=1s",
+            ]
         process = self._spawn("kube-apiserver", args)
         self._wait(process, lambda: self._api_ok("/readyz"), "kube-apiserver /readyz")
         self.kubeconfig = self._dir / "kubeconfig"

@@ -1,4 +1,4 @@
-"""AccessPolicy status: conditions with observedGeneration, generated objects, planned changes."""
+"""AccessPolicy status: conditions with observedGeneration, generated objects, planned changes, unused rules."""
 
 from typing import Literal
 
@@ -33,6 +33,28 @@ class PlannedChange(WireModel):
     detail: str = ""
 
 
+# status.unusedRules lists at most this many entries (most specific first; see reconcile/usage_status.py).
+MAX_UNUSED_RULES = 50
+
+
+class RbacRef(WireModel):
+    kind: str
+    name: str
+    namespace: str = ""
+
+
+class UnusedRule(WireModel):
+    """Verbs on resources (or a URL) one binding grants the ServiceAccount that no observed request used."""
+
+    verbs: list[str]
+    api_group: str = ""
+    resources: list[str] = Field(default_factory=list)
+    resource_names: list[str] = Field(default_factory=list)
+    non_resource_url: str = ""
+    binding: RbacRef
+    role: RbacRef
+
+
 class AccessPolicyStatus(WireModel):
     observed_generation: int = 0
     mode: str = ""
@@ -41,3 +63,11 @@ class AccessPolicyStatus(WireModel):
     generated: list[GeneratedRef] = Field(default_factory=list)
     planned_changes: list[PlannedChange] = Field(default_factory=list)
     violations: int = 0
+    # Continuous mode (audit webhook, opt-in): absent until the ServiceAccount was observed long enough;
+    # [] when everything it is granted was used. Written by k8s/usage_status.py, never by the policy sync.
+    unused_rules: list[UnusedRule] | None = Field(
+        default=None,
+        max_length=MAX_UNUSED_RULES,
+        description="Granted permissions the ServiceAccount did not use while observed through the audit webhook "
+        "(continuous mode); absent until it was observed for the minimum window.",
+    )

@@ -33,7 +33,8 @@ def set_condition(
 
 
 def status_to_wire(status: AccessPolicyStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, mode="json")
+    # Unset optional fields (unusedRules, owned by the continuous-mode writer) stay out of the patch.
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
