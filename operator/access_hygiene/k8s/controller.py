@@ -39,7 +39,7 @@ from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.incremental import ALL, CLUSTER, IncrementalAudit, scoped_snapshot
+from access_hygiene.reconcile.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
 from access_hygiene.reconcile.namespace_classes import namespace_classes
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
 from access_hygiene.reconcile.status import status_changed
@@ -126,6 +126,7 @@ class Controller:
         self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
         self._reports_due = asyncio.Event()
         self._published_findings: list[Finding] = []
+        self._totals: AuditTotals | None = None
         self.queue = WorkQueue()
         self.ready = asyncio.Event()
         # The dependency index is read by worker threads (their sub-snapshots) while the coordinator updates it;
@@ -202,7 +203,7 @@ class Controller:
             await self._process(self._drain())
             if time.monotonic() >= self._published_at + HEARTBEAT_SECONDS and not OUTAGE.in_outage:
                 # Idle but watching: the result is still current, so say so (the "scan stalled" alert reads it).
-                await asyncio.to_thread(self._publish, 0.0)
+                await asyncio.to_thread(self._publish, 0.0, False)
 
     def _expiry_deadline(self) -> float:
         with self._audit_lock:
@@ -265,16 +266,20 @@ class Controller:
             changed = self.audit.update(self.state, ctx, scopes, snapshot)
             current = [f for scope in scopes for f in self.audit.findings_in(scope)]
         self.events.record(current, self._uid_of, scopes)
-        self._publish(time.monotonic() - started)
+        self._publish(time.monotonic() - started, findings_changed=bool(changed))
         return scopes, changed
 
     def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
         obj = self.state.get(kind, namespace, name)
         return None if obj is None else str((obj.get("metadata") or {}).get("uid") or "") or None
 
-    def _publish(self, seconds: float) -> None:
+    def _publish(self, seconds: float, findings_changed: bool = True) -> None:
+        """Publish the current result; the cluster-wide totals are assembled (and sorted) again only when some
+        scope's result changed: most re-audits (the echo of our own writes) change nothing."""
         with self._audit_lock:
-            totals = self.audit.totals()
+            if findings_changed or self._totals is None:
+                self._totals = self.audit.totals()
+            totals = self._totals
         namespaces = ClusterSnapshot(namespaces=self.state.objects("Namespace"))
         classes = namespace_classes(namespaces, self.settings.audit_context(now=datetime.now(UTC)))
         self.metrics.publish_scan(
@@ -289,7 +294,8 @@ class Controller:
             )
         )
         self._published_findings = totals.findings
-        self._loop.call_soon_threadsafe(self._reports_due.set)
+        if findings_changed:
+            self._loop.call_soon_threadsafe(self._reports_due.set)
         self.metrics.set_managed_objects(self._managed_counts())
         self.metrics.set_policies(self._policy_counts())
         self._published_at = time.monotonic()
