@@ -202,6 +202,18 @@ SECTIONS: list[tuple[str, list[PanelSpec]]] = [
                 ],
             ),
             PanelSpec(
+                "Granted but unused (audit webhook)",
+                "ServiceAccounts with the most granted (verb, resource) pairs they did not use while observed long "
+                "enough (continuous mode, opt-in: auditWebhook.enabled). Empty when continuous mode is off.",
+                table_panel,
+                [
+                    Query(
+                        "topk(20, max by (namespace, serviceaccount) (access_hygiene_unused_grants))",
+                        table=True,
+                    )
+                ],
+            ),
+            PanelSpec(
                 "ServiceAccounts by capability",
                 "How many ServiceAccounts hold each sensitive capability.",
                 bar_panel,

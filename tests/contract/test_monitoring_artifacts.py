@@ -17,7 +17,7 @@ from monitoring.dashboard import render_dashboard
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from access_hygiene.metrics import Metrics, ScanResult
+from access_hygiene.metrics import Metrics, ScanResult, UsageMetrics, UsageSnapshot
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, SubjectCapability
 from monitoring import DASHBOARD_PATH, RULES_PATH
 
@@ -71,6 +71,9 @@ def exported_metric_names() -> set[str]:
             duration_seconds=1.0,
         )
     )
+    usage = UsageMetrics(metrics.registry)  # continuous mode registers these beside the others
+    usage.publish(UsageSnapshot(unused={("a", "b"): 3}, subjects={"judged": 1}))
+    usage.count_request("200")
     metrics.observe_reconcile("policy", "error", 1.0)
     metrics.set_managed_objects({})
     metrics.set_policies({})
