@@ -239,7 +239,8 @@ def fixed_namespaces(api: Any) -> int:
     )
 
 
-def operator_requests(audit_log: Path, since: float, until: float) -> Counter[str]:
+def operator_requests(audit_log: Path, since: float, until: float, detail: bool = False) -> Counter[str]:
+    """The operator's requests in the window, by verb (detail: by verb, resource and client: kopf or ours)."""
     verbs: Counter[str] = Counter()
     with audit_log.open() as log:
         for line in log:
@@ -249,7 +250,9 @@ def operator_requests(audit_log: Path, since: float, until: float) -> Counter[st
             stamp = event["requestReceivedTimestamp"]
             when = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
             if since <= when <= until:
-                verbs[event["verb"]] += 1
+                client = "kopf" if str(event.get("userAgent", "")).startswith("kopf") else "access-hygiene"
+                resource = (event.get("objectRef") or {}).get("resource", "")
+                verbs[f"{event['verb']} {resource} ({client})" if detail else event["verb"]] += 1
     return verbs
 
 
@@ -394,7 +397,7 @@ def main() -> None:
             time.sleep(args.idle_seconds)
             idle_to = time.time()
             time.sleep(2)  # the audit log is written asynchronously
-            verbs = operator_requests(control_plane.audit_log_path, idle_from, idle_to)
+            verbs = operator_requests(control_plane.audit_log_path, idle_from, idle_to, detail=True)
             print(f"operator API requests over {args.idle_seconds:.0f} idle seconds, by verb: {dict(verbs) or 'none'}")
             status = Path(f"/proc/{operator.pid}/status").read_text()
             peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))

@@ -24,8 +24,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # kopf LISTs again each time its watch ends: one AccessPolicy LIST an hour while idle, not one every 5 min.
+    settings.watching.server_timeout = 3600
+    settings.watching.client_timeout = 3660
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
     settings.execution.max_workers = 8
