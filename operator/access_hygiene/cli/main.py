@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from access_hygiene import __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with `command`, only the module that registers that subcommand is imported
+    (the parser then knows that subcommand only: argv names it)."""
     # Imported here so `access-hygiene --version` stays fast.
     from access_hygiene.cli import commands
 
@@ -18,14 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"access-hygiene {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in commands.REGISTRARS:
+    for register in commands.registrars(command):
         register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # The subcommand is the first argument (the top-level options, --help and --version, come alone).
+    command = arguments[0] if arguments and not arguments[0].startswith("-") else None
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     try:
         code: int = args.func(args)
     except BrokenPipeError:
