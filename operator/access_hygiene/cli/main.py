@@ -37,7 +37,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`access-hygiene scan | head`); that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if argv is None and getattr(args, "exit_without_teardown", False):
+        _exit_without_teardown(code)
     return code
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process now, its output flushed: a command that built a large object graph (a 50,000-object
+    scan) would otherwise spend ~0.3 s freeing it object by object at exit. Only for the command-line
+    process itself (main() called without argv), never when main() is called from other code."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        return  # let the interpreter report it as it always did
+    os._exit(code)
 
 
 if __name__ == "__main__":

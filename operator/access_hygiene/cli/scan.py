@@ -303,7 +303,8 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
         help="only these rule ids or prefixes, comma-separated (e.g. AH-RBAC-009,AH-NET); repeatable",
     )  # fmt: skip
     add_context_arguments(parser)
-    parser.set_defaults(func=run)
+    # main() ends the process right after the output (the snapshot and findings are not freed one by one).
+    parser.set_defaults(func=run, exit_without_teardown=True)
 
     rules_parser = subparsers.add_parser("rules", help="list the rule catalogue (id, severity, title)")
     rules_parser.add_argument("-o", "--output", choices=("table", "json", "markdown"), default="table")
