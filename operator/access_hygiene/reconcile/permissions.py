@@ -700,6 +700,23 @@ def register_pattern(pattern: Pattern) -> Pattern:
     return pattern
 
 
+def pattern_bit(pattern: Pattern) -> int:
+    """The bit of a registered pattern in pattern_masks() (KeyError for a pattern never registered)."""
+    entry = _PATTERNS.bits.get(id(pattern))
+    if entry is None or entry[0] is not pattern:
+        raise KeyError(f"pattern not registered: {pattern}")
+    return entry[1]
+
+
+def pattern_masks(rules: RuleSet) -> tuple[int, int]:
+    """The registered patterns the rules grant, as bits (pattern_bit): (counting resourceNames-restricted
+    rules, not counting them), i.e. rules_grant(rules, p, include_named=True/False) for every p at once."""
+    masks = rules.masks
+    if masks is None or masks[0] != len(_PATTERNS.bits):
+        masks = rules.masks = _PATTERNS.rule_set_masks(rules)
+    return masks[1], masks[2]
+
+
 def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False) -> bool:
     """Does any of the rules grant any (verb, group, resource) of the pattern? Remembered per RuleSet."""
     if isinstance(rules, RuleSet):

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from access_hygiene.models.findings import Subject
-from access_hygiene.reconcile.permissions import Binding, PermissionIndex, RuleSet, is_excluded, permission_index
+from access_hygiene.reconcile.permissions import (
+    Binding,
+    Pattern,
+    PermissionIndex,
+    RuleSet,
+    is_excluded,
+    pattern_bit,
+    pattern_masks,
+    permission_index,
+    register_pattern,
+    rules_grant,
+)
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
@@ -26,6 +37,9 @@ class BindingRule:
     cluster_scoped: bool  # ClusterRoleBindings only
     include_superuser: bool  # also bindings that grant everything (otherwise left to AH-RBAC-001)
     per_binding: bool  # the answer depends on more than the role and the scope class (not remembered)
+    # For a pattern check (binding_pattern_check): (its pattern's bit, resourceNames-restricted rules count, detail);
+    # the walk then tests the bit in the role's pattern_masks() instead of calling check.
+    pattern: tuple[int, bool, str] | None = None
 
 
 BINDING_RULES: dict[str, BindingRule] = {}
@@ -51,6 +65,21 @@ def binding_check(
         return check
 
     return register
+
+
+def binding_pattern_check(
+    rule_id: str, pattern: Pattern, detail: str, *, include_named: bool = False, cluster_scoped: bool = False
+) -> None:
+    """Register the check of a rule that flags bindings whose role grants the pattern (reported as detail)."""
+    register_pattern(pattern)
+
+    def check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
+        return detail if rules_grant(binding.rules, pattern, include_named=include_named) else None
+
+    binding_check(rule_id, cluster_scoped=cluster_scoped)(check)
+    rule_ = BINDING_RULES[rule_id]
+    BINDING_RULES[rule_id] = BindingRule(rule_.check, cluster_scoped, False, False,
+                                         (pattern_bit(pattern), include_named, detail))  # fmt: skip
 
 
 def grants_everything(binding: Binding) -> bool:
@@ -110,20 +139,27 @@ def _walk_checks(snapshot: ClusterSnapshot, ctx: AuditContext, index: Permission
         key = (id(binding.rules), _scope_class(binding.namespace, ctx))
         known = memo.get(key)
         if known is None:
+            rules = binding.rules
+            named, unnamed = pattern_masks(rules) if isinstance(rules, RuleSet) else (None, None)
             details = []
             for rule_id, r in remembered:
                 if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
                     continue
-                detail = r.check(binding, ctx, index)
-                if detail is not None:
-                    details.append((rule_id, detail))
+                if r.pattern is not None and named is not None and unnamed is not None:
+                    bit, include_named, detail = r.pattern
+                    if (named if include_named else unnamed) & bit:
+                        details.append((rule_id, detail))
+                    continue
+                found = r.check(binding, ctx, index)
+                if found is not None:
+                    details.append((rule_id, found))
             known = memo[key] = (binding.rules, details)
-        for rule_id, detail in known[1]:
-            result[rule_id].append((binding, detail, subjects))
+        for rule_id, said in known[1]:
+            result[rule_id].append((binding, said, subjects))
         for rule_id, r in per_binding:
             if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
                 continue
-            detail = r.check(binding, ctx, index)
-            if detail is not None:
-                result[rule_id].append((binding, detail, subjects))
+            found = r.check(binding, ctx, index)
+            if found is not None:
+                result[rule_id].append((binding, found, subjects))
     return result

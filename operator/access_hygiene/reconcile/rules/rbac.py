@@ -37,7 +37,6 @@ from access_hygiene.reconcile.permissions import (
     UNAUTHENTICATED_GROUP,
     WEBHOOK_WRITE,
     Binding,
-    Pattern,
     PermissionIndex,
     PolicyRule,
     has_wildcard,
@@ -48,7 +47,12 @@ from access_hygiene.reconcile.permissions import (
     rules_grant,
 )
 from access_hygiene.reconcile.rules import RULES, AuditContext, rule
-from access_hygiene.reconcile.rules.binding_walk import binding_check, flagged, grants_everything
+from access_hygiene.reconcile.rules.binding_walk import (
+    binding_check,
+    binding_pattern_check,
+    flagged,
+    grants_everything,
+)
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
 AGGREGATE_LABELS = {
@@ -83,16 +87,6 @@ def _binding_findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str
                 subject=subject,
                 message=f"{subject} {tail}",
             )
-
-
-def _pattern_check(rule_id: str, pattern: Pattern, detail: str, *, include_named: bool = False,
-                   cluster_scoped: bool = False) -> None:  # fmt: skip
-    """Register the check of a rule that flags bindings whose role grants the pattern."""
-
-    def check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
-        return detail if rules_grant(binding.rules, pattern, include_named=include_named) else None
-
-    binding_check(rule_id, cluster_scoped=cluster_scoped)(check)
 
 
 def _subject_check(kind: str, names: frozenset[str], detail: str) -> Callable[..., Iterator[Finding]]:
@@ -196,7 +190,7 @@ def masters_bindings(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[F
     yield from _subject_check("Group", frozenset({MASTERS_GROUP}), "binds")(snapshot, ctx, "AH-RBAC-004")
 
 
-_pattern_check("AH-RBAC-005", IMPERSONATE, "can impersonate identities", include_named=True)
+binding_pattern_check("AH-RBAC-005", IMPERSONATE, "can impersonate identities", include_named=True)
 
 
 @rule("AH-RBAC-005", Severity.CRITICAL, "Subject can impersonate users, groups or service accounts")
@@ -205,7 +199,7 @@ def impersonate(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-005")
 
 
-_pattern_check("AH-RBAC-006", ESCALATE, "can escalate (write roles beyond its own permissions)")
+binding_pattern_check("AH-RBAC-006", ESCALATE, "can escalate (write roles beyond its own permissions)")
 
 
 @rule("AH-RBAC-006", Severity.CRITICAL, "Subject can escalate roles")
@@ -265,7 +259,7 @@ def token_mint(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-008")
 
 
-_pattern_check("AH-RBAC-009", SECRETS_READ, f"can {'/'.join(READ_VERBS)} secrets")
+binding_pattern_check("AH-RBAC-009", SECRETS_READ, f"can {'/'.join(READ_VERBS)} secrets")
 
 
 @rule("AH-RBAC-009", Severity.HIGH, "Subject can read secrets")
@@ -274,7 +268,7 @@ def read_secrets(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-009")
 
 
-_pattern_check("AH-RBAC-010", NODES_PROXY, "can reach kubelets through nodes/proxy", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-010", NODES_PROXY, "can reach kubelets through nodes/proxy", cluster_scoped=True)
 
 
 @rule("AH-RBAC-010", Severity.CRITICAL, "Subject can use nodes/proxy")
@@ -283,7 +277,7 @@ def nodes_proxy(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-010")
 
 
-_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can write admission webhook configurations or policies",
+binding_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can write admission webhook configurations or policies",
                cluster_scoped=True)  # fmt: skip
 
 
@@ -310,7 +304,7 @@ def csr_approval(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-012")
 
 
-_pattern_check("AH-RBAC-013", EXEC, "can exec/attach into pods")
+binding_pattern_check("AH-RBAC-013", EXEC, "can exec/attach into pods")
 
 
 @rule("AH-RBAC-013", Severity.HIGH, "Subject can exec or attach into pods")
@@ -319,7 +313,7 @@ def pods_exec(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-013")
 
 
-_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can add ephemeral containers to pods")
+binding_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can add ephemeral containers to pods")
 
 
 @rule("AH-RBAC-014", Severity.HIGH, "Subject can add ephemeral containers to pods")
@@ -420,7 +414,7 @@ def kube_system_configmaps(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-019")
 
 
-_pattern_check("AH-RBAC-020", PV_CREATE, "can create PersistentVolumes", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-020", PV_CREATE, "can create PersistentVolumes", cluster_scoped=True)
 
 
 @rule("AH-RBAC-020", Severity.MEDIUM, "Subject can create PersistentVolumes")
@@ -429,7 +423,7 @@ def create_persistent_volumes(snapshot: ClusterSnapshot, ctx: AuditContext) -> I
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-020")
 
 
-_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can delete events")
+binding_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can delete events")
 
 
 @rule("AH-RBAC-021", Severity.LOW, "Subject can delete events")

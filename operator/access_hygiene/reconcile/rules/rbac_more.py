@@ -17,6 +17,9 @@ from access_hygiene.reconcile.permissions import (
     Pattern,
     PermissionIndex,
     PolicyRule,
+    RuleSet,
+    pattern_bit,
+    pattern_masks,
     register_pattern,
     rules_grant,
 )
@@ -63,8 +66,16 @@ def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
     return f"can {'/'.join(verbs)} secrets (replace or remove credentials other workloads mount)"
 
 
+_TRAFFIC_BITS = [(label, pattern_bit(pattern)) for label, pattern in TRAFFIC_KINDS]
+
+
 def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
-    kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(binding.rules, pattern)]
+    rules = binding.rules
+    if isinstance(rules, RuleSet):  # all five patterns at once
+        granted = pattern_masks(rules)[1]
+        kinds = [label for label, bit in _TRAFFIC_BITS if granted & bit]
+    else:
+        kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
     return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
 
 
