@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.models.findings import Subject
+from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile import permissions
 from access_hygiene.reconcile.audit import load_rules
 from access_hygiene.reconcile.namespaces import service_account_bindings
@@ -154,3 +154,19 @@ def test_service_account_bound_matches_its_bindings(seed: int) -> None:
     for namespace, name in sorted(accounts):
         expected = bool(service_account_bindings(snapshot, ctx, namespace, name))
         assert index.service_account_bound(namespace, name) is expected, (namespace, name)
+
+
+@pytest.mark.parametrize("subject", [Subject(kind="ServiceAccount", namespace="ns", name="app"), None])
+def test_trusted_findings_are_the_validated_ones(subject: Subject | None) -> None:
+    ref = ObjectRef(kind="RoleBinding", name="rb", namespace="ns", api_version=permissions.RBAC_API_VERSION)
+    validated = Finding(rule_id="AH-RBAC-009", severity=Severity.HIGH, namespace="ns", object=ref, subject=subject,
+                        message="m")  # fmt: skip
+    trusted = Finding.trusted("AH-RBAC-009", Severity.HIGH, "ns", ref, "m", subject)
+    assert trusted == validated
+    assert hash(trusted) == hash(validated)
+    assert repr(trusted) == repr(validated)
+    assert trusted.model_dump_json(indent=2) == validated.model_dump_json(indent=2)
+    assert trusted.model_fields_set == validated.model_fields_set
+    exempted = trusted.model_copy(update={"exempted": True, "exemption_reason": "r"})
+    assert exempted == validated.model_copy(update={"exempted": True, "exemption_reason": "r"})
+    assert not trusted.exempted

@@ -64,11 +64,32 @@ class Finding(BaseModel):
     exempted: bool = False
     exemption_reason: str = ""
 
+    @classmethod
+    def trusted(
+        cls, rule_id: str, severity: Severity, namespace: str, object: ObjectRef, message: str, subject: Subject | None
+    ) -> "Finding":
+        """The Finding Finding(rule_id=..., severity=..., namespace=..., object=..., subject=..., message=...)
+        builds, without validating values the rules built from typed objects (the audit makes tens of
+        thousands): the same fields and field set, so equality, hashing and serialisation are unchanged.
+        Callers pass exactly these types; anything read from input goes through Finding(...)."""
+        finding = cls.__new__(cls)
+        values = {"rule_id": rule_id, "severity": severity, "namespace": namespace, "object": object,
+                  "message": message, "subject": subject, "exempted": False, "exemption_reason": ""}  # fmt: skip
+        _set(finding, "__dict__", values)
+        _set(finding, "__pydantic_fields_set__", set(_TRUSTED_FIELDS))
+        _set(finding, "__pydantic_extra__", None)
+        _set(finding, "__pydantic_private__", None)
+        return finding
+
     @property
     def key(self) -> tuple[str, str, str, str, str]:
         """Identity used to de-duplicate findings across scans."""
         subject = str(self.subject) if self.subject else ""
         return (self.rule_id, self.namespace, self.object.kind, self.object.name, subject)
+
+
+_set = object.__setattr__
+_TRUSTED_FIELDS = frozenset({"rule_id", "severity", "namespace", "object", "message", "subject"})
 
 
 class SubjectCapability(BaseModel):

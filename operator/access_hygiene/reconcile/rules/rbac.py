@@ -79,14 +79,7 @@ def _binding_findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str
         severity = _severity(rule_id, binding.namespace, ctx)
         tail = f"{detail} {_scope(binding)} via {binding.role_ref.kind}/{binding.role_ref.name}"
         for subject in subjects:
-            yield Finding(
-                rule_id=rule_id,
-                severity=severity,
-                namespace=binding.namespace,
-                object=binding.ref,
-                subject=subject,
-                message=f"{subject} {tail}",
-            )
+            yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
 
 
 def _subject_check(kind: str, names: frozenset[str], detail: str) -> Callable[..., Iterator[Finding]]:

@@ -155,14 +155,7 @@ def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Ite
         severity = _severity(rule_id, binding, ctx)
         tail = f"{detail} {_scope(binding)} via {role.kind}/{role.name}"
         for subject in subjects:
-            yield Finding(
-                rule_id=rule_id,
-                severity=severity,
-                namespace=binding.namespace,
-                object=binding.ref,
-                subject=subject,
-                message=f"{subject} {tail}",
-            )
+            yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
 
 
 @rule("AH-RBAC-025", Severity.MEDIUM, "Subject can write or delete Secrets")

@@ -61,14 +61,7 @@ def _has_bindings(snapshot: ClusterSnapshot) -> bool:
 
 
 def _finding(rule_id: str, ctx: AuditContext, ref: ObjectRef, message: str, subject: Subject | None = None) -> Finding:
-    return Finding(
-        rule_id=rule_id,
-        severity=severity_for(rule_id, ref.namespace, ctx),
-        namespace=ref.namespace,
-        object=ref,
-        subject=subject,
-        message=message,
-    )
+    return Finding.trusted(rule_id, severity_for(rule_id, ref.namespace, ctx), ref.namespace, ref, message, subject)
 
 
 @rule("AH-SA-001", Severity.MEDIUM, "Default ServiceAccount mounts an API token")
