@@ -20,10 +20,11 @@ clusterrole-aggregation controller:
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
-from access_hygiene.reconcile.bootstrap_roles import with_bootstrap_roles
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles, with_bootstrap_roles
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
@@ -276,6 +277,12 @@ def own_rules(obj: Obj) -> tuple[PolicyRule, ...]:
     return tuple(PolicyRule.parse(r) for r in obj.get("rules") or [] if isinstance(r, dict))
 
 
+@cache
+def _shipped_rules() -> dict[int, tuple[Obj, tuple[PolicyRule, ...]]]:
+    """own_rules() of the shipped default ClusterRoles (immutable, the same objects for the whole process)."""
+    return {id(obj): (obj, own_rules(obj)) for obj in bootstrap_cluster_roles()}
+
+
 def _parse_rules(obj: Obj) -> tuple[PolicyRule, ...]:
     return tuple(dict.fromkeys(own_rules(obj)))
 
@@ -372,11 +379,12 @@ class PermissionIndex:
         return index
 
     def stored_rules(self, obj: Obj) -> tuple[PolicyRule, ...]:
-        """own_rules(obj), parsed once per role object per index."""
+        """own_rules(obj), parsed once per role object per index (the shipped default roles once per process)."""
         entry = self.parsed.get(id(obj))
         if entry is not None and entry[0] is obj:
             return entry[1]
-        rules = own_rules(obj)
+        shipped = _shipped_rules().get(id(obj))
+        rules = shipped[1] if shipped is not None and shipped[0] is obj else own_rules(obj)
         self.parsed[id(obj)] = (obj, rules)  # the object is kept, so its id is not reused meanwhile
         return rules
 
@@ -782,12 +790,11 @@ def service_account_capabilities(snapshot: ClusterSnapshot, ctx: AuditContext) -
     per_binding: dict[int, frozenset[str]] = {}
     results: list[SubjectCapability] = []
     for namespace, name in sorted(accounts):
-        subject = Subject(kind="ServiceAccount", namespace=namespace, name=name)
-        if not namespace or is_excluded(subject, ctx):
+        # is_excluded() of the ServiceAccount, without building the Subject (subject_username's form)
+        if not namespace or f"{SA_USER_PREFIX}{namespace}:{name}".startswith(ctx.excluded_subject_prefixes):
             continue
         caps: set[str] = set()
-        info = UserInfo.of(subject)
-        for key in info.subject_keys():
+        for key in service_account_keys(namespace, name):
             for position in index.by_subject.get(key, []):
                 if position not in per_binding:
                     per_binding[position] = binding_capabilities(index.bindings[position])
