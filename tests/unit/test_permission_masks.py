@@ -170,3 +170,18 @@ def test_trusted_findings_are_the_validated_ones(subject: Subject | None) -> Non
     exempted = trusted.model_copy(update={"exempted": True, "exemption_reason": "r"})
     assert exempted == validated.model_copy(update={"exempted": True, "exemption_reason": "r"})
     assert not trusted.exempted
+
+
+def test_trusted_refs_and_subjects_are_the_validated_ones() -> None:
+    pairs = [
+        (ObjectRef.trusted("Role", "r", "ns", "v"), ObjectRef(kind="Role", name="r", namespace="ns", api_version="v")),
+        (Subject.trusted("User", "alice"), Subject(kind="User", name="alice")),
+        (Subject.trusted("ServiceAccount", "app", "ns"), Subject(kind="ServiceAccount", name="app", namespace="ns")),
+    ]
+    for trusted, validated in pairs:
+        assert trusted == validated
+        assert hash(trusted) == hash(validated)
+        assert repr(trusted) == repr(validated)
+        assert str(trusted) == str(validated)
+        assert trusted.model_dump_json() == validated.model_dump_json()
+        assert trusted.model_fields_set == validated.model_fields_set

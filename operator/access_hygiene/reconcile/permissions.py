@@ -336,12 +336,12 @@ def _subjects_of(
             if sa_namespace:  # a ClusterRoleBinding SA subject without namespace matches nobody
                 key = (kind, sa_namespace, name)
                 if key not in pool:
-                    pool[key] = Subject(kind=kind, name=name, namespace=sa_namespace)
+                    pool[key] = Subject.trusted(kind, name, sa_namespace)
                 keys[key] = None
         elif kind in ("User", "Group"):
             key = (kind, "", name)
             if key not in pool:
-                pool[key] = Subject(kind=kind, name=name)
+                pool[key] = Subject.trusted(kind, name)
             keys[key] = None
     return tuple(pool[key] for key in keys)
 
@@ -395,7 +395,7 @@ class PermissionIndex:
         key = (kind, namespace, name)
         ref = self._refs.get(key)
         if ref is None:
-            ref = self._refs[key] = ObjectRef(kind=kind, name=name, namespace=namespace, api_version=RBAC_API_VERSION)
+            ref = self._refs[key] = ObjectRef.trusted(kind, name, namespace, RBAC_API_VERSION)
         return ref
 
     def _add_binding(self, obj: Obj, namespace: str) -> None:
@@ -407,8 +407,7 @@ class PermissionIndex:
         rules = self.role_rules.get((role_kind, role_namespace, role_name)) if valid else None
         subjects = _subjects_of(obj, namespace, self._subjects)
         binding = Binding(
-            ObjectRef(kind=str(obj.get("kind", "")), name=name_of(obj), namespace=namespace,
-                      api_version=RBAC_API_VERSION),
+            ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
             self._ref(role_kind, role_namespace, role_name),
             namespace,
             subjects,

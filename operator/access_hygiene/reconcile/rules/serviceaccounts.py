@@ -40,7 +40,7 @@ APP_LABELS = ("app.kubernetes.io/name", "app")
 
 
 def _sa_ref(namespace: str, name: str) -> ObjectRef:
-    return ObjectRef(kind="ServiceAccount", name=name, namespace=namespace, api_version="v1")
+    return ObjectRef.trusted("ServiceAccount", name, namespace, "v1")
 
 
 def _governed(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Workload]:
