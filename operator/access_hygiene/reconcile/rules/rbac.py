@@ -39,9 +39,12 @@ from access_hygiene.reconcile.permissions import (
     Binding,
     PermissionIndex,
     PolicyRule,
+    RuleSet,
     has_wildcard,
     is_bootstrap,
     is_excluded,
+    pattern_bit,
+    pattern_masks,
     permission_index,
     register_pattern,
     rules_grant,
@@ -207,7 +210,13 @@ def _privileged_role_names(index: PermissionIndex, ctx: AuditContext) -> frozens
     if cached is not None and cached[0] is index:
         return cached[1]  # type: ignore[no-any-return]
     names = {"cluster-admin", "admin", "edit"}
+    escalate_or_bind, impersonate = pattern_bit(ESCALATE) | pattern_bit(BIND), pattern_bit(IMPERSONATE)
     for (_, _, name), rules in index.role_rules.items():
+        if isinstance(rules, RuleSet):  # the same tests as below, from the role's pattern masks
+            named, unnamed = pattern_masks(rules)
+            if rules.grants_everything or unnamed & escalate_or_bind or named & impersonate:
+                names.add(name)
+            continue
         dangerous = any(r.is_superuser for r in rules) or rules_grant(rules, ESCALATE) or rules_grant(rules, BIND)
         if dangerous or rules_grant(rules, IMPERSONATE, include_named=True):
             names.add(name)
