@@ -1,7 +1,8 @@
 """CLI benchmark: what a user waits for. Runs the real `access-hygiene scan` as a subprocess on the
 benchmark's generated RBAC dump (scan_benchmark.generate) and prints, per size and input format, the wall
 time, the peak RSS of the child process and the phase breakdown the CLI reports (import, parse, snapshot,
-audit, output; wall seconds, from ACCESS_HYGIENE_TIMINGS).
+audit, output; wall seconds, from ACCESS_HYGIENE_TIMINGS), and the child's CPU seconds (user + system): on a
+shared machine CPU seconds are the steadier figure.
 
     python benchmarks/cli_benchmark.py [--objects 5000 20000 50000] [--repeat 1] [--formats yaml json]
                                        [--output json] [--keep DIR]
@@ -44,7 +45,7 @@ def write_inputs(objects: list[dict[str, Any]], directory: Path, count: int, for
 
 
 def run_cli(path: Path, output: str) -> dict[str, Any]:
-    """One `access-hygiene scan -f PATH -o OUTPUT` run: wall seconds, child peak RSS (MiB), phases."""
+    """One `access-hygiene scan -f PATH -o OUTPUT` run: wall and CPU seconds, child peak RSS (MiB), phases."""
     command = [sys.executable, "-m", "access_hygiene.cli.main", "scan", "-f", str(path), "-o", output]
     env = {**os.environ, "ACCESS_HYGIENE_TIMINGS": "1"}
     started = time.perf_counter()
@@ -58,12 +59,14 @@ def run_cli(path: Path, output: str) -> dict[str, Any]:
     if process.returncode not in (0, 1):
         raise SystemExit(f"scan failed ({process.returncode}): {errors}")
     timings = next((json.loads(line)["timings"] for line in errors.splitlines() if line.startswith('{"timings"')), {})
-    return {"wall": wall, "rss": usage.ru_maxrss / 1024, "phases": timings.get("wall", {})}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "rss": usage.ru_maxrss / 1024, "phases": timings.get("wall", {})}
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "wall": statistics.median(r["wall"] for r in runs),
+        "cpu": statistics.median(r["cpu"] for r in runs),
         "rss": statistics.median(r["rss"] for r in runs),
         "phases": {p: statistics.median(r["phases"].get(p, 0.0) for r in runs) for p in PHASES},
     }
@@ -79,7 +82,8 @@ def main() -> int:
     parser.add_argument("--keep", help="write the dumps to this directory (and keep them) instead of a temp dir")
     args = parser.parse_args()
 
-    header = f"{'objects':>8} {'input':>5} {'wall s':>7} {'RSS MiB':>8} " + " ".join(f"{p:>8}" for p in PHASES)
+    columns = f"{'objects':>8} {'input':>5} {'wall s':>7} {'CPU s':>7} {'RSS MiB':>8} "
+    header = columns + " ".join(f"{p:>8}" for p in PHASES)
     print(f"access-hygiene scan -o {args.output}, subprocess; phases in wall seconds")
     print(header)
     with tempfile.TemporaryDirectory() as scratch:
@@ -92,7 +96,8 @@ def main() -> int:
             for fmt, path in paths.items():
                 result = median_run([run_cli(path, args.output) for _ in range(args.repeat)])
                 phases = " ".join(f"{result['phases'][p]:>8.2f}" for p in PHASES)
-                print(f"{count + 1:>8} {fmt:>5} {result['wall']:>7.2f} {result['rss']:>8.0f} {phases}", flush=True)
+                figures = f"{result['wall']:>7.2f} {result['cpu']:>7.2f} {result['rss']:>8.0f}"
+                print(f"{count + 1:>8} {fmt:>5} {figures} {phases}", flush=True)
     return 0
 
 

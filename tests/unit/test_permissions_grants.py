@@ -73,4 +73,4 @@ def test_bindings_of_one_role_share_its_ruleset() -> None:
     assert isinstance(first.rules, RuleSet)
     assert first.rules is second.rules
     assert rules_grant(first.rules, permissions.SECRETS_READ)
-    assert first.rules.memo  # the answer is remembered for the next binding of the role
+    assert first.rules.masks is not None  # the answer is remembered (as bit masks) for the next binding of the role

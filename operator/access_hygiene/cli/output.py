@@ -3,16 +3,17 @@
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from access_hygiene import __version__
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.rules import Rule
+
+if TYPE_CHECKING:  # rich is imported where a table or lines are rendered: `-o json/sarif` runs without it
+    from rich.console import Console
+    from rich.text import Text
 
 FORMATS = ("table", "wide", "json", "sarif", "openreports")
 # Below this many columns (or when stdout is not a terminal) the table becomes one line per finding.
@@ -40,9 +41,11 @@ def summarize(findings: Iterable[Finding]) -> dict[str, int]:
     return {severity.value: counts.get(severity.value, 0) for severity in reversed(Severity)}
 
 
-def render_table(findings: list[Finding], console: Console) -> None:
+def render_table(findings: list[Finding], console: "Console") -> None:
     """A rich table on a terminal at least MIN_TABLE_WIDTH wide; otherwise (a pipe, a file, a narrow
     terminal) one unwrapped line per finding: severity, rule, object, message."""
+    from rich.table import Table
+
     if not findings:
         console.print("[green]No findings.[/green]")
         return
@@ -66,7 +69,7 @@ def render_table(findings: list[Finding], console: Console) -> None:
     _print_summary(findings, console)
 
 
-def render_wide(findings: list[Finding], console: Console) -> None:
+def render_wide(findings: list[Finding], console: "Console") -> None:
     """Every field of every finding, one line each, aligned, never wrapped (whatever the terminal)."""
     if not findings:
         console.print("[green]No findings.[/green]")
@@ -92,7 +95,9 @@ def _severity_markup(finding: Finding) -> str:
     return f"[{_STYLE[finding.severity]}]{finding.severity.value}[/]"
 
 
-def _severity_cell(finding: Finding) -> Text:
+def _severity_cell(finding: Finding) -> "Text":
+    from rich.text import Text
+
     if finding.exempted:
         return Text(f"{finding.severity.value} (exempt)", style="dim")
     return Text(finding.severity.value, style=_STYLE[finding.severity])
@@ -102,9 +107,11 @@ def _message(finding: Finding) -> str:
     return finding.message + (f" (exempt: {finding.exemption_reason})" if finding.exempted else "")
 
 
-def _print_lines(console: Console, rows: Sequence[Sequence[Text | str]], header: Sequence[str] | None) -> None:
+def _print_lines(console: "Console", rows: Sequence[Sequence["Text | str"]], header: Sequence[str] | None) -> None:
     """Rows as space-aligned columns (the last one not padded), without wrapping long lines. Off a terminal
     the text is written in one go (rich's per-line rendering would cost ~0.1 ms per finding)."""
+    from rich.text import Text
+
     all_rows: list[Sequence[Text | str]] = [[Text(h, style="bold") for h in header]] if header else []
     all_rows += rows
     widths = [max(len(row[column]) for row in all_rows) for column in range(len(all_rows[0]) - 1)]
@@ -127,7 +134,7 @@ def _print_lines(console: Console, rows: Sequence[Sequence[Text | str]], header:
         console.print(line, soft_wrap=True, highlight=False)
 
 
-def _print_summary(findings: list[Finding], console: Console) -> None:
+def _print_summary(findings: list[Finding], console: "Console") -> None:
     counts = summarize(findings)
     exempt = sum(1 for f in findings if f.exempted)
     parts = [f"{count} {severity}" for severity, count in counts.items()]
@@ -211,7 +218,9 @@ def write_json(data: Any, stream: IO[str], plain: Callable[[], Any] | None = Non
     buffer.flush()
 
 
-def render_rules(rules: Iterable[Rule], console: Console) -> None:
+def render_rules(rules: Iterable[Rule], console: "Console") -> None:
+    from rich.table import Table
+
     table = Table(header_style="bold")
     for column in ("Rule", "Severity", "Title"):
         table.add_column(column, overflow="fold")

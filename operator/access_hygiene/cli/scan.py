@@ -19,12 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
 from access_hygiene.cli.manifest_reader import HAS_LIBYAML, LIBYAML_NOTICE, ManifestError, read_documents
-from access_hygiene.cli.openreports_output import write_openreports
 from access_hygiene.cli.output import (
     FORMATS,
     Locations,
@@ -216,6 +211,9 @@ def load_input(args: argparse.Namespace) -> LoadedInput:
 def _print_warnings(warnings: list[str]) -> None:
     if not warnings:
         return
+    from rich.console import Console
+    from rich.markup import escape
+
     console = Console(stderr=True, soft_wrap=True)
     for warning in warnings[:MAX_WARNINGS_SHOWN]:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
@@ -225,6 +223,9 @@ def _print_warnings(warnings: list[str]) -> None:
 
 def _load_live(args: argparse.Namespace) -> ClusterSnapshot:
     # Imported lazily: file scans must work without the Kubernetes client stack.
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from access_hygiene.k8s.snapshot_loader import SnapshotLoadError, load_live_snapshot
 
     options = {"include_secrets": args.include_secrets}
@@ -302,7 +303,8 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
         help="only these rule ids or prefixes, comma-separated (e.g. AH-RBAC-009,AH-NET); repeatable",
     )  # fmt: skip
     add_context_arguments(parser)
-    parser.set_defaults(func=run)
+    # main() ends the process right after the output (the snapshot and findings are not freed one by one).
+    parser.set_defaults(func=run, exit_without_teardown=True)
 
     rules_parser = subparsers.add_parser("rules", help="list the rule catalogue (id, severity, title)")
     rules_parser.add_argument("-o", "--output", choices=("table", "json", "markdown"), default="table")
@@ -338,7 +340,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
     from access_hygiene.reconcile.audit import load_rules, run_audit
 
-    errors = Console(stderr=True)
     try:
         ctx = audit_context(args)
         timer.lap("import")  # settings and rule modules load here
@@ -349,18 +350,27 @@ def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
         findings = run_audit(loaded.snapshot, ctx, only=_selected(args))
         timer.lap("audit")
     except (InputError, ValueError) as error:
-        errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return EXIT_USAGE
+    # rich (and the OpenReports renderer) are imported only for the formats that use them.
     if args.output == "json":
         write_json(findings_json(findings, as_models=True), sys.stdout, plain=lambda: findings_json(findings))
     elif args.output == "sarif":
         write_json(findings_sarif(findings, load_rules().values(), loaded.locations), sys.stdout)
-    elif args.output == "wide":
-        render_wide(findings, Console(soft_wrap=True))
     elif args.output == "openreports":
+        from access_hygiene.cli.openreports_output import write_openreports
+
         write_openreports(findings, sys.stdout)
     else:
-        render_table(findings, Console())
+        from rich.console import Console
+
+        if args.output == "wide":
+            render_wide(findings, Console(soft_wrap=True))
+        else:
+            render_table(findings, Console())
     sys.stdout.flush()
     timer.lap("output")
     timer.report()
@@ -406,6 +416,8 @@ def _process_start() -> float:
 
 
 def run_rules(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from access_hygiene.reconcile.audit import load_rules
 
     rules = [r for r in load_rules().values() if r.rule_id.startswith(args.prefix)]

@@ -1,6 +1,7 @@
 """Findings: what the audit rules report. Shared by the operator, the CLI and the metrics."""
 
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,13 @@ class ObjectRef(BaseModel):
     namespace: str = ""
     api_version: str = ""
 
+    @classmethod
+    def trusted(cls, kind: str, name: str, namespace: str, api_version: str) -> "ObjectRef":
+        """ObjectRef(kind=..., name=..., namespace=..., api_version=...) for strings the caller already has
+        (see Finding.trusted): the same model, without validation."""
+        values = {"kind": kind, "name": name, "namespace": namespace, "api_version": api_version}
+        return _built(cls, values, _REF_FIELDS)
+
 
 class Subject(BaseModel):
     """An RBAC subject (User, Group or ServiceAccount)."""
@@ -43,6 +51,14 @@ class Subject(BaseModel):
     kind: str
     name: str
     namespace: str = ""
+
+    @classmethod
+    def trusted(cls, kind: str, name: str, namespace: str | None = None) -> "Subject":
+        """Subject(kind=..., name=...[, namespace=...]) for strings the caller already has (see
+        Finding.trusted): the same model, without validation."""
+        if namespace is None:
+            return _built(cls, {"kind": kind, "name": name, "namespace": ""}, _USER_FIELDS)
+        return _built(cls, {"kind": kind, "name": name, "namespace": namespace}, _ACCOUNT_FIELDS)
 
     def __str__(self) -> str:
         if self.kind == "ServiceAccount":
@@ -64,11 +80,42 @@ class Finding(BaseModel):
     exempted: bool = False
     exemption_reason: str = ""
 
+    @classmethod
+    def trusted(
+        cls, rule_id: str, severity: Severity, namespace: str, object: ObjectRef, message: str, subject: Subject | None
+    ) -> "Finding":
+        """The Finding Finding(rule_id=..., severity=..., namespace=..., object=..., subject=..., message=...)
+        builds, without validating values the rules built from typed objects (the audit makes tens of
+        thousands): the same fields and field set, so equality, hashing and serialisation are unchanged.
+        Callers pass exactly these types; anything read from input goes through Finding(...)."""
+        values = {"rule_id": rule_id, "severity": severity, "namespace": namespace, "object": object,
+                  "message": message, "subject": subject, "exempted": False, "exemption_reason": ""}  # fmt: skip
+        return _built(cls, values, _TRUSTED_FIELDS)
+
     @property
     def key(self) -> tuple[str, str, str, str, str]:
         """Identity used to de-duplicate findings across scans."""
         subject = str(self.subject) if self.subject else ""
         return (self.rule_id, self.namespace, self.object.kind, self.object.name, subject)
+
+
+_set = object.__setattr__
+_TRUSTED_FIELDS = frozenset({"rule_id", "severity", "namespace", "object", "message", "subject"})
+_REF_FIELDS = frozenset({"kind", "name", "namespace", "api_version"})
+_M = TypeVar("_M", bound=BaseModel)
+_USER_FIELDS = frozenset({"kind", "name"})
+_ACCOUNT_FIELDS = frozenset({"kind", "name", "namespace"})
+
+
+def _built(cls: type[_M], values: dict[str, Any], fields_set: frozenset[str]) -> _M:
+    """An instance of the model with these field values (every field, in declaration order) and this set of
+    explicitly given fields: what pydantic's model_construct() builds, without its per-field defaults pass."""
+    instance = cls.__new__(cls)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(fields_set))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
 
 
 class SubjectCapability(BaseModel):

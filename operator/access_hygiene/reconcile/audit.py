@@ -4,9 +4,9 @@ import importlib
 import pkgutil
 from collections.abc import Collection
 
-from access_hygiene.models.findings import Finding
+from access_hygiene.models.findings import Finding, Severity, Subject
 from access_hygiene.reconcile import rules as rules_package
-from access_hygiene.reconcile.exemptions import apply_exemptions
+from access_hygiene.reconcile.exemptions import bookkeeping_findings, mark_exempted
 from access_hygiene.reconcile.rules import RULES, AuditContext, Rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
@@ -37,7 +37,10 @@ def select_rules(only: Collection[str] | None) -> list[Rule]:
     return [r for rule_id, r in catalogue.items() if any(rule_id.startswith(w) for w in wanted)]
 
 
-def sort_key(finding: Finding) -> tuple[int, int, str, str, str, str, str, str]:
+SortKey = tuple[int, int, str, str, str, str, str, str]
+
+
+def sort_key(finding: Finding) -> SortKey:
     """Attack paths first (what a person triaging needs first), then by severity, rule, object, subject."""
     subject = str(finding.subject) if finding.subject else ""
     obj = finding.object
@@ -50,12 +53,38 @@ def run_audit(snapshot: ClusterSnapshot, ctx: AuditContext, only: Collection[str
     """All (or the selected) rules' findings, de-duplicated by Finding.key, exemptions applied, sorted
     attack paths first, then by severity (highest first), rule id, namespace, object and subject."""
     selected = select_rules(only)
-    findings: dict[tuple[str, str, str, str, str], Finding] = {}
+    # Finding.key and sort_key() of each finding, computed once: rules share Subject objects between findings,
+    # so each subject's text is computed once too.
+    subject_texts: dict[int, tuple[Subject, str]] = {}  # id -> (the subject, kept alive for its id; its text)
+    ranks = {severity: -severity.rank for severity in Severity}
+    findings: dict[tuple[str, str, str, str, str], tuple[SortKey, Finding]] = {}
     for selected_rule in selected:
         for finding in selected_rule.check(snapshot, ctx):
-            findings.setdefault(finding.key, finding)
-    exempted = apply_exemptions(sorted(findings.values(), key=sort_key), snapshot, ctx)
+            subject = finding.subject
+            if subject is None:
+                text = ""
+            else:
+                known = subject_texts.get(id(subject))
+                if known is None or known[0] is not subject:
+                    known = subject_texts[id(subject)] = (subject, str(subject))
+                text = known[1]
+            obj, rule_id, namespace = finding.object, finding.rule_id, finding.namespace
+            key = (rule_id, namespace, obj.kind, obj.name, text)
+            if key not in findings:
+                path = 0 if rule_id in ATTACK_PATH_RULES else 1
+                order = (path, ranks[finding.severity], rule_id, namespace, obj.kind, obj.name, text, finding.message)
+                findings[key] = (order, finding)
+    ordered = list(findings.values())
+    marked = mark_exempted([finding for _, finding in ordered], snapshot, ctx)
+    # exemptions change neither the key nor the sort key of a finding
+    keyed = [(order, finding) for (order, _), finding in zip(ordered, marked, strict=True)]
+    keyed.extend((sort_key(f), f) for f in bookkeeping_findings(snapshot, ctx) if f.key not in findings)
     if only is not None:  # exemption bookkeeping (AH-GOV-002) is reported only when selected
         ids = {r.rule_id for r in selected}
-        exempted = [f for f in exempted if f.rule_id in ids]
-    return sorted(exempted, key=sort_key)
+        keyed = [item for item in keyed if item[1].rule_id in ids]
+    keyed.sort(key=_first)
+    return [finding for _, finding in keyed]
+
+
+def _first(item: tuple[SortKey, Finding]) -> SortKey:
+    return item[0]

@@ -120,8 +120,15 @@ def parse_until(text: str) -> datetime | str:
     return f"{EXEMPT_UNTIL_ANNOTATION} {value!r} is not an RFC3339 date or datetime ({example})"
 
 
+_ALL_ANNOTATIONS = (EXEMPT_ANNOTATION, *_COMPANIONS)
+
+
 def parse_exemption(obj: Mapping[str, Any]) -> Exemption | ExemptionError | None:
     """The exemption an object's annotations declare; None when it has none. Never raises."""
+    metadata = obj.get("metadata")
+    raw = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(raw, dict) or not any(key in raw for key in _ALL_ANNOTATIONS):
+        return None  # most objects: no exemption annotation (keys compared as _annotations() converts them)
     body = dict(obj)
     annotations = _annotations(body)
     target = target_of(body)
@@ -157,21 +164,25 @@ def _annotations(obj: Obj) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
 
 
+_OBJECT_LISTS = (
+    "namespaces",
+    "service_accounts",
+    "pods",
+    "roles",
+    "cluster_roles",
+    "role_bindings",
+    "cluster_role_bindings",
+    "network_policies",
+    "secrets",
+    "access_policies",
+    "workloads",
+)
+
+
 def _objects(snapshot: ClusterSnapshot) -> Iterator[Obj]:
     for ns in snapshot.namespaces:
         yield {"apiVersion": "v1", "kind": "Namespace", **ns}
-    for attr in (
-        "service_accounts",
-        "pods",
-        "roles",
-        "cluster_roles",
-        "role_bindings",
-        "cluster_role_bindings",
-        "network_policies",
-        "secrets",
-        "access_policies",
-        "workloads",
-    ):
+    for attr in _OBJECT_LISTS[1:]:
         yield from (obj for obj in getattr(snapshot, attr) if isinstance(obj, dict))
 
 
@@ -193,7 +204,8 @@ def _exemptions_cached(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Exe
 
 
 def _size(snapshot: ClusterSnapshot) -> int:
-    return sum(1 for _ in _objects(snapshot))
+    """How many objects the snapshot holds (the cache is rebuilt when objects were added meanwhile)."""
+    return sum(len(getattr(snapshot, attr)) for attr in _OBJECT_LISTS)
 
 
 def _selector_of(ctx: AuditContext) -> dict[str, str]:
@@ -278,25 +290,36 @@ def bookkeeping_findings(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[F
 def apply_exemptions(findings: list[Finding], snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Finding]:
     """Mark findings covered by an active exemption (on the object, an owner of it, or its namespace)
     and append AH-GOV-002/003 findings for expired/malformed exemptions not already present."""
+    result = mark_exempted(findings, snapshot, ctx)
+    bookkeeping = bookkeeping_findings(snapshot, ctx)
+    if bookkeeping:
+        present = {f.key for f in result}
+        result.extend(f for f in bookkeeping if f.key not in present)
+    return result
+
+
+def mark_exempted(findings: list[Finding], snapshot: ClusterSnapshot, ctx: AuditContext) -> list[Finding]:
+    """The findings in the same order, those covered by an active exemption (on the object, an owner of
+    it, or its namespace) marked exempted (the rest are the same objects)."""
     active: dict[ObjKey, list[Exemption]] = {}
     for item in _exemptions_cached(snapshot, ctx):
         if isinstance(item, Exemption) and item.is_active(ctx.now):
             target = item.target
             active.setdefault(_key(target.kind, target.namespace, target.name), []).append(item)
+    if not active:
+        return list(findings)
     by_key = {_key(str(o.get("kind", "")), namespace_of(o), name_of(o)): o for o in _objects(snapshot)}
 
     result: list[Finding] = []
     for finding in findings:
         exemption = None
-        if active and finding.rule_id not in _BOOKKEEPING_RULES and not finding.exempted:
+        if finding.rule_id not in _BOOKKEEPING_RULES and not finding.exempted:
             exemption = _covering(finding, active, by_key)
         if exemption is None:
             result.append(finding)
         else:
             reason = f"exempted by {exemption.target.kind} {exemption.target.name}: {exemption.describe()}"
             result.append(finding.model_copy(update={"exempted": True, "exemption_reason": reason}))
-    present = {f.key for f in result}
-    result.extend(f for f in bookkeeping_findings(snapshot, ctx) if f.key not in present)
     return result
 
 

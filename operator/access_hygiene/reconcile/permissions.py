@@ -18,12 +18,13 @@ clusterrole-aggregation controller:
   (reconcile/bootstrap_roles.py), so a manifest scan resolves a binding to `edit` as a live scan does.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from access_hygiene.models.findings import ObjectRef, Subject, SubjectCapability
-from access_hygiene.reconcile.bootstrap_roles import with_bootstrap_roles
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles, with_bootstrap_roles
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 
@@ -44,6 +45,11 @@ SubjectKey = tuple[str, str, str]  # (kind, namespace, name)
 _NO_STRINGS: frozenset[str] = frozenset()
 
 
+def _strings(value: Any) -> frozenset[str]:
+    """A PolicyRule field as a set of strings (absent, empty or not a list: the empty set)."""
+    return frozenset(map(str, value)) if value and isinstance(value, list) else _NO_STRINGS
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
     """One RBAC PolicyRule, normalised to sets."""
@@ -56,16 +62,13 @@ class PolicyRule:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "PolicyRule":
-        def strings(key: str) -> frozenset[str]:
-            value = raw.get(key)
-            return frozenset(map(str, value)) if value and isinstance(value, list) else _NO_STRINGS
-
+        get = raw.get
         return cls(
-            verbs=strings("verbs"),
-            api_groups=strings("apiGroups"),
-            resources=strings("resources"),
-            resource_names=strings("resourceNames"),
-            non_resource_urls=strings("nonResourceURLs"),
+            _strings(get("verbs")),
+            _strings(get("apiGroups")),
+            _strings(get("resources")),
+            _strings(get("resourceNames")),
+            _strings(get("nonResourceURLs")),
         )
 
     def allows(self, verb: str, api_group: str, resource: str, subresource: str = "", name: str = "") -> bool:
@@ -109,13 +112,17 @@ class PolicyRule:
 
 class RuleSet(tuple[PolicyRule, ...]):
     """A role's resolved rules. Bindings of the same role share one RuleSet, which remembers what
-    rules_grant() answered for it, so each role's capabilities are computed once per audit."""
+    rules_grant() answered for it, so each role's capabilities are computed once per audit: for the
+    registered patterns (register_pattern) as two bit masks computed in one go, for others one by one."""
 
     memo: dict[tuple[int, bool], tuple[object, bool]]
+    # (patterns registered when computed, mask with resourceNames-restricted rules, mask without), or None.
+    masks: tuple[int, int, int] | None
 
     def __new__(cls, rules: Iterable[PolicyRule] = ()) -> "RuleSet":
         instance = super().__new__(cls, rules)
         instance.memo = {}
+        instance.masks = None
         return instance
 
     @property
@@ -190,6 +197,19 @@ class Binding:
         return any(rule.allows(verb, api_group, resource, subresource, name) for rule in self.rules)
 
 
+def service_account_keys(namespace: str, name: str) -> list[SubjectKey]:
+    """The subject keys a ServiceAccount's bindings are indexed under: UserInfo.of(the ServiceAccount)
+    .subject_keys(), without building either (called per ServiceAccount)."""
+    user = f"{SA_USER_PREFIX}{namespace}:{name}"
+    groups = sorted({"system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED_GROUP})
+    keys: list[SubjectKey] = [("Group", "", group) for group in groups]
+    keys.append(("User", "", user))
+    sa_namespace, _, sa_name = user[len(SA_USER_PREFIX) :].partition(":")
+    if sa_namespace and sa_name:
+        keys.append(("ServiceAccount", sa_namespace, sa_name))
+    return keys
+
+
 def subject_username(subject: Subject) -> str:
     """The name excluded-prefix settings compare against (`system:serviceaccount:ns:name` for SAs)."""
     if subject.kind == "ServiceAccount":
@@ -252,15 +272,29 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
     return True
 
 
+def own_rules(obj: Obj) -> tuple[PolicyRule, ...]:
+    """A role's stored rules as written (duplicates kept, entries that are not mappings skipped)."""
+    return tuple(PolicyRule.parse(r) for r in obj.get("rules") or [] if isinstance(r, dict))
+
+
+@cache
+def _shipped_rules() -> dict[int, tuple[Obj, tuple[PolicyRule, ...]]]:
+    """own_rules() of the shipped default ClusterRoles (immutable, the same objects for the whole process)."""
+    return {id(obj): (obj, own_rules(obj)) for obj in bootstrap_cluster_roles()}
+
+
 def _parse_rules(obj: Obj) -> tuple[PolicyRule, ...]:
-    raw = obj.get("rules") or []
-    return tuple(dict.fromkeys(PolicyRule.parse(r) for r in raw if isinstance(r, dict)))
+    return tuple(dict.fromkeys(own_rules(obj)))
 
 
-def resolve_cluster_roles(cluster_roles: Iterable[Obj]) -> dict[str, tuple[PolicyRule, ...]]:
-    """Rules per ClusterRole name, aggregationRule selectors resolved to a fixpoint."""
+def resolve_cluster_roles(
+    cluster_roles: Iterable[Obj], parse: Callable[[Obj], tuple[PolicyRule, ...]] = _parse_rules
+) -> dict[str, tuple[PolicyRule, ...]]:
+    """Rules per ClusterRole name, aggregationRule selectors resolved to a fixpoint (parse: a role's
+    de-duplicated stored rules)."""
     by_name = {name_of(obj): obj for obj in cluster_roles}
-    rules = {name: _parse_rules(obj) for name, obj in by_name.items()}
+    rules = {name: parse(obj) for name, obj in by_name.items()}
+    names = sorted(by_name)
     aggregated: dict[str, list[str]] = {}
     for name, obj in sorted(by_name.items()):
         selectors = (obj.get("aggregationRule") or {}).get("clusterRoleSelectors")
@@ -270,7 +304,7 @@ def resolve_cluster_roles(cluster_roles: Iterable[Obj]) -> dict[str, tuple[Polic
         for selector in selectors:
             if not isinstance(selector, dict):
                 continue
-            for other in sorted(by_name):
+            for other in names:
                 if other != name and other not in sources and selector_matches(selector, labels_of(by_name[other])):
                     sources.append(other)
         aggregated[name] = sources
@@ -286,8 +320,13 @@ def resolve_cluster_roles(cluster_roles: Iterable[Obj]) -> dict[str, tuple[Polic
     return rules
 
 
-def _subjects_of(binding: Obj, namespace: str) -> tuple[Subject, ...]:
-    subjects: list[Subject] = []
+def _subjects_of(
+    binding: Obj, namespace: str, interned: dict[SubjectKey, Subject] | None = None
+) -> tuple[Subject, ...]:
+    """A binding's subjects the authorizer can match, de-duplicated in order. interned: one Subject per
+    (kind, namespace, name), shared by every binding that names it (built once per index)."""
+    pool: dict[SubjectKey, Subject] = {} if interned is None else interned
+    keys: dict[SubjectKey, None] = {}
     for raw in binding.get("subjects") or []:
         if not isinstance(raw, dict):
             continue
@@ -295,10 +334,16 @@ def _subjects_of(binding: Obj, namespace: str) -> tuple[Subject, ...]:
         if kind == "ServiceAccount":
             sa_namespace = str(raw.get("namespace") or namespace)
             if sa_namespace:  # a ClusterRoleBinding SA subject without namespace matches nobody
-                subjects.append(Subject(kind=kind, name=name, namespace=sa_namespace))
+                key = (kind, sa_namespace, name)
+                if key not in pool:
+                    pool[key] = Subject.trusted(kind, name, sa_namespace)
+                keys[key] = None
         elif kind in ("User", "Group"):
-            subjects.append(Subject(kind=kind, name=name))
-    return tuple(dict.fromkeys(subjects))
+            key = (kind, "", name)
+            if key not in pool:
+                pool[key] = Subject.trusted(kind, name)
+            keys[key] = None
+    return tuple(pool[key] for key in keys)
 
 
 def _subject_key(subject: Subject) -> SubjectKey:
@@ -312,21 +357,46 @@ class PermissionIndex:
     bindings: list[Binding] = field(default_factory=list)
     by_subject: dict[SubjectKey, list[int]] = field(default_factory=dict)
     role_rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = field(default_factory=dict)
+    # Each role object's stored rules as parsed once for the index (id -> (object, rules)); see stored_rules().
+    parsed: dict[int, tuple[Obj, tuple[PolicyRule, ...]]] = field(default_factory=dict, repr=False)
+    _subjects: dict[SubjectKey, Subject] = field(default_factory=dict, repr=False)
+    _refs: dict[tuple[str, str, str], ObjectRef] = field(default_factory=dict, repr=False)
+    _granted: frozenset[SubjectKey] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, snapshot: ClusterSnapshot) -> "PermissionIndex":
         index = cls()
         # Default ClusterRoles the snapshot lacks come from the shipped bootstrap data.
-        cluster_rules = resolve_cluster_roles(with_bootstrap_roles(snapshot.cluster_roles))
+        cluster_rules = resolve_cluster_roles(with_bootstrap_roles(snapshot.cluster_roles), index._parse_unique)
         for name, rules in cluster_rules.items():
             index.role_rules[("ClusterRole", "", name)] = RuleSet(rules)
         for role in snapshot.roles:
-            index.role_rules[("Role", namespace_of(role), name_of(role))] = RuleSet(_parse_rules(role))
+            index.role_rules[("Role", namespace_of(role), name_of(role))] = RuleSet(index._parse_unique(role))
         for obj in snapshot.cluster_role_bindings:
             index._add_binding(obj, "")
         for obj in snapshot.role_bindings:
             index._add_binding(obj, namespace_of(obj))
         return index
+
+    def stored_rules(self, obj: Obj) -> tuple[PolicyRule, ...]:
+        """own_rules(obj), parsed once per role object per index (the shipped default roles once per process)."""
+        entry = self.parsed.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        shipped = _shipped_rules().get(id(obj))
+        rules = shipped[1] if shipped is not None and shipped[0] is obj else own_rules(obj)
+        self.parsed[id(obj)] = (obj, rules)  # the object is kept, so its id is not reused meanwhile
+        return rules
+
+    def _parse_unique(self, obj: Obj) -> tuple[PolicyRule, ...]:
+        return tuple(dict.fromkeys(self.stored_rules(obj)))
+
+    def _ref(self, kind: str, namespace: str, name: str) -> ObjectRef:
+        key = (kind, namespace, name)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = ObjectRef.trusted(kind, name, namespace, RBAC_API_VERSION)
+        return ref
 
     def _add_binding(self, obj: Obj, namespace: str) -> None:
         role_ref = obj.get("roleRef") or {}
@@ -335,21 +405,41 @@ class PermissionIndex:
         role_namespace = namespace if role_kind == "Role" else ""
         valid = role_kind == "ClusterRole" or (role_kind == "Role" and bool(namespace))
         rules = self.role_rules.get((role_kind, role_namespace, role_name)) if valid else None
+        subjects = _subjects_of(obj, namespace, self._subjects)
         binding = Binding(
-            ref=ObjectRef(kind=str(obj.get("kind", "")), name=name_of(obj), namespace=namespace,
-                          api_version=RBAC_API_VERSION),
-            role_ref=ObjectRef(kind=role_kind, name=role_name, namespace=role_namespace,
-                               api_version=RBAC_API_VERSION),
-            namespace=namespace,
-            subjects=_subjects_of(obj, namespace),
-            rules=rules or (),
-            role_found=rules is not None,
-            bootstrap=is_bootstrap(obj),
+            ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
+            self._ref(role_kind, role_namespace, role_name),
+            namespace,
+            subjects,
+            rules or (),
+            rules is not None,
+            is_bootstrap(obj),
         )  # fmt: skip
         position = len(self.bindings)
         self.bindings.append(binding)
-        for subject in binding.subjects:
-            self.by_subject.setdefault(_subject_key(subject), []).append(position)
+        by_subject = self.by_subject
+        for subject in subjects:
+            key = (subject.kind, subject.namespace, subject.name)
+            positions = by_subject.get(key)
+            if positions is None:
+                by_subject[key] = [position]
+            else:
+                positions.append(position)
+
+    def granted_keys(self) -> frozenset[SubjectKey]:
+        """Subject keys named by at least one binding that is not a default (bootstrap) one; computed once."""
+        if self._granted is None:
+            bindings = self.bindings
+            self._granted = frozenset(
+                key for key, positions in self.by_subject.items() if any(not bindings[p].bootstrap for p in positions)
+            )
+        return self._granted
+
+    def service_account_bound(self, namespace: str, name: str) -> bool:
+        """Does a non-bootstrap binding give the ServiceAccount permissions (directly or via its groups)?
+        Same answer as namespaces.service_account_bindings() being non-empty."""
+        granted = self.granted_keys()
+        return any(key in granted for key in service_account_keys(namespace, name))
 
     def bindings_for(self, user: Subject | UserInfo) -> Iterator[tuple[Subject, Binding]]:
         """Bindings that apply to an identity, each with the binding subject that matched."""
@@ -539,9 +629,110 @@ def rule_grants(rule: PolicyRule, pattern: Pattern, *, include_named: bool = Fal
     return False
 
 
+class _PatternBits:
+    """One bit per registered pattern, and per verb, API group and resource the patterns name the bits of
+    the patterns naming it. A rule's mask (the patterns it grants) is then the AND of its verbs', groups'
+    and resources' masks: rule_grants' three independent tests, for every registered pattern at once."""
+
+    def __init__(self) -> None:
+        self.bits: dict[int, tuple[Pattern, int]] = {}  # id(pattern) -> (pattern, bit); patterns kept alive
+        self.all = 0
+        self.verbs: dict[str, int] = {}
+        self.groups: dict[str, int] = {}
+        self.resources: dict[str, int] = {}  # exact resource text
+        self.subresources: dict[str, int] = {}  # "*/<subresource>" -> patterns naming some "x/<subresource>"
+
+    def register(self, pattern: Pattern) -> None:
+        entry = self.bits.get(id(pattern))
+        if entry is not None and entry[0] is pattern:
+            return
+        bit = 1 << len(self.bits)
+        self.bits[id(pattern)] = (pattern, bit)
+        self.all |= bit
+        verbs, groups, resources = pattern
+        for table, values in ((self.verbs, verbs), (self.groups, groups), (self.resources, resources)):
+            for value in values:
+                table[value] = table.get(value, 0) | bit
+        for resource in resources:
+            _, slash, subresource = resource.partition("/")
+            if slash:
+                key = f"*/{subresource}"
+                self.subresources[key] = self.subresources.get(key, 0) | bit
+
+    def rule_mask(self, rule: PolicyRule) -> int:
+        """The registered patterns the rule grants, resourceNames ignored (rule_grants with include_named)."""
+        everything = self.all
+        if "*" in rule.verbs:
+            mask = everything
+        else:
+            verbs = self.verbs
+            mask = 0
+            for verb in rule.verbs:
+                mask |= verbs.get(verb, 0)
+        if not mask:
+            return 0
+        if "*" not in rule.api_groups:
+            groups = self.groups
+            group_mask = 0
+            for group in rule.api_groups:
+                group_mask |= groups.get(group, 0)
+            mask &= group_mask
+        if not mask or "*" in rule.resources:
+            return mask
+        resources, subresources = self.resources, self.subresources
+        resource_mask = 0
+        for resource in rule.resources:
+            resource_mask |= resources.get(resource, 0)
+            if resource.startswith("*/"):
+                resource_mask |= subresources.get(resource, 0)
+        return mask & resource_mask
+
+    def rule_set_masks(self, rules: RuleSet) -> tuple[int, int, int]:
+        named = unnamed = 0
+        for rule in rules:
+            mask = self.rule_mask(rule)
+            named |= mask
+            if not rule.resource_names:
+                unnamed |= mask
+        return len(self.bits), named, unnamed
+
+
+_PATTERNS = _PatternBits()
+
+
+def register_pattern(pattern: Pattern) -> Pattern:
+    """Make rules_grant() answer for this pattern from the RuleSet's bit masks (for patterns that live as
+    long as the process: module constants). Returns the pattern."""
+    _PATTERNS.register(pattern)
+    return pattern
+
+
+def pattern_bit(pattern: Pattern) -> int:
+    """The bit of a registered pattern in pattern_masks() (KeyError for a pattern never registered)."""
+    entry = _PATTERNS.bits.get(id(pattern))
+    if entry is None or entry[0] is not pattern:
+        raise KeyError(f"pattern not registered: {pattern}")
+    return entry[1]
+
+
+def pattern_masks(rules: RuleSet) -> tuple[int, int]:
+    """The registered patterns the rules grant, as bits (pattern_bit): (counting resourceNames-restricted
+    rules, not counting them), i.e. rules_grant(rules, p, include_named=True/False) for every p at once."""
+    masks = rules.masks
+    if masks is None or masks[0] != len(_PATTERNS.bits):
+        masks = rules.masks = _PATTERNS.rule_set_masks(rules)
+    return masks[1], masks[2]
+
+
 def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False) -> bool:
     """Does any of the rules grant any (verb, group, resource) of the pattern? Remembered per RuleSet."""
     if isinstance(rules, RuleSet):
+        entry = _PATTERNS.bits.get(id(pattern))
+        if entry is not None and entry[0] is pattern:
+            masks = rules.masks
+            if masks is None or masks[0] != len(_PATTERNS.bits):
+                masks = rules.masks = _PATTERNS.rule_set_masks(rules)
+            return bool(masks[1 if include_named else 2] & entry[1])
         key = (id(pattern), include_named)
         cached = rules.memo.get(key)
         if cached is not None and cached[0] is pattern:
@@ -550,6 +741,12 @@ def rules_grant(rules: Iterable[PolicyRule], pattern: Pattern, *, include_named:
         rules.memo[key] = (pattern, result)  # the pattern is kept alive, so its id stays unique
         return result
     return any(rule_grants(rule, pattern, include_named=include_named) for rule in rules)
+
+
+for _pattern in (SECRETS_READ, SECRETS_WRITE, SECRETS_WRITE_DELETE, EXEC, EPHEMERAL_CONTAINERS, ESCALATE, BIND,
+                 IMPERSONATE, NODES_PROXY, CREATE_PODS, CREATE_WORKLOADS, TOKEN_CREATE, WEBHOOK_WRITE, CSR_APPROVE,
+                 SIGNER_APPROVE, CONFIGMAP_WRITE, PV_CREATE, EVENTS_DELETE, RBAC_WRITE):  # fmt: skip
+    register_pattern(_pattern)
 
 
 def has_wildcard(rule: PolicyRule) -> bool:
@@ -592,12 +789,11 @@ def service_account_capabilities(snapshot: ClusterSnapshot, ctx: AuditContext) -
     per_binding: dict[int, frozenset[str]] = {}
     results: list[SubjectCapability] = []
     for namespace, name in sorted(accounts):
-        subject = Subject(kind="ServiceAccount", namespace=namespace, name=name)
-        if not namespace or is_excluded(subject, ctx):
+        # is_excluded() of the ServiceAccount, without building the Subject (subject_username's form)
+        if not namespace or f"{SA_USER_PREFIX}{namespace}:{name}".startswith(ctx.excluded_subject_prefixes):
             continue
         caps: set[str] = set()
-        info = UserInfo.of(subject)
-        for key in info.subject_keys():
+        for key in service_account_keys(namespace, name):
             for position in index.by_subject.get(key, []):
                 if position not in per_binding:
                     per_binding[position] = binding_capabilities(index.bindings[position])

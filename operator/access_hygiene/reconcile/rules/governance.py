@@ -3,11 +3,11 @@ exemption bookkeeping, and desired state the operator cannot apply."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
-from access_hygiene.models.policy import AccessPolicySpec, PolicyRule, ResolvedPolicy, resolve_policy
 from access_hygiene.reconcile import permissions
 from access_hygiene.reconcile.exemptions import (
     EXPIRED_RULE_ID,
@@ -22,18 +22,25 @@ from access_hygiene.reconcile.permissions import Grant, is_bootstrap, permission
 from access_hygiene.reconcile.rules import AuditContext, rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, Obj, meta, name_of, namespace_of
 
+if TYPE_CHECKING:  # the AccessPolicy models are imported when the snapshot holds AccessPolicies
+    from access_hygiene.models.policy import PolicyRule, ResolvedPolicy
+
 MAX_LISTED = 5  # excess grants quoted in a message
 
 
 @dataclass(frozen=True)
 class ManagedServiceAccount:
     policy: ObjectRef
-    resolved: ResolvedPolicy
+    resolved: "ResolvedPolicy"
 
 
 def managed_service_accounts(snapshot: ClusterSnapshot) -> dict[tuple[str, str], ManagedServiceAccount]:
     """(namespace, ServiceAccount name) -> the AccessPolicy that manages it (invalid policies skipped)."""
     result: dict[tuple[str, str], ManagedServiceAccount] = {}
+    if not snapshot.access_policies:
+        return result
+    from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
+
     for obj in sorted(snapshot.access_policies, key=lambda o: (namespace_of(o), name_of(o))):
         try:
             resolved = resolve_policy(meta(obj), AccessPolicySpec.model_validate(obj.get("spec") or {}))
@@ -49,7 +56,7 @@ def managed_service_accounts(snapshot: ClusterSnapshot) -> dict[tuple[str, str],
     return result
 
 
-def _declared(rules: list[PolicyRule]) -> list[permissions.PolicyRule]:
+def _declared(rules: list["PolicyRule"]) -> list[permissions.PolicyRule]:
     return [
         permissions.PolicyRule(
             verbs=frozenset(r.verbs),
@@ -75,7 +82,7 @@ def _covered(grant: Grant, declared: list[permissions.PolicyRule]) -> bool:
     return False
 
 
-def _excess(grants: list[Grant], policy: ResolvedPolicy) -> list[str]:
+def _excess(grants: list[Grant], policy: "ResolvedPolicy") -> list[str]:
     """The grants (all from one binding) that the policy's rules do not declare, described."""
     namespaced = _declared(policy.spec.rbac.rules)
     cluster = _declared(policy.spec.rbac.cluster_rules)

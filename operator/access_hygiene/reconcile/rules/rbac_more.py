@@ -3,13 +3,13 @@ rebinding, broad deletes.
 
 Same conventions as rules/rbac.py: one finding per (binding, non-excluded subject); default (bootstrap)
 bindings are skipped; bindings that grant everything are left to AH-RBAC-001; severities are raised one
-step in ctx.privileged_namespaces. All five checks run in one pass over the bindings, memoised per role
-(bindings of one role share its resolved rules), and the rules read that pass from ctx.cache.
+step in ctx.privileged_namespaces. The checks run in the one walk over the bindings that every binding rule
+shares (rules/binding_walk.py), remembered per role and scope class.
 """
 
 from collections.abc import Callable, Iterator
 
-from access_hygiene.models.findings import Finding, Severity, Subject
+from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.permissions import (
     SECRETS_WRITE,
     SECRETS_WRITE_DELETE,
@@ -17,26 +17,37 @@ from access_hygiene.reconcile.permissions import (
     Pattern,
     PermissionIndex,
     PolicyRule,
-    is_excluded,
-    permission_index,
+    RuleSet,
+    pattern_bit,
+    pattern_masks,
+    register_pattern,
     rules_grant,
 )
 from access_hygiene.reconcile.rules import RULES, AuditContext, rule
+from access_hygiene.reconcile.rules.binding_walk import binding_check, flagged
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
 TRAFFIC_KINDS: tuple[tuple[str, Pattern], ...] = (
-    ("NetworkPolicies", (WRITE, ("networking.k8s.io", "extensions"), ("networkpolicies",))),
-    ("Services", (WRITE, ("",), ("services",))),
-    ("Endpoints", (WRITE, ("",), ("endpoints",))),
-    ("EndpointSlices", (WRITE, ("discovery.k8s.io",), ("endpointslices",))),
-    ("Ingresses", (WRITE, ("networking.k8s.io", "extensions"), ("ingresses",))),
+    ("NetworkPolicies", register_pattern((WRITE, ("networking.k8s.io", "extensions"), ("networkpolicies",)))),
+    ("Services", register_pattern((WRITE, ("",), ("services",)))),
+    ("Endpoints", register_pattern((WRITE, ("",), ("endpoints",)))),
+    ("EndpointSlices", register_pattern((WRITE, ("discovery.k8s.io",), ("endpointslices",)))),
+    ("Ingresses", register_pattern((WRITE, ("networking.k8s.io", "extensions"), ("ingresses",)))),
 )
 # Since Kubernetes 1.31 a websocket (GET) port-forward is authorised as `create` too.
-PORT_FORWARD: Pattern = (("create",), ("",), ("pods/portforward",))
-REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
-NAMESPACED_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",))
-CLUSTER_REBIND: Pattern = (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
+PORT_FORWARD: Pattern = register_pattern((("create",), ("",), ("pods/portforward",)))
+REBIND: Pattern = register_pattern(
+    (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
+)
+NAMESPACED_REBIND: Pattern = register_pattern((("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",)))
+CLUSTER_REBIND: Pattern = register_pattern(
+    (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
+)
+# One pattern per verb of SECRETS_WRITE_DELETE: which of them a role grants.
+SECRETS_VERBS: tuple[tuple[str, Pattern], ...] = tuple(
+    (verb, register_pattern(((verb,), ("",), ("secrets",)))) for verb in SECRETS_WRITE_DELETE[0]
+)
 DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
 BROAD_DELETE_RESOURCES = 10
@@ -51,12 +62,20 @@ def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
     privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
     if privileged and rules_grant(binding.rules, SECRETS_WRITE):
         return None  # AH-RBAC-008 reports writes there
-    verbs = sorted({v for v in SECRETS_WRITE_DELETE[0] if rules_grant(binding.rules, ((v,), ("",), ("secrets",)))})
+    verbs = sorted({verb for verb, pattern in SECRETS_VERBS if rules_grant(binding.rules, pattern)})
     return f"can {'/'.join(verbs)} secrets (replace or remove credentials other workloads mount)"
 
 
+_TRAFFIC_BITS = [(label, pattern_bit(pattern)) for label, pattern in TRAFFIC_KINDS]
+
+
 def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
-    kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(binding.rules, pattern)]
+    rules = binding.rules
+    if isinstance(rules, RuleSet):  # all five patterns at once
+        granted = pattern_masks(rules)[1]
+        kinds = [label for label, bit in _TRAFFIC_BITS if granted & bit]
+    else:
+        kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
     return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
 
 
@@ -109,43 +128,19 @@ CHECKS: dict[str, BindingCheck] = {
 _SCOPED = frozenset({"AH-RBAC-025"})
 
 
+def _walk_check(check: BindingCheck) -> Callable[[Binding, AuditContext, PermissionIndex], str | None]:
+    def walk_check(binding: Binding, ctx: AuditContext, _: PermissionIndex) -> str | None:
+        return check(binding, ctx) if binding.rules else None
+
+    return walk_check
+
+
+for _rule_id, _check in CHECKS.items():  # evaluated in the walk over the bindings that rules/rbac.py shares
+    binding_check(_rule_id)(_walk_check(_check))
+
+
 def _scope(binding: Binding) -> str:
     return f"in namespace {binding.namespace}" if binding.namespace else "cluster-wide"
-
-
-Flagged = dict[str, list[tuple[Binding, str, list[Subject]]]]
-
-
-def _flagged(snapshot: ClusterSnapshot, ctx: AuditContext) -> Flagged:
-    """One pass over the bindings: rule id -> [(binding, detail, non-excluded subjects)], cached in
-    ctx.cache for this index."""
-    index: PermissionIndex = permission_index(snapshot, ctx)
-    cached = ctx.cache.get("rbac_more")
-    if isinstance(cached, tuple) and cached[0] is index:
-        result: Flagged = cached[1]
-        return result
-    flagged: Flagged = {rule_id: [] for rule_id in CHECKS}
-    memo: dict[tuple[int, str], dict[str, str]] = {}
-    for binding in index.bindings:
-        if binding.bootstrap or not binding.rules or any(r.is_superuser for r in binding.rules):
-            continue
-        subjects = [s for s in binding.subjects if not is_excluded(s, ctx)]
-        if not subjects:
-            continue
-        scope_key = (id(binding.rules), binding.namespace if binding.namespace in ctx.privileged_namespaces else
-                     ("" if not binding.namespace else "ns"))  # fmt: skip
-        details = memo.get(scope_key)
-        if details is None:
-            details = {}
-            for rule_id, check in CHECKS.items():
-                detail = check(binding, ctx)
-                if detail is not None:
-                    details[rule_id] = detail
-            memo[scope_key] = details
-        for rule_id, detail in details.items():
-            flagged[rule_id].append((binding, detail, subjects))
-    ctx.cache["rbac_more"] = (index, flagged)
-    return flagged
 
 
 def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
@@ -155,17 +150,12 @@ def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
 
 
 def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
-    for binding, detail, subjects in _flagged(snapshot, ctx)[rule_id]:
+    for binding, detail, subjects in flagged(snapshot, ctx, rule_id):
         role = binding.role_ref
+        severity = _severity(rule_id, binding, ctx)
+        tail = f"{detail} {_scope(binding)} via {role.kind}/{role.name}"
         for subject in subjects:
-            yield Finding(
-                rule_id=rule_id,
-                severity=_severity(rule_id, binding, ctx),
-                namespace=binding.namespace,
-                object=binding.ref,
-                subject=subject,
-                message=f"{subject} {detail} {_scope(binding)} via {role.kind}/{role.name}",
-            )
+            yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
 
 
 @rule("AH-RBAC-025", Severity.MEDIUM, "Subject can write or delete Secrets")

@@ -14,7 +14,6 @@ from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.namespaces import (
     Workload,
     exempt_by_config,
-    service_account_bindings,
     service_account_of,
     severity_for,
     token_mounted,
@@ -41,7 +40,7 @@ APP_LABELS = ("app.kubernetes.io/name", "app")
 
 
 def _sa_ref(namespace: str, name: str) -> ObjectRef:
-    return ObjectRef(kind="ServiceAccount", name=name, namespace=namespace, api_version="v1")
+    return ObjectRef.trusted("ServiceAccount", name, namespace, "v1")
 
 
 def _governed(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Workload]:
@@ -62,14 +61,7 @@ def _has_bindings(snapshot: ClusterSnapshot) -> bool:
 
 
 def _finding(rule_id: str, ctx: AuditContext, ref: ObjectRef, message: str, subject: Subject | None = None) -> Finding:
-    return Finding(
-        rule_id=rule_id,
-        severity=severity_for(rule_id, ref.namespace, ctx),
-        namespace=ref.namespace,
-        object=ref,
-        subject=subject,
-        message=message,
-    )
+    return Finding.trusted(rule_id, severity_for(rule_id, ref.namespace, ctx), ref.namespace, ref, message, subject)
 
 
 @rule("AH-SA-001", Severity.MEDIUM, "Default ServiceAccount mounts an API token")
@@ -103,7 +95,7 @@ def unused_token(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
             continue
         if not token_mounted(workload, service_account_of(snapshot, ctx, workload.namespace, sa_name)):
             continue
-        if not service_account_bindings(snapshot, ctx, workload.namespace, sa_name):
+        if not permission_index(snapshot, ctx).service_account_bound(workload.namespace, sa_name):
             yield _finding(
                 "AH-SA-002",
                 ctx,
@@ -230,11 +222,15 @@ def idle_automount(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Fin
     automountServiceAccountToken: false, so its pods get a token that can do nothing useful but
     still identifies them to the API. Fix it once on the ServiceAccount."""
     partial = not _has_bindings(snapshot)
+    index = permission_index(snapshot, ctx)
+    exempt: dict[str, bool] = {}
     for sa in snapshot.service_accounts:
         namespace, name = namespace_of(sa), name_of(sa)
         if name == "default" or sa.get("automountServiceAccountToken") is False:
             continue
-        if exempt_by_config(snapshot, ctx, namespace) or service_account_bindings(snapshot, ctx, namespace, name):
+        if namespace not in exempt:
+            exempt[namespace] = exempt_by_config(snapshot, ctx, namespace)
+        if exempt[namespace] or index.service_account_bound(namespace, name):
             continue
         yield _finding(
             "AH-SA-007",

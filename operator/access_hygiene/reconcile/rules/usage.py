@@ -7,34 +7,43 @@ not evidence of anything. Default bindings kube-apiserver maintains for every id
 """
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.permissions import is_excluded, permission_index
 from access_hygiene.reconcile.rules import AuditContext, rule
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
-from access_hygiene.reconcile.usage import UnusedGrants, UsageData, unused_grants
+
+if TYPE_CHECKING:  # imported when usage data is attached: an audit without audit logs does not need it
+    from access_hygiene.reconcile.usage import UnusedGrants, UsageData
 
 RULE_ID = "AH-RBAC-023"
 USAGE_CACHE_KEY = "usage"
 MAX_LISTED = 12
 
 
-def usage_of(ctx: AuditContext) -> UsageData | None:
+def usage_of(ctx: AuditContext) -> "UsageData | None":
     value = ctx.cache.get(USAGE_CACHE_KEY)
+    if value is None:
+        return None
+    from access_hygiene.reconcile.usage import UsageData
+
     return value if isinstance(value, UsageData) else None
 
 
-def with_usage(ctx: AuditContext, usage: UsageData) -> AuditContext:
+def with_usage(ctx: AuditContext, usage: "UsageData") -> AuditContext:
     """The context with audit-log usage attached (what AH-RBAC-023 reads)."""
     ctx.cache[USAGE_CACHE_KEY] = usage
     return ctx
 
 
-def all_unused(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[UnusedGrants]:
+def all_unused(snapshot: ClusterSnapshot, ctx: AuditContext) -> list["UnusedGrants"]:
     """Unused grants of every active, non-excluded ServiceAccount; empty when the window is too short."""
     usage = usage_of(ctx)
     if usage is None or not usage.judgeable:
         return []
+    from access_hygiene.reconcile.usage import unused_grants
+
     index = permission_index(snapshot, ctx)
     results: list[UnusedGrants] = []
     for subject, subject_usage in usage.service_accounts():
@@ -43,7 +52,7 @@ def all_unused(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[UnusedGrant
     return results
 
 
-def describe(item: UnusedGrants, usage: UsageData) -> str:
+def describe(item: "UnusedGrants", usage: "UsageData") -> str:
     binding = item.binding
     role = f"{binding.role_ref.kind} {binding.role_ref.name}"
     where = f"{binding.ref.kind} {binding.namespace + '/' if binding.namespace else ''}{binding.ref.name}"

@@ -1,0 +1,165 @@
+"""The one walk over the bindings that every binding rule (rules/rbac.py, rules/rbac_more.py) shares.
+
+A binding rule registers a check with @binding_check: given a binding, it says what the binding grants that
+the rule reports (a description), or None. The walk visits each non-bootstrap binding with non-excluded
+subjects once, runs every registered check on it, and files the binding under each rule that flags it; the
+rules then only turn their list into findings. Most checks depend only on the binding's role and on its
+scope (cluster-wide, a privileged namespace, kube-system, another namespace): their answers are remembered
+per (role, scope class), so the bindings of one role are judged once per scope class.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from access_hygiene.models.findings import Subject
+from access_hygiene.reconcile.permissions import (
+    Binding,
+    Pattern,
+    PermissionIndex,
+    RuleSet,
+    is_excluded,
+    pattern_bit,
+    pattern_masks,
+    permission_index,
+    register_pattern,
+    rules_grant,
+)
+from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.snapshot import ClusterSnapshot
+
+# What the rule reports about the binding (e.g. "can exec/attach into pods"), or None.
+BindingCheck = Callable[[Binding, AuditContext, PermissionIndex], str | None]
+
+
+@dataclass(frozen=True)
+class BindingRule:
+    check: BindingCheck
+    cluster_scoped: bool  # ClusterRoleBindings only
+    include_superuser: bool  # also bindings that grant everything (otherwise left to AH-RBAC-001)
+    per_binding: bool  # the answer depends on more than the role and the scope class (not remembered)
+    # For a pattern check (binding_pattern_check): (its pattern's bit, resourceNames-restricted rules count, detail);
+    # the walk then tests the bit in the role's pattern_masks() instead of calling check.
+    pattern: tuple[int, bool, str] | None = None
+
+
+BINDING_RULES: dict[str, BindingRule] = {}
+
+# (binding, its non-excluded subjects, grants everything) for every non-bootstrap binding with such subjects.
+WalkEntry = tuple[Binding, tuple[Subject, ...], bool]
+# (binding, what the check said, the binding's non-excluded subjects), in the order of the bindings.
+Flagged = list[tuple[Binding, str, tuple[Subject, ...]]]
+
+# Stands for "a namespace that is neither privileged nor kube-system" (no namespace name contains `*`).
+_OTHER_NAMESPACE = "*"
+
+
+def binding_check(
+    rule_id: str, *, cluster_scoped: bool = False, include_superuser: bool = False, per_binding: bool = False
+) -> Callable[[BindingCheck], BindingCheck]:
+    """Register the check of a binding rule (the rule itself is registered with @rule and reads flagged())."""
+
+    def register(check: BindingCheck) -> BindingCheck:
+        if rule_id in BINDING_RULES:
+            raise ValueError(f"binding check {rule_id} registered twice")
+        BINDING_RULES[rule_id] = BindingRule(check, cluster_scoped, include_superuser, per_binding)
+        return check
+
+    return register
+
+
+def binding_pattern_check(
+    rule_id: str, pattern: Pattern, detail: str, *, include_named: bool = False, cluster_scoped: bool = False
+) -> None:
+    """Register the check of a rule that flags bindings whose role grants the pattern (reported as detail)."""
+    register_pattern(pattern)
+
+    def check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
+        return detail if rules_grant(binding.rules, pattern, include_named=include_named) else None
+
+    binding_check(rule_id, cluster_scoped=cluster_scoped)(check)
+    rule_ = BINDING_RULES[rule_id]
+    BINDING_RULES[rule_id] = BindingRule(rule_.check, cluster_scoped, False, False,
+                                         (pattern_bit(pattern), include_named, detail))  # fmt: skip
+
+
+def grants_everything(binding: Binding) -> bool:
+    rules = binding.rules
+    return rules.grants_everything if isinstance(rules, RuleSet) else any(r.is_superuser for r in rules)
+
+
+def binding_walk(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[WalkEntry]:
+    """Non-bootstrap bindings with their non-excluded subjects (cached per audit in ctx.cache)."""
+    index = permission_index(snapshot, ctx)
+    cached = ctx.cache.get("rbac_binding_walk")
+    if cached is not None and cached[0] is index:
+        return cached[1]  # type: ignore[no-any-return]
+    excluded: dict[int, bool] = {}  # subjects are shared between bindings (one object per subject in the index)
+    walk: list[WalkEntry] = []
+    for binding in index.bindings:
+        if binding.bootstrap:
+            continue
+        kept = []
+        for subject in binding.subjects:
+            skip = excluded.get(id(subject))
+            if skip is None:
+                skip = excluded[id(subject)] = is_excluded(subject, ctx)
+            if not skip:
+                kept.append(subject)
+        if kept:
+            walk.append((binding, tuple(kept), grants_everything(binding)))
+    ctx.cache["rbac_binding_walk"] = (index, walk)
+    return walk
+
+
+def _scope_class(namespace: str, ctx: AuditContext) -> str:
+    if not namespace or namespace in ctx.privileged_namespaces or namespace == "kube-system":
+        return namespace
+    return _OTHER_NAMESPACE
+
+
+def flagged(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Flagged:
+    """The bindings the rule's check flags, with its description and their non-excluded subjects."""
+    index = permission_index(snapshot, ctx)
+    cached = ctx.cache.get("rbac_flagged")
+    if cached is None or cached[0] is not index:
+        cached = ctx.cache["rbac_flagged"] = (index, _walk_checks(snapshot, ctx, index))
+    result: dict[str, Flagged] = cached[1]
+    return result[rule_id]
+
+
+def _walk_checks(snapshot: ClusterSnapshot, ctx: AuditContext, index: PermissionIndex) -> dict[str, Flagged]:
+    result: dict[str, Flagged] = {rule_id: [] for rule_id in BINDING_RULES}
+    remembered = [(rule_id, r) for rule_id, r in BINDING_RULES.items() if not r.per_binding]
+    per_binding = [(rule_id, r) for rule_id, r in BINDING_RULES.items() if r.per_binding]
+    # (id(role's rules), scope class) -> (the rules, kept alive for the id; [(rule id, description)])
+    memo: dict[tuple[int, str], tuple[object, list[tuple[str, str]]]] = {}
+    for entry in binding_walk(snapshot, ctx):
+        binding, subjects, superuser = entry
+        cluster_wide = not binding.namespace
+        key = (id(binding.rules), _scope_class(binding.namespace, ctx))
+        known = memo.get(key)
+        if known is None:
+            rules = binding.rules
+            named, unnamed = pattern_masks(rules) if isinstance(rules, RuleSet) else (None, None)
+            details = []
+            for rule_id, r in remembered:
+                if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
+                    continue
+                if r.pattern is not None and named is not None and unnamed is not None:
+                    bit, include_named, detail = r.pattern
+                    if (named if include_named else unnamed) & bit:
+                        details.append((rule_id, detail))
+                    continue
+                found = r.check(binding, ctx, index)
+                if found is not None:
+                    details.append((rule_id, found))
+            known = memo[key] = (binding.rules, details)
+        for rule_id, said in known[1]:
+            result[rule_id].append((binding, said, subjects))
+        for rule_id, r in per_binding:
+            if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
+                continue
+            found = r.check(binding, ctx, index)
+            if found is not None:
+                result[rule_id].append((binding, found, subjects))
+    return result
