@@ -27,9 +27,8 @@ from access_hygiene.models.findings import Subject
 from access_hygiene.reconcile.auditlog import AuditRequest
 from access_hygiene.reconcile.permissions import SA_USER_PREFIX
 from access_hygiene.reconcile.usage import KeyUsage, SubjectUsage, UsageKey
+from access_hygiene.reconcile.usage_limits import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
-DEFAULT_MAX_SUBJECTS = 5000
-DEFAULT_MAX_KEYS = 128
 DEFAULT_NAME_CAP = 16
 
 # What happened to one parsed request.
