@@ -10,6 +10,7 @@ relist) run on long timers; exemption expiries are scheduled exactly.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -223,6 +224,9 @@ class Controller:
             findings = self.audit.totals().findings
         self.events.seed(findings, self._uid_of)
         self._publish(time.monotonic() - started)
+        # What start-up loaded (the cluster's objects, the first result) lives long: keep it out of the cyclic
+        # collector's full passes, which would otherwise walk all of it and stall an event's re-audit.
+        gc.freeze()
 
     async def _process(self, changes: list[Change]) -> None:
         scopes: set[str] = set()
