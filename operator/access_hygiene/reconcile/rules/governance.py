@@ -34,17 +34,45 @@ class ManagedServiceAccount:
     resolved: "ResolvedPolicy"
 
 
-def managed_service_accounts(snapshot: ClusterSnapshot) -> dict[tuple[str, str], ManagedServiceAccount]:
-    """(namespace, ServiceAccount name) -> the AccessPolicy that manages it (invalid policies skipped)."""
-    result: dict[tuple[str, str], ManagedServiceAccount] = {}
-    if not snapshot.access_policies:
-        return result
+# Parsed policies of live objects by (uid, resourceVersion), which name one content exactly: the operator re-audits
+# the same unchanged policies on every event, and validating each spec again was most of a cluster-scope re-audit.
+_RESOLVED: dict[tuple[str, str], "ResolvedPolicy | None"] = {}
+_RESOLVED_LIMIT = 20_000
+
+
+def _resolved(obj: Obj) -> "ResolvedPolicy | None":
     from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 
+    metadata = meta(obj)
+    key = (str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or ""))
+    if all(key) and key in _RESOLVED:
+        return _RESOLVED[key]
+    try:
+        resolved: ResolvedPolicy | None = resolve_policy(
+            metadata, AccessPolicySpec.model_validate(obj.get("spec") or {})
+        )
+    except (ValidationError, KeyError, TypeError, ValueError):
+        resolved = None
+    if all(key):
+        if len(_RESOLVED) >= _RESOLVED_LIMIT:
+            _RESOLVED.clear()
+        _RESOLVED[key] = resolved
+    return resolved
+
+
+def managed_service_accounts(
+    snapshot: ClusterSnapshot, ctx: AuditContext | None = None
+) -> dict[tuple[str, str], ManagedServiceAccount]:
+    """(namespace, ServiceAccount name) -> the AccessPolicy that manages it (invalid policies skipped); once per
+    audit when given the audit's context."""
+    cached = ctx.cache.get("managed_service_accounts") if ctx is not None else None
+    if isinstance(cached, tuple) and cached[0] is snapshot:
+        found: dict[tuple[str, str], ManagedServiceAccount] = cached[1]
+        return found
+    result: dict[tuple[str, str], ManagedServiceAccount] = {}
     for obj in sorted(snapshot.access_policies, key=lambda o: (namespace_of(o), name_of(o))):
-        try:
-            resolved = resolve_policy(meta(obj), AccessPolicySpec.model_validate(obj.get("spec") or {}))
-        except (ValidationError, KeyError, TypeError, ValueError):
+        resolved = _resolved(obj)
+        if resolved is None:
             continue
         ref = ObjectRef(
             kind="AccessPolicy",
@@ -53,6 +81,8 @@ def managed_service_accounts(snapshot: ClusterSnapshot) -> dict[tuple[str, str],
             api_version=str(obj.get("apiVersion") or ""),
         )
         result.setdefault((resolved.namespace, resolved.service_account_name), ManagedServiceAccount(ref, resolved))
+    if ctx is not None:
+        ctx.cache["managed_service_accounts"] = (snapshot, result)
     return result
 
 
@@ -97,9 +127,12 @@ def _excess(grants: list[Grant], policy: "ResolvedPolicy") -> list[str]:
     return list(dict.fromkeys(excess))
 
 
-def _raw_binding(snapshot: ClusterSnapshot, ref: ObjectRef) -> Obj:
-    pool = snapshot.role_bindings if ref.namespace else snapshot.cluster_role_bindings
-    return next((o for o in pool if name_of(o) == ref.name and namespace_of(o) == ref.namespace), {})
+def _bindings_by_ref(snapshot: ClusterSnapshot) -> dict[tuple[str, str, str], Obj]:
+    found: dict[tuple[str, str, str], Obj] = {}
+    for kind, pool in (("RoleBinding", snapshot.role_bindings), ("ClusterRoleBinding", snapshot.cluster_role_bindings)):
+        for obj in pool:
+            found.setdefault((kind, namespace_of(obj), name_of(obj)), obj)
+    return found
 
 
 def _listed(items: list[str]) -> str:
@@ -112,14 +145,16 @@ def undeclared_grants(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[
     """A RoleBinding/ClusterRoleBinding the operator did not create gives an AccessPolicy's
     ServiceAccount permissions beyond the policy's rbac rules: the policy no longer describes the app."""
     index = permission_index(snapshot, ctx)
-    for (namespace, sa_name), managed in sorted(managed_service_accounts(snapshot).items()):
+    managed_accounts = managed_service_accounts(snapshot, ctx)
+    bindings = _bindings_by_ref(snapshot) if managed_accounts else {}
+    for (namespace, sa_name), managed in sorted(managed_accounts.items()):
         sa = Subject(kind="ServiceAccount", name=sa_name, namespace=namespace)
         by_binding: dict[ObjectRef, list[Grant]] = {}
         for grant in index.grants_for(sa):
             if grant.subject == sa:  # bindings naming the SA itself, not its groups
                 by_binding.setdefault(grant.via_binding, []).append(grant)
         for ref, grants in sorted(by_binding.items(), key=lambda item: (item[0].namespace, item[0].name)):
-            raw = _raw_binding(snapshot, ref)
+            raw = bindings.get((ref.kind, ref.namespace, ref.name), {})
             if is_managed(raw) or is_bootstrap(raw):
                 continue
             excess = _excess(grants, managed.resolved)

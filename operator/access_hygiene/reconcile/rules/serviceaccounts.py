@@ -246,7 +246,7 @@ def idle_automount(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Fin
 def policy_automount_override(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
     """A pod or workload sets automountServiceAccountToken: true for a ServiceAccount whose
     AccessPolicy declares (or defaults to) no token: the pod overrides the policy."""
-    managed = managed_service_accounts(snapshot)
+    managed = managed_service_accounts(snapshot, ctx)
     for workload in _governed(snapshot, ctx):
         policy = managed.get((workload.namespace, workload.service_account))
         if policy is None or policy.resolved.automount_token:
