@@ -462,6 +462,17 @@ class PermissionIndex:
                 grants.extend(_expand(matched, binding, rule))
         return grants
 
+    def direct_grants(self, subject: Subject) -> list[Grant]:
+        """Grants of the bindings that name this subject itself (not one of its groups), expanded."""
+        own = _subject_key(subject)
+        grants: list[Grant] = []
+        for position in self.by_subject.get(own, []):
+            binding = self.bindings[position]
+            matched = next(s for s in binding.subjects if _subject_key(s) == own)
+            for rule in binding.rules:
+                grants.extend(_expand(matched, binding, rule))
+        return grants
+
     def allows(
         self,
         subject: Subject | UserInfo,

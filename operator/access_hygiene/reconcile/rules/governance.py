@@ -150,9 +150,8 @@ def undeclared_grants(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[
     for (namespace, sa_name), managed in sorted(managed_accounts.items()):
         sa = Subject(kind="ServiceAccount", name=sa_name, namespace=namespace)
         by_binding: dict[ObjectRef, list[Grant]] = {}
-        for grant in index.grants_for(sa):
-            if grant.subject == sa:  # bindings naming the SA itself, not its groups
-                by_binding.setdefault(grant.via_binding, []).append(grant)
+        for grant in index.direct_grants(sa):  # bindings naming the SA itself, not its groups
+            by_binding.setdefault(grant.via_binding, []).append(grant)
         for ref, grants in sorted(by_binding.items(), key=lambda item: (item[0].namespace, item[0].name)):
             raw = bindings.get((ref.kind, ref.namespace, ref.name), {})
             if is_managed(raw) or is_bootstrap(raw):
