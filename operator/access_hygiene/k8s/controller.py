@@ -167,7 +167,17 @@ class Controller:
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:
             self._changes.extend(changes)
-        self._loop.call_soon_threadsafe(self._wake.set)
+        self._loop.call_soon_threadsafe(self._arrived, changes)
+
+    def _arrived(self, changes: list[Change]) -> None:
+        """A change's direct work (its policy's reconcile) is queued as it arrives, not when the coordinator gets
+        to it (it may be in the middle of a re-audit). Before start-up is done, the queueing of everything that
+        ends it covers what arrived (the cache already holds it)."""
+        if self.ready.is_set():
+            for change in changes:
+                for key in sorted(self._work_for(change)):
+                    self.queue.add(key)
+        self._wake.set()
 
     def _drain(self) -> list[Change]:
         with self._changes_lock:
@@ -181,7 +191,7 @@ class Controller:
             missing = [s.kind for s in self.state.specs if not self.state.is_synced(s.kind)]
             logger.warning(f"Watch cache not synced yet after 30s; waiting for: {', '.join(missing)}.")
         await asyncio.to_thread(self._initial_audit)
-        self._enqueue_everything()
+        self._enqueue_everything()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
         drift_at = time.monotonic() + self.settings.drift_interval_seconds
@@ -236,9 +246,9 @@ class Controller:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
         for change in changes:
             work |= self._work_for(change)
+        # Direct work (a policy changed, a generated object was touched; queued on arrival) goes first: the
+        # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
         direct = sorted(work)
-        for key in direct:  # direct work (a policy changed, a generated object was touched) goes first: the
-            self.queue.add(key)  # re-audit waits for it (bounded), and its status is refreshed after the audit
         upcoming = self.audit.next_expiry()
         if upcoming is not None and upcoming[0] <= datetime.now(UTC):
             scopes |= upcoming[1]
