@@ -90,3 +90,17 @@ def operator_writes(cluster: Cluster, since: float, namespace: str | None = None
         if when >= since:
             writes.append({"verb": event["verb"], **ref})
     return writes
+
+
+def cluster_role_grants(api: Any, name: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every rule of a ClusterRole as the API server serves it."""
+    import kubernetes
+
+    role = kubernetes.client.RbacAuthorizationV1Api(api).read_cluster_role(name)
+    return {
+        (group, resource, verb)
+        for rule in role.rules
+        for group in rule.api_groups or []
+        for resource in rule.resources or []
+        for verb in rule.verbs
+    }

@@ -30,7 +30,7 @@ from kopf.testing import KopfRunner
 
 from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import AuditWebhookEndpoint, free_port
-from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
+from tests.cluster.conftest import OPERATOR_ENV, cluster_role_grants, running_operator, wait_for
 from tests.cluster.test_usage_suggest import bind_edit, sa_token
 from tests.conftest import CRD_PATH, REPO_ROOT, Cluster
 
@@ -127,14 +127,7 @@ def test_unused_grants_of_a_configmap_reader_reach_status_and_metrics(
             core.create_namespaced_service_account(namespace, {"metadata": {"name": sa}})
             bind_edit(admin, namespace, sa)
             create_policy(admin, namespace, sa)
-        edit = kubernetes.client.RbacAuthorizationV1Api(admin).read_cluster_role("edit")
-        granted = {
-            (group, resource, verb)
-            for rule in edit.rules
-            for group in rule.api_groups or []
-            for resource in rule.resources or []
-            for verb in rule.verbs
-        }
+        granted = cluster_role_grants(admin, "edit")
         # The workload: reads its ConfigMap and lists ConfigMaps, as its ServiceAccount; nothing else.
         with webhook_cluster.client_for_token(sa_token(admin, namespace, "reader")) as app:
             reader = kubernetes.client.CoreV1Api(app)

@@ -20,7 +20,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from access_hygiene.cli.main import main
-from tests.cluster.conftest import wait_for
+from tests.cluster.conftest import cluster_role_grants, wait_for
 from tests.cluster.test_policy_operator import GROUP, PLURAL, VERSION, can, wait_condition
 from tests.conftest import Cluster
 
@@ -222,14 +222,7 @@ def test_unused_lists_the_rest_of_edit(cluster: Cluster, namespace: str, capsys:
             reader.read_namespaced_config_map("settings", namespace)
             reader.list_namespaced_config_map(namespace)
         wait_for(lambda: audit_has(cluster, f"system:serviceaccount:{namespace}:reader", "list", "configmaps", start))
-        edit = kubernetes.client.RbacAuthorizationV1Api(admin).read_cluster_role("edit")
-        granted = {
-            (group, resource, verb)
-            for rule in edit.rules
-            for group in rule.api_groups or []
-            for resource in rule.resources or []
-            for verb in rule.verbs
-        }
+        granted = cluster_role_grants(admin, "edit")
 
     kubeconfig = str(cluster.kubeconfig)
     code, out, err = run_cli(capsys, "unused", log, "--kubeconfig", kubeconfig, "--since", start, "-o", "json")
