@@ -329,8 +329,12 @@ class Controller:
             findings = [f for f in findings if not f.namespace or f.namespace in live]
             try:
                 await asyncio.to_thread(self.reports.sync, self.api, findings)
+                settled = self.reports.settled
             except Exception:  # reports are an output like metrics: a failure must not stop the core
-                logger.exception("Policy reports were not written; retrying with the next findings.")
+                logger.exception("Policy reports were not written; retrying.")
+                settled = False
+            if not settled:  # the findings may not change again soon: do not wait for them to
+                self._reports_due.set()
             await asyncio.sleep(REPORTS_SECONDS)
 
     def _managed_counts(self) -> dict[str, int]:

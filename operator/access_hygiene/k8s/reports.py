@@ -87,6 +87,7 @@ class ReportWriter:
         self._not_owned: set[ReportKey] = set()
         self._warned_unavailable = False
         self._unavailable_until = 0.0  # monotonic time before which a missing CRD is not looked for again
+        self.settled = True  # False when the last sync did not bring the reports in line (try again later)
 
     def forget(self) -> None:
         """Re-read the live reports on the next sync (e.g. from a periodic drift check)."""
@@ -97,6 +98,7 @@ class ReportWriter:
 
         Never raises for API errors: they are logged, and the next sync starts from a fresh list.
         """
+        self.settled = False
         if time.monotonic() < self._unavailable_until:
             return 0  # the CRDs were missing a moment ago: no LIST per findings change, look again later
         desired = {report_key(m): m for m in render_reports(findings, self.max_results)}
@@ -117,6 +119,7 @@ class ReportWriter:
                 self._delete(api, kind, name, namespace)
                 del self._written[key]
                 writes += 1
+            self.settled = True
         except ReportsUnavailableError:
             if not self._warned_unavailable:
                 logger.warning("OpenReports CRDs (openreports.io) are not installed; reports are not written.")
