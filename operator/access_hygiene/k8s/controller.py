@@ -284,6 +284,12 @@ class Controller:
         return scopes, changed
 
     def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
+        """The object's uid, for an Event about it; None when there is nothing to post to (gone, or in a namespace
+        that is terminating and refuses new content)."""
+        if namespace:
+            home = self.state.get("Namespace", "", namespace)
+            if home is None or (home.get("metadata") or {}).get("deletionTimestamp"):
+                return None
         obj = self.state.get(kind, namespace, name)
         return None if obj is None else str((obj.get("metadata") or {}).get("uid") or "") or None
 
