@@ -46,6 +46,9 @@ def bind_edit(api: kubernetes.client.ApiClient, namespace: str, sa: str) -> str:
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
         },
     )
+    # The authorizer learns of the binding through its informer: a request right after the create can still be
+    # refused on a loaded machine. Wait until a SubjectAccessReview (same authorizer) allows what `edit` grants.
+    wait_for(lambda: can(api, namespace, sa, "get", "configmaps"))
     return name
 
 
