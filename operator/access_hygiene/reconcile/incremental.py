@@ -85,26 +85,6 @@ def _role_ref(binding: Obj) -> tuple[str, str]:
     return (str(ref.get("kind") or ""), str(ref.get("name") or "")) if isinstance(ref, Mapping) else ("", "")
 
 
-def _selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
-    if not isinstance(selector, Mapping):
-        return False
-    match_labels = selector.get("matchLabels") or {}
-    if not all(labels.get(k) == v for k, v in match_labels.items()):
-        return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return bool(match_labels or selector.get("matchExpressions"))
-
-
 @dataclass
 class DependencyIndex:
     """Cross-scope edges, kept up to date from every change (pure bookkeeping)."""
@@ -233,7 +213,9 @@ class DependencyIndex:
         while frontier:
             _, role_labels = frontier.pop()
             for aggregator, selectors in aggregators.items():
-                if aggregator not in affected and any(_selector_matches(s, role_labels) for s in selectors):
+                if aggregator not in affected and any(
+                    isinstance(s, Mapping) and selector_matches(s, role_labels) for s in selectors
+                ):
                     affected.add(aggregator)
                     frontier.append((aggregator, {}))  # an aggregator's own labels are unknown here: stop
         scopes = {CLUSTER}

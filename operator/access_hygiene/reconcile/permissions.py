@@ -451,27 +451,17 @@ class PermissionIndex:
                     continue
                 seen.add(position)
                 binding = self.bindings[position]
-                matched = next(s for s in binding.subjects if _subject_key(s) == key)
-                yield matched, binding
+                yield _matched(binding, key), binding
 
     def grants_for(self, subject: Subject | UserInfo) -> list[Grant]:
         """Effective grants of an identity (including through its groups), expanded per verb/group/resource."""
-        grants: list[Grant] = []
-        for matched, binding in self.bindings_for(subject):
-            for rule in binding.rules:
-                grants.extend(_expand(matched, binding, rule))
-        return grants
+        return _expanded(self.bindings_for(subject))
 
     def direct_grants(self, subject: Subject) -> list[Grant]:
         """Grants of the bindings that name this subject itself (not one of its groups), expanded."""
         own = _subject_key(subject)
-        grants: list[Grant] = []
-        for position in self.by_subject.get(own, []):
-            binding = self.bindings[position]
-            matched = next(s for s in binding.subjects if _subject_key(s) == own)
-            for rule in binding.rules:
-                grants.extend(_expand(matched, binding, rule))
-        return grants
+        bindings = (self.bindings[position] for position in self.by_subject.get(own, []))
+        return _expanded((_matched(binding, own), binding) for binding in bindings)
 
     def allows(
         self,
@@ -535,6 +525,17 @@ class PermissionIndex:
                 results.append((subject, grant))
         results.sort(key=lambda pair: (str(pair[0]), pair[1].namespace, pair[1].via_binding.name))
         return results
+
+
+def _matched(binding: Binding, key: SubjectKey) -> Subject:
+    """The binding's subject with this key."""
+    return next(s for s in binding.subjects if _subject_key(s) == key)
+
+
+def _expanded(matches: Iterable[tuple[Subject, Binding]]) -> list[Grant]:
+    return [
+        grant for matched, binding in matches for rule in binding.rules for grant in _expand(matched, binding, rule)
+    ]
 
 
 def _expand(subject: Subject, binding: Binding, rule: PolicyRule) -> Iterator[Grant]:
