@@ -136,6 +136,7 @@ class Controller:
         self._index_lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._changes: list[Change] = []
+        self._direct: set[WorkKey] = set()  # direct work queued on arrival since the coordinator last looked
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -175,7 +176,9 @@ class Controller:
         ends it covers what arrived (the cache already holds it)."""
         if self.ready.is_set():
             for change in changes:
-                for key in sorted(self._work_for(change)):
+                keys = self._work_for(change)
+                self._direct |= keys
+                for key in sorted(keys):
                     self.queue.add(key)
         self._wake.set()
 
@@ -240,15 +243,12 @@ class Controller:
 
     async def _process(self, changes: list[Change]) -> None:
         scopes: set[str] = set()
-        work: set[WorkKey] = set()
         with self._index_lock:
             for change in changes:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
-        for change in changes:
-            work |= self._work_for(change)
         # Direct work (a policy changed, a generated object was touched; queued on arrival) goes first: the
         # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
-        direct = sorted(work)
+        direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
         if upcoming is not None and upcoming[0] <= datetime.now(UTC):
             scopes |= upcoming[1]
@@ -260,7 +260,7 @@ class Controller:
                 async with asyncio.timeout(DIRECT_WORK_FIRST_SECONDS):
                     await self.queue.wait_settled(direct)
         audited, changed = await asyncio.to_thread(self._reaudit, scopes)
-        work = {("namespace", ns) for ns in audited if ns != CLUSTER}
+        work: set[WorkKey] = {("namespace", ns) for ns in audited if ns != CLUSTER}
         for ns in changed - {CLUSTER}:  # a policy's status follows its namespace's findings
             work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
         for key in sorted(work):
@@ -283,13 +283,16 @@ class Controller:
         self._publish(time.monotonic() - started, findings_changed=bool(changed))
         return scopes, changed
 
+    def _accepts_content(self, namespace: str) -> bool:
+        """The namespace exists and is not terminating (a terminating one refuses new objects)."""
+        home = self.state.get("Namespace", "", namespace)
+        return home is not None and not (home.get("metadata") or {}).get("deletionTimestamp")
+
     def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
         """The object's uid, for an Event about it; None when there is nothing to post to (gone, or in a namespace
         that is terminating and refuses new content)."""
-        if namespace:
-            home = self.state.get("Namespace", "", namespace)
-            if home is None or (home.get("metadata") or {}).get("deletionTimestamp"):
-                return None
+        if namespace and not self._accepts_content(namespace):
+            return None
         obj = self.state.get(kind, namespace, name)
         return None if obj is None else str((obj.get("metadata") or {}).get("uid") or "") or None
 
@@ -328,11 +331,8 @@ class Controller:
             await self._reports_due.wait()
             self._reports_due.clear()
             findings = self._published_findings  # what _publish just assembled: not a second totals()
-            live = {
-                name_of(ns) for ns in self.state.objects("Namespace") if not ns["metadata"].get("deletionTimestamp")
-            }
             # A terminating namespace refuses new content (403): its report goes with it.
-            findings = [f for f in findings if not f.namespace or f.namespace in live]
+            findings = [f for f in findings if not f.namespace or self._accepts_content(f.namespace)]
             try:
                 await asyncio.to_thread(self.reports.sync, self.api, findings)
                 settled = self.reports.settled
@@ -435,8 +435,7 @@ class Controller:
         body = self.state.get("AccessPolicy", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
-        home = self.state.get("Namespace", "", namespace)
-        if home is None or (home.get("metadata") or {}).get("deletionTimestamp"):
+        if not self._accepts_content(namespace):
             return None  # a terminating namespace refuses new content; its objects go with it
         findings = self.audit.findings_in(namespace)
         result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings, self.discovery)
@@ -451,7 +450,7 @@ class Controller:
     def _sync_namespace(self, key: WorkKey) -> None:
         name = key[1]
         namespace = self.state.get("Namespace", "", name)
-        if namespace is None or (namespace.get("metadata") or {}).get("deletionTimestamp"):
+        if namespace is None or not self._accepts_content(name):
             return
         with self._index_lock:
             snapshot = scoped_snapshot(self.state, self.audit.index, {name})
