@@ -61,7 +61,9 @@ from tests.conftest import Cluster
 pytestmark = pytest.mark.cluster
 
 OPERATOR_NAMESPACE = "access-hygiene"
-# The default ceiling plus one permission `edit` does not hold, so the requester check alone decides it.
+# The default ceiling plus one permission `edit` does not hold (the default leaves `update resourcequotas` out, and
+# `edit` holds everything the default allows: tests/unit/test_admission_forms.py), so the requester check alone
+# decides it.
 WIDER_CEILING = [
     *DEFAULT_GRANT_CEILING_RULES,
     {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]},
@@ -469,7 +471,7 @@ QUOTA_UPDATE = [{"resources": ["resourcequotas"], "verbs": ["update"]}]
 
 
 def test_editor_denied_what_it_does_not_hold(editor: Env) -> None:
-    """Inside the grant ceiling but not held by `edit`: only the requester (authorizer) check stops it."""
+    """Inside the (widened) grant ceiling but not held by `edit`: only the requester (authorizer) check stops it."""
     assert _can(editor, "update", "configmaps")
     assert not _can(editor, "update", "resourcequotas")
     quota = editor.editor.create(_access_policy("updates-quota", QUOTA_UPDATE), editor.enforce)

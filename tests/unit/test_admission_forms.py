@@ -1,11 +1,13 @@
 """Admission forms and their rendering: registry contract, modes -> actions, selectors, ownership, parameters."""
 
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 
 import pytest
 
 from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.reconcile.admission_forms import (
     AUDIT_ONLY,
     FORMS,
@@ -16,6 +18,9 @@ from access_hygiene.reconcile.admission_forms import (
     exemption_parameters,
 )
 from access_hygiene.reconcile.audit import load_rules, run_audit
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
+from access_hygiene.reconcile.ceiling import check_grant_ceiling
+from access_hygiene.reconcile.permissions import resolve_cluster_roles
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import (
@@ -209,3 +214,43 @@ def test_audit_engine_is_the_python_verdict() -> None:
            "spec": {"hostIPC": True, "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
     findings = run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(), only=["AH-POD-002"])
     assert [f.rule_id for f in findings] == ["AH-POD-002"]
+
+
+# --- the requester check under the default grant ceiling (docs/admission.md, "AccessPolicy guards") --------
+
+QUOTA_UPDATE = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]}
+
+
+def _edit_allows(verb: str, group: str, resource: str) -> bool:
+    """Does Kubernetes' built-in `edit` (aggregated, from the shipped bootstrap roles) grant this?"""
+    rules = resolve_cluster_roles(bootstrap_cluster_roles())["edit"]
+    name, _, subresource = resource.partition("/")
+    return any(rule.allows(verb, group, name, subresource) for rule in rules)
+
+
+def _ceiling_refusals(rule: dict[str, list[str]], ceiling: list[dict[str, list[str]]]) -> list[str]:
+    spec = AccessPolicySpec.model_validate({"rbac": {"rules": [rule]}})
+    policy = resolve_policy({"name": "app", "namespace": "ns"}, spec)
+    return [v.capability for v in check_grant_ceiling(policy, ceiling)]
+
+
+def test_edit_holds_every_permission_of_the_default_ceiling() -> None:
+    """So under the default ceiling the requester check never refuses an edit-only user what the ceiling allows."""
+    for rule in DEFAULT_GRANT_CEILING_RULES:
+        for group, resource, verb in product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+            assert _edit_allows(verb, group, resource), (verb, group, resource)
+
+
+def test_quota_update_is_outside_the_default_ceiling_and_not_held_by_edit() -> None:
+    """The decision issue 25 item 16 asked for: the ceiling is right to refuse `update resourcequotas` (an app
+    could lift its own quota); only a widened ceiling lets the requester check decide it."""
+    assert _ceiling_refusals(QUOTA_UPDATE, DEFAULT_GRANT_CEILING_RULES) == ["outside-ceiling"]
+    assert not _edit_allows("update", "", "resourcequotas")
+    assert _ceiling_refusals(QUOTA_UPDATE, [*DEFAULT_GRANT_CEILING_RULES, QUOTA_UPDATE]) == []
+
+
+def test_docs_say_what_the_default_ceiling_does() -> None:
+    text = " ".join(DOCS.read_text().split())
+    assert "`edit` role holds every permission of the default grant ceiling" in text
+    assert "The default ceiling leaves `update resourcequotas` out on purpose" in text
+    assert "a permission inside the ceiling that `edit` lacks (e.g. `update resourcequotas`)" not in text
