@@ -254,3 +254,31 @@ def test_docs_say_what_the_default_ceiling_does() -> None:
     assert "`edit` role holds every permission of the default grant ceiling" in text
     assert "The default ceiling leaves `update resourcequotas` out on purpose" in text
     assert "a permission inside the ceiling that `edit` lacks (e.g. `update resourcequotas`)" not in text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rules/pods.py (not admission's) reads a container's runAsUser/runAsNonRoot: null as set and skips the "
+    "pod-level value; the API server drops the null, so admission and the live audit use the pod's value",
+)
+def test_scan_reads_null_run_as_fields() -> None:
+    """`scan -f` should judge a container's `runAsUser: null` as the API server stores it (no field, so the pod's
+    runAsUser applies). Found by the null variants of the admission differential; the differential leaves these two
+    container fields non-null until this passes (tests/cluster/test_admission.py, security_context)."""
+
+    def verdict(pod_context: dict[str, object], container_context: dict[str, object]) -> list[str]:
+        container = {
+            "name": "c",
+            "image": "x",
+            "securityContext": {**container_context, "allowPrivilegeEscalation": False},
+        }
+        spec = {"securityContext": pod_context, "containers": [container]}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": spec}
+        return [
+            f.message
+            for f in run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(now=NOW), only=["AH-POD-003"])
+        ]
+
+    for field, pod_value in (("runAsUser", 1000), ("runAsNonRoot", True)):
+        assert verdict({field: pod_value}, {}) == []  # the container inherits the pod's value
+        assert verdict({field: pod_value}, {field: None}) == [], field  # as the API server stores it: the same

@@ -93,6 +93,17 @@ def cel_list(values: Iterable[str]) -> str:
     return "[" + ", ".join(cel(v) for v in values) + "]"
 
 
+def listed(field: str) -> str:
+    """CEL: the list an optional field read (`r.?verbs`) holds, [] when the field is absent, null or empty.
+
+    `x.?f.orValue([])` alone is not enough: it yields null when the field is present with a null value, and
+    the API server hands admission exactly that for list fields its Go types serialise without omitempty
+    (a Role or ClusterRole written without `rules`, or with `rules: null`, arrives with `rules: null`;
+    PolicyRule `verbs` and PodSpec `containers` are the others). Every list a compiled form reads goes
+    through here, whether its field can be null today or not."""
+    return f"optional.ofNonZeroValue({field}.orValue([])).orValue([])"
+
+
 # --- exemptions ------------------------------------------------------------------------------------
 
 
@@ -141,7 +152,7 @@ EXEMPTION_VARIABLES = (
     ),
     (
         "ownerExemption",
-        "object.metadata.?ownerReferences.orValue([]).map(r, r.kind + '.' + object.metadata.?namespace.orValue('') "
+        f"{listed('object.metadata.?ownerReferences')}.map(r, r.kind + '.' + object.metadata.?namespace.orValue('') "
         f"+ '.' + r.name).filter(k, k in variables.ownerExemptions)"
         f".map(k, {_rule_items('variables.ownerExemptions[k]')}).flatten()",
     ),
@@ -194,7 +205,7 @@ NOT_BOOTSTRAP = (
 )
 # Binding subjects as the RBAC authorizer reads them (permissions._subjects_of), with user names.
 SUBJECTS = (
-    "object.?subjects.orValue([]).filter(s, s.kind in ['User', 'Group'] || (s.kind == 'ServiceAccount' && "
+    f"{listed('object.?subjects')}.filter(s, s.kind in ['User', 'Group'] || (s.kind == 'ServiceAccount' && "
     "(s.?namespace.orValue('') != '' || object.metadata.?namespace.orValue('') != '')))"
     ".map(s, {'kind': s.kind, 'name': s.name, 'namespace': s.kind != 'ServiceAccount' ? '' : "
     "(s.?namespace.orValue('') != '' ? s.namespace : object.metadata.namespace)})"
@@ -215,11 +226,11 @@ POD_VARIABLES = (
     ("podSpec", POD_SPEC),
     (
         "containers",
-        "['initContainers', 'containers', 'ephemeralContainers']"
-        ".map(k, k in variables.podSpec ? variables.podSpec[k] : []).flatten()",
+        f"['initContainers', 'containers', 'ephemeralContainers'].map(k, {listed('variables.podSpec[?k]')}).flatten()",
     ),
 )
-OWN_RULES = "(has(object.aggregationRule) ? [] : object.?rules.orValue([]))"
+# A role's own rules (an aggregating ClusterRole's are overwritten by the controller: judged through its sources).
+OWN_RULES = f"(has(object.aggregationRule) ? [] : {listed('object.?rules')})"
 
 
 def grants_cel(rule: str, pattern: Pattern, *, include_named: bool = False) -> str:
@@ -228,18 +239,18 @@ def grants_cel(rule: str, pattern: Pattern, *, include_named: bool = False) -> s
     subresources = sorted({r.partition("/")[2] for r in resources if "/" in r})
     resource_names = [*resources, *(f"*/{s}" for s in subresources)]
     checks = [
-        f"{rule}.?verbs.orValue([]).exists(v, v == '*' || v in {cel_list(verbs)})",
-        f"{rule}.?apiGroups.orValue([]).exists(g, g == '*' || g in {cel_list(groups)})",
-        f"{rule}.?resources.orValue([]).exists(x, x == '*' || x in {cel_list(resource_names)})",
+        f"{listed(f'{rule}.?verbs')}.exists(v, v == '*' || v in {cel_list(verbs)})",
+        f"{listed(f'{rule}.?apiGroups')}.exists(g, g == '*' || g in {cel_list(groups)})",
+        f"{listed(f'{rule}.?resources')}.exists(x, x == '*' || x in {cel_list(resource_names)})",
     ]
     if not include_named:
-        checks.insert(0, f"size({rule}.?resourceNames.orValue([])) == 0")
+        checks.insert(0, f"size({listed(f'{rule}.?resourceNames')}) == 0")
     return "(" + " && ".join(checks) + ")"
 
 
 def has_wildcard_cel(rule: str) -> str:
     keys = ("verbs", "resources", "apiGroups", "nonResourceURLs")
-    return "(" + " || ".join(f"{rule}.?{k}.orValue([]).exists(x, x == '*')" for k in keys) + ")"
+    return "(" + " || ".join(f"{listed(f'{rule}.?{k}')}.exists(x, x == '*')" for k in keys) + ")"
 
 
 # --- the registry -------------------------------------------------------------------------------------
@@ -313,7 +324,7 @@ admission_form(
         "AH-RBAC-016",
         "list the verbs the subject needs instead of `*`",
         ROLE_RESOURCES,
-        f"{NOT_BOOTSTRAP} && {OWN_RULES}.exists(r, r.?verbs.orValue([]).exists(v, v == '*'))",
+        f"{NOT_BOOTSTRAP} && {OWN_RULES}.exists(r, {listed('r.?verbs')}.exists(v, v == '*'))",
     )
 )
 admission_form(
@@ -322,7 +333,7 @@ admission_form(
         "list the resources and apiGroups the subject needs instead of `*`",
         ROLE_RESOURCES,
         f"{NOT_BOOTSTRAP} && {OWN_RULES}.exists(r, "
-        + " || ".join(f"r.?{k}.orValue([]).exists(x, x == '*')" for k in ("resources", "apiGroups", "nonResourceURLs"))
+        + " || ".join(f"{listed(f'r.?{k}')}.exists(x, x == '*')" for k in ("resources", "apiGroups", "nonResourceURLs"))
         + ")",
     )
 )
@@ -347,7 +358,7 @@ def _escalating_cel(target: str) -> str:
     if target == "view":
         checks.append(grants_cel("r", SECRETS_READ, include_named=True))
         checks.append(
-            f"(size(r.?resources.orValue([])) > 0 && r.?verbs.orValue([]).exists(v, !(v in {cel_list(READ_VERBS)})))"
+            f"(size({listed('r.?resources')}) > 0 && {listed('r.?verbs')}.exists(v, !(v in {cel_list(READ_VERBS)})))"
         )
     return "variables.rules.exists(r, " + " || ".join(checks) + ")"
 
