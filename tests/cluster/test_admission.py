@@ -49,6 +49,7 @@ from access_hygiene.reconcile.admission_forms import (
     FORMS,
 )
 from access_hygiene.reconcile.audit import run_audit
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.reconcile.ceiling import check_grant_ceiling
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import ADMISSION_API_VERSION, MODE_LABEL, POLICY_PREFIX, selector
@@ -340,6 +341,26 @@ def test_roles_without_rules_are_admitted_quietly(env: Env, kind: str, rules: st
         assert "Warning" not in result.stderr, result.stderr
     engine = engine_verdict(role, Differential.context_of(env.enforce), env.settings)
     assert engine == set()  # `scan -f` agrees: nothing to report
+
+
+def test_default_roles_are_not_judged(env: Env) -> None:
+    """A default ClusterRole (kubernetes.io/bootstrapping=rbac-defaults, autoupdate not off) is what kube-apiserver
+    writes itself at start-up: no role form may judge it. `system:aggregate-to-edit` (aggregated into edit and
+    granting serviceaccounts/token create) was flagged by AH-RBAC-018: its bootstrap guard covered the
+    aggregate-to-admin clause only (`a && b || c`), which in enforce mode would refuse the API server's own write.
+    Found by the differential's bootstrap-labelled roles."""
+    shipped = next(r for r in bootstrap_cluster_roles() if r["metadata"]["name"] == "system:aggregate-to-edit")
+    role = copy.deepcopy(shipped)
+    role["metadata"]["name"] = f"copy-of-aggregate-to-edit-{uuid.uuid4().hex[:6]}"
+    assert engine_verdict(role, Differential.context_of(env.enforce), env.settings) == set()
+    result = env.admin.run("create", "--dry-run=server", "-f", "-", manifest=role)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    autoupdate_off = copy.deepcopy(role)  # the API server no longer reconciles it, its owner does: judged
+    autoupdate_off["metadata"]["annotations"] = {"rbac.authorization.kubernetes.io/autoupdate": "false"}
+    assert "AH-RBAC-018" in engine_verdict(autoupdate_off, Differential.context_of(env.enforce), env.settings)
+    warned = env.admin.run("create", "--dry-run=server", "-f", "-", manifest=autoupdate_off)
+    assert "AH-RBAC-018" in warned.stderr, warned.stderr
 
 
 def test_cluster_scoped_default_mode(env: Env) -> None:

@@ -369,12 +369,13 @@ admission_form(
         "drop the aggregate-to-* label or the escalating rules (escalate, bind, impersonate, nodes/proxy, "
         "webhook writes, CSR approval, token creation, wildcards)",
         (MatchResource(RBAC_GROUP, "clusterroles", False),),
-        f"{NOT_BOOTSTRAP} && "
+        f"{NOT_BOOTSTRAP} && ("
         + " || ".join(
             f"(object.metadata.?labels[?{cel('rbac.authorization.k8s.io/aggregate-to-' + t)}].orValue('') == 'true' "
             f"&& {_escalating_cel(t)})"
             for t in ("admin", "edit", "view")
-        ),
+        )
+        + ")",
         (("rules", OWN_RULES),),
     )
 )
