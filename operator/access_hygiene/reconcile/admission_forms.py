@@ -1,11 +1,12 @@
 """Admission forms of the catalogue rules: for every rule whose verdict depends on the incoming object
 alone, its CEL, built here from the same constants the Python checks use (capability patterns from
 permissions.py, exemption annotations and formats from exemptions.py). One registration per rule id;
-render/admission.py turns them into ValidatingAdmissionPolicies.
+render/admission.py turns them into ValidatingAdmissionPolicies. The effective-permission rules have a form on
+the role being written instead, in the opt-in role-capabilities profile (one policy for all of them).
 
 The differential test (tests/cluster/test_admission.py) holds each form to the audit engine:
-`run_audit(ClusterSnapshot.from_objects([obj, *context]), ctx, only=[rule_id])` and a server-side
-dry-run of the same object must agree.
+`run_audit(ClusterSnapshot.from_objects([obj, *context]), ctx, only=[rule_id])` (for a profile form: over the
+role and a binding of it) and a server-side dry-run of the same object must agree.
 
 Also here: the AccessPolicy guards (the requester must hold what a policy grants, checked with CEL's
 `authorizer`; rules outside the grant ceiling), the automount mutation, and the exemption parameters.
@@ -15,8 +16,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.reconcile.ceiling import READ_VERBS as CEILING_READ_VERBS
 from access_hygiene.reconcile.ceiling import WRITE_VERBS as CEILING_WRITE_VERBS
 from access_hygiene.reconcile.exemptions import (
@@ -33,20 +35,42 @@ from access_hygiene.reconcile.permissions import (
     AUTOUPDATE_ANNOTATION,
     BIND,
     BOOTSTRAP_LABEL,
+    CONFIGMAP_WRITE,
+    CREATE_PODS,
+    CREATE_WORKLOADS,
+    CSR_APPROVE,
+    EPHEMERAL_CONTAINERS,
     ESCALATE,
+    EVENTS_DELETE,
+    EXEC,
+    IMPERSONATE,
     MASTERS_GROUP,
     NODES_PROXY,
+    PV_CREATE,
     RBAC_WRITE,
     READ_VERBS,
     SA_USER_PREFIX,
     SECRETS_READ,
+    SECRETS_WRITE,
+    SECRETS_WRITE_DELETE,
     SIGNER_APPROVE,
     TOKEN_CREATE,
     UNAUTHENTICATED_GROUP,
     WEBHOOK_WRITE,
     Pattern,
+    PolicyRule,
+    resolve_cluster_roles,
+    rules_grant,
 )
 from access_hygiene.reconcile.rules import AuditContext, Rule
+from access_hygiene.reconcile.rules.rbac_more import (
+    BROAD_DELETE_RESOURCES,
+    DELETE_VERBS,
+    NAMESPACED_REBIND,
+    PORT_FORWARD,
+    REBIND,
+    TRAFFIC_KINDS,
+)
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, meta, namespace_of
 from access_hygiene.render.admission import AdmissionForm, GuardPolicy, MatchResource, MutationForm
 
@@ -256,6 +280,12 @@ def has_wildcard_cel(rule: str) -> str:
 # --- the registry -------------------------------------------------------------------------------------
 
 
+# The opt-in profile of role-level capability forms (docs/admission.md): off, warn everywhere, or deny in enforce
+# namespaces (and for ClusterRoles when the default mode is enforce) like the core forms.
+RoleCapabilities = Literal["off", "warn", "deny"]
+ROLE_CAPABILITIES_PROFILE = "role-capabilities"
+
+
 @dataclass(frozen=True)
 class FormSpec:
     rule_id: str
@@ -264,6 +294,7 @@ class FormSpec:
     violation: str
     variables: tuple[tuple[str, str], ...] = ()
     match_conditions: tuple[tuple[str, str], ...] = ()
+    profile: str = ""  # "" for the core forms (always installed), else the opt-in profile it belongs to
 
 
 FORMS: dict[str, FormSpec] = {}
@@ -441,57 +472,190 @@ admission_form(
     )
 )
 
-# Rules that stay audit-only, and why (docs/admission.md renders this table).
-AUDIT_ONLY: dict[str, str] = {}
-_GRAPH = "effective permission: needs the binding joined with its role (and aggregation) — the whole graph"
-for _rule_id in (
-    "AH-RBAC-005",
-    "AH-RBAC-006",
-    "AH-RBAC-007",
-    "AH-RBAC-008",
-    "AH-RBAC-009",
-    "AH-RBAC-010",
-    "AH-RBAC-011",
-    "AH-RBAC-012",
-    "AH-RBAC-013",
-    "AH-RBAC-014",
-    "AH-RBAC-015",
-    "AH-RBAC-019",
-    "AH-RBAC-020",
-    "AH-RBAC-021",
-    "AH-RBAC-025",
-    "AH-RBAC-026",
-    "AH-RBAC-027",
-    "AH-RBAC-028",
-    "AH-RBAC-029",
-):
-    AUDIT_ONLY[_rule_id] = _GRAPH
-AUDIT_ONLY.update(
-    {
-        "AH-RBAC-022": "needs the set of existing roles (and a role created later fixes it)",
-        "AH-RBAC-023": "needs audit-log usage over a window of days: a grant is unused only in hindsight",
-        "AH-RBAC-024": "latent means bound by nothing: needs every binding (a binding created later changes it)",
-        "AH-SA-009": "needs the Secrets the ServiceAccount names (their type)",
-        "AH-SA-010": "needs the set of existing ServiceAccounts (one created later fixes it)",
-        "AH-SA-011": "an attack path joins the workload, its ServiceAccount's bindings and their roles",
-        "AH-SA-001": "the default ServiceAccount is created by kube-controller-manager; the operator's namespace "
-        "hygiene sets automount off instead of blocking namespace creation",
-        "AH-SA-002": "needs the ServiceAccount's bindings",
-        "AH-SA-004": "needs every workload using the ServiceAccount",
-        "AH-SA-007": "needs the ServiceAccount's bindings",
-        "AH-SA-008": "needs the AccessPolicy that owns the ServiceAccount",
-        "AH-NET-001": "a property of the namespace (its NetworkPolicies), not of one object",
-        "AH-NET-002": "a property of the namespace (its NetworkPolicies), not of one object",
-        "AH-NET-003": "needs the NetworkPolicies selecting the pods",
-        "AH-NET-004": "needs the NetworkPolicies selecting the pods",
-        "AH-NET-005": "needs the NetworkPolicies selecting the pods",
-        "AH-GOV-001": "needs the AccessPolicies and the workloads",
-        "AH-GOV-002": "exemption bookkeeping over time (at admission an expired exemption simply does not exempt)",
-        "AH-GOV-003": "exemption bookkeeping (a malformed exemption simply does not exempt at admission)",
-        "AH-GOV-004": "needs the AccessPolicies and the workloads",
-    }
+# --- the role-capabilities profile --------------------------------------------------------------------
+#
+# The effective-permission rules (AH-RBAC-005..029) judge a binding joined with its role: a graph admission does
+# not see. What admission does see is the role being written, and a role grants its rules to whoever it is bound
+# to. Each form below flags a Role or ClusterRole that, bound (a Role by a RoleBinding in its namespace, a
+# ClusterRole cluster-wide by a ClusterRoleBinding), makes the audit engine report that rule id for the binding:
+# the same definitions (patterns of permissions.py, checks of rules/rbac.py and rules/rbac_more.py), including
+# what they leave out: default (bootstrap) roles, roles that grant everything (AH-RBAC-001's; AH-RBAC-016/017
+# flag them at admission), an aggregating ClusterRole (judged through the roles it aggregates, each written
+# separately). The differential test binds each generated role to a subject and compares.
+
+_IS_SUPERUSER = (
+    "(" + " && ".join(f"{listed(f'r.?{k}')}.exists(x, x == '*')" for k in ("verbs", "apiGroups", "resources"))
+    + " && size(" + listed("r.?resourceNames") + ") == 0)"
+)  # fmt: skip
+
+
+def _grants(pattern: Pattern, *, named: bool = False) -> str:
+    """CEL twin of rules_grant(the role's own rules, pattern, include_named=named)."""
+    return f"variables.rules.exists(r, {grants_cel('r', pattern, include_named=named)})"
+
+
+def _privileged_default_roles() -> tuple[str, ...]:
+    """Names AH-RBAC-007 treats as privileged to bind that admission can know: cluster-admin, admin, edit and
+    every default ClusterRole that grants everything, escalate or bind, or impersonation (rbac._privileged_role_names
+    over the shipped bootstrap roles; a custom privileged role is known to the audit engine only)."""
+    names = {"cluster-admin", "admin", "edit"}
+    for name, rules in resolve_cluster_roles(bootstrap_cluster_roles()).items():
+        if _privileged(rules):
+            names.add(name)
+    return tuple(sorted(names))
+
+
+def _privileged(rules: Sequence[PolicyRule]) -> bool:
+    return (
+        any(r.is_superuser for r in rules)
+        or rules_grant(rules, ESCALATE)
+        or rules_grant(rules, BIND)
+        or rules_grant(rules, IMPERSONATE, include_named=True)
+    )
+
+
+ROLE_VARIABLES = (
+    ("rules", OWN_RULES),
+    ("clusterWide", "object.kind == 'ClusterRole'"),
+    # AH-RBAC-008/025: cluster-wide or in a privileged namespace (ctx.privileged_namespaces: a parameter)
+    (
+        "privilegedScope",
+        "variables.clusterWide || object.metadata.?namespace.orValue('') in variables.privilegedNamespaces",
+    ),
+    ("superuser", f"variables.rules.exists(r, {_IS_SUPERUSER})"),
+    # AH-RBAC-007: the roles privileged to bind, as far as admission knows them (the role itself included)
+    (
+        "privilegedRoles",
+        f"{cel_list(_privileged_default_roles())} + ((variables.superuser || {_grants(ESCALATE)} || {_grants(BIND)} || "
+        f"{_grants(IMPERSONATE, named=True)}) ? [object.metadata.name] : [])",
+    ),
+    # AH-RBAC-029 (rbac_more.deletable_resources): the own rules that delete without resourceNames, and the kinds
+    # they delete, sorted (distinct kinds are then counted in one pass; distinct() costs the square of the length)
+    (
+        "deleters",
+        f"variables.rules.filter(r, size({listed('r.?resourceNames')}) == 0 && "
+        f"{listed('r.?verbs')}.exists(v, v in {cel_list(sorted(DELETE_VERBS))}))",
+    ),
+    (
+        "deletedKinds",
+        f"variables.deleters.filter(r, size({listed('r.?apiGroups')}) > 0)"
+        f".map(r, {listed('r.?resources')}.filter(x, !x.contains('/'))).flatten().sort()",
+    ),
 )
-del _rule_id
+
+
+def _bind_privileged() -> str:
+    """rbac._bind_check: bind on any role, or on named roles among the privileged ones."""
+    names = f"{listed('r.?resourceNames')}.exists(n, n in variables.privilegedRoles)"
+    named = f"{grants_cel('r', BIND, include_named=True)} && {names}"
+    return f"({_grants(BIND)} || variables.rules.exists(r, {named}))"
+
+
+_ROLE_CAPABILITY_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("AH-RBAC-005", "drop the impersonate verb", _grants(IMPERSONATE, named=True)),
+    ("AH-RBAC-006", "drop escalate on roles and clusterroles", _grants(ESCALATE)),
+    ("AH-RBAC-007", "drop bind, or name only roles that are not privileged in resourceNames", _bind_privileged()),
+    (
+        "AH-RBAC-008",
+        "drop create on serviceaccounts/token (projected tokens need none), and secrets writes cluster-wide or in "
+        "privileged namespaces",
+        f"({_grants(TOKEN_CREATE, named=True)} || (variables.privilegedScope && {_grants(SECRETS_WRITE)}))",
+    ),
+    (
+        "AH-RBAC-009",
+        "name the Secrets the app reads (resourceNames) instead of reading all of them",
+        _grants(SECRETS_READ),
+    ),
+    ("AH-RBAC-010", "drop nodes/proxy", f"(variables.clusterWide && {_grants(NODES_PROXY)})"),
+    (
+        "AH-RBAC-011",
+        "drop writes on admission webhook configurations and admission policies",
+        f"(variables.clusterWide && {_grants(WEBHOOK_WRITE)})",
+    ),
+    (
+        "AH-RBAC-012",
+        "drop approve on signers or update/patch on certificatesigningrequests/approval",
+        f"(variables.clusterWide && {_grants(SIGNER_APPROVE, named=True)} && {_grants(CSR_APPROVE)})",
+    ),
+    ("AH-RBAC-013", "drop create on pods/exec and pods/attach", _grants(EXEC)),
+    ("AH-RBAC-014", "drop update/patch on pods/ephemeralcontainers", _grants(EPHEMERAL_CONTAINERS)),
+    (
+        "AH-RBAC-015",
+        "drop create on pods and create/update/patch on workload controllers, or keep the role for deployers",
+        f"({_grants(CREATE_PODS)} || {_grants(CREATE_WORKLOADS)})",
+    ),
+    (
+        "AH-RBAC-019",
+        "drop writes on ConfigMaps (kube-system's configure the control plane's add-ons)",
+        f"((variables.clusterWide || object.metadata.?namespace.orValue('') == 'kube-system') && "
+        f"{_grants(CONFIGMAP_WRITE)})",
+    ),
+    ("AH-RBAC-020", "drop create on persistentvolumes", f"(variables.clusterWide && {_grants(PV_CREATE)})"),
+    ("AH-RBAC-021", "drop delete/deletecollection on events", _grants(EVENTS_DELETE)),
+    (
+        "AH-RBAC-025",
+        "drop writes and deletes on all Secrets, or name the Secrets (resourceNames)",
+        f"({_grants(SECRETS_WRITE_DELETE)} && !(variables.privilegedScope && {_grants(SECRETS_WRITE)}))",
+    ),
+    (
+        "AH-RBAC-026",
+        "drop writes on NetworkPolicies, Services, Endpoints, EndpointSlices and Ingresses, or keep the role for "
+        "deployers",
+        "(" + " || ".join(_grants(pattern) for _, pattern in TRAFFIC_KINDS) + ")",
+    ),
+    ("AH-RBAC-027", "drop create on pods/portforward", _grants(PORT_FORWARD)),
+    (
+        "AH-RBAC-028",
+        "drop update/patch on rolebindings and clusterrolebindings",
+        f"(variables.clusterWide ? {_grants(REBIND)} : {_grants(NAMESPACED_REBIND)})",
+    ),
+    (
+        "AH-RBAC-029",
+        f"list the kinds the subject must delete (fewer than {BROAD_DELETE_RESOURCES}) or name the objects",
+        f"(variables.deleters.exists(r, {listed('r.?resources')}.exists(x, x == '*')) || "
+        "size(lists.range(size(variables.deletedKinds)).filter(i, i == 0 || "
+        f"variables.deletedKinds[i] != variables.deletedKinds[i - 1])) >= {BROAD_DELETE_RESOURCES})",
+    ),
+)
+for _rule_id, _fix, _check in _ROLE_CAPABILITY_CHECKS:
+    admission_form(
+        FormSpec(
+            _rule_id,
+            _fix,
+            ROLE_RESOURCES,
+            f"{NOT_BOOTSTRAP} && !variables.superuser && {_check}",
+            ROLE_VARIABLES,
+            profile=ROLE_CAPABILITIES_PROFILE,
+        )
+    )
+
+# Rules that stay audit-only, and why (docs/admission.md renders this table).
+AUDIT_ONLY: dict[str, str] = {
+    "AH-RBAC-022": "needs the set of existing roles (and a role created later fixes it)",
+    "AH-RBAC-023": "needs audit-log usage over a window of days: a grant is unused only in hindsight",
+    "AH-RBAC-024": "latent means bound by nothing: needs every binding (a binding created later changes it)",
+    "AH-SA-009": "needs the Secrets the ServiceAccount names (their type)",
+    "AH-SA-010": "needs the set of existing ServiceAccounts (one created later fixes it)",
+    "AH-SA-011": "an attack path joins the workload, its ServiceAccount's bindings and their roles",
+    "AH-SA-001": "the default ServiceAccount is created by kube-controller-manager; the operator's namespace "
+    "hygiene sets automount off instead of blocking namespace creation",
+    "AH-SA-002": "needs the ServiceAccount's bindings",
+    "AH-SA-004": "needs every workload using the ServiceAccount",
+    "AH-SA-007": "needs the ServiceAccount's bindings",
+    "AH-SA-008": "needs the AccessPolicy that owns the ServiceAccount",
+    "AH-NET-001": "a property of the namespace (its NetworkPolicies), not of one object",
+    "AH-NET-002": "a property of the namespace (its NetworkPolicies), not of one object",
+    "AH-NET-003": "needs the NetworkPolicies selecting the pods",
+    "AH-NET-004": "needs the NetworkPolicies selecting the pods",
+    "AH-NET-005": "needs the NetworkPolicies selecting the pods",
+    "AH-GOV-001": "needs the AccessPolicies and the workloads",
+    "AH-GOV-002": "exemption bookkeeping over time (at admission an expired exemption simply does not exempt)",
+    "AH-GOV-003": "exemption bookkeeping (a malformed exemption simply does not exempt at admission)",
+    "AH-GOV-004": "needs the AccessPolicies and the workloads",
+}
+del _rule_id, _fix, _check
+# Appended to the title in the message of a role-capabilities form (the catalogue title speaks of the subject).
+ROLE_LEVEL = "granted by this role to whoever it is bound to"
 
 
 def parameter_variables(now: datetime, owner_exemptions: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -506,30 +670,48 @@ def compiled_forms(
     excluded_subject_prefixes: Sequence[str],
     now: datetime,
     owner_exemptions: Mapping[str, str],
+    *,
+    privileged_namespaces: Sequence[str] = ("kube-system",),
+    role_capabilities: RoleCapabilities = "off",
+    operator_username: str = "",
 ) -> list[AdmissionForm]:
     """The admission forms of every compiled rule. titles(rule_id) -> (severity, title) comes from the
-    rule registry (so the message names the catalogue's title); excluded prefixes from the AuditContext;
-    now and owner_exemptions are the operator's parameters (parameter_variables)."""
+    rule registry (so the message names the catalogue's title); excluded prefixes and privileged namespaces from
+    the AuditContext; now and owner_exemptions are the operator's parameters (parameter_variables).
+
+    role_capabilities selects the opt-in profile of role-level forms: "off" leaves them out, "warn" makes them
+    warn in every namespace, "deny" binds them like the core forms (Deny in enforce namespaces). The operator's
+    own requests (operator_username, when known) are not judged by the forms on roles: the Roles it writes are
+    what an AccessPolicy grants, which the AccessPolicy guards checked when the policy was admitted."""
     prefixes = ("excludedPrefixes", cel_list(excluded_subject_prefixes))
+    privileged = ("privilegedNamespaces", cel_list(sorted(privileged_namespaces)))
+    not_operator = (("not-the-operator", f"request.userInfo.username != {cel(operator_username)}"),)
     forms = []
     for rule_id, spec in sorted(FORMS.items()):
+        profiled = spec.profile == ROLE_CAPABILITIES_PROFILE
+        if profiled and role_capabilities == "off":
+            continue
         severity, title = titles(rule_id)
+        on_roles = all(r.resource in ("roles", "clusterroles") for r in spec.resources)
         forms.append(
             AdmissionForm(
                 rule_id=rule_id,
                 severity=severity,
-                title=title,
+                title=f"{title} ({ROLE_LEVEL})" if profiled else title,
                 fix=spec.fix,
                 resources=spec.resources,
                 violation=spec.violation,
                 exempt=exemption_cel(rule_id),
                 variables=(
                     prefixes,
+                    *((privileged,) if profiled else ()),
                     *parameter_variables(now, owner_exemptions),
                     *EXEMPTION_VARIABLES,
                     *spec.variables,
                 ),
-                match_conditions=spec.match_conditions,
+                match_conditions=(*spec.match_conditions, *(not_operator if on_roles and operator_username else ())),
+                enforce_actions=("Warn", "Audit") if profiled and role_capabilities == "warn" else ("Deny",),
+                profile=spec.profile,
             )
         )
     return forms
@@ -801,7 +983,10 @@ def admission_table(catalogue: Mapping[str, Rule]) -> str:
     lines = ["| Rule | Title | Admission | Matches / why not |", "| --- | --- | --- | --- |"]
     for rule_id, rule in sorted(catalogue.items()):
         spec = FORMS.get(rule_id)
-        if spec is not None:
+        if spec is not None and spec.profile:
+            kinds = ", ".join(sorted({r.resource for r in spec.resources}))
+            lines.append(f"| {rule_id} | {rule.title} | profile `{spec.profile}` | {kinds} (the role, as if bound) |")
+        elif spec is not None:
             kinds = ", ".join(sorted({r.resource for r in spec.resources}))
             lines.append(f"| {rule_id} | {rule.title} | yes | {kinds} |")
         else:
