@@ -3,7 +3,6 @@ controls, breakage forecast, the summary annotation; planning converges (apply, 
 
 import copy
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,12 @@ from access_hygiene.render.namespace import (
     render_default_sa_patch,
     render_namespace_controls,
 )
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hygiene" / "namespace_shop.yaml"
-NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+NOW = PINNED_NOW  # the instant the fixtures are written for
 CTX = AuditContext(now=NOW)
 MANAGED = {"app.kubernetes.io/managed-by": "access-hygiene"}
 

@@ -10,12 +10,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kubernetes
 
 from access_hygiene import FIELD_MANAGER
+from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.errors import API_FAILURES
 from access_hygiene.models.findings import Finding
@@ -78,8 +79,10 @@ class EventRecorder:
         burst: int = 20,
         backlog: int = 1000,
         startup_backlog: int = 200,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.api = api
+        self.clock = clock
         self.rate = rate
         self.burst = burst
         self.dropped = 0
@@ -154,7 +157,7 @@ class EventRecorder:
                 finding, uid = (self._pending or self._startup).popleft()
                 tokens -= 1.0
             try:
-                resources.create(self.api, render_event(finding, uid, datetime.now(UTC)))
+                resources.create(self.api, render_event(finding, uid, self.clock.now()))
                 self.posted += 1
             except API_FAILURES as error:  # an Event is best effort: never retried, never fatal
                 logger.debug(f"Event for {finding.rule_id} on {finding.object.kind} not posted: {error}")
