@@ -369,17 +369,17 @@ class PodContainer:
     def running(self) -> bool:
         return bool(self.inspect()["State"]["Running"])
 
-    def probe_like_kubelet(self, probe: HttpProbe, timeout: float = 300) -> float:
+    def probe_like_kubelet(self, probe: HttpProbe, timeout: float = 300) -> int:
         """Probe as the kubelet does (initial delay, period, failure threshold) until the first success.
 
-        Returns the seconds from container start to that success; raises when the kubelet would have restarted the
-        container (failureThreshold consecutive failures) or the container exited.
+        Returns how many probes failed before it; raises when the kubelet would have restarted the container
+        (failureThreshold consecutive failures) or the container exited.
         """
         time.sleep(max(0.0, self.started + probe.initial_delay - time.monotonic()))
         failures = 0
         while time.monotonic() < self.started + timeout:
             if probe.check():
-                return time.monotonic() - self.started
+                return failures
             failures += 1
             if failures >= probe.failure_threshold:
                 raise ImageError(f"{probe.url} failed {failures} times in a row: the kubelet would restart it")
