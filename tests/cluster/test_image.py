@@ -12,8 +12,10 @@ Needs podman, runc and mmdebstrap (Debian packages): without them the module is 
 with CI=true, where it fails. Figures (build, size, start -> ready, examples Ready) are printed at the end.
 """
 
+import json
 import os
 import subprocess
+import tarfile
 import time
 import tomllib
 import urllib.request
@@ -29,7 +31,7 @@ from scripts.render_chart import CHART, find_helm
 from access_hygiene.k8s.bootstrap import apply_manifests, load_manifests
 from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import free_port
-from access_hygiene.localcluster.image import BuiltImage, Podman, build_image, missing_tools
+from access_hygiene.localcluster.image import BuiltImage, Podman, build_image, export_image, missing_tools
 from access_hygiene.localcluster.podrun import (
     SERVICE_ACCOUNT_DIR,
     ApiAccess,
@@ -334,3 +336,14 @@ def test_sigterm_stops_the_operator_within_the_grace_period(running: Running, fi
     assert not stopped.killed, f"SIGKILLed after the grace period:\n{logs}"
     assert stopped.seconds < running.plan.grace_seconds
     assert stopped.exit_code == 0, logs
+
+
+def test_the_image_exports_as_an_archive_a_node_can_import(image: BuiltImage) -> None:
+    """A docker-archive naming the image, for `ctr images import` on a node without a registry."""
+    path = export_image(image)
+    with tarfile.open(path) as archive:
+        member = archive.extractfile("manifest.json")
+        assert member is not None
+        (manifest,) = json.load(member)
+    assert manifest["RepoTags"] == [image.ref]
+    assert export_image(image) == path  # cached

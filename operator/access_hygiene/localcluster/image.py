@@ -233,6 +233,9 @@ def build_image(repo: Path | None = None, podman: Podman | None = None) -> Built
         if result.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise ImageError(f"podman build failed ({result.returncode}), log {log}:\n{tail}")
+        if image_key(repo, base) != key:  # the tag would name content it may not hold
+            podman.run("rmi", ref, check=False)
+            raise ImageError("the build inputs changed while the image was built; build again")
         _prune(podman, keep=ref)
         return BuiltImage(ref, key, False, time.monotonic() - started, base_seconds, podman.image_size(ref))
 
@@ -248,9 +251,12 @@ def _prune(podman: Podman, keep: str) -> None:
 
 
 def export_image(image: BuiltImage, podman: Podman | None = None, archive_format: str = "docker-archive") -> Path:
-    """The image as a tar archive (e.g. for `ctr images import`), cached next to the storage."""
+    """The image as a tar archive (e.g. for `ctr images import`), cached next to the storage; older ones removed."""
     podman = podman or Podman.default()
     path = cache_dir() / f"access-hygiene-{image.key}.{archive_format}.tar"
+    for old in cache_dir().glob(f"access-hygiene-*.{archive_format}.tar"):
+        if old != path:
+            old.unlink()
     if not path.is_file():
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
