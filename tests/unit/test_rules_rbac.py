@@ -1,6 +1,7 @@
 """AH-RBAC-001..029: every rule flags exactly the expected (object, subject, severity) on its bad fixture
 and nothing on its good fixture (near misses: named grants, bootstrap objects, excluded subjects, ...)."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 
 from access_hygiene.reconcile.audit import load_rules, run_audit
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.reconcile.snapshot import ClusterSnapshot, name_of, namespace_of
 from tests.unit.rule_fixtures import describe, load
 
 pytestmark = pytest.mark.unit
@@ -75,3 +76,76 @@ def test_prefix_selection_and_unknown_rule() -> None:
     assert {f.rule_id for f in run_audit(snapshot, AuditContext(), only=["ah-rbac-00"])} >= {"AH-RBAC-009"}
     with pytest.raises(ValueError, match="AH-NOPE"):
         run_audit(snapshot, AuditContext(), only=["AH-NOPE"])
+
+
+# --- issue 25 item 5: Role vs ClusterRole by kind, not by metadata.namespace ------------------------------
+
+WEBHOOK_ADMIN = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "webhook-admin", "namespace": "kube-system"},  # Helm charts set one; kube-apiserver drops it
+    "rules": [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "verbs": ["*"]}
+    ],
+}
+
+
+def test_snapshot_stores_a_cluster_scoped_object_without_its_namespace() -> None:
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "b", "namespace": "team"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "webhook-admin"},
+    }
+    snapshot = ClusterSnapshot.from_objects([WEBHOOK_ADMIN, binding])
+    assert namespace_of(snapshot.cluster_roles[0]) == "" and name_of(snapshot.cluster_roles[0]) == "webhook-admin"
+    assert namespace_of(snapshot.cluster_role_bindings[0]) == ""
+    assert WEBHOOK_ADMIN["metadata"]["namespace"] == "kube-system"  # the input is not changed
+    assert binding["metadata"]["namespace"] == "team"
+
+
+@pytest.mark.parametrize("via_add", [True, False], ids=["loaded", "built-directly"])
+def test_cluster_role_with_a_namespace_is_judged_as_a_cluster_role(via_add: bool) -> None:
+    """The issue's case: latent AH-RBAC-024 reported, AH-RBAC-016 on ClusterRole//webhook-admin at medium (not
+    Role-like, raised for kube-system). The rules decide by kind even on a snapshot built without add()."""
+    role = copy.deepcopy(WEBHOOK_ADMIN)
+    snapshot = ClusterSnapshot.from_objects([role]) if via_add else ClusterSnapshot(cluster_roles=[role])
+    findings = run_audit(snapshot, AuditContext(), only=["AH-RBAC-016", "AH-RBAC-024"])
+    assert sorted((f.rule_id, describe(f)) for f in findings) == [
+        ("AH-RBAC-016", "ClusterRole//webhook-admin|-|medium"),
+        ("AH-RBAC-024", "ClusterRole//webhook-admin|-|high"),
+    ]
+    assert all(f.namespace == "" for f in findings)
+
+
+def test_managed_cluster_role_binding_with_a_namespace_is_found_by_kind() -> None:
+    """AH-GOV-001 looks the binding up by kind: a ClusterRoleBinding carrying a namespace is still the
+    operator's own (managed) binding, not an undeclared grant."""
+    objects = yaml.safe_load_all(
+        """
+apiVersion: accesshygiene.io/v1alpha1
+kind: AccessPolicy
+metadata: {name: reader, namespace: team}
+spec: {rbac: {rules: [{resources: [pods], verbs: [get]}]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: wide}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: reader, namespace: team, labels: {app.kubernetes.io/managed-by: access-hygiene}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: wide}
+subjects: [{kind: ServiceAccount, name: reader, namespace: team}]
+"""
+    )
+    policy, role, binding = list(objects)
+    built = ClusterSnapshot(access_policies=[policy], cluster_roles=[role], cluster_role_bindings=[binding])
+    assert run_audit(built, AuditContext(), only=["AH-GOV-001"]) == []
+    unmanaged = copy.deepcopy(binding)
+    del unmanaged["metadata"]["labels"]
+    built = ClusterSnapshot(access_policies=[policy], cluster_roles=[role], cluster_role_bindings=[unmanaged])
+    assert [describe(f) for f in run_audit(built, AuditContext(), only=["AH-GOV-001"])] == [
+        "ClusterRoleBinding//reader|system:serviceaccount:team:reader|high"
+    ]

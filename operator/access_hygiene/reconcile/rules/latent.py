@@ -95,11 +95,12 @@ def latent_roles(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     index = permission_index(snapshot, ctx)
     bound = {(b.role_ref.kind, b.role_ref.namespace, b.role_ref.name) for b in index.bindings if b.role_found}
     aggregated = _aggregated_names(with_bootstrap_roles(snapshot.cluster_roles))
-    for obj in [*snapshot.cluster_roles, *snapshot.roles]:
+    roles = [("ClusterRole", obj) for obj in snapshot.cluster_roles] + [("Role", obj) for obj in snapshot.roles]
+    for kind, obj in roles:
         if is_bootstrap(obj):
             continue
-        namespace, name = namespace_of(obj), name_of(obj)
-        kind = "Role" if namespace else "ClusterRole"
+        # By kind: a ClusterRole has no namespace, even when its manifest carries one (the API server drops it).
+        namespace, name = namespace_of(obj) if kind == "Role" else "", name_of(obj)
         if (kind, namespace, name) in bound or (kind == "ClusterRole" and name in aggregated):
             continue
         rules = index.role_rules.get((kind, namespace, name), ())

@@ -120,11 +120,12 @@ def _role_objects(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[_RoleEnt
     if cached is not None and cached[0] is index:
         return cached[1]  # type: ignore[no-any-return]
     roles: list[_RoleEntry] = []
-    for obj in [*snapshot.cluster_roles, *snapshot.roles]:
-        if is_bootstrap(obj):
-            continue
-        namespace = namespace_of(obj)
-        roles.append((obj, str(obj.get("kind") or ("Role" if namespace else "ClusterRole")), namespace, name_of(obj)))
+    for kind, objects in (("ClusterRole", snapshot.cluster_roles), ("Role", snapshot.roles)):
+        for obj in objects:
+            if is_bootstrap(obj):
+                continue
+            # By kind: a ClusterRole has no namespace, even when its manifest carries one (the API server drops it).
+            roles.append((obj, kind, namespace_of(obj) if kind == "Role" else "", name_of(obj)))
     ctx.cache["rbac_roles"] = (index, roles)
     return roles
 
