@@ -98,7 +98,8 @@ def test_snapshot_stores_a_cluster_scoped_object_without_its_namespace() -> None
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "webhook-admin"},
     }
     snapshot = ClusterSnapshot.from_objects([WEBHOOK_ADMIN, binding])
-    assert namespace_of(snapshot.cluster_roles[0]) == "" and name_of(snapshot.cluster_roles[0]) == "webhook-admin"
+    assert namespace_of(snapshot.cluster_roles[0]) == ""
+    assert name_of(snapshot.cluster_roles[0]) == "webhook-admin"
     assert namespace_of(snapshot.cluster_role_bindings[0]) == ""
     assert WEBHOOK_ADMIN["metadata"]["namespace"] == "kube-system"  # the input is not changed
     assert binding["metadata"]["namespace"] == "team"
