@@ -55,7 +55,7 @@ RULES = st.builds(
 
 
 def test_the_rule_modules_register_their_patterns() -> None:
-    assert len(REGISTERED) >= 30
+    assert len(REGISTERED) >= 25  # 28 since issue 25 (per-verb secrets patterns gave way to grant_text)
     assert permissions.SECRETS_READ in REGISTERED
     assert permissions.IMPERSONATE in REGISTERED
 

@@ -3,6 +3,7 @@ and nothing on its good fixture (near misses: named grants, bootstrap objects, e
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -150,3 +151,71 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: team}]
     assert [describe(f) for f in run_audit(built, AuditContext(), only=["AH-GOV-001"])] == [
         "ClusterRoleBinding//reader|system:serviceaccount:team:reader|high"
     ]
+
+
+# --- issue 25 item 7: a message names the verbs (and resources) granted, not every verb the rule looks for ------
+
+CORE, APPS, RBAC_GROUP = "", "apps", "rbac.authorization.k8s.io"
+MESSAGE_CASES = [
+    # (rule id, binding namespace ("" = ClusterRoleBinding), the role's one rule, what the message must say)
+    ("AH-RBAC-009", "team", (CORE, ["secrets"], ["list"]), "can list secrets in namespace team"),
+    ("AH-RBAC-009", "team", (CORE, ["secrets"], ["*"]), "can get/list/watch secrets in"),
+    ("AH-RBAC-005", "team", (CORE, ["users"], ["impersonate"], ["jane"]),
+     "can impersonate users (only named: jane) in"),
+    ("AH-RBAC-006", "team", (RBAC_GROUP, ["clusterroles"], ["escalate"]), "can escalate clusterroles (write roles"),
+    ("AH-RBAC-007", "team", (RBAC_GROUP, ["roles"], ["bind"]), "can bind any role (bind roles) in"),
+    ("AH-RBAC-008", "kube-system", (CORE, ["secrets"], ["patch"]), "can patch secrets (mint legacy tokens"),
+    ("AH-RBAC-010", "", (CORE, ["nodes/proxy"], ["get"]), "can get nodes/proxy (reach the kubelet API) cluster-wide"),
+    ("AH-RBAC-011", "", ("admissionregistration.k8s.io", ["validatingwebhookconfigurations"], ["delete"]),
+     "can delete validatingwebhookconfigurations (admission control) cluster-wide"),
+    ("AH-RBAC-013", "team", (CORE, ["pods/attach"], ["create"]), "can create pods/attach (run commands in pods) in"),
+    ("AH-RBAC-014", "team", (CORE, ["pods/ephemeralcontainers"], ["update"]), "can update pods/ephemeralcontainers ("),
+    ("AH-RBAC-015", "team", (APPS, ["deployments"], ["patch"]), "can patch deployments (pod-template control"),
+    # `*` resources in apps: the apps workloads, not jobs, cronjobs or replicationcontrollers
+    ("AH-RBAC-015", "team", (APPS, ["*"], ["create"]),
+     "can create deployments, replicasets, statefulsets, daemonsets (pod-template control"),
+    ("AH-RBAC-019", "kube-system", (CORE, ["configmaps"], ["delete"]), "can delete configmaps (kube-system's"),
+    ("AH-RBAC-021", "team", ("events.k8s.io", ["events"], ["deletecollection"]), "can deletecollection events in"),
+    ("AH-RBAC-025", "team", (CORE, ["secrets"], ["patch"]), "can patch secrets (replace or remove"),
+    ("AH-RBAC-026", "team", (CORE, ["services", "endpoints"], ["delete"]), "can delete services, endpoints (delete"),
+    ("AH-RBAC-028", "team", (RBAC_GROUP, ["rolebindings"], ["patch"]), "can patch rolebindings (rebind"),
+    ("AH-RBAC-028", "", (RBAC_GROUP, ["clusterrolebindings"], ["update"]), "can update clusterrolebindings (rebind"),
+]  # fmt: skip
+
+
+def _bound_role(namespace: str, rule: tuple[Any, ...]) -> list[dict[str, Any]]:
+    group, resources, verbs, *names = rule
+    policy_rule: dict[str, Any] = {"apiGroups": [group], "resources": resources, "verbs": verbs}
+    if names:
+        policy_rule["resourceNames"] = names[0]
+    kind, binding_kind = ("Role", "RoleBinding") if namespace else ("ClusterRole", "ClusterRoleBinding")
+    where = {"namespace": namespace} if namespace else {}
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": "r", **where},
+         "rules": [policy_rule]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding_kind, "metadata": {"name": "b", **where},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": "r"},
+         "subjects": [{"kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io"}]},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule_id", "namespace", "policy_rule", "said"), MESSAGE_CASES)
+def test_message_names_the_verbs_granted(rule_id: str, namespace: str, policy_rule: tuple[Any, ...], said: str) -> None:
+    snapshot = ClusterSnapshot.from_objects(_bound_role(namespace, policy_rule))
+    messages = [f.message for f in run_audit(snapshot, AuditContext(), only=[rule_id])]
+    assert len(messages) == 1
+    assert f"User:u {said}" in messages[0], messages[0]
+
+
+def test_every_binding_rule_message_is_checked() -> None:
+    """Each binding rule whose message describes what the role grants has a case above (a new rule needs one)."""
+    from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES
+
+    exact = {  # messages with nothing to overstate: one verb on one resource, or a composite condition
+        "AH-RBAC-001": "*/*/* is everything",
+        "AH-RBAC-012": "needs both approve on a signer and the approval subresource",
+        "AH-RBAC-020": "create persistentvolumes, one verb",
+        "AH-RBAC-027": "create pods/portforward, one verb",
+        "AH-RBAC-029": "its own tests (tests/unit/test_rules_rbac.py::test_broad_delete_*)",
+    }
+    assert set(BINDING_RULES) == {case[0] for case in MESSAGE_CASES} | set(exact)

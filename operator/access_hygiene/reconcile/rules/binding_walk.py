@@ -17,6 +17,7 @@ from access_hygiene.reconcile.permissions import (
     Pattern,
     PermissionIndex,
     RuleSet,
+    grant_text,
     is_excluded,
     pattern_bit,
     pattern_masks,
@@ -37,9 +38,9 @@ class BindingRule:
     cluster_scoped: bool  # ClusterRoleBindings only
     include_superuser: bool  # also bindings that grant everything (otherwise left to AH-RBAC-001)
     per_binding: bool  # the answer depends on more than the role and the scope class (not remembered)
-    # For a pattern check (binding_pattern_check): (its pattern's bit, resourceNames-restricted rules count, detail);
-    # the walk then tests the bit in the role's pattern_masks() instead of calling check.
-    pattern: tuple[int, bool, str] | None = None
+    # For a pattern check (binding_pattern_check): (its pattern's bit, resourceNames-restricted rules count); the
+    # walk then tests the bit in the role's pattern_masks() and calls check only for a role that grants the pattern.
+    pattern: tuple[int, bool] | None = None
 
 
 BINDING_RULES: dict[str, BindingRule] = {}
@@ -70,16 +71,19 @@ def binding_check(
 def binding_pattern_check(
     rule_id: str, pattern: Pattern, detail: str, *, include_named: bool = False, cluster_scoped: bool = False
 ) -> None:
-    """Register the check of a rule that flags bindings whose role grants the pattern (reported as detail)."""
+    """Register the check of a rule that flags bindings whose role grants the pattern. detail is reported with
+    `{granted}` replaced by the verbs and resources of the pattern the role grants (permissions.grant_text)."""
     register_pattern(pattern)
 
     def check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
-        return detail if rules_grant(binding.rules, pattern, include_named=include_named) else None
+        if not rules_grant(binding.rules, pattern, include_named=include_named):
+            return None
+        return detail.format(granted=grant_text(binding.rules, pattern, include_named=include_named))
 
     binding_check(rule_id, cluster_scoped=cluster_scoped)(check)
     rule_ = BINDING_RULES[rule_id]
     BINDING_RULES[rule_id] = BindingRule(rule_.check, cluster_scoped, False, False,
-                                         (pattern_bit(pattern), include_named, detail))  # fmt: skip
+                                         (pattern_bit(pattern), include_named))  # fmt: skip
 
 
 def grants_everything(binding: Binding) -> bool:
@@ -146,10 +150,9 @@ def _walk_checks(snapshot: ClusterSnapshot, ctx: AuditContext, index: Permission
                 if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
                     continue
                 if r.pattern is not None and named is not None and unnamed is not None:
-                    bit, include_named, detail = r.pattern
-                    if (named if include_named else unnamed) & bit:
-                        details.append((rule_id, detail))
-                    continue
+                    bit, include_named = r.pattern
+                    if not (named if include_named else unnamed) & bit:
+                        continue  # the role does not grant the pattern: no need to call the check
                 found = r.check(binding, ctx, index)
                 if found is not None:
                     details.append((rule_id, found))

@@ -40,6 +40,7 @@ from access_hygiene.reconcile.permissions import (
     PermissionIndex,
     PolicyRule,
     RuleSet,
+    grant_text,
     has_wildcard,
     is_bootstrap,
     is_excluded,
@@ -187,7 +188,7 @@ def masters_bindings(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[F
     yield from _subject_check("Group", frozenset({MASTERS_GROUP}), "binds")(snapshot, ctx, "AH-RBAC-004")
 
 
-binding_pattern_check("AH-RBAC-005", IMPERSONATE, "can impersonate identities", include_named=True)
+binding_pattern_check("AH-RBAC-005", IMPERSONATE, "can {granted}", include_named=True)
 
 
 @rule("AH-RBAC-005", Severity.CRITICAL, "Subject can impersonate users, groups or service accounts")
@@ -196,7 +197,7 @@ def impersonate(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-005")
 
 
-binding_pattern_check("AH-RBAC-006", ESCALATE, "can escalate (write roles beyond its own permissions)")
+binding_pattern_check("AH-RBAC-006", ESCALATE, "can {granted} (write roles beyond its own permissions)")
 
 
 @rule("AH-RBAC-006", Severity.CRITICAL, "Subject can escalate roles")
@@ -233,7 +234,7 @@ def _bind_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> 
     privileged = _privileged_role_names(index, ctx)
     for r in binding.rules:
         if rules_grant([r], BIND):
-            return "can bind any role"
+            return f"can bind any role ({grant_text([r], BIND)})"
         if rules_grant([r], BIND, include_named=True) and r.resource_names & privileged:
             return f"can bind privileged roles {', '.join(sorted(r.resource_names & privileged))}"
     return None
@@ -248,10 +249,11 @@ def bind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
 @binding_check("AH-RBAC-008")
 def _token_mint_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if rules_grant(binding.rules, TOKEN_CREATE, include_named=True):
-        return "can create service-account tokens"
+        return f"can {grant_text(binding.rules, TOKEN_CREATE, include_named=True)} (mint service-account tokens)"
     privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
     if privileged and rules_grant(binding.rules, SECRETS_WRITE):
-        return "can write secrets in a privileged namespace"
+        granted = grant_text(binding.rules, SECRETS_WRITE)
+        return f"can {granted} (mint legacy tokens, replace credentials)"
     return None
 
 
@@ -262,16 +264,17 @@ def token_mint(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-008")
 
 
-binding_pattern_check("AH-RBAC-009", SECRETS_READ, f"can {'/'.join(READ_VERBS)} secrets")
+binding_pattern_check("AH-RBAC-009", SECRETS_READ, "can {granted}")
 
 
 @rule("AH-RBAC-009", Severity.HIGH, "Subject can read secrets")
 def read_secrets(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
-    """get/list/watch on all secrets in scope (named-secret access is not reported)."""
+    """get, list or watch on all secrets in scope (named-secret access is not reported); the message names the
+    verbs granted (`list` alone returns every secret's data too)."""
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-009")
 
 
-binding_pattern_check("AH-RBAC-010", NODES_PROXY, "can reach kubelets through nodes/proxy", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-010", NODES_PROXY, "can {granted} (reach the kubelet API)", cluster_scoped=True)
 
 
 @rule("AH-RBAC-010", Severity.CRITICAL, "Subject can use nodes/proxy")
@@ -280,8 +283,7 @@ def nodes_proxy(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-010")
 
 
-binding_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can write admission webhook configurations or policies",
-               cluster_scoped=True)  # fmt: skip
+binding_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can {granted} (admission control)", cluster_scoped=True)
 
 
 @rule("AH-RBAC-011", Severity.CRITICAL, "Subject can write admission webhooks or policies")
@@ -307,7 +309,7 @@ def csr_approval(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-012")
 
 
-binding_pattern_check("AH-RBAC-013", EXEC, "can exec/attach into pods")
+binding_pattern_check("AH-RBAC-013", EXEC, "can {granted} (run commands in pods)")
 
 
 @rule("AH-RBAC-013", Severity.HIGH, "Subject can exec or attach into pods")
@@ -316,7 +318,7 @@ def pods_exec(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-013")
 
 
-binding_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can add ephemeral containers to pods")
+binding_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can {granted} (add containers to running pods)")
 
 
 @rule("AH-RBAC-014", Severity.HIGH, "Subject can add ephemeral containers to pods")
@@ -330,7 +332,7 @@ def _create_pods_check(binding: Binding, ctx: AuditContext, index: PermissionInd
     if rules_grant(binding.rules, CREATE_PODS):
         return "can create pods"
     if rules_grant(binding.rules, CREATE_WORKLOADS):
-        return "can create or change workload controllers (pod-template control: runs pods)"
+        return f"can {grant_text(binding.rules, CREATE_WORKLOADS)} (pod-template control: runs pods)"
     return None
 
 
@@ -407,7 +409,7 @@ def aggregation_escalation(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
 @binding_check("AH-RBAC-019")
 def _kube_system_configmaps_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if binding.namespace in ("", "kube-system") and rules_grant(binding.rules, CONFIGMAP_WRITE):
-        return "can write kube-system ConfigMaps"
+        return f"can {grant_text(binding.rules, CONFIGMAP_WRITE)} (kube-system's configure control-plane add-ons)"
     return None
 
 
@@ -417,7 +419,7 @@ def kube_system_configmaps(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-019")
 
 
-binding_pattern_check("AH-RBAC-020", PV_CREATE, "can create PersistentVolumes", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-020", PV_CREATE, "can {granted}", cluster_scoped=True)
 
 
 @rule("AH-RBAC-020", Severity.MEDIUM, "Subject can create PersistentVolumes")
@@ -426,7 +428,7 @@ def create_persistent_volumes(snapshot: ClusterSnapshot, ctx: AuditContext) -> I
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-020")
 
 
-binding_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can delete events")
+binding_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can {granted}")
 
 
 @rule("AH-RBAC-021", Severity.LOW, "Subject can delete events")

@@ -18,6 +18,7 @@ from access_hygiene.reconcile.permissions import (
     PermissionIndex,
     PolicyRule,
     RuleSet,
+    grant_text,
     pattern_bit,
     pattern_masks,
     register_pattern,
@@ -41,13 +42,6 @@ REBIND: Pattern = register_pattern(
     (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
 )
 NAMESPACED_REBIND: Pattern = register_pattern((("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",)))
-CLUSTER_REBIND: Pattern = register_pattern(
-    (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
-)
-# One pattern per verb of SECRETS_WRITE_DELETE: which of them a role grants.
-SECRETS_VERBS: tuple[tuple[str, Pattern], ...] = tuple(
-    (verb, register_pattern(((verb,), ("",), ("secrets",)))) for verb in SECRETS_WRITE_DELETE[0]
-)
 DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
 BROAD_DELETE_RESOURCES = 10
@@ -62,21 +56,23 @@ def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
     privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
     if privileged and rules_grant(binding.rules, SECRETS_WRITE):
         return None  # AH-RBAC-008 reports writes there
-    verbs = sorted({verb for verb, pattern in SECRETS_VERBS if rules_grant(binding.rules, pattern)})
-    return f"can {'/'.join(verbs)} secrets (replace or remove credentials other workloads mount)"
+    granted = grant_text(binding.rules, SECRETS_WRITE_DELETE)
+    return f"can {granted} (replace or remove credentials other workloads mount)"
 
 
-_TRAFFIC_BITS = [(label, pattern_bit(pattern)) for label, pattern in TRAFFIC_KINDS]
+_TRAFFIC_BITS = [(pattern, pattern_bit(pattern)) for _, pattern in TRAFFIC_KINDS]
 
 
 def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
     rules = binding.rules
     if isinstance(rules, RuleSet):  # all five patterns at once
         granted = pattern_masks(rules)[1]
-        kinds = [label for label, bit in _TRAFFIC_BITS if granted & bit]
+        patterns = [pattern for pattern, bit in _TRAFFIC_BITS if granted & bit]
     else:
-        kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
-    return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
+        patterns = [pattern for _, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
+    if not patterns:
+        return None
+    return f"can {grant_text(rules, *patterns)} (delete the default deny or redirect traffic)"
 
 
 def _port_forward(binding: Binding, _: AuditContext) -> str | None:
@@ -84,14 +80,11 @@ def _port_forward(binding: Binding, _: AuditContext) -> str | None:
 
 
 def _rebind(binding: Binding, _: AuditContext) -> str | None:
-    if binding.namespace:  # a RoleBinding reaches RoleBindings of its namespace only
-        return "can update/patch RoleBindings (rebind subjects to roles it holds, no bind verb needed)" if (
-            rules_grant(binding.rules, NAMESPACED_REBIND)
-        ) else None  # fmt: skip
-    if not rules_grant(binding.rules, REBIND):
+    # A RoleBinding reaches RoleBindings of its namespace only.
+    pattern = NAMESPACED_REBIND if binding.namespace else REBIND
+    if not rules_grant(binding.rules, pattern):
         return None
-    which = "ClusterRoleBindings" if rules_grant(binding.rules, CLUSTER_REBIND) else "RoleBindings"
-    return f"can update/patch {which} (rebind subjects to roles it holds, no bind verb needed)"
+    return f"can {grant_text(binding.rules, pattern)} (rebind subjects to roles it holds, no bind verb needed)"
 
 
 def deletable_resources(rules: tuple[PolicyRule, ...]) -> tuple[bool, frozenset[str]]:
