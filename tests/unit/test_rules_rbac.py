@@ -219,3 +219,46 @@ def test_every_binding_rule_message_is_checked() -> None:
         "AH-RBAC-029": "its own tests (tests/unit/test_rules_rbac.py::test_broad_delete_*)",
     }
     assert set(BINDING_RULES) == {case[0] for case in MESSAGE_CASES} | set(exact)
+
+
+# --- issue 25 item 6: AH-RBAC-029's "any resource" is `*` in every group or the core group, not in one other group --
+
+DELETE_CASES = [
+    # (rules of a Role bound in namespace team, the AH-RBAC-029 message or None)
+    ([(CORE, ["*"], ["delete"])], "can delete any resource (`*`) of the core API group in namespace team"),
+    ([("*", ["*"], ["deletecollection"])], "can deletecollection any resource (`*`) in every API group in"),
+    ([(CORE, ["*"], ["*"]), ("apps", ["*"], ["delete"])], "can delete/deletecollection any resource (`*`) of the core"),
+    # KEDA: `*` in external.metrics.k8s.io / metrics.k8s.io is one group's resources, each one kind
+    ([("external.metrics.k8s.io", ["*"], ["*"]), ("metrics.k8s.io", ["*"], ["delete"])], None),
+    # nine core kinds plus `*` in apps (one kind): ten kinds
+    ([(CORE, ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts", "endpoints",
+              "events", "limitranges"], ["delete"]), ("apps", ["*"], ["delete"])],
+     "can delete 10 kinds of resources in"),
+    ([(CORE, ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts", "endpoints",
+              "events", "limitranges"], ["delete"]), ("apps", ["*"], ["deletecollection"])],
+     "can delete or deletecollection 10 kinds of resources (delete 9, deletecollection 1) in"),
+    # the same nine kinds and `*` in several other groups' subresources only: nine kinds
+    ([(CORE, ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts", "endpoints",
+              "events", "limitranges"], ["delete"]), ("apps", ["deployments/scale"], ["delete"])], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rules", "said"), DELETE_CASES)
+def test_broad_delete_any_resource_by_api_group(
+    rules: list[tuple[str, list[str], list[str]]], said: str | None
+) -> None:
+    role, binding = _bound_role("team", rules[0])
+    role["rules"] = [{"apiGroups": [g], "resources": r, "verbs": v} for g, r, v in rules]
+    messages = [f.message for f in run_audit(ClusterSnapshot.from_objects([role, binding]), AuditContext(),
+                                             only=["AH-RBAC-029"])]  # fmt: skip
+    if said is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1
+        assert f"User:u {said}" in messages[0], messages[0]
+
+
+def test_broad_delete_keda_metrics_reader_is_not_reported() -> None:
+    """The issue's case: KEDA's `external.metrics.k8s.io / * / *` bound to keda:keda-operator cluster-wide."""
+    findings = run_audit(load(FIXTURES / "AH-RBAC-029" / "good.yaml"), AuditContext(), only=["AH-RBAC-029"])
+    assert [f for f in findings if "keda" in f.message] == []

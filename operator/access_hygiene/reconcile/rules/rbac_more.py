@@ -8,6 +8,7 @@ shares (rules/binding_walk.py), remembered per role and scope class.
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.permissions import (
@@ -42,7 +43,6 @@ REBIND: Pattern = register_pattern(
     (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
 )
 NAMESPACED_REBIND: Pattern = register_pattern((("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",)))
-DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
 BROAD_DELETE_RESOURCES = 10
 
@@ -87,27 +87,73 @@ def _rebind(binding: Binding, _: AuditContext) -> str | None:
     return f"can {grant_text(binding.rules, pattern)} (rebind subjects to roles it holds, no bind verb needed)"
 
 
-def deletable_resources(rules: tuple[PolicyRule, ...]) -> tuple[bool, frozenset[str]]:
-    """(wildcard, resources): may any rule delete `*` resources, and which named ones can be deleted
-    (without resourceNames restriction; subresources do not count)."""
-    wildcard = False
-    names: set[str] = set()
+# API groups in which `*` resources means "any resource": every group, and the core group (pods, secrets,
+# configmaps, services, persistentvolumeclaims, serviceaccounts, ...). `*` in another group means only the
+# resources that group serves (external.metrics.k8s.io, metrics.k8s.io: metrics, nothing a deleter can break).
+ANY_RESOURCE_GROUPS = frozenset({"*", ""})
+
+
+@dataclass(frozen=True)
+class Deletable:
+    """What the rules let a subject delete (delete/deletecollection, without resourceNames restriction)."""
+
+    anywhere: tuple[str, ...]  # delete verbs granted on `*` resources in `*` or the core group
+    every_group: bool  # ... and in every API group (not only the core one)
+    kinds: dict[str, tuple[str, ...]]  # "group/resource" (or "group/*" for `*` in another group) -> delete verbs
+
+
+def _delete_verbs(rule: PolicyRule) -> tuple[str, ...]:
+    return tuple(v for v in ("delete", "deletecollection") if v in rule.verbs or "*" in rule.verbs)
+
+
+def deletable_resources(rules: tuple[PolicyRule, ...]) -> Deletable:
+    """What the rules let a subject delete. Subresources do not count; `*` resources count as "any resource" only
+    in every group or the core group, and as one kind per other group (which resources a group serves is not
+    known offline)."""
+    anywhere: set[str] = set()
+    every_group = False
+    kinds: dict[str, set[str]] = {}
     for r in rules:
-        if r.resource_names or not (r.verbs & DELETE_VERBS):
+        verbs = _delete_verbs(r)
+        if r.resource_names or not verbs:
             continue
-        if "*" in r.resources:
-            wildcard = True
-        names.update(f"{group}/{res}" for res in r.resources if "/" not in res for group in r.api_groups)
-    return wildcard, frozenset(names)
+        resources = [res for res in r.resources if "/" not in res]
+        if "*" in resources:
+            if r.api_groups & ANY_RESOURCE_GROUPS:
+                anywhere.update(verbs)
+                every_group = every_group or "*" in r.api_groups
+            for group in r.api_groups - ANY_RESOURCE_GROUPS:
+                kinds.setdefault(f"{group}/*", set()).update(verbs)
+            resources.remove("*")
+        for group in r.api_groups:
+            for res in resources:
+                kinds.setdefault(f"{group}/{res}", set()).update(verbs)
+    ordered = ("delete", "deletecollection")
+    return Deletable(
+        tuple(v for v in ordered if v in anywhere),
+        every_group,
+        {kind: tuple(v for v in ordered if v in verbs) for kind, verbs in sorted(kinds.items())},
+    )
 
 
 def _broad_delete(binding: Binding, _: AuditContext) -> str | None:
-    wildcard, names = deletable_resources(binding.rules)
-    if wildcard:
-        return "can delete any resource (`*`)"
-    if len({name.partition("/")[2] for name in names}) >= BROAD_DELETE_RESOURCES:
-        return f"can delete {len(names)} kinds of resources"
-    return None
+    deletable = deletable_resources(binding.rules)
+    if deletable.anywhere:
+        where = "in every API group" if deletable.every_group else "of the core API group"
+        return f"can {'/'.join(deletable.anywhere)} any resource (`*`) {where}"
+    # Kinds: distinct resource names (the same resource in two groups is one kind), one per `group/*`.
+    by_kind: dict[str, set[str]] = {}
+    for kind, verbs in deletable.kinds.items():
+        resource = kind.partition("/")[2]
+        by_kind.setdefault(kind if resource == "*" else resource, set()).update(verbs)
+    if len(by_kind) < BROAD_DELETE_RESOURCES:
+        return None
+    counts = {verb: sum(verb in verbs for verbs in by_kind.values()) for verb in ("delete", "deletecollection")}
+    granted = [verb for verb, count in counts.items() if count]
+    if all(counts[verb] == len(by_kind) for verb in granted):
+        return f"can {'/'.join(granted)} {len(by_kind)} kinds of resources"
+    each = ", ".join(f"{verb} {count}" for verb, count in counts.items() if count)
+    return f"can delete or deletecollection {len(by_kind)} kinds of resources ({each})"
 
 
 CHECKS: dict[str, BindingCheck] = {
@@ -183,6 +229,9 @@ def rebind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
 
 @rule("AH-RBAC-029", Severity.MEDIUM, "Subject can delete broadly")
 def broad_delete(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
-    """delete/deletecollection on `*` resources or on ten or more kinds of resources in scope: one
-    credential can wipe out workloads, their configuration and their data."""
+    """delete/deletecollection on any resource or on ten or more kinds of resources in scope: one credential
+    can wipe out workloads, their configuration and their data. "Any resource" is `*` resources in apiGroups
+    `*` or the core group ""; `*` in another group (metrics.k8s.io, external.metrics.k8s.io, apps, ...) is only
+    that group's resources and counts as one kind. Subresources and resourceNames-limited rules do not count.
+    The message names the delete verbs granted."""
     yield from _findings(snapshot, ctx, "AH-RBAC-029")
