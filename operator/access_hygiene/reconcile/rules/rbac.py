@@ -54,6 +54,7 @@ from access_hygiene.reconcile.rules import RULES, AuditContext, rule
 from access_hygiene.reconcile.rules.binding_walk import (
     binding_check,
     binding_pattern_check,
+    binding_severity,
     flagged,
     grants_everything,
 )
@@ -80,7 +81,7 @@ def _scope(binding: Binding) -> str:
 def _binding_findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
     """One finding per non-excluded subject of each binding the rule's check (@binding_check) flags."""
     for binding, detail, subjects in flagged(snapshot, ctx, rule_id):
-        severity = _severity(rule_id, binding.namespace, ctx)
+        severity = binding_severity(rule_id, binding.namespace, ctx)
         tail = f"{detail} {_scope(binding)} via {binding.role_ref.kind}/{binding.role_ref.name}"
         for subject in subjects:
             yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
@@ -227,7 +228,7 @@ def _privileged_role_names(index: PermissionIndex, ctx: AuditContext) -> frozens
     return result
 
 
-@binding_check("AH-RBAC-007")
+@binding_check("AH-RBAC-007", requires_named=(BIND,))
 def _bind_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if not rules_grant(binding.rules, BIND, include_named=True):
         return None  # neither branch below can apply
@@ -246,7 +247,7 @@ def bind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-007")
 
 
-@binding_check("AH-RBAC-008")
+@binding_check("AH-RBAC-008", requires_named=(TOKEN_CREATE,), requires=(SECRETS_WRITE,))
 def _token_mint_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if rules_grant(binding.rules, TOKEN_CREATE, include_named=True):
         return f"can {grant_text(binding.rules, TOKEN_CREATE, include_named=True)} (mint service-account tokens)"
@@ -292,10 +293,12 @@ def webhook_write(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Find
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-011")
 
 
-@binding_check("AH-RBAC-012", cluster_scoped=True, per_binding=True)
+@binding_check("AH-RBAC-012", cluster_scoped=True, per_binding=True, requires_named=(SIGNER_APPROVE,))
 def _csr_approval_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if not rules_grant(binding.rules, SIGNER_APPROVE, include_named=True):
         return None
+    if rules_grant(binding.rules, CSR_APPROVE):  # the binding itself (a cluster-wide one) grants the approval too
+        return "can approve certificate signing requests"
     for subject in binding.subjects:
         holders = index.bindings_for(subject)
         if any(not b.namespace and rules_grant(b.rules, CSR_APPROVE) for _, b in holders):
@@ -327,7 +330,7 @@ def ephemeral_containers(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterat
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-014")
 
 
-@binding_check("AH-RBAC-015")
+@binding_check("AH-RBAC-015", requires=(CREATE_PODS, CREATE_WORKLOADS))
 def _create_pods_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if rules_grant(binding.rules, CREATE_PODS):
         return "can create pods"
@@ -406,7 +409,7 @@ def aggregation_escalation(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
                 )
 
 
-@binding_check("AH-RBAC-019")
+@binding_check("AH-RBAC-019", requires=(CONFIGMAP_WRITE,))
 def _kube_system_configmaps_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if binding.namespace in ("", "kube-system") and rules_grant(binding.rules, CONFIGMAP_WRITE):
         return f"can {grant_text(binding.rules, CONFIGMAP_WRITE)} (kube-system's configure control-plane add-ons)"

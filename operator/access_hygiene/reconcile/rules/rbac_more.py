@@ -25,8 +25,8 @@ from access_hygiene.reconcile.permissions import (
     register_pattern,
     rules_grant,
 )
-from access_hygiene.reconcile.rules import RULES, AuditContext, rule
-from access_hygiene.reconcile.rules.binding_walk import binding_check, flagged
+from access_hygiene.reconcile.rules import AuditContext, rule
+from access_hygiene.reconcile.rules.binding_walk import binding_check, binding_severity, flagged
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
@@ -163,8 +163,8 @@ CHECKS: dict[str, BindingCheck] = {
     "AH-RBAC-028": _rebind,
     "AH-RBAC-029": _broad_delete,
 }
-# Checks whose answer depends on the binding's scope, not only on its role's rules.
-_SCOPED = frozenset({"AH-RBAC-025"})
+# Rules whose findings are raised one step cluster-wide (besides privileged namespaces).
+_RAISED_CLUSTER_WIDE = frozenset({"AH-RBAC-025"})
 
 
 def _walk_check(check: BindingCheck) -> Callable[[Binding, AuditContext, PermissionIndex], str | None]:
@@ -174,24 +174,28 @@ def _walk_check(check: BindingCheck) -> Callable[[Binding, AuditContext, Permiss
     return walk_check
 
 
+# Patterns one of which a role must grant for the check to flag it (the walk skips the others from their masks).
+_REQUIRES: dict[str, tuple[Pattern, ...]] = {
+    "AH-RBAC-025": (SECRETS_WRITE_DELETE,),
+    "AH-RBAC-026": tuple(pattern for _, pattern in TRAFFIC_KINDS),
+    "AH-RBAC-027": (PORT_FORWARD,),
+    "AH-RBAC-028": (REBIND,),
+}
+
 for _rule_id, _check in CHECKS.items():  # evaluated in the walk over the bindings that rules/rbac.py shares
-    binding_check(_rule_id)(_walk_check(_check))
+    binding_check(_rule_id, raised_cluster_wide=_rule_id in _RAISED_CLUSTER_WIDE, requires=_REQUIRES.get(_rule_id, ()))(
+        _walk_check(_check)
+    )
 
 
 def _scope(binding: Binding) -> str:
     return f"in namespace {binding.namespace}" if binding.namespace else "cluster-wide"
 
 
-def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
-    base = RULES[rule_id].severity
-    raised = binding.namespace in ctx.privileged_namespaces or (rule_id in _SCOPED and not binding.namespace)
-    return base.raised() if raised else base
-
-
 def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
     for binding, detail, subjects in flagged(snapshot, ctx, rule_id):
         role = binding.role_ref
-        severity = _severity(rule_id, binding, ctx)
+        severity = binding_severity(rule_id, binding.namespace, ctx)
         tail = f"{detail} {_scope(binding)} via {role.kind}/{role.name}"
         for subject in subjects:
             yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
