@@ -188,3 +188,35 @@ def test_unused_not_judged_on_a_short_window(tmp_path: Path, capsys: pytest.Capt
     assert data["findings"] == []
     assert data["window"]["judged"] is False
     assert "Not judged: the audit data spans 9d0h" in err
+
+
+def test_unused_table_says_not_judged_instead_of_no_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not judged is not "no findings": the table output (stdout) says it did not judge, and why."""
+    log = write(tmp_path / "audit.log", lines(*APP_EVENTS))
+    manifests = tmp_path / "rbac.yaml"
+    manifests.write_text(MANIFESTS)
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "10d")
+    assert code == 3, err
+    assert "No findings" not in out
+    assert out.startswith("Not judged: the audit data spans 9d0h"), out
+    assert "less than --min-window 10d0h" in out
+    # Judged and clean still says so.
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "9d",
+                         "--sa", "shop:nobody")  # fmt: skip
+    assert (code, out.strip()) == (0, "No findings."), err
+
+
+def test_unused_sarif_carries_the_not_judged_notice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = write(tmp_path / "audit.log", lines(*APP_EVENTS))
+    manifests = tmp_path / "rbac.yaml"
+    manifests.write_text(MANIFESTS)
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "10d", "-o", "sarif")
+    assert code == 3, err
+    [run_] = json.loads(out)["runs"]
+    assert run_["results"] == []
+    [invocation] = run_["invocations"]
+    [notice] = invocation["toolExecutionNotifications"]
+    assert notice["level"] == "warning"
+    assert notice["message"]["text"].startswith("Not judged: the audit data spans 9d0h")
