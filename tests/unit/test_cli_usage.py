@@ -220,3 +220,30 @@ def test_unused_sarif_carries_the_not_judged_notice(tmp_path: Path, capsys: pyte
     [notice] = invocation["toolExecutionNotifications"]
     assert notice["level"] == "warning"
     assert notice["message"]["text"].startswith("Not judged: the audit data spans 9d0h")
+
+
+def test_suggest_comments_the_rule_it_widened_from_generated_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = [event(verb, "secrets", name=f"sh.helm.release.v1.web.v{n}") for n in (1, 2, 3) for verb in ("get",)]
+    events.append(event("get", "configmaps", name="orders-config"))
+    log = write(tmp_path / "audit.log", lines(*events))
+    code, out, err = run(capsys, "suggest", log, "--serviceaccount", "shop:orders-api")
+    assert code == 0, err
+    policy = yaml.safe_load(out)
+    assert policy["spec"]["rbac"]["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-config"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]
+    body = out.splitlines()
+    item = body.index("    - apiGroups: ['']", body.index("    - apiGroups: ['']") + 1)  # the second rule
+    comment = body[item - 1]
+    assert comment.startswith("    # secrets (get): not restricted to resourceNames"), body
+    assert "sh.helm.release.v1.web.v1" in comment
+    assert "namespace shop" in comment
+    assert not body[item - 2].startswith("    #")  # only the widened rule carries a comment
+    code, out, err = run(capsys, "suggest", log, "--serviceaccount", "shop:orders-api", "-o", "json")
+    [entry] = json.loads(out)["suggestions"]
+    [note] = entry["notes"]
+    assert note["rule"] == "spec.rbac.rules[1]"
+    assert "Helm release" in note["text"]
