@@ -8,7 +8,8 @@ ETCD_VERSION="v3.6.8"
 HELM_VERSION="v3.22.0"
 cache_root="${ACCESS_HYGIENE_CACHE:-$HOME/.cache/access-hygiene}"
 out="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
-stamp="$out/.complete-$(sha256sum "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
+# The sources' contents only (sha256sum's own output names the files): every checkout of them shares the build.
+stamp="$out/.complete-$(cat "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
 
 if [[ -f "$stamp" ]]; then
   echo "$out"
