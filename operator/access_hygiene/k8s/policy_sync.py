@@ -20,7 +20,12 @@ from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resol
 from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
 from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling, requested_resources
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
-from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
+from access_hygiene.reconcile.status import (
+    api_server_degradation,
+    count_policy_findings,
+    set_condition,
+    status_to_wire,
+)
 from access_hygiene.reconcile.validation import manifest_problems
 from access_hygiene.render.policy import POLICY_UID_LABEL, ClusterFacts, render_policy
 from access_hygiene.settings import OperatorSettings
@@ -204,7 +209,8 @@ def sync_policy(
         result.ceiling_violations = violations
         return result
 
-    desired = render_policy(policy, cluster_facts(source, settings))
+    facts = cluster_facts(source, settings)
+    desired = render_policy(policy, facts)
     problems = manifest_problems(desired)
     if problems:
         return refuse("invalid", "InvalidSpec", "; ".join(problems), violations=len(problems), **base)
@@ -297,20 +303,8 @@ def sync_policy(
         )
     else:
         message = f"{len(desired)} object(s) in place"
-        missing_api = (
-            spec.network is not None
-            and spec.network.kube_api_server
-            and not any(m["kind"] == "NetworkPolicy" and "ipBlock" in str(m.get("spec")) for m in desired)
-        )
-        degraded: Verdict = (
-            (
-                "True",
-                "APIServerEndpointsUnknown",
-                "kubeAPIServer egress requested but the API server endpoints could not be discovered",
-            )
-            if missing_api
-            else ("False", "AsExpected", "")
-        )
+        degradation = api_server_degradation(policy, desired, facts.api_server_endpoints)
+        degraded: Verdict = ("True", *degradation) if degradation else ("False", "AsExpected", "")
         result = finish(
             "success",
             ("True", "Reconciled", message),

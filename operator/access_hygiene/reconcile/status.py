@@ -1,10 +1,13 @@
-"""Pure construction of AccessPolicy status: conditions keep lastTransitionTime unless status flips."""
+"""Pure construction of AccessPolicy status: conditions keep lastTransitionTime unless status flips; what a
+policy declares that its objects do not deliver (the Degraded condition)."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from access_hygiene.models.findings import Finding
+from access_hygiene.models.policy import ResolvedPolicy
 from access_hygiene.models.status import AccessPolicyStatus, Condition, ConditionStatus
+from access_hygiene.reconcile.namespaces import egress_allows_address
 
 
 def set_condition(
@@ -61,3 +64,32 @@ def count_policy_findings(findings: Iterable[Finding], namespace: str, service_a
             )
         )
     )
+
+
+def api_server_degradation(
+    policy: ResolvedPolicy, desired: Sequence[Mapping[str, Any]], api_server_endpoints: Sequence[tuple[str, int]]
+) -> tuple[str, str] | None:
+    """(reason, message) when the policy asks for API server egress (network.kubeAPIServer) and the rendered
+    NetworkPolicy does not allow every API server address; decided from the rendered egress rules, so an
+    unrelated ipBlock (a database subnet) does not count."""
+    network = policy.spec.network
+    if network is None or not network.kube_api_server:
+        return None
+    if not api_server_endpoints:
+        return (
+            "APIServerEndpointsUnknown",
+            "kubeAPIServer egress requested but the API server endpoints could not be discovered "
+            "(no EndpointSlice of default/kubernetes): no egress to the API server is rendered",
+        )
+    rendered = [m for m in desired if m.get("kind") == "NetworkPolicy"]
+    missing = [
+        f"{ip}:{port}"
+        for ip, port in api_server_endpoints
+        if not any(egress_allows_address(dict(m), ip, port) for m in rendered)
+    ]
+    if missing:
+        return (
+            "APIServerEgressMissing",
+            f"kubeAPIServer egress requested but the rendered NetworkPolicy does not allow {', '.join(missing)}",
+        )
+    return None
