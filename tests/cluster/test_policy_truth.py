@@ -14,6 +14,7 @@ from kopf.testing import KopfRunner
 from tests.cluster.conftest import wait_for
 from tests.cluster.test_policy_operator import condition, create_policy, get_policy
 from tests.conftest import Cluster
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.cluster
 
@@ -72,3 +73,64 @@ def test_a_database_ip_block_does_not_hide_the_missing_api_server_egress(
         )
         cidrs = [peer.ip_block.cidr for rule in generated.spec.egress for peer in rule.to or [] if peer.ip_block]
         assert cidrs == ["10.20.0.0/16"]  # the database only: no API server address is allowed
+
+
+# --- item 4 -----------------------------------------------------------------------------------------------------
+
+
+def live_network_policies(api: kubernetes.client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    from access_hygiene.k8s import resources
+
+    return list(resources.list_objects(api, "networking.k8s.io/v1", "NetworkPolicy", namespace=namespace))
+
+
+def dns_reachable(api: kubernetes.client.ApiClient, namespace: str, pod_labels: dict[str, str]) -> bool:
+    """Judged over the live NetworkPolicies (as the API server stored them) with the hygiene rules' semantics."""
+    from access_hygiene.reconcile.namespaces import dns_allowed
+    from access_hygiene.reconcile.rules import AuditContext
+    from access_hygiene.reconcile.snapshot import ClusterSnapshot
+
+    snapshot = ClusterSnapshot(network_policies=live_network_policies(api, namespace))
+    return dns_allowed(snapshot, AuditContext(now=PINNED_NOW), namespace, pod_labels)  # no time-bound rule here
+
+
+def dns_allow_selector(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] | None:
+    found = [p for p in live_network_policies(api, namespace) if p["metadata"]["name"] == "access-hygiene-allow-dns"]
+    return found[0]["spec"].get("podSelector") if found else None
+
+
+def test_dns_false_takes_the_pods_out_of_the_namespace_dns_allow(
+    operator: KopfRunner, cluster: Cluster, enforced_namespace: str
+) -> None:
+    namespace = enforced_namespace
+    quiet, pair = {"app.kubernetes.io/name": "quiet"}, {"app": "pair", "tier": "web"}
+    with cluster.api_client() as api:
+        wait_for(lambda: dns_allow_selector(api, namespace) == {})  # namespace hygiene: every pod may use DNS
+        assert dns_reachable(api, namespace, quiet)
+        create_policy(api, namespace, "quiet", {"mode": "enforce", "network": {"dns": False}})
+        pair_spec = {"mode": "enforce", "podSelector": {"matchLabels": pair}, "network": {"dns": False}}
+        create_policy(api, namespace, "pair", pair_spec)
+        expected = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["quiet"]}]}
+        wait_for(lambda: dns_allow_selector(api, namespace) == expected)
+        assert not dns_reachable(api, namespace, quiet)
+        assert dns_reachable(api, namespace, {"app.kubernetes.io/name": "other"})
+        assert dns_reachable(api, namespace, {})
+
+        def degraded(name: str) -> tuple[str, str]:
+            found = current_condition(api, namespace, name, "Degraded")
+            return found["status"], found["reason"]
+
+        wait_for(lambda: degraded("quiet") == ("False", "AsExpected"))
+        # Two labels cannot be left out of a label selector exactly: the pods keep DNS, and the policy says so.
+        assert dns_reachable(api, namespace, pair)
+        wait_for(lambda: degraded("pair") == ("True", "DNSStillAllowed"))
+        message = current_condition(api, namespace, "pair", "Degraded")["message"]
+        assert "access-hygiene-allow-dns" in message
+        assert "2 labels" in message
+
+        # DNS back on: the exclusion goes, and the app's own NetworkPolicy allows DNS.
+        kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "accesshygiene.io", "v1alpha1", namespace, "accesspolicies", "quiet", {"spec": {"network": {"dns": True}}}
+        )
+        wait_for(lambda: dns_allow_selector(api, namespace) == {})
+        assert dns_reachable(api, namespace, quiet)

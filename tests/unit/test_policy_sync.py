@@ -14,6 +14,7 @@ from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.reconcile.status import api_server_degradation
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+from access_hygiene.render.namespace import render_dns_allow
 from access_hygiene.render.policy import render_policy
 from access_hygiene.settings import OperatorSettings
 
@@ -130,3 +131,42 @@ def test_api_server_egress_is_read_from_the_rendered_rules(egress: dict[str, Any
     verdict = api_server_degradation(policy, [egress_policy(egress)], [("10.0.0.1", 6443)])
     reason = verdict[0] if verdict else None
     assert reason == (None if allowed else "APIServerEgressMissing")
+
+
+# --- issue 25, item 4: network.dns: false is judged from every NetworkPolicy that selects the app's pods -----------
+
+
+def quiet(pod_selector: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"mode": "enforce", "network": {"dns": False}}
+    if pod_selector:
+        spec["podSelector"] = {"matchLabels": pod_selector}
+    metadata = {"name": "quiet", "namespace": "shop", "uid": "uid-quiet", "generation": 1}
+    return {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy", "metadata": metadata, "spec": spec}
+
+
+def namespace_dns_allow(*excluded: dict[str, str]) -> dict[str, Any]:
+    return render_dns_allow("shop", "uid-shop", "kube-system", {"k8s-app": "kube-dns"}, excluded)
+
+
+def test_dns_off_while_the_namespace_dns_allow_still_selects_the_pods_is_degraded() -> None:
+    body = quiet()
+    result = sync(body, in_place(body, namespace_dns_allow()))
+    assert condition(result, "Ready") == ("True", "Reconciled")
+    assert condition(result, "Degraded") == ("True", "DNSStillAllowed")
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert "NetworkPolicy access-hygiene-allow-dns allows these pods DNS egress" in message
+
+
+def test_dns_off_with_the_pods_left_out_of_the_namespace_dns_allow_is_not_degraded() -> None:
+    body = quiet()
+    result = sync(body, in_place(body, namespace_dns_allow({"app.kubernetes.io/name": "quiet"})))
+    assert condition(result, "Degraded") == ("False", "AsExpected")
+    assert condition(sync(body, in_place(body)), "Degraded") == ("False", "AsExpected")  # no namespace DNS allow
+
+
+def test_dns_off_for_a_label_combination_says_why_it_cannot_be_honoured() -> None:
+    body = quiet({"app": "quiet", "tier": "web"})
+    result = sync(body, in_place(body, namespace_dns_allow({"app.kubernetes.io/name": "other"})))
+    assert condition(result, "Degraded") == ("True", "DNSStillAllowed")
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert "this policy's podSelector has 2 labels, so it cannot" in message

@@ -23,6 +23,7 @@ from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_cha
 from access_hygiene.reconcile.status import (
     api_server_degradation,
     count_policy_findings,
+    dns_degradation,
     set_condition,
     status_to_wire,
 )
@@ -303,8 +304,24 @@ def sync_policy(
         )
     else:
         message = f"{len(desired)} object(s) in place"
-        degradation = api_server_degradation(policy, desired, facts.api_server_endpoints)
-        degraded: Verdict = ("True", *degradation) if degradation else ("False", "AsExpected", "")
+        degradations = [
+            d
+            for d in (
+                api_server_degradation(policy, desired, facts.api_server_endpoints),
+                dns_degradation(
+                    policy,
+                    source.in_namespace("NetworkPolicy", policy.namespace),
+                    settings.audit_context(now=now),
+                    source.get("Namespace", "", settings.dns_namespace),
+                ),
+            )
+            if d is not None
+        ]
+        degraded: Verdict = (
+            ("True", degradations[0][0], "; ".join(message for _, message in degradations))
+            if degradations
+            else ("False", "AsExpected", "")
+        )
         result = finish(
             "success",
             ("True", "Reconciled", message),

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.reconcile.exemptions import namespace_exempt_by_config, namespace_is_exempt
@@ -322,6 +322,36 @@ def dns_allowed(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str, po
     return any(policy_selects(p, pod_labels) and policy_allows_dns(p, ctx, dns_ns_labels) for p in policies)
 
 
+def generated_by_policy(obj: Obj) -> bool:
+    """An object the operator generated for an AccessPolicy (managed, and an AccessPolicy is its controller)."""
+    refs = [r for r in meta(obj).get("ownerReferences") or [] if isinstance(r, dict)]
+    return is_managed(obj) and any(
+        r.get("kind") == "AccessPolicy" and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/") for r in refs
+    )
+
+
+def dns_opt_outs(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> list[dict[str, str]]:
+    """Pod selectors (matchLabels) of the AccessPolicies here that turn DNS off (network.dns: false) and whose
+    NetworkPolicy is in place: generated for a policy, isolating egress, allowing no DNS. Only one-label
+    selectors: a label selector can leave out exactly the pods one label selects, not those a combination of
+    labels selects (the policy's Degraded condition says so; see docs/rules.md, "Namespace enforcement")."""
+    dns_ns_labels = dns_namespace_labels(hygiene_index(snapshot, ctx).namespaces.get(ctx.dns_namespace), ctx)
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for policy in policies_in(snapshot, ctx, namespace):
+        if not generated_by_policy(policy) or "Egress" not in policy_types(policy):
+            continue
+        selector = (policy.get("spec") or {}).get("podSelector")
+        selector = selector if isinstance(selector, dict) else {}
+        labels = selector.get("matchLabels")
+        if selector.get("matchExpressions") or not isinstance(labels, dict) or len(labels) != 1:
+            continue
+        if policy_allows_dns(policy, ctx, dns_ns_labels):
+            continue
+        ((key, value),) = labels.items()
+        found[(str(key), str(value))] = {str(key): str(value)}
+    return [found[k] for k in sorted(found)]
+
+
 def _port_allows(port: Any, protocol: str, number: int) -> bool:
     if not isinstance(port, dict) or str(port.get("protocol") or "TCP") != protocol:
         return False
@@ -478,7 +508,13 @@ def plan_namespace(
         is_default_deny(p, "Egress") for p in others
     )
     desired = render_namespace_controls(
-        name, uid, ctx.dns_namespace, dict(ctx.dns_pod_labels), ingress=want_ingress, egress=want_egress
+        name,
+        uid,
+        ctx.dns_namespace,
+        dict(ctx.dns_pod_labels),
+        ingress=want_ingress,
+        egress=want_egress,
+        dns_excluded=dns_opt_outs(snapshot, ctx, name),
     )
     conflicting = {name_of(p) for p in control_conflicts(snapshot, ctx, name)}
     apply = [

@@ -7,7 +7,16 @@ from typing import Any
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import ResolvedPolicy
 from access_hygiene.models.status import AccessPolicyStatus, Condition, ConditionStatus
-from access_hygiene.reconcile.namespaces import egress_allows_address
+from access_hygiene.reconcile.namespaces import (
+    dns_namespace_labels,
+    egress_allows_address,
+    policy_allows_dns,
+    policy_selects,
+)
+from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.snapshot import Obj, name_of
+from access_hygiene.render.namespace import DNS_ALLOW_NAME
+from access_hygiene.render.policy import generated_name
 
 
 def set_condition(
@@ -93,3 +102,34 @@ def api_server_degradation(
             f"kubeAPIServer egress requested but the rendered NetworkPolicy does not allow {', '.join(missing)}",
         )
     return None
+
+
+def dns_degradation(
+    policy: ResolvedPolicy,
+    namespace_policies: Sequence[Obj],
+    ctx: AuditContext,
+    dns_namespace: Obj | None = None,
+) -> tuple[str, str] | None:
+    """(reason, message) when the policy turns DNS off (network.dns: false) and another NetworkPolicy in its
+    namespace still allows the app's pods DNS egress (NetworkPolicies add up: one allow is enough)."""
+    network = policy.spec.network
+    if network is None or network.dns:
+        return None
+    own = generated_name(policy)
+    dns_ns_labels = dns_namespace_labels(dns_namespace, ctx)
+    allowing = sorted(
+        name_of(p)
+        for p in namespace_policies
+        if name_of(p) != own and policy_selects(p, policy.pod_labels) and policy_allows_dns(p, ctx, dns_ns_labels)
+    )
+    if not allowing:
+        return None
+    message = f"network.dns is false but NetworkPolicy {', '.join(allowing)} allows these pods DNS egress"
+    if DNS_ALLOW_NAME in allowing:
+        count = len(policy.pod_labels)
+        why = "" if count == 1 else f"; this policy's podSelector has {count} labels, so it cannot"
+        message += (
+            f" ({DNS_ALLOW_NAME} leaves out the pods of a policy that turns DNS off once that policy's NetworkPolicy "
+            f"is in place, and only when one label selects them{why})"
+        )
+    return ("DNSStillAllowed", message)
