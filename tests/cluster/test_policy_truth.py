@@ -3,6 +3,8 @@ operator running. This cluster publishes no API server endpoints (no EndpointSli
 the local default."""
 
 import copy
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -134,3 +136,47 @@ def test_dns_false_takes_the_pods_out_of_the_namespace_dns_allow(
         )
         wait_for(lambda: dns_allow_selector(api, namespace) == {})
         assert dns_reachable(api, namespace, quiet)
+
+
+# --- item 11 ----------------------------------------------------------------------------------------------------
+
+
+def policy_events(api: kubernetes.client.ApiClient, namespace: str, name: str) -> list[Any]:
+    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=AccessPolicy,involvedObject.name={name}"
+    )
+    return [
+        e for e in events.items if e.source.component == "access-hygiene" or e.reporting_component == "access-hygiene"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["gett"]},
+         "rbac.rules[0]: unknown verb 'gett' (did you mean get?)"),
+        ({"apiGroups": [""], "resources": ["configmap"], "verbs": ["get"]},  # judged by the real API discovery
+         "rbac.rules[0]: resource 'configmap' is not served by the API server (did you mean configmaps?)"),
+    ],
+)  # fmt: skip
+def test_a_typo_is_invalid_input_announced_once_without_a_service_account(
+    operator: KopfRunner, cluster: Cluster, enforced_namespace: str, rule: dict[str, Any], message: str
+) -> None:
+    namespace = enforced_namespace
+    with cluster.api_client() as api:
+        create_policy(api, namespace, "typo", {"mode": "enforce", "rbac": {"rules": [rule]}})
+        ready = current_condition(api, namespace, "typo", "Ready")
+        assert (ready["status"], ready["reason"], ready["message"]) == ("False", "InvalidSpec", message)
+        events = wait_for(lambda: policy_events(api, namespace, "typo"))
+        assert [(e.type, e.reason, e.message) for e in events] == [("Warning", "InvalidSpec", message)]
+        assert events[0].involved_object.uid == get_policy(api, namespace, "typo")["metadata"]["uid"]
+        sas = kubernetes.client.CoreV1Api(api).list_namespaced_service_account(namespace).items
+        assert "typo" not in [sa.metadata.name for sa in sas]
+        kubectl = [str(cluster.control_plane.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+        table = subprocess.run([*kubectl, "get", "ap", "-n", namespace], capture_output=True, text=True, check=True)
+        header, row = table.stdout.splitlines()
+        assert header.split()[:5] == ["NAME", "READY", "MODE", "SERVICEACCOUNT", "VIOLATIONS"]
+        start, end = header.index("SERVICEACCOUNT"), header.index("VIOLATIONS")
+        assert row[start:end].strip() in ("", "<none>"), table.stdout
+        time.sleep(4)  # drift-timer ticks (2 s here) reconcile the policy again: the refusal is not announced again
+        assert len(policy_events(api, namespace, "typo")) == 1

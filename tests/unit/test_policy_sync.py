@@ -2,6 +2,7 @@
 case here either is refused before the first write or finds its objects already in place (a no-op reconcile
 makes no API call, so the `api` argument is never used)."""
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from access_hygiene.k8s.events import render_policy_event
 from access_hygiene.k8s.policy_sync import SyncResult, cluster_facts, sync_policy
 from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.status import api_server_degradation
+from access_hygiene.reconcile.ceiling import check_grant_ceiling, refusal_reason
+from access_hygiene.reconcile.status import api_server_degradation, refusal_news
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 from access_hygiene.render.namespace import render_dns_allow
 from access_hygiene.render.policy import render_policy
@@ -170,3 +173,109 @@ def test_dns_off_for_a_label_combination_says_why_it_cannot_be_honoured() -> Non
     assert condition(result, "Degraded") == ("True", "DNSStillAllowed")
     message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Degraded")
     assert "this policy's podSelector has 2 labels, so it cannot" in message
+
+
+# --- issue 25, item 11: a typo is invalid input; refusals are announced once; no ServiceAccount that is not there ----
+
+
+def greedy(*rules: dict[str, Any]) -> dict[str, Any]:
+    metadata = {"name": "greedy", "namespace": "shop", "uid": "uid-greedy", "generation": 1}
+    spec = {"mode": "enforce", "rbac": {"rules": list(rules)}}
+    return {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy", "metadata": metadata, "spec": spec}
+
+
+def ready_message(result: SyncResult) -> str:
+    return str(next(c["message"] for c in result.status["conditions"] if c["type"] == "Ready"))
+
+
+CEILING_ONLY = state_of(render_grant_ceiling_role(SETTINGS.grant_ceiling_cluster_role))
+
+
+def test_an_unknown_verb_is_invalid_input_not_a_ceiling_refusal() -> None:
+    result = sync(greedy({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["gett"]}), CEILING_ONLY)
+    assert (result.outcome, condition(result, "Ready")) == ("invalid", ("False", "InvalidSpec"))
+    assert ready_message(result) == "rbac.rules[0]: unknown verb 'gett' (did you mean get?)"
+    assert result.status["serviceAccount"] == ""  # nothing was written: no ServiceAccount to show
+
+
+def test_a_typo_next_to_a_real_refusal_is_still_invalid_input_and_both_are_named() -> None:
+    result = sync(
+        greedy(
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["gett"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+        ),
+        CEILING_ONLY,
+    )
+    assert condition(result, "Ready") == ("False", "InvalidSpec")
+    assert "unknown verb 'gett'" in ready_message(result)
+    assert "rbac.rules[1]: refused, reading secrets" in ready_message(result)
+
+
+def test_asking_beyond_the_ceiling_is_still_a_ceiling_refusal() -> None:
+    result = sync(greedy({"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}), CEILING_ONLY)
+    assert (result.outcome, condition(result, "Ready")) == ("refused", ("False", "GrantCeilingExceeded"))
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason", "message"),
+    [
+        ({"resources": ["configmap"], "verbs": ["get"]}, "InvalidSpec",
+         "resource 'configmap' is not served by the API server (did you mean configmaps?)"),
+        ({"apiGroups": ["app"], "resources": ["deployments"], "verbs": ["get"]}, "InvalidSpec",
+         "apiGroup 'app' is not served by the API server (did you mean apps?)"),
+        ({"resources": ["configmaps"], "verbs": ["get"]}, None, ""),
+        ({"resources": ["secrets"], "verbs": ["get"]}, "GrantCeilingExceeded", "reading secrets"),
+    ],
+)  # fmt: skip
+def test_unserved_resources_are_invalid_input(rule: dict[str, Any], reason: str | None, message: str) -> None:
+    """With API discovery (what the API server serves), as the operator checks."""
+    body = greedy(rule)
+    policy = resolve_policy(body["metadata"], AccessPolicySpec.model_validate(body["spec"]))
+    served = {"": {"configmaps", "secrets", "pods"}, "apps": {"deployments"}}
+    ceiling = render_grant_ceiling_role(SETTINGS.grant_ceiling_cluster_role)["rules"]
+    violations = check_grant_ceiling(policy, ceiling, served=served)
+    assert (refusal_reason(violations) if violations else None) == reason
+    assert message in "; ".join(v.reason for v in violations)
+
+
+def test_a_refused_policy_shows_its_service_account_only_when_it_exists() -> None:
+    body = greedy({"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]})
+    earlier = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "greedy", "namespace": "shop"}}
+    ceiling = render_grant_ceiling_role(SETTINGS.grant_ceiling_cluster_role)
+    assert sync(body, state_of(ceiling, earlier)).status["serviceAccount"] == "greedy"
+    assert sync(body, state_of(ceiling)).status["serviceAccount"] == ""
+
+
+def test_an_audit_mode_policy_shows_no_service_account_it_did_not_write() -> None:
+    body = example("orders-api.yaml")
+    body["spec"]["mode"] = "audit"
+    result = sync(body, CEILING_ONLY)
+    assert condition(result, "Ready") == ("True", "AuditOnly")
+    assert result.status["serviceAccount"] == ""
+    assert sync(body, in_place(body)).status["serviceAccount"] == "orders-api"
+
+
+def test_a_refusal_is_news_once_per_reason_message_and_generation() -> None:
+    body = greedy({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["gett"]})
+    first = sync(body, CEILING_ONLY)
+    assert refusal_news(body.get("status"), first.status) == (
+        "InvalidSpec",
+        "rbac.rules[0]: unknown verb 'gett' (did you mean get?)",
+    )
+    stored = {**body, "status": first.status}
+    assert refusal_news(stored["status"], sync(stored, CEILING_ONLY).status) is None  # said already
+    edited = copy.deepcopy(stored)
+    edited["metadata"]["generation"] = 2  # the same typo, applied again
+    assert refusal_news(edited["status"], sync(edited, CEILING_ONLY).status) is not None
+    fixed = copy.deepcopy(stored)
+    fixed["spec"]["rbac"]["rules"][0]["verbs"] = ["get"]
+    assert refusal_news(fixed["status"], sync(fixed, in_place(fixed)).status) is None  # Ready again
+
+
+def test_the_refusal_event_is_a_warning_on_the_access_policy() -> None:
+    body = greedy({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["gett"]})
+    event = render_policy_event(body, "InvalidSpec", "rbac.rules[0]: unknown verb 'gett' (did you mean get?)", NOW)
+    assert event["involvedObject"] == {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
+                                       "name": "greedy", "namespace": "shop", "uid": "uid-greedy"}  # fmt: skip
+    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", "InvalidSpec", "shop")
+    assert "did you mean get?" in event["message"]

@@ -18,7 +18,12 @@ from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
 from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
-from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling, requested_resources
+from access_hygiene.reconcile.ceiling import (
+    CeilingViolation,
+    check_grant_ceiling,
+    refusal_reason,
+    requested_resources,
+)
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
 from access_hygiene.reconcile.status import (
     api_server_degradation,
@@ -186,7 +191,10 @@ def sync_policy(
 
     policy = resolve_policy(metadata, spec)
     mode = spec.mode or settings.mode
-    base = {"mode": mode, "service_account": policy.service_account_name}
+    # status.serviceAccount (the SERVICEACCOUNT column) names the ServiceAccount only when it exists: a refused
+    # or audit-mode policy writes none. The enforce path below names it once it is applied.
+    exists = source.get("ServiceAccount", policy.namespace, policy.service_account_name) is not None
+    base = {"mode": mode, "service_account": policy.service_account_name if exists else ""}
 
     ceiling = grant_ceiling_rules(source, settings.grant_ceiling_cluster_role)
     needs_ceiling = bool(spec.rbac.rules or spec.rbac.cluster_rules)
@@ -206,7 +214,9 @@ def sync_policy(
     )
     if violations:
         message = "; ".join(v.reason for v in violations)
-        result = refuse("refused", "GrantCeilingExceeded", message, violations=len(violations), **base)
+        reason = refusal_reason(violations)
+        outcome = "invalid" if reason == "InvalidSpec" else "refused"
+        result = refuse(outcome, reason, message, violations=len(violations), **base)
         result.ceiling_violations = violations
         return result
 
@@ -328,7 +338,7 @@ def sync_policy(
             degraded,
             generated=generated,
             violations=scan_violations,
-            **base,
+            **{**base, "service_account": policy.service_account_name},
         )
     result.writes = writes
     result.plan = plan

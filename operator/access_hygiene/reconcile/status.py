@@ -133,3 +133,19 @@ def dns_degradation(
             f"is in place, and only when one label selects them{why})"
         )
     return ("DNSStillAllowed", message)
+
+
+def refusal_news(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of a refusal (Ready=False) the previous status did not already say for the same
+    generation: what one Warning Event on the AccessPolicy announces. None when nothing new was refused."""
+
+    def ready(status: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+        found = next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+        if found is None:
+            return None
+        return (found.get("status"), found.get("reason"), found.get("message"), found.get("observedGeneration"))
+
+    now = ready(current)
+    if now is None or now[0] != "False" or ready(previous) == now:
+        return None
+    return str(now[1]), str(now[2])
