@@ -175,6 +175,15 @@ def test_dns_off_for_a_label_combination_says_why_it_cannot_be_honoured() -> Non
     assert "this policy's podSelector has 2 labels, so it cannot" in message
 
 
+def test_dns_off_with_egress_rules_that_reach_the_cluster_dns_says_so() -> None:
+    body = quiet()
+    body["spec"]["network"]["egress"] = [{"to": [{"namespace": "kube-system"}]}]  # every port: DNS included
+    result = sync(body, in_place(body))
+    assert condition(result, "Degraded") == ("True", "DNSStillAllowed")
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert "access-hygiene-quiet is this policy's own" in message
+
+
 # --- issue 25, item 11: a typo is invalid input; refusals are announced once; no ServiceAccount that is not there ----
 
 

@@ -320,6 +320,7 @@ def sync_policy(
                 api_server_degradation(policy, desired, facts.api_server_endpoints),
                 dns_degradation(
                     policy,
+                    desired,
                     source.in_namespace("NetworkPolicy", policy.namespace),
                     settings.audit_context(now=now),
                     source.get("Namespace", "", settings.dns_namespace),

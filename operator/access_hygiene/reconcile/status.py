@@ -106,26 +106,31 @@ def api_server_degradation(
 
 def dns_degradation(
     policy: ResolvedPolicy,
+    desired: Sequence[Mapping[str, Any]],
     namespace_policies: Sequence[Obj],
     ctx: AuditContext,
     dns_namespace: Obj | None = None,
 ) -> tuple[str, str] | None:
-    """(reason, message) when the policy turns DNS off (network.dns: false) and another NetworkPolicy in its
-    namespace still allows the app's pods DNS egress (NetworkPolicies add up: one allow is enough)."""
+    """(reason, message) when the policy turns DNS off (network.dns: false) and a NetworkPolicy in its namespace,
+    its own rendered one included, still allows the app's pods DNS egress (NetworkPolicies add up: one allow is
+    enough)."""
     network = policy.spec.network
     if network is None or network.dns:
         return None
     own = generated_name(policy)
+    rendered = [dict(m) for m in desired if m.get("kind") == "NetworkPolicy"]
     dns_ns_labels = dns_namespace_labels(dns_namespace, ctx)
     allowing = sorted(
         name_of(p)
-        for p in namespace_policies
-        if name_of(p) != own and policy_selects(p, policy.pod_labels) and policy_allows_dns(p, ctx, dns_ns_labels)
+        for p in [*rendered, *(p for p in namespace_policies if name_of(p) != own)]
+        if policy_selects(p, policy.pod_labels) and policy_allows_dns(p, ctx, dns_ns_labels)
     )
     if not allowing:
         return None
     message = f"network.dns is false but NetworkPolicy {', '.join(allowing)} allows these pods DNS egress"
-    if DNS_ALLOW_NAME in allowing:
+    if own in allowing:
+        message += f" ({own} is this policy's own: its egress rules reach the cluster DNS)"
+    elif DNS_ALLOW_NAME in allowing:
         count = len(policy.pod_labels)
         why = "" if count == 1 else f"; this policy's podSelector has {count} labels, so it cannot"
         message += (
