@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from access_hygiene.clock import SYSTEM_CLOCK
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.models.findings import Finding, Subject
@@ -181,7 +182,7 @@ def _fixture_subjects(binding: dict[str, Any]) -> list[Subject]:
 
 
 def _live_findings(api: Any, rule_id: str) -> list[Finding]:
-    return run_audit(load_snapshot(api), AuditContext(), only=[rule_id])
+    return run_audit(load_snapshot(api), AuditContext(now=SYSTEM_CLOCK.now()), only=[rule_id])
 
 
 BINDING_RULES = ["AH-RBAC-015", "AH-RBAC-025", "AH-RBAC-026", "AH-RBAC-027", "AH-RBAC-028", "AH-RBAC-029"]
@@ -260,7 +261,8 @@ def test_latent_roles_agree_with_subject_access_review_once_bound(admin_api: Any
                 "subjects": [{"kind": "User", "name": user, "apiGroup": RBAC}],
             })  # fmt: skip
         with Loaded(admin_api, probe_bindings):
-            effective = run_audit(load_snapshot(admin_api), AuditContext(), only=sorted(ALL_BINDING_RULES))
+            ctx = AuditContext(now=SYSTEM_CLOCK.now())
+            effective = run_audit(load_snapshot(admin_api), ctx, only=sorted(ALL_BINDING_RULES))
             checked = 0
             for role in roles:
                 meta = role["metadata"]
@@ -363,12 +365,12 @@ def _compare_offline_and_live(admin_api: Any) -> None:
     run = uuid.uuid4().hex[:6]
     objects = [o for source in PARITY_SOURCES for o in fixture_objects(FIXTURES / source, run)]
     objects += _builtin_bindings(run)
-    offline = run_audit(ClusterSnapshot.from_objects(copy.deepcopy(objects)), AuditContext())
+    offline = run_audit(ClusterSnapshot.from_objects(copy.deepcopy(objects)), AuditContext(now=SYSTEM_CLOCK.now()))
     with Loaded(admin_api, objects):
         for role in objects:
             if role["kind"] == "ClusterRole" and role.get("aggregationRule"):
                 _wait_for_aggregation(admin_api, role["metadata"]["name"])
-        live = run_audit(load_snapshot(admin_api), AuditContext())
+        live = run_audit(load_snapshot(admin_api), AuditContext(now=SYSTEM_CLOCK.now()))
     offline_keys, live_keys = _comparable(offline, objects), _comparable(live, objects)
     assert offline_keys == live_keys, (
         f"offline only: {sorted(offline_keys - live_keys)}\nlive only: {sorted(live_keys - offline_keys)}"

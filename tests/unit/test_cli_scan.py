@@ -10,6 +10,7 @@ import yaml
 
 from access_hygiene.cli.main import main
 from access_hygiene.cli.scan import load_files
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
@@ -339,7 +340,7 @@ def test_table_on_a_terminal_depends_on_width(width: int, table: bool) -> None:
     from access_hygiene.reconcile.audit import run_audit
     from access_hygiene.reconcile.rules import AuditContext
 
-    findings = run_audit(load_files([str(SECRETS_BAD)]).snapshot, AuditContext(), only=["AH-RBAC-009"])
+    findings = run_audit(load_files([str(SECRETS_BAD)]).snapshot, AuditContext(now=PINNED_NOW), only=["AH-RBAC-009"])
     console = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
     render_table(findings, console)
     printed = console.file.getvalue()  # type: ignore[attr-defined]

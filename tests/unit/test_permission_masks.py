@@ -29,6 +29,7 @@ from access_hygiene.reconcile.permissions import (
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES, binding_walk, flagged
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +133,7 @@ def _snapshot(seed: int) -> ClusterSnapshot:
 def test_the_walk_remembers_only_what_does_not_depend_on_the_binding(seed: int) -> None:
     """flagged() (answers remembered per role and scope class) == every check run on every binding."""
     snapshot = _snapshot(seed)
-    ctx = AuditContext(privileged_namespaces=frozenset({"kube-system", "ops"}))
+    ctx = AuditContext(now=PINNED_NOW, privileged_namespaces=frozenset({"kube-system", "ops"}))
     index = permission_index(snapshot, ctx)
     for rule_id, binding_rule in BINDING_RULES.items():
         expected = []
@@ -149,7 +150,7 @@ def test_the_walk_remembers_only_what_does_not_depend_on_the_binding(seed: int) 
 @pytest.mark.parametrize("seed", range(4))
 def test_service_account_bound_matches_its_bindings(seed: int) -> None:
     snapshot = _snapshot(seed)
-    ctx = AuditContext()
+    ctx = AuditContext(now=PINNED_NOW)
     index = permission_index(snapshot, ctx)
     accounts = {(s.namespace, s.name) for b in index.bindings for s in b.subjects if s.kind == "ServiceAccount"}
     accounts |= {("team-a", "nobody"), ("ops", "app")}
@@ -198,8 +199,8 @@ def test_a_check_flags_only_roles_that_grant_what_it_requires(rules: list[Policy
     named, unnamed = pattern_masks(ruleset)
     ref = ObjectRef.trusted("Role", "r", namespace, permissions.RBAC_API_VERSION)
     binding = Binding(ref, ref, namespace, (Subject.trusted("User", "u"),), ruleset, True, False)
-    index = permission_index(ClusterSnapshot(), AuditContext())
-    ctx = AuditContext(privileged_namespaces=frozenset({"kube-system"}))
+    index = permission_index(ClusterSnapshot(), AuditContext(now=PINNED_NOW))
+    ctx = AuditContext(now=PINNED_NOW, privileged_namespaces=frozenset({"kube-system"}))
     for rule_id, binding_rule in BINDING_RULES.items():
         if binding_rule.requires is None or named & binding_rule.requires[0] or unnamed & binding_rule.requires[1]:
             continue

@@ -16,6 +16,7 @@ from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES
 from access_hygiene.reconcile.rules.latent import NOT_LATENT, RULE_ID, lowered
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe
 
 pytestmark = pytest.mark.unit
@@ -51,7 +52,8 @@ def _unbound(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("rule_id", sorted(BINDING_RULES))
 def test_latent_covers_every_binding_rule(rule_id: str) -> None:
     """The roles of each binding rule's bad fixture, their bindings removed, are latent for that rule."""
-    findings = run_audit(ClusterSnapshot.from_objects(_unbound(_objects(rule_id))), AuditContext(), only=[RULE_ID])
+    snapshot = ClusterSnapshot.from_objects(_unbound(_objects(rule_id)))
+    findings = run_audit(snapshot, AuditContext(now=PINNED_NOW), only=[RULE_ID])
     triggered = {match for f in findings for match in TRIGGERED.findall(f.message)}
     assert rule_id in triggered, [f.message for f in findings]
 
@@ -84,7 +86,7 @@ def test_latent_finding_is_what_a_binding_would_get(source: str) -> None:
     """For every role of the bad fixtures: AH-RBAC-024 names exactly the binding rules that flag a binding of the
     role once it exists (bound cluster-wide or in its namespace), one severity step below the most severe."""
     objects = _unbound(_objects(source))
-    ctx = AuditContext()
+    ctx = AuditContext(now=PINNED_NOW)
     latent = {f.object.name: f for f in run_audit(ClusterSnapshot.from_objects(objects), ctx, only=[RULE_ID])}
     checked = 0
     for role in _roles(objects):
@@ -92,7 +94,7 @@ def test_latent_finding_is_what_a_binding_would_get(source: str) -> None:
         labels = role["metadata"].get("labels") or {}
         if any(key.startswith("example.com/aggregate-to-") for key in labels):
             continue  # an aggregated source is judged through the aggregating role
-        bound = run_audit(ClusterSnapshot.from_objects([*objects, _probe_binding(role)]), AuditContext())
+        bound = run_audit(ClusterSnapshot.from_objects([*objects, _probe_binding(role)]), AuditContext(now=PINNED_NOW))
         effective = _probe_findings(bound)
         expected_ids = sorted({f.rule_id for f in effective})
         finding = latent.get(name)
@@ -108,7 +110,7 @@ def test_latent_finding_is_what_a_binding_would_get(source: str) -> None:
 def test_issue_case_workload_exec_port_forward_and_secrets_writes() -> None:
     """The issue's examples: a Role granting workload writes, exec, port-forward and secrets writes is latent."""
     objects = _objects(RULE_ID)
-    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext(), only=[RULE_ID])
+    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext(now=PINNED_NOW), only=[RULE_ID])
     deployer = next(f for f in findings if f.object.name == "deployer")
     assert describe(deployer) == "Role/team/deployer|-|medium"
     assert deployer.message == (

@@ -11,9 +11,16 @@ import yaml
 from access_hygiene.reconcile.audit import load_rules, run_audit
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, name_of, namespace_of
+from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe, load
 
 pytestmark = pytest.mark.unit
+
+
+def context() -> AuditContext:
+    """A fresh context per audit: its cache holds views of one snapshot."""
+    return AuditContext(now=PINNED_NOW)
+
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rbac"
 RBAC_RULES = [f"AH-RBAC-{n:03d}" for n in [*range(1, 23), *range(24, 30)]]
@@ -30,19 +37,19 @@ def test_catalogue_is_complete() -> None:
 @pytest.mark.parametrize("rule_id", RBAC_RULES)
 def test_bad_fixture_is_flagged(rule_id: str) -> None:
     expected = yaml.safe_load((FIXTURES / rule_id / "expected.yaml").read_text())
-    findings = run_audit(load(FIXTURES / rule_id / "bad.yaml"), AuditContext(), only=[rule_id])
+    findings = run_audit(load(FIXTURES / rule_id / "bad.yaml"), context(), only=[rule_id])
     assert sorted(describe(f) for f in findings) == sorted(expected)
 
 
 @pytest.mark.parametrize("rule_id", RBAC_RULES)
 def test_good_fixture_is_clean(rule_id: str) -> None:
-    findings = run_audit(load(FIXTURES / rule_id / "good.yaml"), AuditContext(), only=[rule_id])
+    findings = run_audit(load(FIXTURES / rule_id / "good.yaml"), context(), only=[rule_id])
     assert [describe(f) for f in findings] == []
 
 
 def test_excluded_prefixes_are_overridable() -> None:
     snapshot = load(FIXTURES / "AH-RBAC-001" / "good.yaml")
-    ctx = AuditContext(excluded_subject_prefixes=())
+    ctx = AuditContext(now=PINNED_NOW, excluded_subject_prefixes=())
     findings = run_audit(snapshot, ctx, only=["AH-RBAC-001"])
     assert [describe(f) for f in findings] == [
         "ClusterRoleBinding//scheduler-admin|User:system:kube-scheduler|critical"
@@ -51,14 +58,14 @@ def test_excluded_prefixes_are_overridable() -> None:
 
 def test_privileged_namespace_raises_severity() -> None:
     snapshot = load(FIXTURES / "AH-RBAC-013" / "bad.yaml")
-    ctx = AuditContext(privileged_namespaces=frozenset({"team"}))
+    ctx = AuditContext(now=PINNED_NOW, privileged_namespaces=frozenset({"team"}))
     severities = {f.object.name: f.severity.value for f in run_audit(snapshot, ctx, only=["AH-RBAC-013"])}
     assert severities == {"alice-execs": "critical", "bob-attaches": "high"}
 
 
 def test_superuser_binding_is_reported_once() -> None:
     snapshot = load(FIXTURES / "AH-RBAC-001" / "bad.yaml")
-    rule_ids = {f.rule_id for f in run_audit(snapshot, AuditContext()) if f.object.kind.endswith("Binding")}
+    rule_ids = {f.rule_id for f in run_audit(snapshot, context()) if f.object.kind.endswith("Binding")}
     assert rule_ids == {"AH-RBAC-001"}
 
 
@@ -66,17 +73,17 @@ def test_findings_are_deterministic() -> None:
     objects = [
         doc for rule_id in RBAC_RULES for doc in yaml.safe_load_all((FIXTURES / rule_id / "bad.yaml").read_text())
     ]
-    first = run_audit(ClusterSnapshot.from_objects(objects), AuditContext())
-    second = run_audit(ClusterSnapshot.from_objects(list(reversed(objects))), AuditContext())
+    first = run_audit(ClusterSnapshot.from_objects(objects), context())
+    second = run_audit(ClusterSnapshot.from_objects(list(reversed(objects))), context())
     assert first == second
     assert [f.severity.rank for f in first] == sorted((f.severity.rank for f in first), reverse=True)
 
 
 def test_prefix_selection_and_unknown_rule() -> None:
     snapshot = load(FIXTURES / "AH-RBAC-009" / "bad.yaml")
-    assert {f.rule_id for f in run_audit(snapshot, AuditContext(), only=["ah-rbac-00"])} >= {"AH-RBAC-009"}
+    assert {f.rule_id for f in run_audit(snapshot, context(), only=["ah-rbac-00"])} >= {"AH-RBAC-009"}
     with pytest.raises(ValueError, match="AH-NOPE"):
-        run_audit(snapshot, AuditContext(), only=["AH-NOPE"])
+        run_audit(snapshot, context(), only=["AH-NOPE"])
 
 
 # --- issue 25 item 5: Role vs ClusterRole by kind, not by metadata.namespace ------------------------------
@@ -112,7 +119,7 @@ def test_cluster_role_with_a_namespace_is_judged_as_a_cluster_role(via_add: bool
     Role-like, raised for kube-system). The rules decide by kind even on a snapshot built without add()."""
     role = copy.deepcopy(WEBHOOK_ADMIN)
     snapshot = ClusterSnapshot.from_objects([role]) if via_add else ClusterSnapshot(cluster_roles=[role])
-    findings = run_audit(snapshot, AuditContext(), only=["AH-RBAC-016", "AH-RBAC-024"])
+    findings = run_audit(snapshot, context(), only=["AH-RBAC-016", "AH-RBAC-024"])
     assert sorted((f.rule_id, describe(f)) for f in findings) == [
         ("AH-RBAC-016", "ClusterRole//webhook-admin|-|medium"),
         ("AH-RBAC-024", "ClusterRole//webhook-admin|-|high"),
@@ -144,11 +151,11 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: team}]
     )
     policy, role, binding = list(objects)
     built = ClusterSnapshot(access_policies=[policy], cluster_roles=[role], cluster_role_bindings=[binding])
-    assert run_audit(built, AuditContext(), only=["AH-GOV-001"]) == []
+    assert run_audit(built, context(), only=["AH-GOV-001"]) == []
     unmanaged = copy.deepcopy(binding)
     del unmanaged["metadata"]["labels"]
     built = ClusterSnapshot(access_policies=[policy], cluster_roles=[role], cluster_role_bindings=[unmanaged])
-    assert [describe(f) for f in run_audit(built, AuditContext(), only=["AH-GOV-001"])] == [
+    assert [describe(f) for f in run_audit(built, context(), only=["AH-GOV-001"])] == [
         "ClusterRoleBinding//reader|system:serviceaccount:team:reader|high"
     ]
 
@@ -202,7 +209,7 @@ def _bound_role(namespace: str, rule: tuple[Any, ...]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("rule_id", "namespace", "policy_rule", "said"), MESSAGE_CASES)
 def test_message_names_the_verbs_granted(rule_id: str, namespace: str, policy_rule: tuple[Any, ...], said: str) -> None:
     snapshot = ClusterSnapshot.from_objects(_bound_role(namespace, policy_rule))
-    messages = [f.message for f in run_audit(snapshot, AuditContext(), only=[rule_id])]
+    messages = [f.message for f in run_audit(snapshot, context(), only=[rule_id])]
     assert len(messages) == 1
     assert f"User:u {said}" in messages[0], messages[0]
 
@@ -249,7 +256,7 @@ def test_broad_delete_any_resource_by_api_group(
 ) -> None:
     role, binding = _bound_role("team", rules[0])
     role["rules"] = [{"apiGroups": [g], "resources": r, "verbs": v} for g, r, v in rules]
-    messages = [f.message for f in run_audit(ClusterSnapshot.from_objects([role, binding]), AuditContext(),
+    messages = [f.message for f in run_audit(ClusterSnapshot.from_objects([role, binding]), context(),
                                              only=["AH-RBAC-029"])]  # fmt: skip
     if said is None:
         assert messages == []
@@ -260,5 +267,5 @@ def test_broad_delete_any_resource_by_api_group(
 
 def test_broad_delete_keda_metrics_reader_is_not_reported() -> None:
     """The issue's case: KEDA's `external.metrics.k8s.io / * / *` bound to keda:keda-operator cluster-wide."""
-    findings = run_audit(load(FIXTURES / "AH-RBAC-029" / "good.yaml"), AuditContext(), only=["AH-RBAC-029"])
+    findings = run_audit(load(FIXTURES / "AH-RBAC-029" / "good.yaml"), context(), only=["AH-RBAC-029"])
     assert [f for f in findings if "keda" in f.message] == []

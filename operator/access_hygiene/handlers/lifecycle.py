@@ -82,11 +82,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
         usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
         try:  # before the watches and the controller: a bad certificate or a taken port stops the operator
-            runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics)
+            runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics, runtime.clock)
             runtime.usage.start()
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
             raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
-    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics)
+    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock)
     runtime.controller.start()
     memo["runtime"] = runtime
 
