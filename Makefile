@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit cluster controlplane generate crd deploy bench clean
+.PHONY: run test test-future-clock lint unit cluster controlplane image test-image generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ controlplane:
 run: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene local --examples examples --examples examples/findings
 
+# The operator image from the Dockerfile on a local Debian base (mmdebstrap), no registry: podman + runc + mmdebstrap
+# (Debian packages). Cached under ~/.cache/access-hygiene/image, keyed by a hash of the build inputs.
+image: $(VENV)/.installed
+	$(BIN)/python -m access_hygiene.localcluster.image
+
+# That image run as the chart runs it (its ServiceAccount token, security context, probes) against a real control
+# plane: the `image` tier of the cluster tests (tests/cluster/test_image.py).
+test-image: $(VENV)/.installed controlplane
+	$(PY) -m pytest -m image
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator tests benchmarks monitoring scripts
 	$(BIN)/ruff format --check operator tests benchmarks monitoring scripts
@@ -35,6 +45,16 @@ cluster: $(VENV)/.installed controlplane
 
 test: $(VENV)/.installed controlplane lint
 	$(PY) -m pytest
+
+# The unit and contract tiers again with the system clock three years ahead (libfaketime, preloaded from the
+# `libfaketime` dev package): a test that reads today's date instead of a pinned clock fails here. Monotonic clocks
+# stay real (timeouts and sleeps keep working). The cluster tier stays on the real clock: its Go binaries are
+# static, libfaketime cannot move their clock, and a split clock would test nothing real.
+FAKETIME_ENV = LD_PRELOAD="$$($(PY) -c 'import libfaketime; print(libfaketime._get_shared_lib("libfaketime.so.1"))')" \
+	FAKETIME=+3y FAKETIME_DONT_FAKE_MONOTONIC=1
+test-future-clock: $(VENV)/.installed controlplane
+	$(FAKETIME_ENV) $(PY) -c 'import time, sys; sys.exit(0 if time.time() > $(shell date +%s) + 2 * 365 * 86400 else "libfaketime did not move the clock")'
+	$(FAKETIME_ENV) $(PY) -m pytest -m "(unit or contract) and not cluster"
 
 # Regenerate every generated artefact: CRD, bootstrap ClusterRoles (from a real kube-apiserver), RBAC rule
 # reference, dashboard/alerts, OpenReports CRDs, then chart schema, chart CRDs, deploy/.

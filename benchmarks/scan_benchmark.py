@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from typing import Any
 
+from access_hygiene.clock import SYSTEM_CLOCK
 from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.reconcile.permissions import service_account_capabilities
 from access_hygiene.reconcile.rules import AuditContext
@@ -101,7 +102,7 @@ def generate(total: int, seed: int) -> list[dict[str, Any]]:
 
 def scan(objects: list[dict[str, Any]]) -> tuple[int, int]:
     snapshot = ClusterSnapshot.from_objects(objects)
-    ctx = AuditContext()
+    ctx = AuditContext(now=SYSTEM_CLOCK.now())
     findings = run_audit(snapshot, ctx)
     capabilities = service_account_capabilities(snapshot, ctx)
     return len(findings), len(capabilities)

@@ -1,5 +1,6 @@
 """Operator configuration: one validated model read from ACCESS_HYGIENE_* environment variables."""
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -44,7 +45,9 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(
         default=16, ge=1, le=64, description="Concurrent policy/namespace reconciles (they mostly wait on the API)."
     )
-    warning_events: bool = Field(default=True, description="Post Warning Events on RBAC objects with new findings.")
+    warning_events: bool = Field(
+        default=True, description="Post Warning Events on RBAC objects with new findings and on refused AccessPolicies."
+    )
     detailed_metrics: bool = False
     write_namespace_summary: bool = Field(
         default=True,
@@ -115,11 +118,21 @@ class OperatorSettings(BaseSettings):
                 )
         return self
 
-    def audit_context(self, **overrides: Any) -> AuditContext:
+    @property
+    def all_exempt_namespaces(self) -> frozenset[str]:
+        return frozenset({*self.exempt_namespaces, self.operator_namespace})
+
+    @property
+    def exempt_selector_items(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.exempt_namespace_selector.items()))
+
+    def audit_context(self, now: datetime, **overrides: Any) -> AuditContext:
+        """The rules' inputs; `now` comes from the caller's Clock (access_hygiene.clock)."""
         return AuditContext(
+            now=now,
             privileged_namespaces=frozenset({*self.privileged_namespaces, self.operator_namespace}),
-            exempt_namespaces=frozenset({*self.exempt_namespaces, self.operator_namespace}),
-            exempt_namespace_selector=tuple(sorted(self.exempt_namespace_selector.items())),
+            exempt_namespaces=self.all_exempt_namespaces,
+            exempt_namespace_selector=self.exempt_selector_items,
             dns_namespace=self.dns_namespace,
             dns_pod_labels=tuple(sorted(self.dns_pod_labels.items())),
             **overrides,

@@ -392,6 +392,24 @@ def _capability_samples() -> dict[str, tuple[str, list[dict[str, Any]], list[dic
     }
 
 
+def _edge_samples() -> list[dict[str, Any]]:
+    """Roles on the edges of what the profile's counting rules count (AH-RBAC-029: `*` resources are any resource
+    in `*` or the core group, one kind per other group; a resource in two groups is one kind)."""
+    nine = ["pods", "configmaps", "persistentvolumeclaims", "serviceaccounts", "limitranges", "replicationcontrollers",
+            "podtemplates", "resourcequotas", "horizontalpodautoscalers"]  # fmt: skip
+    rules = {
+        "apps-star": [_rule("apps", ["*"], ["delete"])],
+        "core-star": [_rule("", ["*"], ["deletecollection"])],
+        "every-star": [_rule("*", ["*"], ["*"])],
+        "nine-and-a-group": [_rule("", nine, ["delete"]), _rule("metrics.k8s.io", ["*"], ["delete"])],
+        "nine-in-two-groups": [{"apiGroups": ["", "apps"], "resources": nine, "verbs": ["delete"]}],
+        "nine-and-two-groups": [_rule("", nine[:8], ["delete"]), {"apiGroups": ["a.example", "b.example"],
+                                                                  "resources": ["*"], "verbs": ["delete"]}],
+        "named": [{**_rule("", [*nine, "secrets"], ["delete"]), "resourceNames": ["x"]}],
+    }  # fmt: skip
+    return [_role(f"edge-{name}-{uuid.uuid4().hex[:6]}", r) for name, r in rules.items()]
+
+
 def _namespaced(obj: dict[str, Any]) -> bool:
     return obj["kind"] not in ("ClusterRole", "ClusterRoleBinding")
 
@@ -1274,9 +1292,11 @@ def test_differential_admission_agrees_with_audit_engine(env: Env, differential:
             sides[where].check(obj)
 
         try:
-            for rule_id in COMPILED:  # every rule's bad object and good twin, then the generated ones
+            for rule_id in COMPILED:  # every rule's bad object and good twin, the edges, then the generated ones
                 for sample in _bad_good(rule_id):
                     differential.check(sample)
+            for sample in _edge_samples():
+                differential.check(sample)
             run()
         finally:
             kubernetes.client.CoreV1Api(api).delete_namespace(name)

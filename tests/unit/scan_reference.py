@@ -1,7 +1,7 @@
 """Reference outputs of `access-hygiene scan` (JSON and SARIF, line numbers included) on the benchmark corpus
 and on every fixture file, so a faster reader or rule walk can be checked against what the code printed before.
 
-    python tests/unit/scan_reference.py   # rewrites fixtures/scan_reference.json.gz from the current code
+    PYTHONPATH=. python tests/unit/scan_reference.py   # rewrites fixtures/scan_reference.json.gz from the current code
 
 The committed file was produced by the code before issue 16 (pure-Python double parse, one walk per rule);
 test_scan_reference.py recomputes the same outputs with the current code and compares them.
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.pinned_clock import PINNED_NOW_FLAG
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -63,7 +65,7 @@ def scan_outputs(path: Path, base: Path) -> dict[str, Any]:
     for fmt in ("json", "sarif"):
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(["scan", "-f", str(path), "-o", fmt])
+            code = main(["scan", "-f", str(path), "-o", fmt, "--now", PINNED_NOW_FLAG])
         outputs[fmt] = {"code": code, "output": _normalise(stdout.getvalue(), base) if code != 2 else None}
     return outputs
 

@@ -38,6 +38,7 @@ from access_hygiene.render.admission import (
 )
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -298,7 +299,7 @@ def test_audit_engine_is_the_python_verdict() -> None:
     """The differential test's Python side: run_audit on the object alone plus context, only the rule."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
            "spec": {"hostIPC": True, "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
-    findings = run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(), only=["AH-POD-002"])
+    findings = run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(now=PINNED_NOW), only=["AH-POD-002"])
     assert [f.rule_id for f in findings] == ["AH-POD-002"]
 
 

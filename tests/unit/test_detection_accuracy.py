@@ -19,9 +19,16 @@ from access_hygiene.reconcile.permissions import (
 )
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import load
 
 pytestmark = pytest.mark.unit
+
+
+def context() -> AuditContext:
+    """A fresh context per audit: its cache holds views of one snapshot."""
+    return AuditContext(now=PINNED_NOW)
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RBAC = "rbac.authorization.k8s.io"
@@ -38,7 +45,7 @@ def binding(name: str, role: str, user: str, namespace: str = "team", kind: str 
 
 
 def rule_ids(objects: list[dict[str, Any]], subject: str) -> set[str]:
-    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext())
+    findings = run_audit(ClusterSnapshot.from_objects(objects), context())
     return {f.rule_id for f in findings if str(f.subject) == subject}
 
 
@@ -97,7 +104,7 @@ def test_builtin_role_in_the_snapshot_wins() -> None:
 
 def test_binding_to_builtin_role_is_not_a_missing_role() -> None:
     objects = [binding("b", "edit", "alice"), binding("c", "system:aggregate-to-view", "bob")]
-    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext(), only=["AH-RBAC-022"])
+    findings = run_audit(ClusterSnapshot.from_objects(objects), context(), only=["AH-RBAC-022"])
     assert findings == []
 
 
@@ -127,10 +134,10 @@ def test_pod_template_control_counts_as_pod_creation(verb: str, group: str, reso
     sa_binding = binding("b", "r", "x", kind="Role")
     sa_binding["subjects"] = [{"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}]
     snapshot = ClusterSnapshot.from_objects([role, sa_binding])
-    findings = run_audit(snapshot, AuditContext(), only=["AH-RBAC-015"])
+    findings = run_audit(snapshot, context(), only=["AH-RBAC-015"])
     assert [f.object.name for f in findings] == ["b"]
     assert "pod-template control" in findings[0].message
-    capabilities = service_account_capabilities(snapshot, AuditContext())
+    capabilities = service_account_capabilities(snapshot, context())
     assert [(c.service_account, c.capability) for c in capabilities] == [("deployer", "create-pods")]
 
 
@@ -175,16 +182,16 @@ def test_rule_grants_equals_the_product_definition() -> None:
 
 def test_latent_role_becomes_effective_once_bound() -> None:
     snapshot = load(FIXTURES / "rbac" / "AH-RBAC-024" / "bad.yaml")
-    latent = {f.object.name for f in run_audit(snapshot, AuditContext(), only=["AH-RBAC-024"])}
+    latent = {f.object.name for f in run_audit(snapshot, context(), only=["AH-RBAC-024"])}
     assert "chart-secrets-reader" in latent
     snapshot.role_bindings.append(binding("reader", "chart-secrets-reader", "alice"))
-    findings = run_audit(snapshot, AuditContext(), only=["AH-RBAC-024", "AH-RBAC-009"])
+    findings = run_audit(snapshot, context(), only=["AH-RBAC-024", "AH-RBAC-009"])
     assert "chart-secrets-reader" not in {f.object.name for f in findings if f.rule_id == "AH-RBAC-024"}
     assert [(f.rule_id, f.severity.value) for f in findings if f.object.name == "reader"] == [("AH-RBAC-009", "high")]
 
 
 def test_attack_path_names_the_whole_path_and_sorts_first() -> None:
-    findings = run_audit(load(FIXTURES / "hygiene" / "AH-SA-011" / "bad.yaml"), AuditContext())
+    findings = run_audit(load(FIXTURES / "hygiene" / "AH-SA-011" / "bad.yaml"), context())
     paths = [f for f in findings if f.rule_id == "AH-SA-011"]
     assert findings[: len(paths)] == paths
     assert any(f.rule_id == "AH-RBAC-001" for f in findings)  # other critical findings come after
@@ -193,10 +200,11 @@ def test_attack_path_names_the_whole_path_and_sorts_first() -> None:
         "Deployment ops-console -> ServiceAccount ops -> ClusterRoleBinding ops-admin (ClusterRole/cluster-admin) "
         "-> cluster-admin (*/*/*)"
     )
-    assert messages["migrate"].endswith("RoleBinding ci-deploys-system (ClusterRole/deployer) -> create pods in "
-                                        "namespace kube-system")  # fmt: skip
+    # The path names what the role grants (issue 25 item 7): `patch deployments`, not "create pods".
+    assert messages["migrate"].endswith("RoleBinding ci-deploys-system (ClusterRole/deployer) -> patch deployments "
+                                        "(pod-template control: runs pods) in namespace kube-system")  # fmt: skip
     assert "(as Group system:serviceaccounts:data)" in messages["db"]
-    assert messages["db"].endswith("-> impersonate cluster-wide")
+    assert messages["db"].endswith("-> impersonate users cluster-wide")
 
 
 def test_token_rules_speak_carefully_on_a_manifest_set_without_bindings() -> None:
@@ -210,7 +218,7 @@ def test_token_rules_speak_carefully_on_a_manifest_set_without_bindings() -> Non
             "spec": {"template": {"spec": {"serviceAccountName": "api", "containers": [{"name": "a", "image": "a"}]}}},
         },
     ]
-    findings = run_audit(ClusterSnapshot.from_objects(objects), AuditContext(), only=["AH-SA-002", "AH-SA-007"])
+    findings = run_audit(ClusterSnapshot.from_objects(objects), context(), only=["AH-SA-002", "AH-SA-007"])
     assert [(f.rule_id, f.object.kind, f.severity.value) for f in findings] == [
         ("AH-SA-002", "Deployment", "low"),
         ("AH-SA-007", "ServiceAccount", "low"),

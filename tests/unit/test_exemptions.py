@@ -26,11 +26,12 @@ from access_hygiene.reconcile.exemptions import (
 )
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hygiene" / "exemptions.yaml"
-NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+NOW = PINNED_NOW  # the instant the fixtures are written for
 CTX = AuditContext(now=NOW)
 
 
@@ -237,7 +238,7 @@ def test_namespace_is_exempt(namespace: str, rule_id: str, now: datetime, exempt
 
 
 def test_config_exemption_list_is_configurable() -> None:
-    ctx = AuditContext(exempt_namespaces=frozenset({"plain"}))
+    ctx = AuditContext(now=PINNED_NOW, exempt_namespaces=frozenset({"plain"}))
     assert namespace_is_exempt(NAMESPACES["plain"], ctx, NOW)
     assert not namespace_is_exempt(NAMESPACES["kube-system"], ctx, NOW)
 
@@ -269,3 +270,19 @@ def test_parsing_never_raises(values: dict[str, str], kind: Any) -> None:
         assert parsed.owner
         assert parsed.reason
         assert parsed.until.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("2030-12-31", "until 2030-12-31 (through that day, UTC)"),
+        ("2030-07-01T09:30:00+02:00", "until 2030-07-01T09:30:00+02:00"),
+        ("2030-07-01T10:00:00Z", "until 2030-07-01T10:00:00Z"),
+    ],
+)
+def test_exemption_is_shown_as_written(written: str, shown: str) -> None:
+    """Issue 25 item 12: "2030-12-31" used to read "until 2031-01-01T00:00:00+00:00"."""
+    exemption = parse_exemption(annotated(complete(**{EXEMPT_UNTIL_ANNOTATION: written})))
+    assert isinstance(exemption, Exemption)
+    assert shown in exemption.describe()
+    assert "2031-01-01" not in exemption.describe()

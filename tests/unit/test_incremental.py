@@ -6,7 +6,6 @@ of one object, so sequences also modify objects, not only add and delete them.
 """
 
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ from access_hygiene.reconcile.incremental import (
 )
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, iter_flattened, name_of, namespace_of
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+NOW = PINNED_NOW  # the instant the fixtures are written for
 CTX = AuditContext(now=NOW)
 Obj = dict[str, Any]
 

@@ -17,6 +17,7 @@ from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.namespace_classes import NAMESPACE_CLASSES, namespace_classes
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
@@ -408,6 +409,7 @@ def test_namespace_classes_follow_the_audit_context() -> None:
         ]
     )
     ctx = AuditContext(
+        now=PINNED_NOW,
         privileged_namespaces=frozenset({"kube-system", "ops"}),
         exempt_namespaces=frozenset({"kube-system", "kube-public"}),
         exempt_namespace_selector=(("accesshygiene.io/ignore", "true"),),

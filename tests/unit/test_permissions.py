@@ -17,6 +17,7 @@ from access_hygiene.reconcile.permissions import (
 )
 from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
@@ -153,7 +154,7 @@ def test_selector_matches(selector: dict[str, object], labels: dict[str, str], e
 
 def test_index_is_cached_per_snapshot() -> None:
     snapshot = ClusterSnapshot.from_objects(yaml.safe_load_all(GRAPH.read_text()))
-    ctx = AuditContext()
+    ctx = AuditContext(now=PINNED_NOW)
     assert permission_index(snapshot, ctx) is permission_index(snapshot, ctx)
     assert permission_index(ClusterSnapshot(), ctx) is not permission_index(snapshot, ctx)
 
@@ -171,7 +172,7 @@ def test_service_account_capabilities() -> None:
         {"kind": "Role", "metadata": {"name": "exec", "namespace": "apps"},
          "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]},
     ]  # fmt: skip
-    caps = service_account_capabilities(ClusterSnapshot.from_objects(objects), AuditContext())
+    caps = service_account_capabilities(ClusterSnapshot.from_objects(objects), AuditContext(now=PINNED_NOW))
     by_sa: dict[str, set[str]] = {}
     for cap in caps:
         by_sa.setdefault(f"{cap.namespace}/{cap.service_account}", set()).add(cap.capability)

@@ -10,12 +10,13 @@ import yaml
 from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.audit import load_rules, run_audit
 from access_hygiene.reconcile.rules import AuditContext
+from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe, load
 
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hygiene"
-NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+NOW = PINNED_NOW  # the instant the fixtures are written for
 HYGIENE_RULES = [
     *(f"AH-GOV-{n:03d}" for n in range(1, 5)),
     *(f"AH-NET-{n:03d}" for n in range(1, 6)),
@@ -85,7 +86,7 @@ def test_config_exemption_silences_hygiene_rules_but_not_credentials() -> None:
         "Namespace//web|-|medium",
     ]
     # a long-lived credential and an RBAC grant stay reported in exempt namespaces
-    assert len(audit(FIXTURES / "AH-SA-005" / "bad.yaml", "AH-SA-005", ctx)) == 2
+    assert len(audit(FIXTURES / "AH-SA-005" / "bad.yaml", "AH-SA-005", ctx)) == 3
     assert len(audit(FIXTURES / "AH-SA-006" / "bad.yaml", "AH-SA-006", ctx)) == 2
 
 
@@ -121,6 +122,18 @@ def test_legacy_token_age_follows_the_clock() -> None:
     ctx = AuditContext(now=datetime(2029, 6, 25, tzinfo=UTC))
     messages = [f.message for f in audit(FIXTURES / "AH-SA-005" / "bad.yaml", "AH-SA-005", ctx)]
     assert any("created 10 days ago" in m for m in messages)
+
+
+def test_a_token_created_after_now_reads_as_clock_skew_not_a_negative_age() -> None:
+    messages = [f.message for f in audit(FIXTURES / "AH-SA-005" / "bad.yaml", "AH-SA-005")]
+    assert (
+        "Secret skewed-token holds a non-expiring token for ServiceAccount ci (created 2031-01-01T00:00:00+00:00, "
+        "a time in the future (clock skew?), no recorded use)" in messages
+    )
+    early = AuditContext(now=datetime(2020, 1, 1, tzinfo=UTC))
+    for message in (f.message for f in audit(FIXTURES / "AH-SA-005" / "bad.yaml", "AH-SA-005", early)):
+        assert "days ago" not in message
+        assert "in the future (clock skew?)" in message
 
 
 def test_no_bindings_in_snapshot_gives_a_careful_unused_token_verdict() -> None:

@@ -12,6 +12,7 @@ from access_hygiene.reconcile.rules import AuditContext
 from access_hygiene.reconcile.rules.usage import RULE_ID, with_usage
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.reconcile.usage import UsageData, unused_grants
+from tests.pinned_clock import PINNED_NOW
 from tests.unit.audit_events import SA, event
 
 pytestmark = pytest.mark.unit
@@ -94,7 +95,7 @@ def test_unused_is_granted_minus_used_per_binding() -> None:
 
 
 def test_rule_reports_active_service_accounts_only() -> None:
-    ctx = with_usage(AuditContext(), usage_of(*USED))
+    ctx = with_usage(AuditContext(now=PINNED_NOW), usage_of(*USED))
     findings = run_audit(SNAPSHOT, ctx, only=[RULE_ID])
     assert sorted((f.object.kind, f.object.name, str(f.subject)) for f in findings) == [
         ("ClusterRoleBinding", "app-metrics", SA),
@@ -109,12 +110,12 @@ def test_rule_reports_active_service_accounts_only() -> None:
 
 
 def test_rule_is_silent_without_usage_or_on_a_short_window() -> None:
-    assert run_audit(SNAPSHOT, AuditContext(), only=[RULE_ID]) == []
+    assert run_audit(SNAPSHOT, AuditContext(now=PINNED_NOW), only=[RULE_ID]) == []
     short = usage_of(*USED[2:])  # a single instant
     assert not short.judgeable
-    assert run_audit(SNAPSHOT, with_usage(AuditContext(), short), only=[RULE_ID]) == []
+    assert run_audit(SNAPSHOT, with_usage(AuditContext(now=PINNED_NOW), short), only=[RULE_ID]) == []
     forced = usage_of(*USED[2:], min_window=0)
-    assert len(run_audit(SNAPSHOT, with_usage(AuditContext(), forced), only=[RULE_ID])) == 2
+    assert len(run_audit(SNAPSHOT, with_usage(AuditContext(now=PINNED_NOW), forced), only=[RULE_ID])) == 2
 
 
 def test_fully_used_binding_has_no_finding_and_wildcards_count_as_used() -> None:
@@ -123,16 +124,16 @@ def test_fully_used_binding_has_no_finding_and_wildcards_count_as_used() -> None
         binding("RoleBinding", "wide", "wide", "orders-api"),
     ])  # fmt: skip
     usage = usage_of(event("get", "pods", name="a"), min_window=0)
-    assert run_audit(snapshot, with_usage(AuditContext(), usage), only=[RULE_ID]) == []
+    assert run_audit(snapshot, with_usage(AuditContext(now=PINNED_NOW), usage), only=[RULE_ID]) == []
 
 
 def test_excluded_subjects_are_skipped() -> None:
     usage = usage_of(*USED, min_window=0)
-    ctx = with_usage(AuditContext(excluded_subject_prefixes=("system:serviceaccount:shop:",)), usage)
+    ctx = with_usage(AuditContext(now=PINNED_NOW, excluded_subject_prefixes=("system:serviceaccount:shop:",)), usage)
     assert run_audit(SNAPSHOT, ctx, only=[RULE_ID]) == []
 
 
 def test_idle_account_with_only_denied_requests_is_judged() -> None:
     usage = usage_of(event("list", "secrets", user=IDLE, allowed=False), *USED, min_window=0)
-    findings = run_audit(SNAPSHOT, with_usage(AuditContext(), usage), only=[RULE_ID])
+    findings = run_audit(SNAPSHOT, with_usage(AuditContext(now=PINNED_NOW), usage), only=[RULE_ID])
     assert ("idle-edit", IDLE) in {(f.object.name, str(f.subject)) for f in findings}

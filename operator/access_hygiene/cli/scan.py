@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,21 @@ from access_hygiene.cli.output import (
     render_wide,
     write_json,
 )
+from access_hygiene.clock import SYSTEM_CLOCK, Clock, FixedClock, parse_instant
 from access_hygiene.models.findings import Finding, Severity
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, name_of, namespace_of
+from access_hygiene.reconcile.rules import DEFAULT_EXCLUDED_SUBJECT_PREFIXES, AuditContext
+from access_hygiene.reconcile.snapshot import (
+    CLUSTER_SCOPED_KINDS,
+    KIND_FIELDS,
+    ClusterSnapshot,
+    Obj,
+    name_of,
+    namespace_of,
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-DEFAULT_EXCLUDED_PREFIXES = AuditContext().excluded_subject_prefixes
+DEFAULT_EXCLUDED_PREFIXES = DEFAULT_EXCLUDED_SUBJECT_PREFIXES
 
 
 class InputError(Exception):
@@ -133,7 +142,7 @@ class FileInput:
                 reason += " (a generateName manifest: the API server picks the name)"
             self.warnings.append(f"{source}: document {index}{where}: {kind} {reason}; skipped")
             return
-        namespace = namespace_of(obj)
+        namespace = "" if kind in CLUSTER_SCOPED_KINDS else namespace_of(obj)  # as the snapshot stores it
         if line is not None:
             self.locations.setdefault((kind, namespace, name_of(obj)), (source, line))
         if not namespace and kind in DEFAULT_NAMESPACE_KINDS:
@@ -250,8 +259,20 @@ def _load_live(args: argparse.Namespace) -> ClusterSnapshot:
 # --- audit context -------------------------------------------------------------------------------------
 
 
+def parse_now_flag(value: str) -> datetime:
+    try:
+        return parse_instant(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_context_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = " ".join(DEFAULT_EXCLUDED_PREFIXES)
+    parser.add_argument(
+        "--now", type=parse_now_flag, metavar="TIME",
+        help="judge time-dependent rules (exemption expiry, token ages) as of TIME, RFC 3339 or a date, instead of "
+        "the system clock: reproducible output for CI and reviews",
+    )  # fmt: skip
     parser.add_argument(
         "--exclude-subject-prefix", action="append", metavar="PREFIX",
         help=f"ignore subjects whose name starts with PREFIX (service accounts as system:serviceaccount:NS:NAME); "
@@ -272,7 +293,8 @@ def audit_context(args: argparse.Namespace) -> AuditContext:
         prefixes = ()
     if args.exclude_subject_prefix:
         prefixes = tuple(p for p in args.exclude_subject_prefix if p)
-    ctx = OperatorSettings().audit_context(excluded_subject_prefixes=prefixes)
+    clock: Clock = SYSTEM_CLOCK if args.now is None else FixedClock(args.now)
+    ctx = OperatorSettings().audit_context(now=clock.now(), excluded_subject_prefixes=prefixes)
     if args.privileged_namespace:
         ctx = dataclasses.replace(ctx, privileged_namespaces=ctx.privileged_namespaces | set(args.privileged_namespace))
     return ctx

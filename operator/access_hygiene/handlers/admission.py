@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -30,7 +29,7 @@ async def install_admission(memo: kopf.Memo, **_: Any) -> None:
             if removed:
                 logger.info(f"Admission policies removed ({removed} objects): admission is switched off.")
             return
-        result = await asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
+        result = await asyncio.to_thread(apply_admission, runtime.api, runtime.settings, runtime.clock.now())
     logger.info(f"Admission policies applied for {len(result.rules)} rules ({result.pruned} stale pruned).")
     memo["admission_refresher"] = asyncio.create_task(refresh_forever(memo), name="access-hygiene-admission")
 
@@ -42,7 +41,7 @@ async def refresh_once(memo: kopf.Memo) -> None:
     lock: asyncio.Lock = memo.setdefault("admission_lock", asyncio.Lock())
     async with lock:
         work = asyncio.ensure_future(
-            asyncio.to_thread(apply_admission, runtime.api, runtime.settings, datetime.now(UTC))
+            asyncio.to_thread(apply_admission, runtime.api, runtime.settings, runtime.clock.now())
         )
         memo["admission_inflight"] = work
         await asyncio.shield(work)

@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.metrics import Metrics
 from access_hygiene.settings import OperatorSettings
 
@@ -16,6 +17,7 @@ class Runtime:
     metrics: Metrics
     controller: Any = None  # k8s.controller.Controller, set once the watch cache starts
     usage: Any = None  # k8s.usage_status.UsageMonitor, when the audit webhook is enabled
+    clock: Clock = SYSTEM_CLOCK  # the one source of "now" for everything the operator runs
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:

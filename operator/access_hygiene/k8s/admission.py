@@ -65,11 +65,10 @@ class AdmissionResult:
 
 
 def admission_config(settings: OperatorSettings, owner: OwnerRef | None = None) -> AdmissionConfig:
-    ctx = settings.audit_context()
     return AdmissionConfig(
         default_mode=settings.mode,
-        exempt_namespaces=tuple(sorted(ctx.exempt_namespaces)),
-        exempt_namespace_selector=ctx.exempt_namespace_selector,
+        exempt_namespaces=tuple(sorted(settings.all_exempt_namespaces)),
+        exempt_namespace_selector=settings.exempt_selector_items,
         operator_namespace=settings.operator_namespace,
         owner=owner,
     )
@@ -85,7 +84,7 @@ def desired_admission(
         rule = catalogue[rule_id]
         return rule.severity.value, rule.title
 
-    ctx = settings.audit_context()
+    ctx = settings.audit_context(now=parameters.now)
     forms = compiled_forms(
         titles,
         ctx.excluded_subject_prefixes,

@@ -16,12 +16,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 
 from access_hygiene import API_GROUP
+from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
@@ -32,7 +32,7 @@ from access_hygiene.k8s.errors import (
     is_transient,
     retry_delay,
 )
-from access_hygiene.k8s.events import EventRecorder
+from access_hygiene.k8s.events import EventRecorder, render_policy_event
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.reports import ReportWriter
@@ -43,7 +43,7 @@ from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
 from access_hygiene.reconcile.namespace_classes import namespace_classes
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
-from access_hygiene.reconcile.status import status_changed
+from access_hygiene.reconcile.status import refusal_news, status_changed
 from access_hygiene.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -114,15 +114,21 @@ class WorkQueue:
 
 class Controller:
     def __init__(
-        self, api: kubernetes.client.ApiClient, cache: WatchCache, settings: OperatorSettings, metrics: Metrics
+        self,
+        api: kubernetes.client.ApiClient,
+        cache: WatchCache,
+        settings: OperatorSettings,
+        metrics: Metrics,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self.api = api
+        self.clock = clock
         self.cache = cache
         self.state = cache.state
         self.settings = settings
         self.metrics = metrics
         self.audit = IncrementalAudit()
-        self.events = EventRecorder(api)
+        self.events = EventRecorder(api, clock=clock)
         self.discovery = ServedResourcesCache()
         self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
         self._reports_due = asyncio.Event()
@@ -142,6 +148,7 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._published_at = time.monotonic()
+        self._refusals: dict[WorkKey, tuple[Any, ...]] = {}  # policy -> (reason, message, generation) announced
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class Controller:
             upcoming = self.audit.next_expiry()
         if upcoming is None:
             return float("inf")
-        seconds = (upcoming[0] - datetime.now(UTC)).total_seconds()
+        seconds = (upcoming[0] - self.clock.now()).total_seconds()
         return time.monotonic() + max(0.0, seconds) + 0.05
 
     def _initial_audit(self) -> None:
@@ -233,7 +240,7 @@ class Controller:
         with self._audit_lock, self._index_lock:
             for change in changes:
                 self.audit.observe(change.kind, change.old, change.new)
-            self.audit.full(self.state, self.settings.audit_context(now=datetime.now(UTC)), self.state.snapshot())
+            self.audit.full(self.state, self.settings.audit_context(now=self.clock.now()), self.state.snapshot())
             findings = self.audit.totals().findings
         self.events.seed(findings, self._uid_of)
         self._publish(time.monotonic() - started)
@@ -250,7 +257,7 @@ class Controller:
         # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
-        if upcoming is not None and upcoming[0] <= datetime.now(UTC):
+        if upcoming is not None and upcoming[0] <= self.clock.now():
             scopes |= upcoming[1]
         if not scopes:
             return
@@ -270,7 +277,7 @@ class Controller:
         """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited and those whose
         results changed."""
         started = time.monotonic()
-        ctx = self.settings.audit_context(now=datetime.now(UTC))
+        ctx = self.settings.audit_context(now=self.clock.now())
         with self._audit_lock:
             if ALL in scopes:
                 everything = {CLUSTER, *self.audit.scopes, *(name_of(ns) for ns in self.state.objects("Namespace"))}
@@ -304,7 +311,7 @@ class Controller:
                 self._totals = self.audit.totals()
             totals = self._totals
         namespaces = ClusterSnapshot(namespaces=self.state.objects("Namespace"))
-        classes = namespace_classes(namespaces, self.settings.audit_context(now=datetime.now(UTC)))
+        classes = namespace_classes(namespaces, self.settings.audit_context(now=self.clock.now()))
         self.metrics.publish_scan(
             ScanResult(
                 findings=totals.findings,
@@ -312,7 +319,7 @@ class Controller:
                 namespace_controls=totals.controls,
                 exemptions=totals.exemptions,
                 namespace_classes=classes,
-                completed_at=time.time(),
+                completed_at=self.clock.now().timestamp(),
                 duration_seconds=seconds,
             )
         )
@@ -438,11 +445,22 @@ class Controller:
         if not self._accepts_content(namespace):
             return None  # a terminating namespace refuses new content; its objects go with it
         findings = self.audit.findings_in(namespace)
-        result = sync_policy(self.api, body, self.settings, datetime.now(UTC), self.state, findings, self.discovery)
+        now = self.clock.now()
+        result = sync_policy(self.api, body, self.settings, now, self.state, findings, self.discovery)
         if status_changed(body.get("status"), result.status):
             resources.patch_merge(
                 self.api, body["apiVersion"], "AccessPolicy", name, {"status": result.status}, namespace, "status"
             )
+        # One Warning Event per refusal: not again for a status already saying it (a restart), nor for one this
+        # process announced whose status patch the watch has not delivered yet.
+        news = refusal_news(body.get("status"), result.status)
+        refusal = (*news, result.status.get("observedGeneration")) if news else None
+        if refusal is not None and self._refusals.get(key) != refusal and self.settings.warning_events:
+            self.events.announce(render_policy_event(body, *refusal[:2], now))
+        if refusal is not None:
+            self._refusals[key] = refusal
+        elif result.outcome == "success":
+            self._refusals.pop(key, None)
         if result.writes:
             logger.info(f"AccessPolicy {namespace}/{name} reconciled with {result.writes} write(s): {result.outcome}.")
         return result.outcome
@@ -455,7 +473,7 @@ class Controller:
         with self._index_lock:
             snapshot = scoped_snapshot(self.state, self.audit.index, {name})
         findings = self.audit.findings_in(name)
-        result = sync_namespace(self.api, namespace, self.settings, datetime.now(UTC), snapshot, findings)
+        result = sync_namespace(self.api, namespace, self.settings, self.clock.now(), snapshot, findings)
         if result.writes:
             logger.info(f"Namespace {name} hygiene applied with {result.writes} write(s) in {result.mode} mode.")
 
@@ -479,6 +497,7 @@ class Controller:
         logger.info(f"Namespace {name}: removed the finalizer and annotations an earlier version added.")
 
     async def cleanup_policy(self, body: dict[str, Any]) -> int:
+        self._refusals.pop(("policy", namespace_of(body), name_of(body)), None)
         return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import kubernetes
 
+from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.audit_webhook import AuditWebhookServer, server_context
 from access_hygiene.k8s.errors import API_FAILURES, api_error_message
@@ -70,8 +71,10 @@ class UsageMonitor:
         state: ClusterState,
         settings: OperatorSettings,
         metrics: UsageMetrics,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.api = api
+        self.clock = clock
         self.state = state
         self.settings = settings
         self.metrics = metrics
@@ -98,7 +101,7 @@ class UsageMonitor:
     # Receiver side (request threads) ----------------------------------------------------------------
 
     def record(self, requests: list[AuditRequest]) -> dict[str, int]:
-        now = time.time()
+        now = self.clock.now().timestamp()
         with self._lock:
             return record_all(self.counters, requests, now)
 
@@ -121,7 +124,7 @@ class UsageMonitor:
             if not self.state.is_synced():
                 continue
             try:
-                await asyncio.to_thread(self.sync, time.time())
+                await asyncio.to_thread(self.sync, self.clock.now().timestamp())
             except Exception:  # an output like metrics: a failure must not stop the receiver or the operator
                 logger.exception("Unused grants were not judged; retrying at the next interval.")
 
@@ -139,7 +142,7 @@ class UsageMonitor:
             )
             candidates = self.counters.judged_names(now, min_window)
             states = self.counters.state_counts(now, min_window)
-        ctx = self.settings.audit_context(now=datetime.now(UTC))
+        ctx = self.settings.audit_context(now=datetime.fromtimestamp(now, UTC))
         candidates = [(username, subject) for username, subject in candidates if not is_excluded(subject, ctx)]
         snapshot = rbac_snapshot(
             [subject for _, subject in candidates],

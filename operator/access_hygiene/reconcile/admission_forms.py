@@ -64,8 +64,8 @@ from access_hygiene.reconcile.permissions import (
 )
 from access_hygiene.reconcile.rules import AuditContext, Rule
 from access_hygiene.reconcile.rules.rbac_more import (
+    ANY_RESOURCE_GROUPS,
     BROAD_DELETE_RESOURCES,
-    DELETE_VERBS,
     NAMESPACED_REBIND,
     PORT_FORWARD,
     REBIND,
@@ -529,19 +529,31 @@ ROLE_VARIABLES = (
         f"{cel_list(_privileged_default_roles())} + ((variables.superuser || {_grants(ESCALATE)} || {_grants(BIND)} || "
         f"{_grants(IMPERSONATE, named=True)}) ? [object.metadata.name] : [])",
     ),
-    # AH-RBAC-029 (rbac_more.deletable_resources): the own rules that delete without resourceNames, and the kinds
-    # they delete, sorted (distinct kinds are then counted in one pass; distinct() costs the square of the length)
+    # AH-RBAC-029 (rbac_more.deletable_resources, _broad_delete): the own rules that delete without resourceNames,
+    # and the kinds they delete: a resource name per resource (in whichever group) and `group/*` per group other
+    # than `*` and core where they delete `*`. Each sorted, so distinct kinds are counted in one pass (distinct()
+    # costs the square of the length); two variables, so each stays within the per-expression cost limit.
     (
         "deleters",
         f"variables.rules.filter(r, size({listed('r.?resourceNames')}) == 0 && "
-        f"{listed('r.?verbs')}.exists(v, v in {cel_list(sorted(DELETE_VERBS))}))",
+        f"{listed('r.?verbs')}.exists(v, v in ['delete', 'deletecollection', '*']))",
     ),
     (
-        "deletedKinds",
+        "deletedNames",
         f"variables.deleters.filter(r, size({listed('r.?apiGroups')}) > 0)"
-        f".map(r, {listed('r.?resources')}.filter(x, !x.contains('/'))).flatten().sort()",
+        f".map(r, {listed('r.?resources')}.filter(x, x != '*' && !x.contains('/'))).flatten().sort()",
+    ),
+    (
+        "deletedGroups",
+        f"variables.deleters.filter(r, {listed('r.?resources')}.exists(x, x == '*')).map(r, "
+        f"{listed('r.?apiGroups')}.filter(g, !(g in {cel_list(sorted(ANY_RESOURCE_GROUPS))}))).flatten().sort()",
     ),
 )
+
+
+def _distinct_count(sorted_list: str) -> str:
+    """CEL: how many distinct values a sorted list holds (one pass)."""
+    return f"size(lists.range(size({sorted_list})).filter(i, i == 0 || {sorted_list}[i] != {sorted_list}[i - 1]))"
 
 
 def _bind_privileged() -> str:
@@ -612,9 +624,10 @@ _ROLE_CAPABILITY_CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "AH-RBAC-029",
         f"list the kinds the subject must delete (fewer than {BROAD_DELETE_RESOURCES}) or name the objects",
-        f"(variables.deleters.exists(r, {listed('r.?resources')}.exists(x, x == '*')) || "
-        "size(lists.range(size(variables.deletedKinds)).filter(i, i == 0 || "
-        f"variables.deletedKinds[i] != variables.deletedKinds[i - 1])) >= {BROAD_DELETE_RESOURCES})",
+        f"(variables.deleters.exists(r, {listed('r.?resources')}.exists(x, x == '*') && "
+        f"{listed('r.?apiGroups')}.exists(g, g in {cel_list(sorted(ANY_RESOURCE_GROUPS))})) || "
+        f"{_distinct_count('variables.deletedNames')} + {_distinct_count('variables.deletedGroups')} >= "
+        f"{BROAD_DELETE_RESOURCES})",
     ),
 )
 for _rule_id, _fix, _check in _ROLE_CAPABILITY_CHECKS:

@@ -15,7 +15,7 @@ and are reported (AH-GOV-003). Neither of those two can itself be exempted.
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -51,8 +51,9 @@ class Exemption:
     rules: frozenset[str]  # "*", exact ids (AH-NET-001) or families (AH-NET)
     owner: str
     reason: str
-    until: datetime
+    until: datetime  # the first instant it no longer applies (a bare date: the next midnight UTC)
     target: ObjectRef
+    until_text: str = field(default="", compare=False)  # exempt-until as the user wrote it
 
     def covers(self, rule_id: str) -> bool:
         """Does it exempt rule_id? covers("*") is true only for a blanket ("*") exemption."""
@@ -65,7 +66,14 @@ class Exemption:
 
     def describe(self) -> str:
         rules = ",".join(sorted(self.rules))
-        return f"{rules} by {self.owner} until {self.until.isoformat()}: {self.reason}"
+        return f"{rules} by {self.owner} until {self.until_shown()}: {self.reason}"
+
+    def until_shown(self) -> str:
+        """What the user wrote; a bare date is inclusive (valid through that day, UTC) and says so."""
+        text = self.until_text.strip()
+        if not text:
+            return self.until.isoformat()
+        return f"{text} (through that day, UTC)" if _DATE.match(text) else text
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,8 @@ def parse_exemption(obj: Mapping[str, Any]) -> Exemption | ExemptionError | None
         problems.append(until)
     if problems or isinstance(rules, str) or isinstance(until, str):
         return ExemptionError(target, "; ".join(problems))
-    return Exemption(rules=rules, owner=owner, reason=reason, until=until, target=target)
+    written = annotations[EXEMPT_UNTIL_ANNOTATION]
+    return Exemption(rules=rules, owner=owner, reason=reason, until=until, target=target, until_text=written)
 
 
 def _annotations(obj: Obj) -> dict[str, str]:

@@ -10,6 +10,7 @@ app's manifest set: the binding may live elsewhere).
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
+from access_hygiene.clock import describe_age, parse_instant
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.namespaces import (
     Workload,
@@ -160,11 +161,16 @@ def _parse_day(text: str) -> date | None:
         return None
 
 
-def _created(obj: Obj) -> date | None:
+def _created(obj: Obj) -> datetime | date | None:
     stamp = meta(obj).get("creationTimestamp")
     if isinstance(stamp, datetime):
-        return stamp.date()
-    return _parse_day(str(stamp)) if stamp else None
+        return stamp
+    if not stamp:
+        return None
+    try:
+        return parse_instant(str(stamp))
+    except ValueError:
+        return _parse_day(str(stamp))
 
 
 @rule("AH-SA-005", Severity.MEDIUM, "Legacy long-lived ServiceAccount token Secret")
@@ -178,11 +184,12 @@ def legacy_tokens(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Find
             continue
         namespace = namespace_of(secret)
         sa_name = annotations_of(secret).get(SA_NAME_ANNOTATION, "?")
-        created = _created(secret)
-        age = f"created {(today - created).days} days ago" if created else "age unknown"
+        age = describe_age("created", _created(secret), ctx.now)
         labels = labels_of(secret)
         last_used = _parse_day(labels.get(LAST_USED_LABEL, ""))
         used = f"last used {last_used.isoformat()}" if last_used else "no recorded use"
+        if last_used is not None and last_used > today:
+            used += " (a day in the future: clock skew?)"
         invalid = f", invalidated since {labels[INVALID_SINCE_LABEL]}" if INVALID_SINCE_LABEL in labels else ""
         yield _finding(
             "AH-SA-005",
