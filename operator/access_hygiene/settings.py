@@ -67,6 +67,12 @@ class OperatorSettings(BaseSettings):
     admission_refresh_seconds: float = Field(
         default=60.0, gt=0, description="Seconds between refreshes of the admission exemption parameters."
     )
+    admission_role_capabilities: Literal["off", "warn", "deny"] = Field(
+        default="warn",
+        description="The role-capabilities admission profile (Roles/ClusterRoles granting what the effective-"
+        "permission rules report: escalate, bind, impersonate, secrets reads, ...): warn everywhere, deny in enforce "
+        "namespaces like the core rules, or off.",
+    )
 
     # Continuous mode (opt-in): receive kube-apiserver audit events as its webhook backend, keep bounded
     # per-ServiceAccount usage counters, report unused grants in metrics and status.unusedRules.

@@ -1,6 +1,6 @@
 """Native admission policies: installed (or removed, when switched off) at start-up; re-applied with fresh
-parameters (the operator's clock, owner exemptions, the grant ceiling) on a timer and whenever an exempted
-owner object changes."""
+parameters (the operator's clock, owner exemptions, the grant ceiling, its own user name) on a timer and whenever
+an exempted owner object changes."""
 
 import asyncio
 import contextlib
