@@ -24,12 +24,13 @@ from typing import Any
 import kubernetes
 import yaml
 
+from access_hygiene.engine.admission.forms import FORMS
+from access_hygiene.engine.admission.guards import AUTHORIZER_LIMIT, requester_guard
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.crds import install_crd
 from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import EDITOR_USER
-from access_hygiene.reconcile.admission_forms import AUTHORIZER_LIMIT, FORMS, requester_guard
 from access_hygiene.render.admission import MODE_LABEL, AdmissionConfig, render_guard_policy
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 from access_hygiene.settings import OperatorSettings

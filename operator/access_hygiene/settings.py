@@ -6,8 +6,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.usage_limits import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.usage import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
 
 class OperatorSettings(BaseSettings):

@@ -33,25 +33,13 @@ from kopf.testing import KopfRunner
 # and the owner-exemption watches (registered only when admission is on at import) must not leak into the
 # operator of later test modules.
 import access_hygiene.handlers  # noqa: F401
-from access_hygiene.k8s import resources
-from access_hygiene.k8s.admission import (
-    ADMISSION_KINDS,
-    admission_config,
-    apply_admission,
-    delete_admission,
-    desired_admission,
-    observe_parameters,
-)
-from access_hygiene.localcluster.controlplane import EDITOR_USER
-from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.admission_forms import (
-    AUTHORIZER_LIMIT,
-    FORMS,
-)
-from access_hygiene.reconcile.audit import run_audit
-from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
-from access_hygiene.reconcile.ceiling import check_grant_ceiling
-from access_hygiene.reconcile.permissions import (
+from access_hygiene.engine.admission.forms import FORMS
+from access_hygiene.engine.admission.guards import AUTHORIZER_LIMIT
+from access_hygiene.engine.audit.runner import run_audit
+from access_hygiene.engine.catalogue.rbac_tampering import PORT_FORWARD, REBIND, TRAFFIC_KINDS
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
+from access_hygiene.engine.rbac.capabilities import (
     BIND,
     CONFIGMAP_WRITE,
     CREATE_PODS,
@@ -70,10 +58,20 @@ from access_hygiene.reconcile.permissions import (
     TOKEN_CREATE,
     WEBHOOK_WRITE,
     Pattern,
-    is_bootstrap,
 )
-from access_hygiene.reconcile.rules.rbac_more import PORT_FORWARD, REBIND, TRAFFIC_KINDS
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
+from access_hygiene.engine.rbac.permissions import is_bootstrap
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.admission import (
+    ADMISSION_KINDS,
+    admission_config,
+    apply_admission,
+    delete_admission,
+    desired_admission,
+    observe_parameters,
+)
+from access_hygiene.localcluster.controlplane import EDITOR_USER
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.admission import ADMISSION_API_VERSION, MODE_LABEL, POLICY_PREFIX, selector
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
 from access_hygiene.settings import OperatorSettings
@@ -1014,7 +1012,8 @@ def security_context(draw: st.DrawFn, container: bool) -> dict[str, Any]:
     where = "container.securityContext" if container else "pod.securityContext"
     # Not null on a container: the audit engine reads a container's `runAsUser: null` / `runAsNonRoot: null` as set,
     # without the pod-level fallback the API server applies (it drops the null), so `scan -f` disagrees there
-    # (rules/pods.py, not this module's: tests/unit/test_admission_forms.py::test_scan_reads_null_run_as_fields).
+    # (catalogue/pod_security.py, not this module's:
+    # tests/unit/test_admission_forms.py::test_scan_reads_null_run_as_fields).
     if draw(st.booleans()):
         _put(draw, context, "runAsUser", draw(st.sampled_from([0, 1000])), where=where, null=not container)
     if draw(st.booleans()):
@@ -1408,7 +1407,7 @@ def access_policies(draw: st.DrawFn) -> dict[str, Any]:
 
 def test_differential_ceiling_guard_agrees_with_operator_check(env: Env) -> None:
     """Generated AccessPolicies, dry-run as the admin (who skips the requester check): the API server refuses
-    exactly those the operator's own grant-ceiling check (reconcile/ceiling.py) would refuse."""
+    exactly those the operator's own grant-ceiling check (engine/rbac/grant_ceiling.py) would refuse."""
     cases, refused, disagreements = 0, 0, []
     with env.cluster.api_client() as api:
         ceiling = resources.get(api, f"{RBAC}/v1", "ClusterRole", CEILING)

@@ -8,28 +8,28 @@ from typing import Any
 
 import pytest
 
-from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
-from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.admission_forms import (
+from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.forms import (
     AUDIT_ONLY,
     FORMS,
     ROLE_CAPABILITIES_PROFILE,
-    AdmissionForm,
     RoleCapabilities,
     admission_table,
-    automount_mutation,
     compiled_forms,
-    exemption_parameters,
 )
-from access_hygiene.reconcile.audit import load_rules, run_audit
-from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles
-from access_hygiene.reconcile.ceiling import check_grant_ceiling
-from access_hygiene.reconcile.permissions import resolve_cluster_roles
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.engine.admission.guards import automount_mutation
+from access_hygiene.engine.audit.runner import load_rules, run_audit
+from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
+from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
+from access_hygiene.engine.rbac.permissions import resolve_cluster_roles
+from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.admission import (
     AdmissionConfig,
+    AdmissionForm,
     OwnerRef,
     namespace_selector,
     render_admission,
@@ -345,8 +345,8 @@ def test_docs_say_what_the_default_ceiling_does() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="rules/pods.py (not admission's) reads a container's runAsUser/runAsNonRoot: null as set and skips the "
-    "pod-level value; the API server drops the null, so admission and the live audit use the pod's value",
+    reason="catalogue/pod_security.py (not admission's) reads a container's runAsUser/runAsNonRoot: null as set and "
+    "skips the pod-level value; the API server drops the null, so admission and the live audit use the pod's value",
 )
 def test_scan_reads_null_run_as_fields() -> None:
     """`scan -f` should judge a container's `runAsUser: null` as the API server stores it (no field, so the pod's

@@ -10,10 +10,10 @@ from typing import Any
 
 import kopf
 
+from access_hygiene.engine.ground.exemptions import EXEMPT_ANNOTATION
 from access_hygiene.handlers.runtime import runtime_of
 from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.errors import api_errors_as_kopf
-from access_hygiene.reconcile.exemptions import EXEMPT_ANNOTATION
 
 logger = logging.getLogger(__name__)
 

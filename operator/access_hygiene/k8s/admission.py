@@ -8,15 +8,12 @@ from typing import Any
 
 import kubernetes
 
+from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.forms import compiled_forms
+from access_hygiene.engine.admission.guards import automount_mutation, guard_policies
+from access_hygiene.engine.audit.runner import load_rules
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s import resources
-from access_hygiene.reconcile.admission_forms import (
-    automount_mutation,
-    compiled_forms,
-    exemption_parameters,
-    guard_policies,
-)
-from access_hygiene.reconcile.audit import load_rules
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import (
     ADMISSION_API_VERSION,
     RULE_LABEL,

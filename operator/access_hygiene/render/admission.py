@@ -1,7 +1,7 @@
 """Native admission policies: ValidatingAdmissionPolicy (+ bindings) per compiled rule, the AccessPolicy
 guards, and the MutatingAdmissionPolicy that turns token automount off.
 
-Pure: forms (CEL built by reconcile/admission_forms.py from the rule knowledge, with the operator's
+Pure: forms (CEL built by engine/admission/forms.py from the rule knowledge, with the operator's
 parameters such as its clock already in their variables) and settings in, plain manifest dicts out.
 Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
 stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
