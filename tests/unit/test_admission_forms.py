@@ -343,11 +343,6 @@ def test_docs_say_what_the_default_ceiling_does() -> None:
     assert "a permission inside the ceiling that `edit` lacks (e.g. `update resourcequotas`)" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalogue/pod_security.py (not admission's) reads a container's runAsUser/runAsNonRoot: null as set and "
-    "skips the pod-level value; the API server drops the null, so admission and the live audit use the pod's value",
-)
 def test_scan_reads_null_run_as_fields() -> None:
     """`scan -f` should judge a container's `runAsUser: null` as the API server stores it (no field, so the pod's
     runAsUser applies). Found by the null variants of the admission differential; the differential leaves these two

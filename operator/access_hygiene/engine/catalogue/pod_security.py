@@ -61,8 +61,9 @@ def host_namespaces(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Fi
 
 def _root_problems(workload: Workload, container: Obj) -> list[str]:
     pod, own = _context(workload.spec), _context(container)
-    run_as_user = own.get("runAsUser", pod.get("runAsUser"))
-    run_as_non_root = own.get("runAsNonRoot", pod.get("runAsNonRoot"))
+    # A container's null is no value (the API server drops it): the pod's value applies, as it does live.
+    run_as_user = own.get("runAsUser") if own.get("runAsUser") is not None else pod.get("runAsUser")
+    run_as_non_root = own.get("runAsNonRoot") if own.get("runAsNonRoot") is not None else pod.get("runAsNonRoot")
     problems = []
     if run_as_user == 0:
         problems.append("runAsUser 0")
