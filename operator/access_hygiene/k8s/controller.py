@@ -225,6 +225,8 @@ class Controller:
         self._enqueue_everything()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
+        if self.admission is not None:  # at once, not at the first event: the floor may have moved while down
+            await self._admission_step()
         drift_at = time.monotonic() + self.settings.drift_interval_seconds
         resync_at = time.monotonic() + self.settings.resync_interval_seconds
         while True:
@@ -305,23 +307,7 @@ class Controller:
     # Admission parameters -----------------------------------------------------------------------
 
     def _admission_relevant(self, changes: list[Change]) -> bool:
-        """Can the batch change the admission parameters? An exemption added, changed or removed anywhere (the
-        floor, the owner exemptions), an object owned by one with owner-exemption entries, the grant ceiling."""
-        for change in changes:
-            for obj in (change.old, change.new):
-                if obj is None:
-                    continue
-                metadata = obj.get("metadata") or {}
-                if any(str(k).startswith(EXEMPT_ANNOTATION) for k in metadata.get("annotations") or {}):
-                    return True
-                if change.kind == "ClusterRole" and name_of(obj) == self.settings.grant_ceiling_cluster_role:
-                    return True
-                if change.kind in OWNER_KIND_NAMES:
-                    namespace = namespace_of(obj)
-                    for ref in metadata.get("ownerReferences") or []:
-                        if f"{ref.get('kind')}.{namespace}.{ref.get('name')}" in self._admission_keys:
-                            return True
-        return False
+        return admission_relevant(changes, self._admission_keys, self.settings.grant_ceiling_cluster_role)
 
     async def _admission_step(self) -> None:
         # Shielded and remembered: stop() waits for a write in flight (a thread cannot be cancelled, and one
@@ -584,6 +570,27 @@ class Controller:
     async def cleanup_policy(self, body: dict[str, Any]) -> int:
         self._refusals.pop(("policy", namespace_of(body), name_of(body)), None)
         return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
+
+
+def admission_relevant(changes: Iterable[Change], owner_keys: frozenset[str], ceiling: str) -> bool:
+    """Can the batch change the admission parameters? An exemption added, changed or removed anywhere (the
+    floor, the owner exemptions), an owner-kind object owned by one with owner-exemption entries (owner_keys), the
+    grant ceiling ClusterRole."""
+    for change in changes:
+        for obj in (change.old, change.new):
+            if obj is None:
+                continue
+            metadata = obj.get("metadata") or {}
+            if any(str(k).startswith(EXEMPT_ANNOTATION) for k in metadata.get("annotations") or {}):
+                return True
+            if change.kind == "ClusterRole" and name_of(obj) == ceiling:
+                return True
+            if change.kind in OWNER_KIND_NAMES:
+                namespace = namespace_of(obj)
+                for ref in metadata.get("ownerReferences") or []:
+                    if f"{ref.get('kind')}.{namespace}.{ref.get('name')}" in owner_keys:
+                        return True
+    return False
 
 
 def _has_legacy_marks(namespace: dict[str, Any]) -> bool:
