@@ -1553,13 +1553,19 @@ def test_operator_follows_events_and_expiries_writes_nothing_idle_and_switches_o
                   "metadata": {"name": account, "annotations": _exemption("AH-SA-001", until)}}  # fmt: skip
             assert env.admin.create(sa, env.audit).returncode == 0
 
-            def floor_moved() -> datetime | None:  # on every rule policy
-                floors = {a[FLOOR_ANNOTATION] for _, a in _versions(api).values() if FLOOR_ANNOTATION in a}
-                return datetime.now(UTC) if floors == {until} else None
+            def floor_moved() -> datetime | None:
+                floor = _rule_policy(api).get("metadata", {}).get("annotations", {}).get(FLOOR_ANNOTATION)
+                return datetime.now(UTC) if floor == until else None
 
-            moved = wait_for(floor_moved, timeout=20, interval=0.05)
+            def all_moved() -> bool:  # every rule policy
+                return {a[FLOOR_ANNOTATION] for _, a in _versions(api).values() if FLOOR_ANNOTATION in a} == {until}
+
+            moved = wait_for(floor_moved, timeout=20, interval=0.1)
             late = (moved - datetime.fromisoformat(until)).total_seconds()
-            assert late < 2.0, f"the floor moved {late:.2f} s after the expiry"
+            print(f"\nfloor written {late:.2f} s after the expiry")
+            # At the expiry, not on a period (the refresh it replaces ran every 60 s); generous for a loaded machine.
+            assert late < 5.0, f"the floor moved {late:.2f} s after the expiry"
+            wait_for(all_moved, timeout=10)
             assert _variable(_rule_policy(api), "floor") == f'"{until}"'
             before = _versions(api)
             time.sleep(5)
