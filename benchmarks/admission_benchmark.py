@@ -185,13 +185,13 @@ def _admitted(api: kubernetes.client.ApiClient, path: str, body: dict[str, Any])
     return True
 
 
-def _until_flips(probe: Any, want: bool, timeout: float = 30.0) -> float:
+def _until_flips(probe: Any, want: bool, what: str, timeout: float = 30.0) -> float:
     """Poll (back to back) until probe() == want; the monotonic time it first did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if probe() == want:
             return time.monotonic()
-    raise SystemExit("admission did not change in time")
+    raise TimeoutError(f"{what}: admission did not change in time")
 
 
 def _summary(name: str, values: list[float]) -> None:
@@ -231,7 +231,7 @@ def parameters(
         added: list[float] = []
         for _ in range(args.operator_samples):
             name = f"exempt-{uuid.uuid4().hex[:6]}"
-            until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+            until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
             annotations = {
                 "accesshygiene.io/exempt": "*",
                 "accesshygiene.io/exempt-owner": "bench",
@@ -249,9 +249,12 @@ def parameters(
                    "spec": {"serviceAccountName": "app", "hostPID": True, "containers": [CONTAINER]}}  # fmt: skip
             created = time.monotonic()
             resources.request(api, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=deployment)
-            added.append(_until_flips(lambda p=pod: _admitted(api, pods, p), True) - created)
+            added.append(_until_flips(lambda p=pod: _admitted(api, pods, p), True, "exemption added") - created)
             expires = time.monotonic() + (until - datetime.now(UTC)).total_seconds()
-            expiry.append(max(0.0, _until_flips(lambda p=pod: _admitted(api, pods, p), False) - expires))
+            if expires <= time.monotonic():  # the exemption was added too late to watch it expire
+                continue
+            flipped = _until_flips(lambda p=pod: _admitted(api, pods, p), False, "exemption expired")
+            expiry.append(max(0.0, flipped - expires))
         ceiling: list[float] = []
         quota = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]}
         asks = {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
@@ -260,7 +263,9 @@ def parameters(
             for rules, want in (([*DEFAULT_GRANT_CEILING_RULES, quota], True), (DEFAULT_GRANT_CEILING_RULES, False)):
                 changed = time.monotonic()
                 resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling", rules))
-                ceiling.append(_until_flips(lambda w=want: _admitted(api, policies, asks) == w, True) - changed)
+                ceiling.append(
+                    _until_flips(lambda w=want: _admitted(api, policies, asks) == w, True, f"ceiling {want}") - changed
+                )
         _summary("exemption expiry -> admission effect (CREATE)", expiry)
         _summary("exemption added -> admission effect", added)
         _summary("grant ceiling change -> admission effect", ceiling)
@@ -269,6 +274,9 @@ def parameters(
         time.sleep(args.idle_seconds)
         idle = operator_requests(cluster.audit_log_path, idle_from, time.time())
         print(f"operator API requests over {args.idle_seconds:.0f} idle seconds: {dict(idle) or 'none'}")
+    except TimeoutError:
+        print(log.read_text()[-3000:])
+        raise
     finally:
         operator.terminate()
         operator.wait(timeout=60)

@@ -5,6 +5,7 @@ admission is switched off."""
 
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,7 @@ ADMISSION_KINDS = (
 # On every rule policy: the floor of "now" it carries (docs/admission.md, "How time is judged").
 FLOOR_ANNOTATION = "accesshygiene.io/parameters-floor"
 Obj = dict[str, Any]
+WRITERS = 4  # concurrent admission writes (the operator's client pool has workers + 8 connections)
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,16 @@ class AdmissionWriter:
         self, api: kubernetes.client.ApiClient, settings: OperatorSettings, desired: list[Obj], prune: bool
     ) -> "AdmissionResult":
         written: Counter[str] = Counter()
-        for manifest in desired:
-            key = (str(manifest["kind"]), str(manifest["metadata"]["name"]))
-            if self.applied.get(key) != manifest:
-                resources.apply(api, manifest)
-                self.applied[key] = manifest
-                written[key[0]] += 1
+        changed = [m for m in desired if self.applied.get((str(m["kind"]), str(m["metadata"]["name"]))) != m]
+        # Policies before bindings (no binding is ever left pointing at a missing policy); within each group the
+        # writes run side by side: a floor move rewrites 14 policies, and the API server compiles each one.
+        policies = [m for m in changed if not str(m["kind"]).endswith("Binding")]
+        bindings = [m for m in changed if str(m["kind"]).endswith("Binding")]
+        for group in (policies, bindings):
+            with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+                for manifest, _ in zip(group, pool.map(lambda m: resources.apply(api, m), group), strict=True):
+                    self.applied[(str(manifest["kind"]), str(manifest["metadata"]["name"]))] = manifest
+                    written[str(manifest["kind"])] += 1
         self.writes += written.total()
         wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
         live = _live_admission_objects(api, selector(admission_config(settings))) if prune else list(self.applied)
