@@ -9,30 +9,41 @@ with every policy installed (enforce namespace), alternating rounds; prints per-
 Cost: the API server charges each authorizer check 350,000 of the 10,000,000 budget per policy evaluation.
 A variant of the requester policy with a limit above the shipped one shows where the API server itself
 refuses (`running out of cost budget`): the number of checks that still fit is printed.
+Parameters (--operator-samples N, 0 to skip): the operator runs (admission on) and the benchmark measures
+exemption expiry -> admission effect (an owner exemption expiring: the first refused CREATE of an owned Pod after
+its exempt-until; 0 by construction, as CREATE is judged at the request's own time), exemption added -> effect
+(the first admitted CREATE after the exempted owner is created: one watch event and one write), grant ceiling
+change -> effect (the ceiling widened, then narrowed: the first AccessPolicy create that follows), then counts
+the operator's API requests over --idle-seconds of idleness from the API server's audit log.
 Not a timed test: figures depend on the machine.
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import yaml
 
+from access_hygiene.engine.admission.cel import stamp
 from access_hygiene.engine.admission.forms import FORMS
 from access_hygiene.engine.admission.guards import AUTHORIZER_LIMIT, requester_guard
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.crds import install_crd
 from access_hygiene.localcluster import ControlPlane
-from access_hygiene.localcluster.controlplane import EDITOR_USER
+from access_hygiene.localcluster.controlplane import EDITOR_USER, OPERATOR_USER
 from access_hygiene.render.admission import MODE_LABEL, AdmissionConfig, render_guard_policy
-from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
 from access_hygiene.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,14 +177,121 @@ def cost_headroom(cluster: ControlPlane, api: kubernetes.client.ApiClient, names
         print(f"  {checks} authorizer checks ({checks * 350_000:,} + 350,000): {outcome}")
 
 
+def _admitted(api: kubernetes.client.ApiClient, path: str, body: dict[str, Any]) -> bool:
+    try:
+        resources.request(api, "POST", path, query={"dryRun": "All"}, body=body)
+    except kubernetes.client.ApiException:
+        return False
+    return True
+
+
+def _until_flips(probe: Any, want: bool, what: str, timeout: float = 30.0) -> float:
+    """Poll (back to back) until probe() == want; the monotonic time it first did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe() == want:
+            return time.monotonic()
+    raise TimeoutError(f"{what}: admission did not change in time")
+
+
+def _summary(name: str, values: list[float]) -> None:
+    print(f"{name}: n={len(values)} p50 {_p(values, 0.5):.0f} ms  p99 {_p(values, 0.99):.0f} ms  "
+          f"max {max(values) * 1000:.0f} ms")  # fmt: skip
+
+
+def operator_requests(audit_log: Path, since: float, until: float) -> Counter[str]:
+    """The operator's requests in the window, by verb and resource (the API server's audit log)."""
+    found: Counter[str] = Counter()
+    with audit_log.open() as log:
+        for line in log:
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete" or event["user"]["username"] != OPERATOR_USER:
+                continue
+            when = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            if since <= when <= until:
+                found[f"{event['verb']} {(event.get('objectRef') or {}).get('resource', '')}"] += 1
+    return found
+
+
+def parameters(
+    cluster: ControlPlane, api: kubernetes.client.ApiClient, namespace: str, args: argparse.Namespace
+) -> None:
+    """The running operator's parameters: effect latencies, then idle requests."""
+    env = {**os.environ, "KUBECONFIG": str(cluster.operator_kubeconfig), "ACCESS_HYGIENE_ADMISSION_ENABLED": "true",
+           "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene", "ACCESS_HYGIENE_METRICS_PORT": "0"}  # fmt: skip
+    log = Path(cluster.workdir or ".") / "operator.log"
+    with log.open("w") as out:
+        operator = subprocess.Popen([sys.executable, "-m", "access_hygiene.cli.main", "run", "--liveness", ""],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    policies = f"/apis/accesshygiene.io/v1alpha1/namespaces/{namespace}/accesspolicies"
+    try:
+        _wait(lambda: _denied(api, namespace), timeout=120)
+        expiry: list[float] = []
+        added: list[float] = []
+        for _ in range(args.operator_samples):
+            name = f"exempt-{uuid.uuid4().hex[:6]}"
+            until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+            annotations = {
+                "accesshygiene.io/exempt": "*",
+                "accesshygiene.io/exempt-owner": "bench",
+                "accesshygiene.io/exempt-reason": "benchmark",
+                "accesshygiene.io/exempt-until": stamp(until),
+            }
+            deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                          "metadata": {"name": name, "annotations": annotations},
+                          "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                                   "template": {"metadata": {"labels": {"app": name}},
+                                                "spec": {"containers": [CONTAINER]}}}}  # fmt: skip
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"generateName": "owned-", "ownerReferences": [
+                       {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": str(uuid.uuid4())}]},
+                   "spec": {"serviceAccountName": "app", "hostPID": True, "containers": [CONTAINER]}}  # fmt: skip
+            created = time.monotonic()
+            resources.request(api, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=deployment)
+            added.append(_until_flips(lambda p=pod: _admitted(api, pods, p), True, "exemption added") - created)
+            expires = time.monotonic() + (until - datetime.now(UTC)).total_seconds()
+            if expires <= time.monotonic():  # the exemption was added too late to watch it expire
+                continue
+            flipped = _until_flips(lambda p=pod: _admitted(api, pods, p), False, "exemption expired")
+            expiry.append(max(0.0, flipped - expires))
+        ceiling: list[float] = []
+        quota = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]}
+        asks = {"apiVersion": "accesshygiene.io/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"generateName": "quota-"}, "spec": {"rbac": {"rules": [quota]}}}  # fmt: skip
+        for _ in range(args.operator_samples):
+            for rules, want in (([*DEFAULT_GRANT_CEILING_RULES, quota], True), (DEFAULT_GRANT_CEILING_RULES, False)):
+                changed = time.monotonic()
+                resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling", rules))
+                ceiling.append(
+                    _until_flips(lambda w=want: _admitted(api, policies, asks) == w, True, f"ceiling {want}") - changed
+                )
+        _summary("exemption expiry -> admission effect (CREATE)", expiry)
+        _summary("exemption added -> admission effect", added)
+        _summary("grant ceiling change -> admission effect", ceiling)
+        time.sleep(5)  # let the last events settle
+        idle_from = time.time()
+        time.sleep(args.idle_seconds)
+        idle = operator_requests(cluster.audit_log_path, idle_from, time.time())
+        print(f"operator API requests over {args.idle_seconds:.0f} idle seconds: {dict(idle) or 'none'}")
+    except TimeoutError:
+        print(log.read_text()[-3000:])
+        raise
+    finally:
+        operator.terminate()
+        operator.wait(timeout=60)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="creates per round and phase")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--operator-samples", type=int, default=10, help="parameter latency samples (0: skip)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
     settings = OperatorSettings(mode="audit", operator_namespace="access-hygiene")
-    with ControlPlane() as cluster:
+    with ControlPlane(audit_log=True) as cluster:
         api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
         install_crd(api, yaml.safe_load((ROOT / "crds" / "accesspolicies.accesshygiene.io.yaml").read_text()))
         resources.apply(api, render_grant_ceiling_role(settings.grant_ceiling_cluster_role))
@@ -187,6 +305,9 @@ def main() -> int:
         )
         operator = kubernetes.config.new_client_from_config(config_file=str(cluster.operator_kubeconfig))
         latency(api, operator, settings, namespace, args)
+        if args.operator_samples:
+            delete_admission(api, settings)
+            parameters(cluster, api, namespace, args)
         if not args.skip_cost:
             delete_admission(api, settings)
             cost_headroom(cluster, api, namespace)

@@ -167,7 +167,6 @@ def values_schema() -> Schema:
         "admission": closed(
             {
                 "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
-                "refreshSeconds": integer("Seconds between refreshes of the exemption parameter object.", minimum=1),
                 "roleCapabilities": {
                     "enum": ["warn", "deny", "off"],
                     "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, or off.",

@@ -30,6 +30,7 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
+    Gauge,
     Histogram,
     start_http_server,
 )
@@ -356,6 +357,17 @@ class Metrics:
             buckets=RECONCILE_BUCKETS,
             registry=registry,
         )
+        self._admission_floor = Gauge(
+            f"{PREFIX}_admission_floor_timestamp_seconds",
+            "The floor of admission's 'now' in the rule policies (the latest passed exemption expiry; 0: none).",
+            registry=registry,
+        )
+        self._admission_writes = PromCounter(
+            f"{PREFIX}_admission_parameter_writes",
+            "Admission objects written because their content changed, by kind (an idle cluster adds none).",
+            ["kind"],
+            registry=registry,
+        )
         registry.register(_SnapshotCollector(self))
 
     def publish_scan(self, result: ScanResult) -> None:
@@ -374,6 +386,12 @@ class Metrics:
         bounded = outcome if outcome in RECONCILE_OUTCOMES else OTHER_OUTCOME
         self._reconcile_total.labels(handler=handler, outcome=bounded).inc()
         self._reconcile_seconds.labels(handler=handler).observe(max(seconds, 0.0))
+
+    def observe_admission(self, floor_seconds: float, written: Mapping[str, int]) -> None:
+        """The floor the rule policies carry and how many admission objects of each kind were just written."""
+        self._admission_floor.set(floor_seconds)
+        for kind, count in written.items():
+            self._admission_writes.labels(kind=kind).inc(count)
 
     def set_managed_objects(self, counts: Mapping[str, int]) -> None:
         frozen = _frozen(counts, MANAGED_KINDS)

@@ -64,9 +64,6 @@ class OperatorSettings(BaseSettings):
     # A cluster-scoped object (ClusterRole) the admission policies are owned by: deleting it (helm uninstall)
     # garbage-collects them. Empty: no owner (the operator removes them when admission is switched off).
     admission_owner_cluster_role: str = ""
-    admission_refresh_seconds: float = Field(
-        default=60.0, gt=0, description="Seconds between refreshes of the admission exemption parameters."
-    )
     admission_role_capabilities: Literal["off", "warn", "deny"] = Field(
         default="warn",
         description="The role-capabilities admission profile (Roles/ClusterRoles granting what the effective-"

@@ -10,15 +10,17 @@ engine) and its negative control; CEL cost at the CRD's maximum list sizes; unin
 
 import contextlib
 import copy
+import dataclasses
 import json
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kopf.testing import KopfRunner
 
-# Imported here, before any test sets ACCESS_HYGIENE_ADMISSION_ENABLED: kopf handlers register once per process,
-# and the owner-exemption watches (registered only when admission is on at import) must not leak into the
-# operator of later test modules.
+# Imported here, before any test sets ACCESS_HYGIENE_ADMISSION_ENABLED: kopf handlers register once per process.
 import access_hygiene.handlers  # noqa: F401
+from access_hygiene.engine.admission.cel import stamp
 from access_hygiene.engine.admission.forms import FORMS
 from access_hygiene.engine.admission.guards import AUTHORIZER_LIMIT
 from access_hygiene.engine.audit.runner import run_audit
@@ -64,6 +65,8 @@ from access_hygiene.engine.rbac.permissions import is_bootstrap
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import (
     ADMISSION_KINDS,
+    FLOOR_ANNOTATION,
+    AdmissionWriter,
     admission_config,
     apply_admission,
     delete_admission,
@@ -1497,26 +1500,129 @@ def running_operator(cluster: Cluster, **env: str) -> Iterator[KopfRunner]:
         yield runner
 
 
-def _params_now(api: kubernetes.client.ApiClient) -> str:
-    """The operator's clock as rendered into a rule policy (variables.now)."""
-    policy = resources.get(api, ADMISSION_API_VERSION, "ValidatingAdmissionPolicy", "access-hygiene-ah-pod-001")
-    variables = (policy or {}).get("spec", {}).get("variables", [])
-    return next((str(v["expression"]) for v in variables if v["name"] == "now"), "")
+def _rule_policy(api: kubernetes.client.ApiClient) -> dict[str, Any]:
+    return resources.get(api, ADMISSION_API_VERSION, "ValidatingAdmissionPolicy", "access-hygiene-ah-pod-001") or {}
 
 
-def test_operator_installs_refreshes_and_switches_off(crd_installed: Cluster, env: Env) -> None:
-    """The handlers: start-up install (idempotent over what is there), the parameter clock advancing on the
-    timer, and a start with admission off removing everything."""
+def _variable(policy: dict[str, Any], name: str) -> str:
+    return next((str(v["expression"]) for v in policy.get("spec", {}).get("variables", []) if v["name"] == name), "")
+
+
+def _versions(api: kubernetes.client.ApiClient) -> dict[str, tuple[int, dict[str, str]]]:
+    """Each admission object's generation (its spec's writes) and annotations (the API server's type checker
+    writes the status, so the resourceVersion also moves without the operator)."""
+    config = admission_config(operator_settings())
+    return {
+        f"{kind}/{obj['metadata']['name']}": (obj["metadata"]["generation"], obj["metadata"].get("annotations", {}))
+        for kind in ADMISSION_KINDS
+        for obj in resources.list_objects(api, ADMISSION_API_VERSION, kind, label_selector=selector(config))
+    }
+
+
+def _exemption(rules: str, until: str) -> dict[str, str]:
+    return {
+        "accesshygiene.io/exempt": rules,
+        "accesshygiene.io/exempt-owner": "team-a",
+        "accesshygiene.io/exempt-reason": "testing admission's time",
+        "accesshygiene.io/exempt-until": until,
+    }
+
+
+def test_operator_follows_events_and_expiries_writes_nothing_idle_and_switches_off(
+    crd_installed: Cluster, env: Env
+) -> None:
+    """The controller: start-up install (idempotent over what is there); an exempted Deployment reaches the
+    owner-exemption parameters on its event; an exemption expiry moves the floor at the expiry (a timer, no
+    period); idle, nothing is written; a start with admission off removes everything."""
+    deployment_name = f"exempt-{uuid.uuid4().hex[:6]}"
+    account = f"expiring-{uuid.uuid4().hex[:6]}"
     with crd_installed.api_client() as api:
         delete_admission(api, env.settings)
-        with running_operator(crd_installed, ACCESS_HYGIENE_ADMISSION_ENABLED="true",
-                              ACCESS_HYGIENE_ADMISSION_REFRESH_SECONDS="1"):  # fmt: skip
+        with running_operator(crd_installed, ACCESS_HYGIENE_ADMISSION_ENABLED="true"):
             wait_for(lambda: len(_admission_objects(api)) == len(_desired(env, env.settings)), timeout=60)
-            first = wait_for(lambda: _params_now(api), timeout=30)
-            wait_for(lambda: _params_now(api) > first, timeout=30)
+            deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                          "metadata": {"name": deployment_name, "annotations": _exemption("AH-POD-003", "2999-01-01")},
+                          "spec": {"replicas": 0, "selector": {"matchLabels": {"app": deployment_name}},
+                                   "template": {"metadata": {"labels": {"app": deployment_name}},
+                                                "spec": {"containers": [{"name": "app", "image": "x"}]}}}}  # fmt: skip
+            assert env.admin.create(deployment, env.audit).returncode == 0
+            key = f'"Deployment.{env.audit}.{deployment_name}"'
+            wait_for(lambda: key in _variable(_rule_policy(api), "ownerExemptions"), timeout=10)
+            until = stamp(datetime.now(UTC) + timedelta(seconds=4))
+            sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+                  "metadata": {"name": account, "annotations": _exemption("AH-SA-001", until)}}  # fmt: skip
+            assert env.admin.create(sa, env.audit).returncode == 0
+
+            def floor_moved() -> datetime | None:
+                floor = _rule_policy(api).get("metadata", {}).get("annotations", {}).get(FLOOR_ANNOTATION)
+                return datetime.now(UTC) if floor == until else None
+
+            def all_moved() -> bool:  # every rule policy
+                return {a[FLOOR_ANNOTATION] for _, a in _versions(api).values() if FLOOR_ANNOTATION in a} == {until}
+
+            moved = wait_for(floor_moved, timeout=20, interval=0.1)
+            late = (moved - datetime.fromisoformat(until)).total_seconds()
+            print(f"\nfloor written {late:.2f} s after the expiry")
+            # At the expiry, not on a period (the refresh it replaces ran every 60 s); generous for a loaded machine.
+            assert late < 5.0, f"the floor moved {late:.2f} s after the expiry"
+            wait_for(all_moved, timeout=10)
+            assert _variable(_rule_policy(api), "floor") == f'"{until}"'
+            before = _versions(api)
+            time.sleep(5)
+            assert _versions(api) == before  # idle: no write
+        for kind, name in (("deployment", deployment_name), ("serviceaccount", account)):
+            env.admin.run("delete", kind, name, f"--namespace={env.audit}", "--wait=false")
         with running_operator(crd_installed, ACCESS_HYGIENE_ADMISSION_ENABLED="false"):
             wait_for(lambda: not _admission_objects(api), timeout=60)
-            wait_for(lambda: not _params_now(api), timeout=30)
+        apply_admission(env.operator, env.settings, datetime.now(UTC))
+
+
+def test_unchanged_parameters_are_not_written(env: Env) -> None:
+    """Re-computing with unchanged state writes nothing (server-side apply of identical content is still a
+    request: it is skipped), and nothing the API server stores changes."""
+    writer = AdmissionWriter()
+    first = apply_admission(env.operator, env.settings, datetime.now(UTC), writer)
+    assert first.applied == len(_desired(env, env.settings))  # a fresh writer (a start) writes everything once
+    with env.cluster.api_client() as api:
+        before = _versions(api)
+        again = apply_admission(env.operator, env.settings, datetime.now(UTC), writer)
+        assert (again.applied, again.pruned, writer.writes) == (0, 0, first.applied)
+        assert _versions(api) == before
+
+
+def test_owner_exemption_expires_at_create_without_a_write(env: Env) -> None:
+    """CREATE is judged at the request's own time (creationTimestamp, set by the API server): a policy written
+    once with an owner exemption expiring in a few seconds admits the owned pod before and denies it after, with
+    no write in between."""
+    owner = f"legacy-{uuid.uuid4().hex[:6]}"
+    pod, _ = _bad_good("AH-POD-003")
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "uid": str(uuid.uuid4())}
+    ]
+    parameters = observe_parameters(env.operator, env.settings, datetime.now(UTC))
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+    entries = {f"ReplicaSet.{env.enforce}.{owner}": [{"rules": "AH-POD-003", "until": stamp(until)}]}
+    parameters = dataclasses.replace(parameters, owner_exemptions={**parameters.owner_exemptions, **entries})
+    writer = AdmissionWriter()
+    try:
+        writer.write(env.operator, env.settings, desired_admission(env.settings, parameters), prune=False)
+        with env.cluster.api_client() as api:
+            version = _versions(api)
+
+            def admitted() -> bool:
+                try:
+                    _dry_run(api, pod, env.enforce)
+                except kubernetes.client.ApiException:
+                    return False
+                return True
+
+            wait_for(admitted, timeout=6)  # the API server has the exemption (and it has not expired yet)
+            wait_for(lambda: datetime.now(UTC) > until + timedelta(seconds=1), timeout=15)
+            with pytest.raises(kubernetes.client.ApiException) as denied:
+                _dry_run(api, pod, env.enforce)
+            assert "AH-POD-003" in (denied.value.body or "")
+            assert _versions(api) == version  # no write in between
+    finally:
         apply_admission(env.operator, env.settings, datetime.now(UTC))
 
 

@@ -26,17 +26,16 @@ def test_admission_is_off_by_default(helm: Path) -> None:
 
 
 def test_admission_on_renders_owner_and_permissions(helm: Path) -> None:
-    docs = render(helm, "--set", "admission.enabled=true", "--set", "admission.refreshSeconds=30")
+    docs = render(helm, "--set", "admission.enabled=true")
     env = _env(docs)
     owner = env["ACCESS_HYGIENE_ADMISSION_OWNER_CLUSTER_ROLE"]
     assert owner == "access-hygiene-admission"
     settings = OperatorSettings(
         admission_enabled=env["ACCESS_HYGIENE_ADMISSION_ENABLED"],  # type: ignore[arg-type]
         admission_owner_cluster_role=owner,
-        admission_refresh_seconds=env["ACCESS_HYGIENE_ADMISSION_REFRESH_SECONDS"],  # type: ignore[arg-type]
     )
     assert settings.admission_enabled is True
-    assert settings.admission_refresh_seconds == 30
+    assert not any("REFRESH" in name for name in env)  # no timer: admission follows events (docs/admission.md)
     role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == owner)
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {"validatingadmissionpolicies", "validatingadmissionpolicybindings", "mutatingadmissionpolicies",

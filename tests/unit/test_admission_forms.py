@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.cel import (
+    EPOCH,
+    EXEMPTION_VARIABLES,
+    NOW_CEL,
+    exemption_parameters,
+    parameter_floor,
+)
 from access_hygiene.engine.admission.forms import (
     AUDIT_ONLY,
     FORMS,
@@ -25,7 +31,7 @@ from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
 from access_hygiene.engine.rbac.permissions import resolve_cluster_roles
-from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
+from access_hygiene.k8s.admission import FLOOR_ANNOTATION, AdmissionParameters, desired_admission
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.admission import (
     AdmissionConfig,
@@ -42,7 +48,7 @@ from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-PARAMETERS = AdmissionParameters(now=NOW, owner_exemptions={}, ceiling_rules=list(DEFAULT_GRANT_CEILING_RULES))
+PARAMETERS = AdmissionParameters(floor=NOW, owner_exemptions={}, ceiling_rules=list(DEFAULT_GRANT_CEILING_RULES))
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "admission.md"
 
 
@@ -69,17 +75,50 @@ PROFILE = sorted(rule_id for rule_id, spec in FORMS.items() if spec.profile == R
 
 
 def test_forms_carry_rule_title_and_fix() -> None:
-    forms = compiled_forms(_titles, ("system:kube-",), NOW, {"Deployment.shop.web": "AH-POD"})
+    owners = {"Deployment.shop.web": [{"rules": "AH-POD", "until": "2026-02-01T00:00:00Z"}]}
+    forms = compiled_forms(_titles, ("system:kube-",), NOW, owners)
     assert [f.rule_id for f in forms] == CORE  # the profile is left out unless chosen
     for form in forms:
         assert form.message.startswith(f"{form.rule_id} (")
         assert "Fix: " in form.message
         assert form.fix
-        assert form.variables[:3] == (
+        assert form.variables[:4] == (
             ("excludedPrefixes", '["system:kube-"]'),
-            ("now", 'timestamp("2026-01-01T00:00:00Z")'),
-            ("ownerExemptions", '{"Deployment.shop.web": "AH-POD"}'),
+            ("floor", '"2026-01-01T00:00:00Z"'),
+            ("now", NOW_CEL),
+            ("ownerExemptions", """{"Deployment.shop.web": [{'rules': "AH-POD", 'until': "2026-02-01T00:00:00Z"}]}"""),
         )
+
+
+def test_admission_now_is_read_from_the_request_not_a_clock() -> None:
+    """No operator clock in the policies: "now" is the latest of the floor, the object's creationTimestamp (the
+    server's time on CREATE) and the old object's managedFields times (UPDATE)."""
+    assert "variables.floor" in NOW_CEL
+    assert "object.metadata.creationTimestamp" in NOW_CEL
+    assert "oldObject == null ? [] :" in NOW_CEL
+    assert "managedFields" in NOW_CEL
+    assert NOW_CEL.endswith(".max())")
+    owner = dict(EXEMPTION_VARIABLES)["ownerExemption"]
+    assert "timestamp(e.until) > variables.now" in owner
+
+
+def test_floor_is_the_latest_passed_expiry() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    past = [datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 1, 11, 59, 30, 500000, tzinfo=UTC)]
+    future = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
+    assert parameter_floor([*past, future], now) == past[1]
+    assert parameter_floor([future], now) == EPOCH
+    assert parameter_floor([], now) == EPOCH
+    assert parameter_floor([now], now) == now  # expired at exactly its until (Exemption.is_active)
+    policies = [
+        o
+        for o in desired_admission(OperatorSettings(), dataclasses.replace(PARAMETERS, floor=past[1]))
+        if o["kind"] == "ValidatingAdmissionPolicy" and FLOOR_ANNOTATION in o["metadata"].get("annotations", {})
+    ]
+    assert policies
+    for policy in policies:  # rounded down to whole seconds: compares as a string with the API server's times
+        assert policy["metadata"]["annotations"][FLOOR_ANNOTATION] == "2026-01-01T11:59:30Z"
+        assert {"name": "floor", "expression": '"2026-01-01T11:59:30Z"'} in policy["spec"]["variables"]
 
 
 def test_role_capabilities_profile_covers_every_capability_rule() -> None:
@@ -273,10 +312,17 @@ def test_exemption_parameters_cover_owned_objects() -> None:
     }  # fmt: skip
     snapshot = ClusterSnapshot.from_objects([deployment, replica_set, expired])
     ctx = AuditContext(now=datetime(2026, 1, 1, tzinfo=UTC))
-    assert exemption_parameters(snapshot, ctx) == {
-        "Deployment.shop.web": "AH-POD-003",
-        "ReplicaSet.shop.web-1": "AH-POD-003",
-    }
+    entry = [{"rules": "AH-POD-003", "until": "2999-01-02T00:00:00Z"}]  # a bare date: through that day
+    assert exemption_parameters(snapshot, ctx) == {"Deployment.shop.web": entry, "ReplicaSet.shop.web-1": entry}
+    # the ReplicaSet's own exemption with another until: both kept, each with its until (expiring separately)
+    own = {**replica_set, "metadata": {**replica_set["metadata"], "annotations": {
+        **deployment["metadata"]["annotations"], "accesshygiene.io/exempt": "AH-POD-001",
+        "accesshygiene.io/exempt-until": "2026-01-01T10:00:00.9+02:00"}}}  # fmt: skip
+    snapshot = ClusterSnapshot.from_objects([deployment, own])
+    assert exemption_parameters(snapshot, ctx)["ReplicaSet.shop.web-1"] == [
+        {"rules": "AH-POD-001", "until": "2026-01-01T08:00:00Z"},  # in UTC, rounded down: never late
+        *entry,
+    ]
 
 
 def test_ceiling_rules_are_rendered_into_the_guard() -> None:
@@ -286,7 +332,7 @@ def test_ceiling_rules_are_rendered_into_the_guard() -> None:
     ceiling = next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"]
     assert '"resources": ["configmaps", "endpoints"' in ceiling
     assert '"resourceNames": []' in ceiling
-    empty = AdmissionParameters(now=NOW, owner_exemptions={}, ceiling_rules=[])
+    empty = AdmissionParameters(floor=NOW, owner_exemptions={}, ceiling_rules=[])
     guard = next(o for o in desired_admission(OperatorSettings(), empty) if o["metadata"]["name"] == name)
     assert next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"] == "[]"
 

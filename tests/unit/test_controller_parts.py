@@ -64,3 +64,30 @@ def test_cached_objects_share_their_short_strings_and_stay_equal() -> None:
     assert shared_first["subjects"][0]["name"] is shared_second["subjects"][0]["name"]
     long_first = shared_first["metadata"]["annotations"]["note"]
     assert long_first is not shared_second["metadata"]["annotations"]["note"]  # long values are left alone
+
+
+def test_admission_parameters_are_recomputed_only_on_relevant_changes() -> None:
+    from access_hygiene.k8s.controller import admission_relevant
+    from access_hygiene.k8s.watch_cache import Change
+
+    def obj(kind: str, name: str, **metadata: Any) -> dict[str, Any]:
+        return {"kind": kind, "metadata": {"name": name, "namespace": "shop", **metadata}}
+
+    exempt = {"annotations": {"accesshygiene.io/exempt-until": "2026-01-01"}}
+    owned = {"ownerReferences": [{"kind": "Deployment", "name": "web"}]}
+    keys = frozenset({"Deployment.shop.web"})
+    ceiling = "access-hygiene-grant-ceiling"
+
+    def relevant(change: Change) -> bool:
+        return admission_relevant([change], keys, ceiling)
+
+    assert relevant(Change("ServiceAccount", None, obj("ServiceAccount", "a", **exempt)))  # the floor may move
+    assert relevant(Change("ServiceAccount", obj("ServiceAccount", "a", **exempt), obj("ServiceAccount", "a")))
+    assert relevant(Change("ReplicaSet", None, obj("ReplicaSet", "web-1", **owned)))  # an owner-exemption entry
+    assert relevant(Change("ClusterRole", None, {"kind": "ClusterRole", "metadata": {"name": ceiling}}))
+    # what cannot change them: an idle cluster's churn
+    assert not relevant(Change("Pod", None, obj("Pod", "web-1-x", **owned)))  # pods own nothing
+    assert not relevant(Change("ReplicaSet", None, obj("ReplicaSet", "api-1", ownerReferences=[
+        {"kind": "Deployment", "name": "api"}])))  # fmt: skip
+    assert not relevant(Change("ClusterRole", None, {"kind": "ClusterRole", "metadata": {"name": "view"}}))
+    assert not relevant(Change("ConfigMap", obj("ConfigMap", "c"), obj("ConfigMap", "c", labels={"a": "b"})))

@@ -6,6 +6,7 @@ of one object, so sequences also modify objects, not only add and delete them.
 """
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from access_hygiene.engine.admission.cel import parameter_floor
 from access_hygiene.engine.audit.incremental import (
     ALL,
     CLUSTER,
@@ -304,3 +306,32 @@ def test_first_binding_reaches_the_namespace_of_its_service_account_even_when_th
     incremental, full = _replay([(True, binding)])
     assert any('"shop"' in c and "cluster-admin" in c for c in full[1])
     assert incremental == full
+
+
+def test_passed_expiries_give_the_admission_floor() -> None:
+    """Each scope keeps its latest passed exemption expiry (admission's floor) beside its next one."""
+
+    def exempted(kind: str, namespace: str, name: str, until: str) -> Obj:
+        annotations = {
+            "accesshygiene.io/exempt": "AH-POD-001",
+            "accesshygiene.io/exempt-owner": "team",
+            "accesshygiene.io/exempt-reason": "legacy",
+            "accesshygiene.io/exempt-until": until,
+        }
+        metadata: Obj = {"name": name, "annotations": annotations, **({"namespace": namespace} if namespace else {})}
+        return {"apiVersion": "v1", "kind": kind, "metadata": metadata}
+
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    snapshot = ClusterSnapshot.from_objects([
+        exempted("Namespace", "", "a", "2026-01-01T11:00:00Z"),
+        exempted("ServiceAccount", "a", "x", "2026-01-01T11:30:00Z"),
+        exempted("ServiceAccount", "b", "y", "2026-01-01T13:00:00Z"),
+    ])  # fmt: skip
+    audit = IncrementalAudit()
+    audit.full(SnapshotSource(snapshot), AuditContext(now=now), snapshot)
+    assert sorted(audit.passed_expiries()) == [datetime(2026, 1, 1, 11, 30, tzinfo=UTC)]
+    assert audit.next_expiry() == (datetime(2026, 1, 1, 13, tzinfo=UTC), {"b"})
+    assert parameter_floor(audit.passed_expiries(), now) == datetime(2026, 1, 1, 11, 30, tzinfo=UTC)
+    later = datetime(2026, 1, 1, 13, tzinfo=UTC)  # b's expiry passes: the floor moves to it
+    audit.update(SnapshotSource(snapshot), AuditContext(now=later), {"b"})
+    assert parameter_floor(audit.passed_expiries(), later) == later

@@ -548,3 +548,13 @@ def test_serve_exposes_the_registry_over_http(served: Metrics) -> None:
     }
     # The default registry also carries process basics for the operator-health panels.
     assert "process_cpu_seconds_total" in samples
+
+
+def test_admission_floor_and_writes() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.observe_admission(1767268800.0, {"ValidatingAdmissionPolicy": 13})
+    metrics.observe_admission(1767268801.0, {})  # nothing changed: no write counted
+    samples = scrape(metrics)
+    assert series(samples, "access_hygiene_admission_floor_timestamp_seconds") == {(): 1767268801.0}
+    writes = series(samples, "access_hygiene_admission_parameter_writes_total")
+    assert writes == {labels(kind="ValidatingAdmissionPolicy"): 13.0}

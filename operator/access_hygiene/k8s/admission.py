@@ -1,17 +1,22 @@
 """Native admission policies in the live cluster: install (server-side apply) with the operator's current
-parameters (clock, owner exemptions, grant ceiling, its own user name), re-apply when they change, prune what is
-no longer rendered, and remove everything when admission is switched off."""
+parameters (the floor of admission's "now", owner exemptions with their untils, grant ceiling, its own user name),
+re-apply only the objects whose content changed, prune what is no longer rendered, and remove everything when
+admission is switched off."""
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import kubernetes
 
-from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.cel import exemption_parameters, parameter_floor, stamp
 from access_hygiene.engine.admission.forms import compiled_forms
 from access_hygiene.engine.admission.guards import automount_mutation, guard_policies
 from access_hygiene.engine.audit.runner import load_rules
+from access_hygiene.engine.ground.exemptions import Exemption, exemptions_in
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s import resources
 from access_hygiene.render.admission import (
@@ -41,14 +46,19 @@ ADMISSION_KINDS = (
     "ValidatingAdmissionPolicy",
     "MutatingAdmissionPolicy",
 )
+# On every rule policy: the floor of "now" it carries (docs/admission.md, "How time is judged").
+FLOOR_ANNOTATION = "accesshygiene.io/parameters-floor"
+Obj = dict[str, Any]
+WRITERS = 4  # concurrent admission writes (the operator's client pool has workers + 8 connections)
 
 
 @dataclass(frozen=True)
 class AdmissionParameters:
-    """What the operator feeds the policies besides its settings."""
+    """What the operator feeds the policies besides its settings: no clock (floor moves only when an exemption
+    expiry passes)."""
 
-    now: datetime
-    owner_exemptions: dict[str, str]
+    floor: datetime
+    owner_exemptions: dict[str, list[dict[str, str]]]
     ceiling_rules: list[dict[str, Any]]
     # Who the operator is to the API server (SelfSubjectReview): the forms on roles do not judge its own writes.
     operator_username: str = ""
@@ -56,9 +66,10 @@ class AdmissionParameters:
 
 @dataclass(frozen=True)
 class AdmissionResult:
-    applied: int
+    applied: int  # objects written (their content differed from what was last applied)
     pruned: int
     rules: tuple[str, ...]
+    written: dict[str, int] = field(default_factory=dict)  # objects written by kind
 
 
 def admission_config(settings: OperatorSettings, owner: OwnerRef | None = None) -> AdmissionConfig:
@@ -81,11 +92,11 @@ def desired_admission(
         rule = catalogue[rule_id]
         return rule.severity.value, rule.title
 
-    ctx = settings.audit_context(now=parameters.now)
+    ctx = settings.audit_context(now=parameters.floor)
     forms = compiled_forms(
         titles,
         ctx.excluded_subject_prefixes,
-        parameters.now,
+        parameters.floor,
         parameters.owner_exemptions,
         privileged_namespaces=sorted(ctx.privileged_namespaces),
         role_capabilities=settings.admission_role_capabilities,
@@ -97,7 +108,12 @@ def desired_admission(
         settings.grant_ceiling_cluster_role,
         parameters.ceiling_rules,
     )
-    return render_admission(forms, guards, [automount_mutation()], admission_config(settings, owner))
+    manifests = render_admission(forms, guards, [automount_mutation()], admission_config(settings, owner))
+    for manifest in manifests:
+        if any(v["name"] == "floor" for v in manifest["spec"].get("variables") or []):
+            annotations = manifest["metadata"].setdefault("annotations", {})
+            annotations[FLOOR_ANNOTATION] = stamp(parameters.floor)
+    return manifests
 
 
 def owner_of(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> OwnerRef | None:
@@ -111,22 +127,42 @@ def owner_of(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> Ow
     return OwnerRef("rbac.authorization.k8s.io/v1", "ClusterRole", name, uid)
 
 
+def parameters_of(
+    owners: Iterable[Obj],
+    ceiling: Obj | None,
+    settings: OperatorSettings,
+    now: datetime,
+    untils: Iterable[datetime],
+    operator_username: str,
+) -> AdmissionParameters:
+    """The parameters from objects the operator already holds: the owner-kind objects (for the owner
+    exemptions), the grant-ceiling ClusterRole (none: no rules, then no AccessPolicy fits, as the operator would
+    refuse them all), every exemption expiry it knows (for the floor) and its user name."""
+    snapshot = ClusterSnapshot()
+    for obj in owners:
+        snapshot.add(obj)
+    entries = exemption_parameters(snapshot, settings.audit_context(now=now))
+    rules = [r for r in (ceiling or {}).get("rules") or [] if isinstance(r, dict)]
+    return AdmissionParameters(
+        floor=parameter_floor(untils, now),
+        owner_exemptions=entries,
+        ceiling_rules=rules,
+        operator_username=operator_username,
+    )
+
+
 def observe_parameters(
     api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime
 ) -> AdmissionParameters:
-    """The operator's clock, the active exemptions of owner objects, the grant ceiling's rules (none when the
-    ClusterRole is missing: then no AccessPolicy fits, as the operator would refuse them all), and the operator's
-    user name."""
+    """The parameters read from the API (LISTs: for tests and tools; the operator takes them from its watch cache)."""
     snapshot = ClusterSnapshot()
-    for api_version, kind in OWNER_KINDS:
+    for api_version, kind in (*OWNER_KINDS, ("v1", "Namespace")):
         for obj in resources.list_objects(api, api_version, kind):
             snapshot.add(obj)
-    entries = exemption_parameters(snapshot, settings.audit_context(now=now))
+    untils = [e.until for e in exemptions_in(snapshot) if isinstance(e, Exemption)]
     ceiling = resources.get(api, "rbac.authorization.k8s.io/v1", "ClusterRole", settings.grant_ceiling_cluster_role)
-    rules = [r for r in (ceiling or {}).get("rules") or [] if isinstance(r, dict)]
-    return AdmissionParameters(
-        now=now, owner_exemptions=entries, ceiling_rules=rules, operator_username=own_username(api)
-    )
+    owners = list(snapshot.workloads)
+    return parameters_of(owners, ceiling, settings, now, untils, own_username(api))
 
 
 def own_username(api: kubernetes.client.ApiClient) -> str:
@@ -147,19 +183,52 @@ def _live_admission_objects(api: kubernetes.client.ApiClient, label_selector: st
     return found
 
 
-def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime) -> AdmissionResult:
-    """Apply every policy and binding with current parameters (server-side apply: unchanged ones are no-ops;
-    policies go before their bindings); prune labelled objects no longer rendered."""
+@dataclass
+class AdmissionWriter:
+    """Applies admission objects, skipping those whose content is what it last applied (server-side apply of
+    identical content is still a request). Keeps the last-applied content in memory: a fresh writer (a restart)
+    applies everything once."""
+
+    applied: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    writes: int = 0
+
+    def write(
+        self, api: kubernetes.client.ApiClient, settings: OperatorSettings, desired: list[Obj], prune: bool
+    ) -> "AdmissionResult":
+        written: Counter[str] = Counter()
+        changed = [m for m in desired if self.applied.get((str(m["kind"]), str(m["metadata"]["name"]))) != m]
+        # Policies before bindings (no binding is ever left pointing at a missing policy); within each group the
+        # writes run side by side: a floor move rewrites 14 policies, and the API server compiles each one.
+        policies = [m for m in changed if not str(m["kind"]).endswith("Binding")]
+        bindings = [m for m in changed if str(m["kind"]).endswith("Binding")]
+        for group in (policies, bindings):
+            with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+                for manifest, _ in zip(group, pool.map(lambda m: resources.apply(api, m), group), strict=True):
+                    self.applied[(str(manifest["kind"]), str(manifest["metadata"]["name"]))] = manifest
+                    written[str(manifest["kind"])] += 1
+        self.writes += written.total()
+        wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
+        live = _live_admission_objects(api, selector(admission_config(settings))) if prune else list(self.applied)
+        stale = [item for item in live if item not in wanted]
+        for kind, name in stale:
+            resources.delete(api, ADMISSION_API_VERSION, kind, name)
+            self.applied.pop((kind, name), None)
+        rules = tuple(sorted(rule_ids(desired)))
+        return AdmissionResult(applied=written.total(), pruned=len(stale), rules=rules, written=dict(written))
+
+
+def apply_admission(
+    api: kubernetes.client.ApiClient,
+    settings: OperatorSettings,
+    now: datetime,
+    writer: AdmissionWriter | None = None,
+) -> AdmissionResult:
+    """Apply every policy and binding with the parameters read from the API (policies go before their bindings;
+    with a writer, only those that changed since it last applied them); prune labelled objects no longer
+    rendered."""
     owner = owner_of(api, settings)
     desired = desired_admission(settings, observe_parameters(api, settings, now), owner)
-    for manifest in desired:
-        resources.apply(api, manifest)
-    wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
-    stale = [item for item in _live_admission_objects(api, selector(admission_config(settings))) if item not in wanted]
-    for kind, name in stale:
-        resources.delete(api, ADMISSION_API_VERSION, kind, name)
-    rules = tuple(sorted(rule_ids(desired)))
-    return AdmissionResult(applied=len(desired), pruned=len(stale), rules=rules)
+    return (writer or AdmissionWriter()).write(api, settings, desired, prune=True)
 
 
 def rule_ids(manifests: list[dict[str, Any]]) -> set[str]:

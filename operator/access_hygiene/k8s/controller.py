@@ -23,10 +23,19 @@ import kubernetes
 from access_hygiene import API_GROUP
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.engine.audit.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
+from access_hygiene.engine.ground.exemptions import EXEMPT_ANNOTATION
 from access_hygiene.engine.ground.namespace_classes import namespace_classes
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
 from access_hygiene.engine.planning.policy_status import refusal_news, status_changed
 from access_hygiene.k8s import resources
+from access_hygiene.k8s.admission import (
+    OWNER_KINDS,
+    AdmissionWriter,
+    desired_admission,
+    own_username,
+    owner_of,
+    parameters_of,
+)
 from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
     API_FAILURES,
@@ -44,6 +53,7 @@ from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.models.findings import Finding
+from access_hygiene.render.admission import OwnerRef
 from access_hygiene.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +74,8 @@ HEARTBEAT_SECONDS = 60.0
 REPORTS_SECONDS = 2.0
 # How long a re-audit waits for the direct work of the same batch (a policy's own reconcile) to finish first.
 DIRECT_WORK_FIRST_SECONDS = 1.0
+ADMISSION_RETRY_SECONDS = 5.0
+OWNER_KIND_NAMES = frozenset(kind for _, kind in OWNER_KINDS)
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -149,6 +161,12 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._published_at = time.monotonic()
         self._refusals: dict[WorkKey, tuple[Any, ...]] = {}  # policy -> (reason, message, generation) announced
+        # Admission (when on): its parameters follow the watch-fed state; only changed objects are written.
+        self.admission = AdmissionWriter() if settings.admission_enabled else None
+        self._admission_identity: tuple[OwnerRef | None, str] | None = None  # (owner ClusterRole, user name)
+        self._admission_due = settings.admission_enabled
+        self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
+        self._admission_inflight: asyncio.Future[None] | None = None
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -169,6 +187,9 @@ class Controller:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._admission_inflight is not None:
+            with contextlib.suppress(Exception):
+                await self._admission_inflight
         self.events.stop()
         await asyncio.to_thread(self.cache.stop)
 
@@ -204,6 +225,8 @@ class Controller:
         self._enqueue_everything()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
+        if self.admission is not None:  # at once, not at the first event: the floor may have moved while down
+            await self._admission_step()
         drift_at = time.monotonic() + self.settings.drift_interval_seconds
         resync_at = time.monotonic() + self.settings.resync_interval_seconds
         while True:
@@ -257,10 +280,18 @@ class Controller:
         # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
-        if upcoming is not None and upcoming[0] <= self.clock.now():
+        expired = upcoming is not None and upcoming[0] <= self.clock.now()
+        if upcoming is not None and expired:
             scopes |= upcoming[1]
-        if not scopes:
-            return
+        admission_due = self.admission is not None and (
+            self._admission_due or expired or self._admission_relevant(changes)
+        )
+        if scopes:
+            await self._audit_and_queue(scopes, direct)
+        if admission_due:  # after the re-audit: the floor reads the exemption expiries it found passed
+            await self._admission_step()
+
+    async def _audit_and_queue(self, scopes: set[str], direct: list[WorkKey]) -> None:
         if direct and len(self.queue) <= self.settings.workers:  # (behind a backlog it would not run soon)
             # Two CPU-bound threads share the interpreter: run side by side, both would finish later.
             with contextlib.suppress(TimeoutError):
@@ -272,6 +303,46 @@ class Controller:
             work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
         for key in sorted(work):
             self.queue.add(key)
+
+    # Admission parameters -----------------------------------------------------------------------
+
+    def _admission_relevant(self, changes: list[Change]) -> bool:
+        return admission_relevant(changes, self._admission_keys, self.settings.grant_ceiling_cluster_role)
+
+    async def _admission_step(self) -> None:
+        # Shielded and remembered: stop() waits for a write in flight (a thread cannot be cancelled, and one
+        # finishing after shutdown could re-create what a successor removed).
+        self._admission_inflight = asyncio.ensure_future(asyncio.to_thread(self._sync_admission))
+        try:
+            await asyncio.shield(self._admission_inflight)
+            self._admission_due = False
+        except Exception:
+            logger.exception(f"Admission policies could not be written; retrying in {ADMISSION_RETRY_SECONDS:g} s.")
+            self._admission_due = True
+            self._loop.call_later(ADMISSION_RETRY_SECONDS, self._wake.set)
+
+    def _sync_admission(self) -> None:
+        """Compute the parameters from the watch cache and write the admission objects whose content changed
+        (the first time: all of them, pruning what is no longer rendered)."""
+        assert self.admission is not None
+        first = self._admission_identity is None
+        if self._admission_identity is None:
+            self._admission_identity = (owner_of(self.api, self.settings), own_username(self.api))
+        owner, username = self._admission_identity
+        owners = [obj for _, kind in OWNER_KINDS for obj in self.state.objects(kind)]
+        ceiling = self.state.get("ClusterRole", "", self.settings.grant_ceiling_cluster_role)
+        with self._audit_lock:
+            passed = self.audit.passed_expiries()
+        parameters = parameters_of(owners, ceiling, self.settings, self.clock.now(), passed, username)
+        desired = desired_admission(self.settings, parameters, owner)
+        result = self.admission.write(self.api, self.settings, desired, prune=first)
+        self._admission_keys = frozenset(parameters.owner_exemptions)
+        self.metrics.observe_admission(parameters.floor.timestamp(), result.written)
+        if first or result.applied or result.pruned:
+            logger.info(
+                f"Admission policies: {result.applied} written, {result.pruned} pruned, {len(result.rules)} rules "
+                f"(floor {parameters.floor.isoformat()})."
+            )
 
     def _reaudit(self, scopes: set[str]) -> tuple[set[str], set[str]]:
         """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited and those whose
@@ -499,6 +570,27 @@ class Controller:
     async def cleanup_policy(self, body: dict[str, Any]) -> int:
         self._refusals.pop(("policy", namespace_of(body), name_of(body)), None)
         return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
+
+
+def admission_relevant(changes: Iterable[Change], owner_keys: frozenset[str], ceiling: str) -> bool:
+    """Can the batch change the admission parameters? An exemption added, changed or removed anywhere (the
+    floor, the owner exemptions), an owner-kind object owned by one with owner-exemption entries (owner_keys), the
+    grant ceiling ClusterRole."""
+    for change in changes:
+        for obj in (change.old, change.new):
+            if obj is None:
+                continue
+            metadata = obj.get("metadata") or {}
+            if any(str(k).startswith(EXEMPT_ANNOTATION) for k in metadata.get("annotations") or {}):
+                return True
+            if change.kind == "ClusterRole" and name_of(obj) == ceiling:
+                return True
+            if change.kind in OWNER_KIND_NAMES:
+                namespace = namespace_of(obj)
+                for ref in metadata.get("ownerReferences") or []:
+                    if f"{ref.get('kind')}.{namespace}.{ref.get('name')}" in owner_keys:
+                        return True
+    return False
 
 
 def _has_legacy_marks(namespace: dict[str, Any]) -> bool:

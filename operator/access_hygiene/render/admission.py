@@ -2,7 +2,8 @@
 guards, and the MutatingAdmissionPolicy that turns token automount off.
 
 Pure: forms (CEL built by engine/admission/forms.py from the rule knowledge, with the operator's
-parameters such as its clock already in their variables) and settings in, plain manifest dicts out.
+parameters such as the floor of "now" and the owner exemptions already in their variables) and settings in,
+plain manifest dicts out.
 Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
 stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
 so parameters live in the policies themselves and the operator re-applies them when they change.
@@ -217,8 +218,8 @@ def _variable_name(rule_id: str) -> str:
 def render_profile_policy(profile: str, forms: Sequence[AdmissionForm], config: AdmissionConfig) -> list[Obj]:
     """One ValidatingAdmissionPolicy for all forms of an opt-in profile (one validation per rule id, each with its
     rule's message and exemption), plus its bindings. The forms must share their resources, match conditions,
-    actions and variables (they judge the same object the same way): one policy is re-applied per refresh
-    instead of one per rule."""
+    actions and variables (they judge the same object the same way): one policy is rewritten when the parameters
+    change instead of one per rule."""
     first = forms[0]
     for form in forms:
         shared = (form.resources, form.match_conditions, form.enforce_actions, form.variables, form.profile)

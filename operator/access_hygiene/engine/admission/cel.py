@@ -4,6 +4,7 @@ as the Python checks (capabilities.py, exemptions.py)."""
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from access_hygiene.engine.ground.context import AuditContext
 from access_hygiene.engine.ground.exemptions import (
@@ -58,7 +59,7 @@ def _covers(items: str, rule_id: str) -> str:
 
 
 def _until_active(value: str) -> str:
-    """An exempt-until value later than the operator's clock (variables.now), formats as parse_until."""
+    """An exempt-until value later than the request's time (variables.now), formats as parse_until."""
     now = "variables.now"
     return (
         f"({value}.matches({cel(_DATE_PATTERN)}) && timestamp({value} + 'T00:00:00Z') + duration('24h') > {now}) || "
@@ -95,7 +96,8 @@ EXEMPTION_VARIABLES = (
         "ownerExemption",
         f"{listed('object.metadata.?ownerReferences')}.map(r, r.kind + '.' + object.metadata.?namespace.orValue('') "
         f"+ '.' + r.name).filter(k, k in variables.ownerExemptions)"
-        f".map(k, {_rule_items('variables.ownerExemptions[k]')}).flatten()",
+        f".map(k, variables.ownerExemptions[k]).flatten().filter(e, timestamp(e.until) > variables.now)"
+        f".map(e, {_rule_items('e.rules')}).flatten()",
     ),
 )
 
@@ -106,25 +108,61 @@ def exemption_cel(rule_id: str) -> str:
     return " || ".join(_covers(f"variables.{name}", rule_id) for name, _ in EXEMPTION_VARIABLES)
 
 
-def exemption_parameters(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, str]:
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stamp(when: datetime) -> str:
+    """RFC 3339 in UTC at whole seconds, rounded down (the form the API server writes its own times in, so two
+    stamps compare as strings: an until rounded down expires early, never late)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# What "now" is at admission (CEL has no clock): the latest of the operator's floor and the times the API
+# server wrote into the request itself. On CREATE metadata.creationTimestamp is the server's time of the
+# request (a client-sent value is overwritten); on UPDATE it is the old creation time, and the old object's
+# managedFields say when it was last written. Every term is at most the real time (a forged managedFields time
+# only makes exemptions look expired: fail closed). string() accepts a timestamp or a string alike.
+NOW_CEL = (
+    "timestamp(([variables.floor] + "
+    "(has(object.metadata.creationTimestamp) ? [string(object.metadata.creationTimestamp)] : []) + "
+    f"(oldObject == null ? [] : {listed('oldObject.metadata.?managedFields')}"
+    ".filter(f, has(f.time)).map(f, string(f.time)))).max())"
+)
+
+
+def exemption_parameters(snapshot: ClusterSnapshot, ctx: AuditContext) -> dict[str, list[dict[str, str]]]:
     """The owner-exemption parameters: for every active exemption on an object (not a Namespace:
     admission reads those itself), the object and everything it owns in the snapshot (owner chains as
-    apply_exemptions walks them), key Kind.namespace.name -> comma-separated sorted rule list."""
-    active: dict[tuple[str, str, str], set[str]] = {}
+    apply_exemptions walks them), key Kind.namespace.name -> the exemptions covering it, each its
+    comma-separated sorted rule list and its until (admission honours it while until > variables.now, so it
+    expires on time with no write)."""
+    active: dict[tuple[str, str, str], dict[str, set[str]]] = {}
     for item in exemptions_in(snapshot):
         if isinstance(item, Exemption) and item.is_active(ctx.now) and item.target.kind != "Namespace":
             key = (item.target.kind, item.target.namespace, item.target.name)
-            active.setdefault(key, set()).update(item.rules)
+            active.setdefault(key, {}).setdefault(stamp(item.until), set()).update(item.rules)
     owned = _owned_objects(snapshot)
-    result: dict[tuple[str, str, str], set[str]] = {}
+    result: dict[tuple[str, str, str], dict[str, set[str]]] = {}
     pending = list(active.items())
     for _ in range(4):  # owner depth, as exemptions._OWNER_DEPTH
-        following: list[tuple[tuple[str, str, str], set[str]]] = []
-        for key, rules in pending:
-            result.setdefault(key, set()).update(rules)
-            following.extend((child, rules) for child in owned.get(key, []))
+        following: list[tuple[tuple[str, str, str], dict[str, set[str]]]] = []
+        for key, by_until in pending:
+            for until, rules in by_until.items():
+                result.setdefault(key, {}).setdefault(until, set()).update(rules)
+            following.extend((child, by_until) for child in owned.get(key, []))
         pending = following
-    return {f"{kind}.{ns}.{name}": ",".join(sorted(rules)) for (kind, ns, name), rules in sorted(result.items())}
+    return {
+        f"{kind}.{ns}.{name}": [
+            {"rules": ",".join(sorted(rules)), "until": until} for until, rules in sorted(by_until.items())
+        ]
+        for (kind, ns, name), by_until in sorted(result.items())
+    }
+
+
+def parameter_floor(untils: Iterable[datetime], now: datetime) -> datetime:
+    """The floor of admission's "now": the latest exemption expiry that has already passed (EPOCH when none).
+    It moves only when an expiry passes, so it needs a write only then."""
+    return max((u for u in untils if u <= now), default=EPOCH)
 
 
 def _owned_objects(snapshot: ClusterSnapshot) -> dict[tuple[str, str, str], list[tuple[str, str, str]]]:

@@ -10,12 +10,13 @@ dry-run of the same object must agree.
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from access_hygiene.engine.admission.cel import (
     EXEMPTION_VARIABLES,
     NOT_BOOTSTRAP,
+    NOW_CEL,
     OWN_RULES,
     POD_VARIABLES,
     RBAC_GROUP,
@@ -26,6 +27,7 @@ from access_hygiene.engine.admission.cel import (
     grants_cel,
     has_wildcard_cel,
     listed,
+    stamp,
 )
 from access_hygiene.engine.catalogue.rbac_tampering import (
     ANY_RESOURCE_GROUPS,
@@ -481,18 +483,23 @@ del _rule_id, _fix, _check
 ROLE_LEVEL = "granted by this role to whoever it is bound to"
 
 
-def parameter_variables(now: datetime, owner_exemptions: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The operator's parameters as CEL variables: its clock (CEL has none) and owner exemptions."""
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    entries = ", ".join(f"{cel(k)}: {cel(v)}" for k, v in sorted(owner_exemptions.items()))
-    return (("now", f"timestamp({cel(stamp)})"), ("ownerExemptions", "{" + entries + "}"))
+def parameter_variables(
+    floor: datetime, owner_exemptions: Mapping[str, Sequence[Mapping[str, str]]]
+) -> tuple[tuple[str, str], ...]:
+    """The operator's parameters as CEL variables: the floor of "now" (NOW_CEL), "now" itself, and the owner
+    exemptions with their untils. No clock: they change only when an event or a passed expiry changes them."""
+    entries = ", ".join(
+        f"{cel(k)}: [" + ", ".join(f"{{'rules': {cel(e['rules'])}, 'until': {cel(e['until'])}}}" for e in v) + "]"
+        for k, v in sorted(owner_exemptions.items())
+    )
+    return (("floor", cel(stamp(floor))), ("now", NOW_CEL), ("ownerExemptions", "{" + entries + "}"))
 
 
 def compiled_forms(
     titles: Callable[[str], tuple[str, str]],
     excluded_subject_prefixes: Sequence[str],
-    now: datetime,
-    owner_exemptions: Mapping[str, str],
+    floor: datetime,
+    owner_exemptions: Mapping[str, Sequence[Mapping[str, str]]],
     *,
     privileged_namespaces: Sequence[str] = ("kube-system",),
     role_capabilities: RoleCapabilities = "off",
@@ -500,7 +507,7 @@ def compiled_forms(
 ) -> list[AdmissionForm]:
     """The admission forms of every compiled rule. titles(rule_id) -> (severity, title) comes from the
     rule registry (so the message names the catalogue's title); excluded prefixes and privileged namespaces from
-    the AuditContext; now and owner_exemptions are the operator's parameters (parameter_variables).
+    the AuditContext; floor and owner_exemptions are the operator's parameters (parameter_variables).
 
     role_capabilities selects the opt-in profile of role-level forms: "off" leaves them out, "warn" makes them
     warn in every namespace, "deny" binds them like the core forms (Deny in enforce namespaces). The operator's
@@ -528,7 +535,7 @@ def compiled_forms(
                 variables=(
                     prefixes,
                     *((privileged,) if profiled else ()),
-                    *parameter_variables(now, owner_exemptions),
+                    *parameter_variables(floor, owner_exemptions),
                     *EXEMPTION_VARIABLES,
                     *spec.variables,
                 ),

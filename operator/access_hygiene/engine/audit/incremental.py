@@ -340,6 +340,8 @@ class ScopeResult:
     exemptions: Counter[str] = field(default_factory=Counter)
     # When the earliest active exemption here expires: its findings come back then, with no event.
     next_expiry: datetime | None = None
+    # The latest exemption expiry here that has passed (admission's floor of "now" is the latest of all scopes).
+    last_expiry: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -386,8 +388,9 @@ def audit_scopes(snapshot: ClusterSnapshot, ctx: AuditContext, scopes: set[str] 
             results[namespace].controls[(namespace, control)] = in_place
     for scope, own in _split_by_home(snapshot, keep).items():
         results[scope].exemptions = Counter(exemption_counts(own, ctx))
-        expiries = [e.until for e in exemptions_in(own) if isinstance(e, Exemption) and e.is_active(ctx.now)]
-        results[scope].next_expiry = min(expiries, default=None)
+        known = [e for e in exemptions_in(own) if isinstance(e, Exemption)]
+        results[scope].next_expiry = min((e.until for e in known if e.is_active(ctx.now)), default=None)
+        results[scope].last_expiry = max((e.until for e in known if not e.is_active(ctx.now)), default=None)
     return dict(results)
 
 
@@ -454,6 +457,10 @@ class IncrementalAudit:
             return None
         first = min(when for when, _ in expiries if when is not None)
         return first, {scope for when, scope in expiries if when == first}
+
+    def passed_expiries(self) -> list[datetime]:
+        """Every scope's latest exemption expiry that has passed."""
+        return [r.last_expiry for r in self.scopes.values() if r.last_expiry is not None]
 
     def findings_in(self, scope: str) -> list[Finding]:
         """Safe beside a running update: update replaces a scope's result, never changes one in place."""
