@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test test-future-clock lint unit cluster controlplane generate crd deploy bench clean
+.PHONY: run test test-future-clock lint unit cluster controlplane node node-test generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 # Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm once; cached under ~/.cache/access-hygiene.
 controlplane:
 	bash controlplane/build.sh >/dev/null
+
+# A node for the local control plane (kubelet, containerd, kube-proxy, kube-scheduler, CNI plugins, CoreDNS,
+# kube-network-policies, agnhost, pause); cached under ~/.cache/access-hygiene like the control plane.
+node:
+	bash controlplane/node/build.sh >/dev/null
 
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
