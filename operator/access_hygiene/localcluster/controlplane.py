@@ -18,7 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from access_hygiene.localcluster.certs import AuditWebhookCerts, ControlPlaneCerts, make_audit_webhook_certs, make_certs
+from access_hygiene.localcluster.certs import (
+    AuditWebhookCerts,
+    ControlPlaneCerts,
+    issue_client_cert,
+    make_audit_webhook_certs,
+    make_certs,
+)
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 ADMIN_USER = "local-admin"
@@ -158,6 +164,10 @@ class ControlPlane:
     audit_webhook_port: int = 0
     start_timeout: float = 90.0
     keep_workdir: bool = False
+    # Serve a node (localcluster/node.py) whose IP is this address: kube-apiserver advertises it (the endpoint of
+    # the `kubernetes` Service), authorizes kubelets with the Node authorizer and NodeRestriction, and presents a
+    # client certificate to kubelets (logs, exec). None, the default, changes nothing.
+    node_address: str | None = None
     api_port: int = 0
     kubeconfig: Path = field(init=False)
     operator_kubeconfig: Path = field(init=False)
@@ -170,6 +180,7 @@ class ControlPlane:
     _owns_workdir: bool = field(init=False, default=False)
     _certs: ControlPlaneCerts | None = field(init=False, default=None)
     _etcd_url: str = field(init=False, default="")
+    _kubelet_client: tuple[Path, Path] | None = field(init=False, default=None)
 
     def __enter__(self) -> Self:
         self.start()
@@ -184,6 +195,12 @@ class ControlPlane:
     def ca_cert(self) -> Path:
         assert self._certs is not None
         return self._certs.ca_cert
+
+    @property
+    def certs(self) -> ControlPlaneCerts:
+        """The CA (which signs node components' client certificates), serving and service account keys."""
+        assert self._certs is not None
+        return self._certs
 
     @property
     def audit_log_path(self) -> Path:
@@ -212,6 +229,11 @@ class ControlPlane:
         )
         if self.audit_webhook:
             self.webhook = self._prepare_audit_webhook(self._certs)
+        if self.node_address is not None:
+            self._kubelet_client = issue_client_cert(
+                self._dir / "pki", self._certs, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                ("system:masters",),
+            )  # fmt: skip
         try:
             etcd_url = self._start_etcd(bin_dir)
             self._start_apiserver(bin_dir, etcd_url)
@@ -291,14 +313,14 @@ class ControlPlane:
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={self.node_address or '127.0.0.1'}",
             f"--secure-port={self.api_port}",
             f"--cert-dir={self._dir / 'apiserver-certs'}",
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
             f"--client-ca-file={certs.ca_cert}",
             f"--token-auth-file={self._dir / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={'RBAC' if self.node_address is None else 'Node,RBAC'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={certs.sa_pub}",
             f"--service-account-signing-key-file={certs.sa_key}",
@@ -307,6 +329,13 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ]
+        if self._kubelet_client is not None:
+            args += [
+                f"--kubelet-client-certificate={self._kubelet_client[0]}",
+                f"--kubelet-client-key={self._kubelet_client[1]}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--enable-admission-plugins=NodeRestriction",
+            ]
         if self.audit_log or self.webhook is not None:
             policy = self._dir / "audit-policy.yaml"
             policy.write_text(_AUDIT_POLICY if self.audit_log else _WEBHOOK_AUDIT_POLICY)
