@@ -38,8 +38,14 @@ unit: $(VENV)/.installed
 cluster: $(VENV)/.installed controlplane
 	$(PY) -m pytest -m cluster
 
+# The node tier is not part of `make test` yet (it needs root and ~1 min of node bring-up): `make node-test`.
 test: $(VENV)/.installed controlplane lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not node"
+
+# The node tier: one node for the session (localcluster/node.py), tokens inside containers, DNS, NetworkPolicies
+# on packets. Needs root, runc and iptables.
+node-test: $(VENV)/.installed controlplane node
+	$(PY) -m pytest -m node tests/node
 
 # The unit and contract tiers again with the system clock three years ahead (libfaketime, preloaded from the
 # `libfaketime` dev package): a test that reads today's date instead of a pinned clock fails here. Monotonic clocks

@@ -1,0 +1,99 @@
+"""Pods running agnhost and real connections between them (kubectl exec agnhost connect)."""
+
+import time
+from typing import Any
+
+import kubernetes
+
+from tests.node.conftest import NodeCluster
+
+# agnhost connect prints one of these before its error (k8s.io/kubernetes/test/images/agnhost/connect).
+FAILURES = ("TIMEOUT", "REFUSED", "DNS", "OTHER", "UNKNOWN")
+
+
+def agnhost_pod(
+    cluster: NodeCluster,
+    name: str,
+    labels: dict[str, str],
+    args: list[str],
+    service_account: str | None = None,
+    automount: bool | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": name, "image": cluster.probe_image, "imagePullPolicy": "Never", "args": args}],
+    }
+    if service_account is not None:
+        spec["serviceAccountName"] = service_account
+    if automount is not None:
+        spec["automountServiceAccountToken"] = automount
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def server_pod(cluster: NodeCluster, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """netexec: HTTP on 8080, UDP on 8081."""
+    return agnhost_pod(cluster, name, labels, ["netexec", "--http-port=8080", "--udp-port=8081"])
+
+
+def client_pod(cluster: NodeCluster, name: str, labels: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    return agnhost_pod(cluster, name, labels, ["pause"], **kwargs)
+
+
+def run_pods(cluster: NodeCluster, namespace: str, *pods: dict[str, Any], timeout: float = 90.0) -> dict[str, str]:
+    """Create the pods, wait until every one is Ready; returns name -> pod IP."""
+    with cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        for pod in pods:
+            core.create_namespaced_pod(namespace, pod)
+        deadline = time.monotonic() + timeout
+        ips: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                status = core.read_namespaced_pod(name, namespace).status
+                ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+                if ready and status.pod_ip:
+                    ips[name] = status.pod_ip
+            if len(ips) == len(pods):
+                return ips
+            time.sleep(0.5)
+    missing = sorted({p["metadata"]["name"] for p in pods} - set(ips))
+    raise AssertionError(f"pods not Ready within {timeout}s: {missing}")
+
+
+def connect(
+    cluster: NodeCluster, namespace: str, pod: str, target: str, port: int, protocol: str = "tcp", timeout: float = 2.0
+) -> str:
+    """One real connection from `pod` to target:port: "OK" or agnhost's failure kind (TIMEOUT, REFUSED, DNS, ...)."""
+    result = cluster.node.kubectl(
+        "exec", "-n", namespace, pod, "--", "/agnhost", "connect", f"--timeout={timeout}s", f"--protocol={protocol}",
+        f"{target}:{port}", check=False,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return "OK"
+    first = (result.stderr.strip().splitlines() or [""])[0]
+    kind = first.split(":", 1)[0].strip()
+    if kind in FAILURES:
+        return kind
+    raise AssertionError(f"kubectl exec {namespace}/{pod} failed: {result.stderr[-1000:]}")
+
+
+def eventually_connect(
+    cluster: NodeCluster,
+    namespace: str,
+    pod: str,
+    target: str,
+    port: int,
+    expected: str,
+    protocol: str = "tcp",
+    within: float = 30.0,
+) -> None:
+    """Policies reach the enforcer through a watch: poll until the outcome is `expected`, fail with the last one."""
+    deadline = time.monotonic() + within
+    outcome = ""
+    while time.monotonic() < deadline:
+        outcome = connect(cluster, namespace, pod, target, port, protocol)
+        if outcome == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{namespace}/{pod} -> {target}:{port}/{protocol}: {outcome}, expected {expected}")
