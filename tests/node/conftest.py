@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 
 from access_hygiene.localcluster import ControlPlane
-from access_hygiene.localcluster.node import NODE_IP, Node, missing_prerequisites
+from access_hygiene.localcluster.node import API_ADDRESS, Node, missing_prerequisites
 from tests.conftest import Cluster
 
 
@@ -31,7 +31,7 @@ def node_cluster() -> Iterator[NodeCluster]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    with ControlPlane(node_address=NODE_IP) as control_plane, Node(control_plane) as node:
+    with ControlPlane(advertise_address=API_ADDRESS) as control_plane, Node(control_plane) as node:
         print(f"\nNode up: {', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())}")
         yield NodeCluster(control_plane, node)
 

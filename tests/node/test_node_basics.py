@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from access_hygiene.localcluster.node import API_ADDRESS
 from tests.node.conftest import NodeCluster
 from tests.node.probes import client_pod, connect, eventually_connect, run_pods, server_pod
 
@@ -176,3 +177,37 @@ def test_egress_default_deny_blocks_dns_until_an_allow_to_kube_dns(
     )  # fmt: skip
     # The name resolves again; the connection after it is still denied (egress to echo is not allowed).
     eventually_connect(node_cluster, ns, "client", echo, 8080, "TIMEOUT", within=60)
+
+
+def test_api_server_is_reachable_from_pods_exactly_where_egress_allows_it(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
+    ns = node_namespace
+    run_pods(node_cluster, ns, client_pod(node_cluster, "client", {"app": "client"}))
+    service = "10.96.0.1"  # the `kubernetes` Service; its endpoint is the API server's address, off the node
+    assert connect(node_cluster, ns, "client", service, 443) == "OK"
+
+    _apply_policy(
+        node_cluster, ns,
+        {"metadata": {"name": "deny-egress"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"]}},
+    )  # fmt: skip
+    eventually_connect(node_cluster, ns, "client", service, 443, "TIMEOUT")
+
+    # What an AccessPolicy's kubeAPIServer: true renders: the endpoint's address and port, after DNAT.
+    _apply_policy(
+        node_cluster, ns,
+        {
+            "metadata": {"name": "allow-api-server"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": f"{API_ADDRESS}/32"}}],
+                        "ports": [{"port": node_cluster.control_plane.api_port, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        },
+    )  # fmt: skip
+    eventually_connect(node_cluster, ns, "client", service, 443, "OK")

@@ -164,10 +164,10 @@ class ControlPlane:
     audit_webhook_port: int = 0
     start_timeout: float = 90.0
     keep_workdir: bool = False
-    # Serve a node (localcluster/node.py) whose IP is this address: kube-apiserver advertises it (the endpoint of
-    # the `kubernetes` Service), authorizes kubelets with the Node authorizer and NodeRestriction, and presents a
-    # client certificate to kubelets (logs, exec). None, the default, changes nothing.
-    node_address: str | None = None
+    # Serve a node (localcluster/node.py): kube-apiserver advertises this address (the endpoint of the `kubernetes`
+    # Service, which the node relays to loopback), authorizes kubelets with the Node authorizer and NodeRestriction,
+    # and presents a client certificate to kubelets (logs, exec). None, the default, changes nothing.
+    advertise_address: str | None = None
     api_port: int = 0
     kubeconfig: Path = field(init=False)
     operator_kubeconfig: Path = field(init=False)
@@ -229,7 +229,7 @@ class ControlPlane:
         )
         if self.audit_webhook:
             self.webhook = self._prepare_audit_webhook(self._certs)
-        if self.node_address is not None:
+        if self.advertise_address is not None:
             self._kubelet_client = issue_client_cert(
                 self._dir / "pki", self._certs, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
                 ("system:masters",),
@@ -313,14 +313,14 @@ class ControlPlane:
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
-            f"--advertise-address={self.node_address or '127.0.0.1'}",
+            f"--advertise-address={self.advertise_address or '127.0.0.1'}",
             f"--secure-port={self.api_port}",
             f"--cert-dir={self._dir / 'apiserver-certs'}",
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
             f"--client-ca-file={certs.ca_cert}",
             f"--token-auth-file={self._dir / 'tokens.csv'}",
-            f"--authorization-mode={'RBAC' if self.node_address is None else 'Node,RBAC'}",
+            f"--authorization-mode={'RBAC' if self.advertise_address is None else 'Node,RBAC'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={certs.sa_pub}",
             f"--service-account-signing-key-file={certs.sa_key}",

@@ -8,8 +8,11 @@ node_images.py and imported into containerd: nothing is pulled.
 
 Every address is inside this machine. The node's IP is a /32 on a bridge of its own (`ah-node0`), pods live on the
 `ah-cni0` bridge (10.244.0.0/24), Services on 10.96.0.0/16 (routed to `ah-node0`). kube-apiserver keeps listening on
-127.0.0.1; a relay (relay.py) serves it on the node IP, the endpoint of the `kubernetes` Service, so pods reach it
-at 10.96.0.1:443. The control plane must be started with `ControlPlane(node_address=NODE_IP)`.
+127.0.0.1; a relay (relay.py) serves it at API_ADDRESS from a network namespace of its own (`ah-apiserver`, a veth
+to the host), the endpoint of the `kubernetes` Service: pods reach it at 10.96.0.1:443, and their packets to it are
+forwarded like packets to an API server on another machine, so NetworkPolicies apply to them (traffic to the
+host's own addresses never reaches a policy enforcer). Start the control plane with
+`ControlPlane(advertise_address=API_ADDRESS)`.
 
 Needs root (network, cgroups, mounts), runc and iptables from the distribution (`apt-get install runc iptables`).
 One node runs on a machine at a time (a lock file). Host state it changes and what stop() does about it: the
@@ -46,6 +49,9 @@ from access_hygiene.localcluster.node_images import ImageSpec, write_archive
 
 NODE_NAME = "ah-node"
 NODE_IP = "10.243.0.1"
+API_ADDRESS = "10.243.0.2"
+API_NETNS = "ah-apiserver"
+API_VETH = "ah-api0"  # host side; its peer in API_NETNS holds API_ADDRESS
 NODE_BRIDGE = "ah-node0"
 POD_BRIDGE = "ah-cni0"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -382,8 +388,8 @@ class Node:
         problems = missing_prerequisites()
         if problems:
             raise NodeError("this machine cannot run a node: " + "; ".join(problems))
-        if self.control_plane.node_address != NODE_IP:
-            raise NodeError(f"start the control plane with ControlPlane(node_address={NODE_IP!r})")
+        if self.control_plane.advertise_address != API_ADDRESS:
+            raise NodeError(f"start the control plane with ControlPlane(advertise_address={API_ADDRESS!r})")
         began = time.monotonic()
         self.bin_dir = self.bin_dir or find_node_binaries()
         self._take_lock()
@@ -428,8 +434,9 @@ class Node:
 
     def _setup_network(self) -> None:
         # Leftovers of a node that was killed (the lock says no node runs now).
-        for link in (POD_BRIDGE, NODE_BRIDGE):
+        for link in (POD_BRIDGE, NODE_BRIDGE, API_VETH):
             _delete_link(link)
+        _run(["ip", "netns", "delete", API_NETNS], check=False)
         for rule in (["-D", "POSTROUTING", "-j", DIVERT_CHAIN], ["-F", DIVERT_CHAIN], ["-X", DIVERT_CHAIN]):
             _run(["iptables", "-w", "-t", "mangle", *rule], check=False)
         self._sysctls = {name: value for name in KUBELET_SYSCTLS if (value := _read_sysctl(name)) is not None}
@@ -441,6 +448,19 @@ class Node:
         # Host processes reach Services from the node's address; without kube-proxy's DNAT a packet to a Service
         # goes into this bridge, which has no ports, and never to the machine's real interfaces.
         _run(["ip", "route", "replace", SERVICE_CIDR, "dev", NODE_BRIDGE, "src", NODE_IP])
+        # The API server's address, one veth away (its namespace routes everything back through the host).
+        _run(["ip", "netns", "add", API_NETNS])
+        _run(["ip", "link", "add", API_VETH, "type", "veth", "peer", "name", "eth0", "netns", API_NETNS])
+        for command in (
+            ["addr", "add", f"{API_ADDRESS}/32", "dev", "eth0"],
+            ["link", "set", "lo", "up"],
+            ["link", "set", "eth0", "up"],
+            ["route", "add", f"{NODE_IP}/32", "dev", "eth0"],
+            ["route", "add", "default", "via", NODE_IP, "dev", "eth0"],
+        ):
+            _run(["ip", "-n", API_NETNS, *command])
+        _run(["ip", "link", "set", API_VETH, "up"])
+        _run(["ip", "route", "replace", f"{API_ADDRESS}/32", "dev", API_VETH, "src", NODE_IP])
         _write_sysctl("net/ipv4/ip_forward", "1")
         _write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
 
@@ -506,12 +526,21 @@ class Node:
 
     def _start_relay(self) -> None:
         port = self.control_plane.api_port
+        relay = [
+            sys.executable,
+            "-m",
+            "access_hygiene.localcluster.relay",
+            API_ADDRESS,
+            str(port),
+            "127.0.0.1",
+            str(port),
+        ]
         process = self._spawn(
             "apiserver-relay",
-            [sys.executable, "-m", "access_hygiene.localcluster.relay", NODE_IP, str(port), "127.0.0.1", str(port)],
+            [*relay, f"--listen-netns=/var/run/netns/{API_NETNS}"],
             env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
-        self._wait(process, lambda: _tcp_open(NODE_IP, port), "the API server relay on the node IP")
+        self._wait(process, lambda: _tcp_open(API_ADDRESS, port), f"the API server relay at {API_ADDRESS}")
 
     def _start_containerd(self) -> None:
         assert self.bin_dir is not None
@@ -738,8 +767,9 @@ class Node:
                     link.unlink()
 
     def _teardown_network(self) -> None:
-        for link in (POD_BRIDGE, NODE_BRIDGE):
+        for link in (POD_BRIDGE, NODE_BRIDGE, API_VETH):
             _delete_link(link)
+        _run(["ip", "netns", "delete", API_NETNS], check=False)
         if self.bin_dir is not None:
             _run([str(self.bin_dir / "kube-proxy"), "--cleanup"], check=False)
         for rule in (["-D", "POSTROUTING", "-j", DIVERT_CHAIN], ["-F", DIVERT_CHAIN], ["-X", DIVERT_CHAIN]):
@@ -789,6 +819,7 @@ def _http_ok(url: str) -> bool:
 
 
 __all__ = [
+    "API_ADDRESS",
     "CLUSTER_DOMAIN",
     "DNS_SERVICE_IP",
     "NODE_IP",
