@@ -1,5 +1,7 @@
 """Pods running agnhost and real connections between them (kubectl exec agnhost connect)."""
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -9,6 +11,14 @@ from tests.node.conftest import NodeCluster
 
 # agnhost connect prints one of these before its error (k8s.io/kubernetes/test/images/agnhost/connect).
 FAILURES = ("TIMEOUT", "REFUSED", "DNS", "OTHER", "UNKNOWN")
+# Where the kubelet mounts a ServiceAccount token, relative to the container's root.
+TOKEN_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 def agnhost_pod(

@@ -1,8 +1,6 @@
 """What only a node shows: tokens a kubelet mounts (or not) inside running containers, cluster DNS, and
 NetworkPolicies enforced on real packets by kube-network-policies."""
 
-import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +9,9 @@ import pytest
 
 from access_hygiene.localcluster.node import API_ADDRESS
 from tests.node.conftest import NodeCluster
-from tests.node.probes import client_pod, connect, eventually_connect, run_pods, server_pod
+from tests.node.probes import TOKEN_DIR, client_pod, connect, eventually_connect, jwt_claims, run_pods, server_pod
 
 pytestmark = pytest.mark.node
-TOKEN_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
-
-
-def _jwt_claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return claims
 
 
 def test_pod_on_default_service_account_has_no_token_inside_when_automount_is_off(
@@ -53,7 +44,7 @@ def test_pod_on_default_service_account_has_no_token_inside_when_automount_is_of
     # The control: a ServiceAccount that leaves automount on gets a token the kubelet requested for it.
     reader_pid = node.container_pid(ns, "reader", "reader")
     token = (Path(f"/proc/{reader_pid}/root") / TOKEN_DIR / "token").read_text()
-    assert _jwt_claims(token)["sub"] == f"system:serviceaccount:{ns}:reader"
+    assert jwt_claims(token)["sub"] == f"system:serviceaccount:{ns}:reader"
     assert f"/{TOKEN_DIR} " in Path(f"/proc/{reader_pid}/mountinfo").read_text()
 
 
