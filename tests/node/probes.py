@@ -2,7 +2,10 @@
 
 import base64
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -107,3 +110,33 @@ def eventually_connect(
             return
         time.sleep(0.5)
     raise AssertionError(f"{namespace}/{pod} -> {target}:{port}/{protocol}: {outcome}, expected {expected}")
+
+
+# Runs in the pod's network namespace (nsenter --net): the request takes the pod's path to the API server (the
+# kubernetes Service, NetworkPolicies) with the pod's own token and CA bundle.
+_API_REQUEST = """
+import ssl, sys, urllib.error, urllib.request
+ca, method, path = sys.argv[1:4]
+token = sys.stdin.read().strip()
+context = ssl.create_default_context(cafile=ca)
+request = urllib.request.Request("https://10.96.0.1:443" + path, method=method,
+                                 headers={"Authorization": "Bearer " + token})
+try:
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        print(response.status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+def api_status_from_pod(cluster: NodeCluster, namespace: str, pod: str, method: str, path: str) -> int:
+    """HTTP status of one API request made from inside the pod: its network, its mounted token."""
+    pid = cluster.node.container_pid(namespace, pod, pod)
+    mounted = Path(f"/proc/{pid}/root") / TOKEN_DIR
+    result = subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", _API_REQUEST, str(mounted / "ca.crt"),
+         method, path],
+        input=(mounted / "token").read_text(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.strip())

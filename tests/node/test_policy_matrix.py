@@ -24,7 +24,7 @@ from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
 from tests.conftest import CRD_PATH, REPO_ROOT
 from tests.node.conftest import NodeCluster
 from tests.node.flows import DeclaredFlows, Endpoint, Flow, all_flows
-from tests.node.probes import TOKEN_DIR, agnhost_pod, connect, jwt_claims, run_pods
+from tests.node.probes import TOKEN_DIR, agnhost_pod, api_status_from_pod, connect, jwt_claims, run_pods
 
 pytestmark = pytest.mark.node
 
@@ -275,3 +275,29 @@ def test_operator_decides_which_running_pods_hold_a_token(enforced_examples: Enf
             assert not token.exists(), f"{namespace}/{pod} has a token"
         else:
             assert jwt_claims(token.read_text())["sub"] == subject
+
+
+def test_app_pods_can_do_exactly_the_declared_verbs_from_inside(enforced_examples: EnforcedExamples) -> None:
+    """From each pod's network with its own token, through the kubernetes Service: what its AccessPolicy declares
+    succeeds, everything around it is forbidden."""
+    cluster = enforced_examples.cluster
+    with cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        for name in ("orders-config", "other-config"):
+            core.create_namespaced_config_map("shop", {"metadata": {"name": name}, "data": {"k": "v"}})
+    requests = [
+        # orders-api: get on one ConfigMap by name, nothing else.
+        ("shop", "orders-api", "GET", "/api/v1/namespaces/shop/configmaps/orders-config", 200),
+        ("shop", "orders-api", "GET", "/api/v1/namespaces/shop/configmaps/other-config", 403),
+        ("shop", "orders-api", "GET", "/api/v1/namespaces/shop/configmaps", 403),
+        ("shop", "orders-api", "DELETE", "/api/v1/namespaces/shop/configmaps/orders-config", 403),
+        ("shop", "orders-api", "GET", "/api/v1/namespaces/shop/secrets", 403),
+        # pod-watcher: pods in its namespace, not elsewhere, no secrets.
+        ("platform-tools", "pod-watcher", "GET", "/api/v1/namespaces/platform-tools/pods", 200),
+        ("platform-tools", "pod-watcher", "GET", "/api/v1/namespaces/shop/pods", 403),
+        ("platform-tools", "pod-watcher", "GET", "/api/v1/namespaces/platform-tools/secrets", 403),
+        ("platform-tools", "pod-watcher", "DELETE", "/api/v1/namespaces/platform-tools/pods/pod-watcher", 403),
+    ]
+    observed = [(ns, pod, method, path, api_status_from_pod(cluster, ns, pod, method, path))
+                for ns, pod, method, path, _ in requests]  # fmt: skip
+    assert observed == requests
