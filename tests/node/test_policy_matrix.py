@@ -3,6 +3,7 @@ one is dropped, as real packets show (agnhost connect from every pod to every po
 server, a database-like peer outside the pod network, and DNS). The operator runs in-process (kopf) in enforce
 mode; its NetworkPolicies are enforced by kube-network-policies."""
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from tests.conftest import CRD_PATH, REPO_ROOT
 from tests.node.conftest import NodeCluster
 from tests.node.flows import DeclaredFlows, Endpoint, Flow, all_flows
 from tests.node.probes import TOKEN_DIR, agnhost_pod, api_status_from_pod, connect, jwt_claims, run_pods
+from tests.node.random_specs import random_apps
 
 pytestmark = pytest.mark.node
 
@@ -209,6 +211,33 @@ def _observe(cluster: NodeCluster, flow: Flow) -> bool:
     return connect(cluster, namespace, pod, flow.target.ip, flow.port, protocol=flow.protocol.lower()) == "OK"
 
 
+def assert_matrix_agrees(cluster: NodeCluster, flows: list[Flow], declared: dict[Flow, bool], title: str) -> None:
+    """Probe every flow (6 at a time), print the matrix, fail on any disagreement with what is declared. A flow
+    that disagrees is probed again for up to 30 s first (policies and pod IPs reach the enforcer asynchronously)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        observed = dict(zip(flows, pool.map(lambda f: _observe(cluster, f), flows), strict=True))
+    disagreements = [f for f in flows if observed[f] != declared[f]]
+    deadline = time.monotonic() + 30
+    while disagreements and time.monotonic() < deadline:
+        time.sleep(2)
+        for f in disagreements:
+            observed[f] = _observe(cluster, f)
+        disagreements = [f for f in disagreements if observed[f] != declared[f]]
+    took = time.monotonic() - started
+
+    allowed = sum(declared[f] for f in flows)
+    # The operator's kopf runner holds sys.stdout while it runs: write to the real one (shown with -s).
+    out = sys.__stdout__
+    print(f"\nProbe matrix, {title}: {len(flows)} flows ({allowed} declared, {len(flows) - allowed} not), "
+          f"{took:.1f}s, {len(disagreements)} disagreements", file=out)  # fmt: skip
+    for f in flows:
+        print(("   " if observed[f] == declared[f] else "!! ") + _describe(f, declared[f], observed[f]), file=out)
+    assert not disagreements, f"observed connectivity disagrees with the AccessPolicies ({title}):\n" + "\n".join(
+        _describe(f, declared[f], observed[f]) for f in disagreements
+    )
+
+
 def test_examples_declared_flows_agree_with_real_packets(enforced_examples: EnforcedExamples) -> None:
     examples, model = enforced_examples, enforced_examples.model
     pods = [e for e in examples.pods.values() if e.is_pod and e.namespace != "kube-system"]
@@ -234,28 +263,7 @@ def test_examples_declared_flows_agree_with_real_packets(enforced_examples: Enfo
     wait_for(lambda: _observe(examples.cluster, flow("shop/web", "shop/orders-api", 8080)), timeout=60)
     wait_for(lambda: not _observe(examples.cluster, flow("shop/stranger", "shop/web", 8080)), timeout=60)
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        observed = dict(zip(flows, pool.map(lambda f: _observe(examples.cluster, f), flows), strict=True))
-    disagreements = [f for f in flows if observed[f] != declared[f]]
-    # A flow that disagrees is probed again for a while (policies and pods settle asynchronously).
-    deadline = time.monotonic() + 30
-    while disagreements and time.monotonic() < deadline:
-        time.sleep(2)
-        for f in disagreements:
-            observed[f] = _observe(examples.cluster, f)
-        disagreements = [f for f in disagreements if observed[f] != declared[f]]
-    took = time.monotonic() - started
-
-    allowed = sum(declared.values())
-    # The operator's kopf runner holds sys.stdout while it runs: write to the real one (shown with -s).
-    out = sys.__stdout__
-    print(f"\nProbe matrix: {len(flows)} flows ({allowed} declared, {len(flows) - allowed} not), {took:.1f}s", file=out)
-    for f in flows:
-        print(("   " if observed[f] == declared[f] else "!! ") + _describe(f, declared[f], observed[f]), file=out)
-    assert not disagreements, "observed connectivity disagrees with the AccessPolicies:\n" + "\n".join(
-        _describe(f, declared[f], observed[f]) for f in disagreements
-    )
+    assert_matrix_agrees(examples.cluster, flows, declared, "examples/")
 
 
 def test_operator_decides_which_running_pods_hold_a_token(enforced_examples: EnforcedExamples) -> None:
@@ -301,3 +309,53 @@ def test_app_pods_can_do_exactly_the_declared_verbs_from_inside(enforced_example
     observed = [(ns, pod, method, path, api_status_from_pod(cluster, ns, pod, method, path))
                 for ns, pod, method, path, _ in requests]  # fmt: skip
     assert observed == requests
+
+
+@pytest.mark.parametrize("seed", [11, 23, 37])
+def test_random_network_specs_agree_with_real_packets(enforced_examples: EnforcedExamples, seed: int) -> None:
+    cluster, namespace = enforced_examples.cluster, f"random-{seed}"
+    labels, documents = random_apps(seed, namespace, "ingress-nginx")
+    with cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        custom = kubernetes.client.CustomObjectsApi(api)
+        core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            for document in documents:
+                custom.create_namespaced_custom_object("accesshygiene.io", "v1alpha1", namespace, "accesspolicies",
+                                                       document)  # fmt: skip
+
+            def ready() -> list[dict[str, Any]] | None:
+                live = custom.list_namespaced_custom_object("accesshygiene.io", "v1alpha1", namespace,
+                                                            "accesspolicies")["items"]  # fmt: skip
+                return live if len(live) == len(documents) and all(_ready(p) for p in live) else None
+
+            live = wait_for(ready, timeout=60) if documents else []
+            specs = []
+            for app, app_labels in labels.items():
+                spec = agnhost_pod(cluster, app, app_labels, ["netexec", "--http-port=8080", "--udp-port=8081"])
+                spec["spec"]["containers"][0]["ports"] = [
+                    {"name": name, "containerPort": number, "protocol": protocol} for name, number, protocol in SERVED
+                ]
+                specs.append(spec)
+            ips = run_pods(cluster, namespace, *specs)
+            pods = [Endpoint(f"{namespace}/{app}", ips[app], namespace, labels[app], SERVED) for app in labels]
+            endpoints = enforced_examples.pods
+            ingress = endpoints["ingress-nginx/ingress"]
+            model = dataclasses.replace(
+                enforced_examples.model,
+                policies=[resolve_policy(p["metadata"], AccessPolicySpec.model_validate(p["spec"])) for p in live],
+                namespace_labels={
+                    **enforced_examples.model.namespace_labels,
+                    namespace: {"kubernetes.io/metadata.name": namespace},
+                },
+                hygiene_namespaces=enforced_examples.model.hygiene_namespaces | {namespace},
+            )
+            flows = all_flows([*pods, ingress], [*pods, ingress, endpoints["api-server"]])
+            flows += [Flow(pod, endpoints["dns"], 53, "UDP") for pod in pods]
+            flows = [f for f in flows if not (f.source is ingress and f.target is endpoints["api-server"])]
+            declared = {f: model.allowed(f) for f in flows}
+            out = sys.__stdout__
+            print(f"\nseed {seed}: {json.dumps([d['spec'] for d in documents], sort_keys=True)}", file=out)
+            assert_matrix_agrees(cluster, flows, declared, f"random specs, seed {seed}")
+        finally:
+            core.delete_namespace(namespace, grace_period_seconds=0)
