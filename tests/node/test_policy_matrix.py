@@ -205,10 +205,14 @@ def _observe(cluster: NodeCluster, flow: Flow) -> bool:
     resolving a cluster name (a DNS error is the only failure that says the query was dropped)."""
     namespace, pod = (flow.source.namespace or ""), flow.source.name.split("/", 1)[1]
     if flow.target.name == "api-server":
-        return connect(cluster, namespace, pod, "10.96.0.1", 443) == "OK"
-    if flow.target.name == "dns":
-        return connect(cluster, namespace, pod, "kubernetes.default.svc.cluster.local.", 443) != "DNS"
-    return connect(cluster, namespace, pod, flow.target.ip, flow.port, protocol=flow.protocol.lower()) == "OK"
+        outcome = connect(cluster, namespace, pod, "10.96.0.1", 443)
+    elif flow.target.name == "dns":
+        outcome = connect(cluster, namespace, pod, "kubernetes.default.svc.cluster.local.", 443)
+    else:
+        outcome = connect(cluster, namespace, pod, flow.target.ip, flow.port, protocol=flow.protocol.lower())
+    if outcome.startswith("EXEC FAILED"):
+        raise AssertionError(f"{flow}: the probe did not run: {outcome}")
+    return outcome != "DNS" if flow.target.name == "dns" else outcome == "OK"
 
 
 def assert_matrix_agrees(cluster: NodeCluster, flows: list[Flow], declared: dict[Flow, bool], title: str) -> None:

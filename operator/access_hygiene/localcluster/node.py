@@ -350,6 +350,9 @@ class Node:
     _sysctls: dict[str, str] = field(init=False, default_factory=dict)
     _network_up: bool = field(init=False, default=False)
     _cni_results_before: set[str] = field(init=False, default_factory=set)
+    # How each component was started, and how to tell it is back (restart()).
+    _commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(init=False, default_factory=dict)
+    _ready_checks: dict[str, Callable[[], bool]] = field(init=False, default_factory=dict)
 
     def __enter__(self) -> Self:
         self.start()
@@ -505,7 +508,21 @@ class Node:
         )
         process = _Process(name, popen, log_path, log_file)
         self._processes.append(process)
+        self._commands[name] = (args, env)
         return process
+
+    def restart(self, name: str, down_seconds: float = 0.0) -> None:
+        """Kill a component (SIGKILL: a crash, not a stop), keep it down for a while, start it again with the same
+        command and wait until it serves (fault tests: containers outlive kubelet and containerd)."""
+        process = next(p for p in self._processes if p.name == name)
+        process.popen.kill()
+        process.popen.wait(timeout=30)
+        process.log_file.close()
+        self._processes.remove(process)
+        time.sleep(down_seconds)
+        args, env = self._commands[name]
+        restarted = self._spawn(name, args, env)
+        self._wait(restarted, self._ready_checks.get(name, lambda: True), f"{name} after a restart")
 
     def _wait(self, process: _Process | None, ready: Callable[[], bool], what: str, timeout: float = 0) -> None:
         deadline = time.monotonic() + (timeout or self.start_timeout)
@@ -562,11 +579,10 @@ class Node:
         # The shim is found on PATH.
         path = f"{self.bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
         process = self._spawn("containerd", [str(self.bin_dir / "containerd"), f"--config={config}"], {"PATH": path})
-        self._wait(
-            process,
-            lambda: self.containerd_socket.exists() and self.ctr("version", check=False).returncode == 0,
-            "containerd",
+        self._ready_checks["containerd"] = lambda: (
+            self.containerd_socket.exists() and self.ctr("version", check=False).returncode == 0
         )
+        self._wait(process, self._ready_checks["containerd"], "containerd")
 
     def _import_images(self) -> None:
         assert self.bin_dir is not None
@@ -607,16 +623,17 @@ class Node:
 
     def _start_kubelet(self) -> None:
         assert self.bin_dir is not None
-        self.kubelet_port = free_port()
+        self.kubelet_port, healthz = free_port(), free_port()
         config = self._dir / "kubelet.json"
         config.write_text(
             json.dumps(
                 render_kubelet_config(
-                    self._dir, self.control_plane.ca_cert, self.containerd_socket, self.kubelet_port, free_port()
+                    self._dir, self.control_plane.ca_cert, self.containerd_socket, self.kubelet_port, healthz
                 ),
                 indent=2,
             )
         )
+        self._ready_checks["kubelet"] = lambda: _http_ok(f"http://127.0.0.1:{healthz}/healthz")
         root = self._dir / "kubelet"
         process = self._spawn(
             "kubelet",
