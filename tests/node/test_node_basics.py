@@ -8,6 +8,7 @@ import kubernetes
 import pytest
 
 from access_hygiene.localcluster.node import API_ADDRESS
+from access_hygiene.localcluster.node_images import ImageSpec, write_archive
 from tests.node.conftest import NodeCluster
 from tests.node.probes import TOKEN_DIR, client_pod, connect, eventually_connect, jwt_claims, run_pods, server_pod
 
@@ -202,3 +203,16 @@ def test_api_server_is_reachable_from_pods_exactly_where_egress_allows_it(
         },
     )  # fmt: skip
     eventually_connect(node_cluster, ns, "client", service, 443, "OK")
+
+
+def test_an_imported_image_runs_without_a_registry(
+    node_cluster: NodeCluster, node_namespace: str, tmp_path: Path
+) -> None:
+    node = node_cluster.node
+    assert node.bin_dir is not None
+    spec = ImageSpec("localhost/imported-probe:test", {"/probe": node.bin_dir / "agnhost"}, ["/probe"])
+    node.import_image(write_archive(spec, tmp_path))
+    pod = client_pod(node_cluster, "imported", {"app": "imported"})
+    pod["spec"]["containers"][0]["image"] = spec.name
+    run_pods(node_cluster, node_namespace, pod)
+    assert "io.cri-containerd.pinned=pinned" in node.ctr("images", "list", f"name=={spec.name}").stdout

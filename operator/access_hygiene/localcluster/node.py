@@ -593,6 +593,15 @@ class Node:
             # Pinned: kubelet's image garbage collection never removes it (it cannot be pulled again).
             self.ctr("images", "label", spec.name, "io.cri-containerd.pinned=pinned")
 
+    def import_image(self, archive: Path) -> None:
+        """Import an image archive (OCI layout or docker-archive, e.g. `podman save --format oci-archive`) into the
+        node's containerd and pin it, so pods can run it with imagePullPolicy: Never."""
+        before = set(self.ctr("images", "list", "--quiet").stdout.split())
+        self.ctr("images", "import", "--local", str(archive), timeout=600)
+        for name in set(self.ctr("images", "list", "--quiet").stdout.split()) - before:
+            if not name.startswith("sha256:"):
+                self.ctr("images", "label", name, "io.cri-containerd.pinned=pinned")
+
     def _start_scheduler(self) -> None:
         assert self.bin_dir is not None
         kubeconfig = self._dir / "kube-scheduler.kubeconfig"
