@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # access-hygiene operator image. Build: docker build -t access-hygiene:0.1.0 .
+# Without a registry, on a local Debian base (mmdebstrap): make image (operator/access_hygiene/localcluster/image.py).
 # The base is pinned to an exact Python patch release and Debian release; bump deliberately.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -25,8 +26,11 @@ LABEL org.opencontainers.image.title="access-hygiene" \
       org.opencontainers.image.description="Kubernetes operator that enforces access hygiene" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/access-hygiene/access-hygiene"
-# pip is the only installer in the slim base; the operator never needs it at runtime.
-RUN python -m pip uninstall --yes setuptools wheel pip
+# The official Python base ships pip, setuptools and wheel in its site-packages; the operator never needs
+# them at runtime. A base whose python has no pip (Debian's python3, as in `make image`) has none to remove.
+RUN if python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pip") is None)'; then \
+      python -m pip uninstall --yes setuptools wheel pip; \
+    fi
 COPY --from=builder /opt/access-hygiene /opt/access-hygiene
 ENV PATH=/opt/access-hygiene/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test test-future-clock lint unit cluster controlplane node node-test generate crd deploy bench clean
+.PHONY: run test test-future-clock lint unit cluster controlplane node node-test image test-image generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ node:
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene local --examples examples --examples examples/findings
+
+# The operator image from the Dockerfile on a local Debian base (mmdebstrap), no registry: podman + runc + mmdebstrap
+# (Debian packages). Cached under ~/.cache/access-hygiene/image, keyed by a hash of the build inputs.
+image: $(VENV)/.installed
+	$(BIN)/python -m access_hygiene.localcluster.image
+
+# That image run as the chart runs it (its ServiceAccount token, security context, probes) against a real control
+# plane: the `image` tier of the cluster tests (tests/cluster/test_image.py).
+test-image: $(VENV)/.installed controlplane
+	$(PY) -m pytest -m image
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator tests benchmarks monitoring scripts

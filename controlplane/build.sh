@@ -8,7 +8,8 @@ ETCD_VERSION="v3.6.8"
 HELM_VERSION="v3.22.0"
 cache_root="${ACCESS_HYGIENE_CACHE:-$HOME/.cache/access-hygiene}"
 out="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
-stamp="$out/.complete-$(sha256sum "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
+# The sources' contents only (sha256sum's own output names the files): every checkout of them shares the build.
+stamp="$out/.complete-$(cat "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
 
 if [[ -f "$stamp" ]]; then
   echo "$out"
@@ -33,8 +34,17 @@ go build -p 2 -ldflags "$ldflags" -o "$out/kube-controller-manager" k8s.io/kuber
 # kubectl for people using the local default (`access-hygiene local` puts it on the printed PATH).
 go build -p 2 -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
 go build -p 2 -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release" -o "$out/etcd" ./cmd/etcd
-if [[ ! -x "$out/helm" ]]; then
-  GOBIN="$out" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# helm's own release build sets the Kubernetes version it assumes when it asks no cluster (`helm template`,
+# `helm lint`, `helm install --dry-run`); without it helm assumes v1.20.0 and refuses the chart (kubeVersion
+# >=1.29.0-0) unless --kube-version is passed. The bundled helm assumes the control plane's version.
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+done
+helm_stamp="$out/.helm-$(printf '%s' "$helm_ldflags" | sha256sum | cut -c1-16)"
+if [[ ! -x "$out/helm" || ! -f "$helm_stamp" ]]; then
+  GOBIN="$out" go install -ldflags "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  touch "$helm_stamp"
 fi
 touch "$stamp"
 echo "$out"

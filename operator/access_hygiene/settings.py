@@ -45,7 +45,9 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(
         default=16, ge=1, le=64, description="Concurrent policy/namespace reconciles (they mostly wait on the API)."
     )
-    warning_events: bool = Field(default=True, description="Post Warning Events on RBAC objects with new findings.")
+    warning_events: bool = Field(
+        default=True, description="Post Warning Events on RBAC objects with new findings and on refused AccessPolicies."
+    )
     detailed_metrics: bool = False
     write_namespace_summary: bool = Field(
         default=True,

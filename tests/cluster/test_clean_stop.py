@@ -1,16 +1,23 @@
 """SIGINT/SIGTERM stop `access-hygiene run` and `access-hygiene local` with exit 0, with no task left for kopf to
 wait on, and `local` takes its etcd, kube-apiserver and kube-controller-manager down with it (no orphan, no
-zombie)."""
+zombie): on SIGHUP too, when its terminal closes, and when it is SIGKILLed (the control plane's watchdog)."""
 
 import os
+import pty
+import select
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import kubernetes
 import pytest
 
+from tests.cluster.conftest import wait_for
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -89,7 +96,7 @@ def test_run_stops_cleanly(crd_installed: Cluster, tmp_path: Path, signum: int) 
     assert NO_HUNG_TASKS in log.read_text(), log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_local_stops_with_its_control_plane(tmp_path: Path, signum: int) -> None:
     workdir = tmp_path / "local-cluster"
     log = tmp_path / "local.log"
@@ -109,3 +116,110 @@ def test_local_stops_with_its_control_plane(tmp_path: Path, signum: int) -> None
     assert took < STOPS_WITHIN, f"stopped after {took:.1f}s"
     assert NO_HUNG_TASKS in log.read_text(), log.read_text()[-3000:]
     assert _processes_under(workdir) == [], "control plane processes outlived `local`"
+    # Its workdir and kubeconfig stay (logs to read), but it runs no more: no export lines for it.
+    assert (workdir / "kubeconfig").is_file()
+    print_env = subprocess.run([*CLI, "local", "--print-env", "--workdir", str(workdir)], capture_output=True,
+                               text=True, env=_env(), timeout=60)  # fmt: skip
+    assert (print_env.returncode, print_env.stdout) == (2, ""), print_env
+    assert "is not running" in print_env.stderr
+
+
+def _gone_within(workdir: Path, timeout: float) -> list[str]:
+    """The processes under workdir still alive after waiting up to `timeout` seconds for them to go."""
+    deadline = time.monotonic() + timeout
+    while (left := _processes_under(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+class _Terminal:
+    """A pseudo-terminal whose output is drained (a full one would block the writer) until it is closed."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.output = bytearray()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while not self._closing.is_set():
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:
+                    return
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    def close(self) -> None:
+        """What closing a terminal window does: the last reference to the master side goes away (hangup)."""
+        self._closing.set()
+        self._reader.join()
+        os.close(self.master)
+
+
+def test_local_stops_with_its_control_plane_when_its_terminal_closes(tmp_path: Path) -> None:
+    """`access-hygiene local` run from an interactive shell in a terminal, and the terminal closed: the kernel hangs
+    up the shell, the shell sends SIGHUP to its jobs, and writes to the terminal fail from then on (EIO)."""
+    workdir = tmp_path / "local-cluster"
+    terminal = _Terminal()
+    shell = subprocess.Popen(
+        ["setsid", "--ctty", "bash", "--norc", "--noprofile", "-i"],
+        stdin=terminal.slave, stdout=terminal.slave, stderr=terminal.slave, env=_env(TERM="dumb"), cwd=REPO_ROOT,
+    )  # fmt: skip
+    os.close(terminal.slave)
+    try:
+        command = [*CLI, "local", "--workdir", str(workdir), "--metrics-port", "0", "--liveness", "", "--verbose"]
+        os.write(terminal.master, (shlex.join(command) + "\n").encode())
+        deadline = time.monotonic() + 120
+        while not all(text in terminal.text() for text in STARTED):
+            assert time.monotonic() < deadline, terminal.text()[-3000:]
+            assert shell.poll() is None, terminal.text()[-3000:]
+            time.sleep(0.2)
+        assert len(_processes_under(workdir)) >= 3, _processes_under(workdir)
+    finally:
+        terminal.close()
+        try:
+            shell.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            shell.kill()
+            shell.wait()
+            raise
+    assert _gone_within(workdir, STOPS_WITHIN) == [], "control plane processes outlived the closed terminal"
+    # Stopped by `local` itself, in order, not by its watchdog (which would log that `local` was gone).
+    assert "is gone" not in (workdir / "watchdog.log").read_text()
+
+
+def test_local_killed_takes_its_control_plane_down(tmp_path: Path) -> None:
+    """SIGKILL gives `local` no chance to stop anything: the control plane's watchdog stops it, in order.
+    Started with `--admission`, the one `local` start of this module that checks the flag installs the admission
+    policies (the operator's admission handling itself is tested in test_admission.py)."""
+    workdir = tmp_path / "local-cluster"
+    log = tmp_path / "local.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*CLI, "local", "--admission", "--workdir", str(workdir), "--metrics-port", "0", "--liveness", "",
+             "--verbose"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT,
+        )  # fmt: skip
+        _wait_for_lines(process, log, STARTED, timeout=120)
+        with kubernetes.config.new_client_from_config(config_file=str(workdir / "kubeconfig")) as api:
+            custom: Any = kubernetes.client.CustomObjectsApi(api)
+
+            def admission_policies() -> list[str]:
+                listed = custom.list_cluster_custom_object(
+                    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+                    label_selector="app.kubernetes.io/managed-by=access-hygiene",
+                )  # fmt: skip
+                return [item["metadata"]["name"] for item in listed["items"]]
+
+            assert "access-hygiene-accesspolicy-requester" in wait_for(admission_policies, timeout=60)
+        assert len(_processes_under(workdir)) >= 4, _processes_under(workdir)  # etcd, apiserver, kcm, watchdog
+        process.kill()
+        process.wait(timeout=30)
+    assert _gone_within(workdir, STOPS_WITHIN) == [], "control plane processes outlived a SIGKILLed `local`"
+    stopped = [line for line in (workdir / "watchdog.log").read_text().splitlines() if "Stopping" in line]
+    assert [[name for name in ("kube-apiserver", "kube-controller-manager", "etcd") if name in line]
+            for line in stopped] == [["kube-apiserver", "kube-controller-manager"], ["etcd"]], stopped  # fmt: skip

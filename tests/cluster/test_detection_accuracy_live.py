@@ -8,6 +8,7 @@
 """
 
 import copy
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ from access_hygiene.models.findings import Finding, Subject
 from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.reconcile.permissions import UserInfo, is_bootstrap
 from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES as ALL_BINDING_RULES
+from access_hygiene.reconcile.snapshot import CLUSTER_SCOPED_KINDS, ClusterSnapshot
 from tests.cluster.test_rbac_differential import subject_access_review
 from tests.conftest import Cluster
 
@@ -79,16 +81,33 @@ DELETABLE = [
     ("batch", "jobs"), ("batch", "cronjobs"), ("networking.k8s.io", "ingresses"),
     ("networking.k8s.io", "networkpolicies"), (RBAC, "roles"), (RBAC, "rolebindings"), ("example.com", "widgets"),
 ]  # fmt: skip
-# AH-RBAC-024 (latent): a role is risky when, bound, it allows one of these.
-LATENT_PROBES = [
-    *_probes(("impersonate",), "", ("users", "groups", "serviceaccounts"), cluster_scoped=True),
-    Probe("impersonate", "", "users", cluster_scoped=True, name="jane"),  # impersonating one user counts too
-    *_probes(("escalate", "bind"), RBAC, ("roles", "clusterroles")),
-    *_probes(("get", "list", "watch"), "", ("secrets",)),
-    *_probes(("get", "create"), "", ("nodes/proxy",), cluster_scoped=True),
-    *_probes(("create", "update", "patch", "delete"), "admissionregistration.k8s.io",
-             ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), cluster_scoped=True),
-]  # fmt: skip
+# AH-RBAC-024 (latent): requests kube-apiserver allows once a role is bound when a binding rule flags it (rule ids
+# without an entry: AH-RBAC-029 counts kinds, its own test above holds it to SubjectAccessReview).
+RULE_PROBES: dict[str, list[Probe]] = {
+    **PROBES,
+    "AH-RBAC-001": [Probe("escalate", RBAC, "clusterroles", cluster_scoped=True)],
+    "AH-RBAC-005": [*_probes(("impersonate",), "", ("users", "groups", "serviceaccounts"), cluster_scoped=True),
+                    Probe("impersonate", "", "users", cluster_scoped=True, name="jane")],  # one user counts too
+    "AH-RBAC-006": _probes(("escalate",), RBAC, ("roles", "clusterroles")),
+    "AH-RBAC-007": [*_probes(("bind",), RBAC, ("roles", "clusterroles")),
+                    Probe("bind", RBAC, "clusterroles", name="cluster-admin")],
+    "AH-RBAC-008": [Probe("create", "", "serviceaccounts", "token"), *_probes(("create", "update", "patch"), "",
+                                                                             ("secrets",))],
+    "AH-RBAC-009": _probes(("get", "list", "watch"), "", ("secrets",)),
+    "AH-RBAC-010": _probes(("get", "create"), "", ("nodes/proxy",), cluster_scoped=True),
+    "AH-RBAC-011": _probes(("create", "update", "patch", "delete"), "admissionregistration.k8s.io",
+                           ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), cluster_scoped=True),
+    "AH-RBAC-012": [Probe("approve", "certificates.k8s.io", "signers", cluster_scoped=True,
+                          name="kubernetes.io/kube-apiserver-client")],
+    "AH-RBAC-013": _probes(("create",), "", ("pods/exec", "pods/attach")),
+    "AH-RBAC-014": _probes(("update", "patch"), "", ("pods/ephemeralcontainers",)),
+    "AH-RBAC-019": _probes(WRITE, "", ("configmaps",)),  # in kube-system (PROBE_NAMESPACE)
+    "AH-RBAC-020": [Probe("create", "", "persistentvolumes", cluster_scoped=True)],
+    "AH-RBAC-021": [*_probes(("delete", "deletecollection"), "", ("events",)),
+                    *_probes(("delete", "deletecollection"), "events.k8s.io", ("events",))],
+}  # fmt: skip
+PROBE_NAMESPACE = {"AH-RBAC-019": "kube-system"}
+LATENT_TRIGGERED = re.compile(r"(AH-RBAC-\d{3}): ")
 # Bindings a rule deliberately leaves to another rule although kube-apiserver allows the probe.
 LEFT_TO_OTHER_RULES = {("AH-RBAC-025", "bob-creates-secrets")}  # AH-RBAC-008 reports cluster-wide writes
 
@@ -216,8 +235,10 @@ def _wait_for_aggregation(api: Any, name: str, timeout: float = 30.0) -> None:
 
 @pytest.mark.parametrize("variant", ["bad", "good"])
 def test_latent_roles_agree_with_subject_access_review_once_bound(admin_api: Any, variant: str) -> None:
-    """AH-RBAC-024 flags an unbound role exactly when kube-apiserver, once the role is bound to a probe
-    user, allows that user one of the risky requests (bound roles and aggregated sources are not latent)."""
+    """AH-RBAC-024 names, for an unbound role, exactly the binding rules that flag the role's binding once it
+    exists (issue 25 item 17: every capability rule), and kube-apiserver then allows the bound probe user one of
+    each named rule's requests; a role that is not latent gets none of them (bound roles and aggregated sources
+    are not latent)."""
     run = uuid.uuid4().hex[:6]
     objects = fixture_objects(FIXTURES / "rbac" / "AH-RBAC-024" / f"{variant}.yaml", run)
     roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
@@ -226,7 +247,7 @@ def test_latent_roles_agree_with_subject_access_review_once_bound(admin_api: Any
         for role in roles:
             if role.get("aggregationRule"):
                 _wait_for_aggregation(admin_api, role["metadata"]["name"])
-        flagged = {(f.object.kind, f.object.name) for f in _live_findings(admin_api, "AH-RBAC-024")}
+        latent = {(f.object.kind, f.object.name): f for f in _live_findings(admin_api, "AH-RBAC-024")}
         probe_bindings = []
         for role in roles:
             meta = role["metadata"]
@@ -240,6 +261,8 @@ def test_latent_roles_agree_with_subject_access_review_once_bound(admin_api: Any
                 "subjects": [{"kind": "User", "name": user, "apiGroup": RBAC}],
             })  # fmt: skip
         with Loaded(admin_api, probe_bindings):
+            ctx = AuditContext(now=SYSTEM_CLOCK.now())
+            effective = run_audit(load_snapshot(admin_api), ctx, only=sorted(ALL_BINDING_RULES))
             checked = 0
             for role in roles:
                 meta = role["metadata"]
@@ -248,12 +271,20 @@ def test_latent_roles_agree_with_subject_access_review_once_bound(admin_api: Any
                 if meta["name"] in bound or aggregated:
                     continue
                 user = Subject(kind="User", name=f"probe-{meta['name'][:40]}-{run}")
-                namespace = meta.get("namespace") or "team"
-                expected = any(_allowed(admin_api, user, probe, namespace) for probe in LATENT_PROBES)
-                actual = (role["kind"], meta["name"]) in flagged
-                assert actual == expected, f"{meta['name']}: engine={actual} SAR={expected}"
+                finding = latent.get((role["kind"], meta["name"]))
+                named = set(LATENT_TRIGGERED.findall(finding.message)) if finding else set()
+                once_bound = {f.rule_id for f in effective if f.subject == user}
+                assert named == once_bound, f"{meta['name']}: latent={sorted(named)} once bound={sorted(once_bound)}"
+                namespace = meta.get("namespace") if role["kind"] == "Role" else "team"
+                for rule_id, probes in RULE_PROBES.items():
+                    where = PROBE_NAMESPACE.get(rule_id, namespace)
+                    allowed = any(_allowed(admin_api, user, probe, where) for probe in probes)
+                    if rule_id in named:
+                        assert allowed, f"{meta['name']}: latent {rule_id} but SAR allows none of its requests"
+                    elif not named:
+                        assert not allowed, f"{meta['name']}: not latent but SAR allows a {rule_id} request"
                 checked += 1
-    assert checked >= (7 if variant == "bad" else 3)
+    assert checked >= (9 if variant == "bad" else 3)
 
 
 TAKEOVER_PROBES = [
@@ -314,7 +345,9 @@ def _builtin_bindings(run: str) -> list[dict[str, Any]]:
 
 
 def _comparable(findings: list[Finding], objects: list[dict[str, Any]]) -> set[tuple[str, ...]]:
-    keys = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects}
+    # kube-apiserver drops metadata.namespace from cluster-scoped objects (a fixture's chart-like ClusterRole has one)
+    keys = {(o["kind"], "" if o["kind"] in CLUSTER_SCOPED_KINDS else o["metadata"].get("namespace", ""),
+             o["metadata"]["name"]) for o in objects}  # fmt: skip
     return {
         (f.rule_id, f.severity.value, f.object.kind, f.namespace, f.object.name, str(f.subject or ""), f.message)
         for f in findings

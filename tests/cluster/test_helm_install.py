@@ -483,6 +483,53 @@ def test_operator_runs_as_the_chart_account_without_forbidden_requests(
     assert forbidden_requests(events) == [], "the chart's RBAC is missing what these requests need"
 
 
+def _dry_run_install(release: Release, name: str, *values: str) -> subprocess.CompletedProcess[str]:
+    """`helm install --dry-run=server` of another release: rendered with lookups against the cluster, nothing
+    installed."""
+    command = [str(release.helm), "install", name, str(CHART), "--dry-run=server", "--kubeconfig",
+               str(release.cluster.kubeconfig), "--namespace", release.namespace, *values]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.mark.parametrize("same_rules", [True, False], ids=["same-rules", "other-rules"])
+def test_a_grant_ceiling_installed_otherwise_is_used_only_with_the_values_rules(
+    release: Release, same_rules: bool
+) -> None:
+    """What `access-hygiene local` or `kubectl apply -f deploy/` installed (no Helm ownership): with the values'
+    rules the chart binds the operator to it and leaves it; with others it fails and says why."""
+    from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES, render_grant_ceiling_role
+
+    name = f"ah-foreign-ceiling-{uuid.uuid4().hex[:6]}"
+    rules = (
+        DEFAULT_GRANT_CEILING_RULES if same_rules else [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    )
+    with release.cluster.api_client() as api:
+        rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)
+        rbac.create_cluster_role(render_grant_ceiling_role(name, rules))
+        try:
+            result = _dry_run_install(release, "ah-second", "--set", f"grantCeiling.name={name}")
+        finally:
+            rbac.delete_cluster_role(name)
+    if same_rules:
+        assert result.returncode == 0, result.stderr
+        manifest = result.stdout.split("\nNOTES:\n")[0]
+        assert f"kind: ClusterRole\nmetadata:\n  name: {name}\n" not in manifest  # not rendered: left as it is
+        assert f"  name: {name}\n" in manifest  # but bound: the binding's roleRef
+        assert "It was already in the cluster with the same rules" in result.stdout
+        # The AccessPolicy CRD belongs to the module's release (adopt_existing_crd): this one leaves it too.
+        assert "The AccessPolicy CRD was already in the cluster" in result.stdout
+    else:
+        assert result.returncode != 0
+        assert f"ClusterRole {name} already exists, not installed by Helm" in result.stderr
+        assert "set grantCeiling.create=false to use it as it is" in result.stderr
+
+
+def test_a_grant_ceiling_of_another_release_is_refused_by_name(release: Release) -> None:
+    result = _dry_run_install(release, "ah-second", "--set", f"grantCeiling.name={CEILING}")
+    assert result.returncode != 0
+    assert f"ClusterRole {CEILING} belongs to Helm release {RELEASE} in namespace {release.namespace}" in result.stderr
+
+
 def test_uninstall_keeps_the_crd_and_removes_the_rbac(release: Release) -> None:
     release.run("uninstall", RELEASE, "--wait")
     with release.cluster.api_client() as api:

@@ -289,3 +289,46 @@ def test_print_env_prints_the_same_export_lines(local: Local) -> None:
     ]
     for line in lines:
         assert line in local.output()
+
+
+def install_block() -> list[str]:
+    """The shell lines of the ```bash block under "## Install in a cluster", comments stripped."""
+    section = README.read_text().split("\n## Install in a cluster\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    return [COMMENT.sub("", line).strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_helm_install_works_on_the_local_default(local: Local) -> None:
+    """The README's `helm install`, verbatim, on what `make run` started. The local default has installed the CRD
+    and the grant ceiling itself (Helm cannot take them over): the chart leaves them as they are, says so, and
+    `helm uninstall` keeps them, so the local operator goes on working. Last in this module: it installs a release."""
+    [command] = [line for line in install_block() if line.startswith("helm install ")]
+    assert command == "helm install access-hygiene helm/access-hygiene --namespace access-hygiene --create-namespace"
+    exports = [c for c in using_it_block() if c.startswith("export ")]
+
+    def in_repository(line: str) -> subprocess.CompletedProcess[str]:
+        # The export lines name $PWD/.local-cluster (the walkthrough's directory); the chart path is the repository's.
+        return run(local, [*exports, f"cd {shlex.quote(str(REPO_ROOT))}"], line)
+
+    ceiling_before = run(local, exports, "kubectl get clusterrole access-hygiene-grant-ceiling -o jsonpath='{.rules}'")
+    assert ceiling_before.returncode == 0, ceiling_before.stderr
+    installed = in_repository(command)
+    assert installed.returncode == 0, installed.stderr
+    assert "STATUS: deployed" in installed.stdout
+    assert "The AccessPolicy CRD was already in the cluster, installed otherwise" in installed.stdout
+    assert "It was already in the cluster with the same rules" in installed.stdout
+    try:
+        deployment = run(local, exports, "kubectl -n access-hygiene get deploy access-hygiene -o name")
+        assert deployment.stdout.strip() == "deployment.apps/access-hygiene", deployment.stderr
+        binding = run(local, exports, "kubectl get clusterrolebinding access-hygiene-grant-ceiling "
+                                      "-o jsonpath='{.roleRef.name}'")  # fmt: skip
+        assert binding.stdout == "access-hygiene-grant-ceiling", binding.stderr
+    finally:
+        uninstalled = in_repository("helm uninstall access-hygiene --namespace access-hygiene --wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    for kind_name in ("crd/accesspolicies.accesshygiene.io", "clusterrole/access-hygiene-grant-ceiling"):
+        kept = run(local, exports, f"kubectl get {kind_name} -o name")
+        assert kept.returncode == 0, f"helm uninstall removed {kind_name} that `make run` installed: {kept.stderr}"
+    ceiling_after = run(local, exports, "kubectl get clusterrole access-hygiene-grant-ceiling -o jsonpath='{.rules}'")
+    assert ceiling_after.stdout == ceiling_before.stdout
+    assert expect_access_policies(local, run(local, exports, "kubectl get ap -A"))

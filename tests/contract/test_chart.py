@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,33 @@ def test_deploy_manifest_is_the_rendered_chart(helm: Path) -> None:
     assert render_chart.DEPLOY_PATH.read_text() == render_chart.render_deploy(helm), (
         "run `python scripts/render_chart.py`"
     )
+
+
+def documented_helm_commands() -> list[str]:
+    """The `helm template` and `helm lint` commands the README, docs/ and deploy/'s header show, as written."""
+    commands = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)\n```", page.read_text(), flags=re.DOTALL):
+            commands += [line.split(" #")[0].strip() for line in block.splitlines()
+                         if line.startswith(("helm template ", "helm lint "))]  # fmt: skip
+    header = " ".join(line.lstrip("# ") for line in render_chart.DEPLOY_PATH.read_text().splitlines()[:2])
+    commands.append(header.split("`")[1])
+    return commands
+
+
+def test_documented_helm_commands_work_as_written_with_the_bundled_helm(helm: Path) -> None:
+    """No --kube-version: the helm that controlplane/build.sh bundles must not assume Kubernetes v1.20 (it
+    refused the chart, kubeVersion >=1.29.0-0, like a helm built without its release build's flags)."""
+    commands = documented_helm_commands()
+    deploy_command = "helm template access-hygiene helm/access-hygiene --namespace access-hygiene"
+    assert deploy_command in commands, commands
+    assert any(c.startswith("helm lint") for c in commands), commands
+    for command in commands:
+        result = subprocess.run([str(helm), *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        assert result.returncode == 0, f"`{command}`: {result.stderr}"
+        if command == deploy_command:  # what deploy/ says it is
+            assert render_chart.DEPLOY_PATH.read_text().endswith(result.stdout)
 
 
 def test_deploy_manifest_puts_namespaced_objects_in_the_namespace() -> None:

@@ -188,3 +188,62 @@ def test_unused_not_judged_on_a_short_window(tmp_path: Path, capsys: pytest.Capt
     assert data["findings"] == []
     assert data["window"]["judged"] is False
     assert "Not judged: the audit data spans 9d0h" in err
+
+
+def test_unused_table_says_not_judged_instead_of_no_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not judged is not "no findings": the table output (stdout) says it did not judge, and why."""
+    log = write(tmp_path / "audit.log", lines(*APP_EVENTS))
+    manifests = tmp_path / "rbac.yaml"
+    manifests.write_text(MANIFESTS)
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "10d")
+    assert code == 3, err
+    assert "No findings" not in out
+    assert out.startswith("Not judged: the audit data spans 9d0h"), out
+    assert "less than --min-window 10d0h" in out
+    # Judged and clean still says so.
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "9d",
+                         "--sa", "shop:nobody")  # fmt: skip
+    assert (code, out.strip()) == (0, "No findings."), err
+
+
+def test_unused_sarif_carries_the_not_judged_notice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = write(tmp_path / "audit.log", lines(*APP_EVENTS))
+    manifests = tmp_path / "rbac.yaml"
+    manifests.write_text(MANIFESTS)
+    code, out, err = run(capsys, "unused", log, "-f", str(manifests), "--min-window", "10d", "-o", "sarif")
+    assert code == 3, err
+    [run_] = json.loads(out)["runs"]
+    assert run_["results"] == []
+    [invocation] = run_["invocations"]
+    [notice] = invocation["toolExecutionNotifications"]
+    assert notice["level"] == "warning"
+    assert notice["message"]["text"].startswith("Not judged: the audit data spans 9d0h")
+
+
+def test_suggest_comments_the_rule_it_widened_from_generated_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = [event(verb, "secrets", name=f"sh.helm.release.v1.web.v{n}") for n in (1, 2, 3) for verb in ("get",)]
+    events.append(event("get", "configmaps", name="orders-config"))
+    log = write(tmp_path / "audit.log", lines(*events))
+    code, out, err = run(capsys, "suggest", log, "--serviceaccount", "shop:orders-api")
+    assert code == 0, err
+    policy = yaml.safe_load(out)
+    assert policy["spec"]["rbac"]["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-config"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]
+    body = out.splitlines()
+    item = body.index("    - apiGroups: ['']", body.index("    - apiGroups: ['']") + 1)  # the second rule
+    comment = body[item - 1]
+    assert comment.startswith("    # secrets (get): not restricted to resourceNames"), body
+    assert "sh.helm.release.v1.web.v1" in comment
+    assert "namespace shop" in comment
+    assert not body[item - 2].startswith("    #")  # only the widened rule carries a comment
+    code, out, err = run(capsys, "suggest", log, "--serviceaccount", "shop:orders-api", "-o", "json")
+    [entry] = json.loads(out)["suggestions"]
+    [note] = entry["notes"]
+    assert note["rule"] == "spec.rbac.rules[1]"
+    assert "Helm release" in note["text"]

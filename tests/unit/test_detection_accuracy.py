@@ -200,10 +200,11 @@ def test_attack_path_names_the_whole_path_and_sorts_first() -> None:
         "Deployment ops-console -> ServiceAccount ops -> ClusterRoleBinding ops-admin (ClusterRole/cluster-admin) "
         "-> cluster-admin (*/*/*)"
     )
-    assert messages["migrate"].endswith("RoleBinding ci-deploys-system (ClusterRole/deployer) -> create pods in "
-                                        "namespace kube-system")  # fmt: skip
+    # The path names what the role grants (issue 25 item 7): `patch deployments`, not "create pods".
+    assert messages["migrate"].endswith("RoleBinding ci-deploys-system (ClusterRole/deployer) -> patch deployments "
+                                        "(pod-template control: runs pods) in namespace kube-system")  # fmt: skip
     assert "(as Group system:serviceaccounts:data)" in messages["db"]
-    assert messages["db"].endswith("-> impersonate cluster-wide")
+    assert messages["db"].endswith("-> impersonate users cluster-wide")
 
 
 def test_token_rules_speak_carefully_on_a_manifest_set_without_bindings() -> None:

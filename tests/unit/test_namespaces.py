@@ -11,11 +11,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.reconcile.namespaces import (
     CONTROLS,
     SUMMARY_ANNOTATION,
     BreakageForecast,
     NamespacePlan,
+    dns_allowed,
     namespace_controls,
     namespace_summary,
     plan_namespace,
@@ -25,9 +27,11 @@ from access_hygiene.reconcile.snapshot import ClusterSnapshot, name_of, namespac
 from access_hygiene.render.namespace import (
     DEFAULT_DENY_NAME,
     DNS_ALLOW_NAME,
+    dns_pod_selector,
     render_default_sa_patch,
     render_namespace_controls,
 )
+from access_hygiene.render.policy import ClusterFacts, render_policy
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
@@ -284,6 +288,81 @@ def test_summary_of_an_exempt_namespace_has_no_score() -> None:
     assert value["exempt"] is True
     assert value["controls"] == {}
     assert "score" not in value
+
+
+# --- network.dns: false is effective: the namespace DNS allow leaves out those policies' pods (issue 25, item 4) ---
+
+
+def generated_network_policy(name: str, network: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """The NetworkPolicy the operator renders for an AccessPolicy `name` in shop, as live."""
+    meta = {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1}
+    policy = resolve_policy(meta, AccessPolicySpec.model_validate({"network": network, **spec}))
+    return next(m for m in render_policy(policy, ClusterFacts()) if m["kind"] == "NetworkPolicy")
+
+
+def app(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name}
+
+
+def test_the_dns_allow_leaves_out_the_pods_of_policies_that_turn_dns_off() -> None:
+    snapshot = load()
+    for generated in (
+        generated_network_policy("quiet", {"dns": False}),
+        generated_network_policy("chatty", {"dns": True}),
+        generated_network_policy("db", {"dns": False}, podSelector={"matchLabels": {"tier": "db"}}),
+        generated_network_policy("pair", {"dns": False}, podSelector={"matchLabels": {"app": "pair", "tier": "web"}}),
+    ):
+        snapshot.add(generated)
+    plan = plan_namespace(namespace_obj(snapshot), snapshot, CTX)
+    dns = next(m for m in plan.apply if name_of(m) == DNS_ALLOW_NAME)
+    assert dns["spec"]["podSelector"] == {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["quiet"]},
+            {"key": "tier", "operator": "NotIn", "values": ["db"]},
+        ]
+    }
+    after = applied(snapshot, plan.apply)
+    # Judged by the NetworkPolicy semantics the hygiene rules use (every policy in the namespace, added up):
+    assert not dns_allowed(after, CTX, "shop", app("quiet"))
+    assert not dns_allowed(after, CTX, "shop", {"tier": "db", "other": "x"})
+    assert dns_allowed(after, CTX, "shop", app("chatty"))  # its own NetworkPolicy allows DNS
+    assert dns_allowed(after, CTX, "shop", app("no-policy"))
+    assert dns_allowed(after, CTX, "shop", {})
+    # A label combination cannot be left out exactly (the policy reports it: DNSStillAllowed).
+    assert dns_allowed(after, CTX, "shop", {"app": "pair", "tier": "web"})
+    again = plan_namespace(namespace_obj(after), after, CTX)
+    assert again.apply == []  # converged
+
+
+def test_a_policy_whose_network_policy_is_not_in_place_keeps_dns() -> None:
+    """An audit-mode or refused policy writes no NetworkPolicy: its pods keep the namespace's DNS allow."""
+    snapshot = load()
+    plan = plan_namespace(namespace_obj(snapshot), snapshot, CTX)
+    dns = next(m for m in plan.apply if name_of(m) == DNS_ALLOW_NAME)
+    assert dns["spec"]["podSelector"] == {}
+    user_copy = generated_network_policy("quiet", {"dns": False})
+    del user_copy["metadata"]["ownerReferences"]  # not generated for an AccessPolicy: not a declaration of ours
+    snapshot.add(user_copy)
+    dns = next(m for m in plan_namespace(namespace_obj(snapshot), snapshot, CTX).apply if name_of(m) == DNS_ALLOW_NAME)
+    assert dns["spec"]["podSelector"] == {}
+
+
+def test_turning_dns_back_on_restores_the_namespace_dns_allow() -> None:
+    snapshot = load()
+    snapshot.add(generated_network_policy("quiet", {"dns": False}))
+    after = applied(snapshot, plan_namespace(namespace_obj(snapshot), snapshot, CTX).apply)
+    assert not dns_allowed(after, CTX, "shop", app("quiet"))
+    turned_on = copy.deepcopy(after)
+    turned_on.network_policies = [p for p in turned_on.network_policies if name_of(p) != "access-hygiene-quiet"]
+    turned_on.add(generated_network_policy("quiet", {"dns": True}))
+    plan = plan_namespace(namespace_obj(turned_on), turned_on, CTX)
+    assert [m["spec"]["podSelector"] for m in plan.apply if name_of(m) == DNS_ALLOW_NAME] == [{}]
+
+
+def test_only_one_label_selectors_can_be_left_out() -> None:
+    assert dns_pod_selector([]) == {}
+    with pytest.raises(ValueError, match="one-label"):
+        dns_pod_selector([{"a": "1", "b": "2"}])
 
 
 # --- property: whatever the starting state, apply + re-plan converges and never touches user objects ---

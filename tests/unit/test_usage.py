@@ -14,6 +14,7 @@ from access_hygiene.reconcile.usage import (
     SubjectUsage,
     SuggestedRule,
     UsageData,
+    generated_name_reason,
     non_resource_manifests,
     policy_manifest,
     policy_name,
@@ -205,6 +206,86 @@ def test_policy_name_is_a_dns_label() -> None:
     assert policy_name("orders.api_v2") == "orders-api-v2"
     assert len(policy_name("a" * 200)) == 63
     assert math.isinf(UsageData().first)
+
+
+# --- generated and versioned names never become resourceNames -------------------------------------------
+
+HELM_CLIENT = [  # `helm upgrade web` three times with the secrets storage driver, as its audit events show it
+    event("list", "secrets"),
+    *[event(verb, "secrets", name=f"sh.helm.release.v1.web.v{n}") for n in (1, 2, 3) for verb in ("get", "update")],
+    event("create", "secrets", name="sh.helm.release.v1.web.v3"),
+]
+
+
+def test_helm_release_secrets_are_not_pinned_and_the_rule_says_why() -> None:
+    suggestion = suggest(for_sa(usage_of(*HELM_CLIENT)), "shop", "orders-api")
+    [rule] = suggestion.rules
+    assert rule.to_wire() == {"apiGroups": [""], "resources": ["secrets"],
+                              "verbs": ["get", "list", "create", "update"]}  # fmt: skip
+    [note] = rule.notes
+    assert "sh.helm.release.v1.web.v1" in note
+    assert "Helm release" in note
+    assert "every secrets object in namespace shop" in note
+    assert PolicyRule.parse(rule.to_wire()).allows("get", "", "secrets", "", "sh.helm.release.v1.web.v4")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("sh.helm.release.v1.web.v1", "Helm release"),
+        ("sh.helm.release.v1.my.app.v12", "Helm release"),
+        ("web-7d4b9c8f6d-x2k9q", "generated"),  # Deployment pod: pod-template-hash, generateName suffix
+        ("web-7d4b9c8f6d-bxkzq", "generated"),  # ... whose 5 random characters happen to hold no digit
+        ("web-7d4b9c8f6d", "generated"),  # its ReplicaSet
+        ("batch-worker-x7q2z", "generated"),  # generateName (a Job's pod, an EndpointSlice)
+        ("app-config-7g5k2h9m4t", "generated"),  # kustomize configMapGenerator hash suffix
+        ("nightly-backup-29413440", "timestamp"),  # a CronJob's Job
+        ("orders-api.18f2a6c1b3d4e5f6", "timestamp"),  # an Event
+    ],
+)
+def test_generated_names_are_recognised(name: str, kind: str) -> None:
+    reason = generated_name_reason(name)
+    assert reason is not None, name
+    assert kind in reason, (name, reason)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["orders-config", "orders-api", "web-https", "kube-root-ca.crt", "db-0", "redis-2", "cm-5", "sh.helm.release",
+     "leader-election", "v1", "tls-certs", "app-v2", "release-2024"],
+)  # fmt: skip
+def test_stable_names_are_not_taken_for_generated(name: str) -> None:
+    assert generated_name_reason(name) is None
+
+
+def test_versioned_siblings_are_not_pinned_but_stable_names_still_are() -> None:
+    events = [
+        event("get", "configmaps", name="rules-v1"),
+        event("get", "configmaps", name="rules-v2"),
+        event("get", "leases", group="coordination.k8s.io", name="orders-api"),
+        event("get", "pods", name="web-7d4b9c8f6d-x2k9q"),
+        event("get", "statefulsets", group="apps", name="db"),
+        event("get", "pods", name="db-0", at="2026-11-20T10:00:01.000000Z"),
+    ]
+    suggestion = suggest(for_sa(usage_of(*events)), "shop", "orders-api")
+    by_resource = {(r.resources, r.resource_names): r for r in suggestion.rules}
+    assert set(by_resource) == {(("configmaps", "pods"), ()), (("statefulsets",), ("db",)),
+                                (("leases",), ("orders-api",))}  # fmt: skip
+    widened = by_resource[(("configmaps", "pods"), ())]
+    assert len(widened.notes) == 2
+    assert any("rules-v1, rules-v2" in n and "versioned" in n for n in widened.notes)
+    assert any("web-7d4b9c8f6d-x2k9q" in n and "generated" in n for n in widened.notes)
+    assert by_resource[(("leases",), ("orders-api",))].notes == ()
+
+
+def test_generated_names_in_other_namespaces_widen_the_cluster_rule() -> None:
+    events = [event("get", "secrets", namespace="web", name=f"sh.helm.release.v1.web.v{n}") for n in (1, 2)]
+    suggestion = suggest(for_sa(usage_of(*events)), "shop", "orders-api")
+    [rule] = suggestion.cluster_rules
+    assert rule.resource_names == ()
+    [note] = rule.notes
+    assert "clusterRules" in note
+    assert "every namespace" in note
 
 
 # --- property: exactly what was used ---------------------------------------------------------------

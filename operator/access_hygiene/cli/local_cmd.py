@@ -5,6 +5,7 @@ installs the CRD and the grant ceiling, applies example policies and runs the op
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -34,6 +35,13 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
         "(status.unusedRules, access_hygiene_unused_grants); judged after --usage-min-window",
     )
     parser.add_argument(
+        "--admission",
+        action="store_true",
+        help="prevention at admission: the operator installs its ValidatingAdmissionPolicies and "
+        "MutatingAdmissionPolicy (deny in enforce namespaces, warn in audit ones; the same as "
+        "ACCESS_HYGIENE_ADMISSION_ENABLED=true; docs/admission.md)",
+    )
+    parser.add_argument(
         "--usage-min-window",
         type=float,
         default=None,
@@ -54,9 +62,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.print_env:
         return print_env(args.workdir)
+    if args.admission:  # before the handlers are imported: they read it once
+        os.environ["ACCESS_HYGIENE_ADMISSION_ENABLED"] = "true"
     shutil.rmtree(args.workdir, ignore_errors=True)
     # Until kopf takes over signal handling, SIGTERM unwinds like Ctrl-C so the control plane is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
+    # A hangup (the terminal closed, an SSH connection dropped) is a Ctrl-C: kopf handles SIGINT while it runs,
+    # and before and after it SIGINT unwinds as KeyboardInterrupt. Either way the control plane is stopped in
+    # order; if this process dies without stopping it (SIGKILL), the control plane's watchdog does.
+    signal.signal(signal.SIGHUP, _hang_up)
     with ControlPlane(
         workdir=args.workdir.resolve(),
         keep_workdir=True,
@@ -93,8 +107,14 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
         finally:
-            print("Stopping the control plane.", flush=True)
+            # After a hangup the terminal is gone: writing to it fails (EIO), and must not stop the stop.
+            with contextlib.suppress(OSError):
+                print("Stopping the control plane.", flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _hang_up(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)

@@ -56,15 +56,23 @@ def env_lines(workdir: Path) -> list[str]:
 
 
 def print_env(workdir: Path, binaries: Path | None = None) -> int:
-    """The export lines of the local default in `workdir` (exit code 2 when none runs there).
+    """The export lines of the local default in `workdir` (exit code 2, nothing on stdout, when none runs there:
+    no kubeconfig, or its API server does not answer because that local default has stopped).
 
     With `binaries` (at startup), <workdir>/bin is prepared first and the lines are indented.
     Without (`access-hygiene local --print-env`), they are printed bare, for `eval`.
     """
+    from access_hygiene.localcluster.controlplane import why_not_serving
+
     if not (workdir / "kubeconfig").is_file():
         print(f"error: no local default in {workdir} (start one with `make run`)", file=sys.stderr)
         return 2
     if binaries is None:
+        problem = why_not_serving(workdir / "kubeconfig")
+        if problem is not None:
+            print(f"error: the local default in {workdir} is not running: {problem} (start it with `make run`)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print("\n".join(env_lines(workdir)))
         return 0
     bin_dir, missing = prepare_bin_dir(workdir, binaries)

@@ -35,7 +35,14 @@ from access_hygiene.cli.output import (
 from access_hygiene.clock import SYSTEM_CLOCK, Clock, FixedClock, parse_instant
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.rules import DEFAULT_EXCLUDED_SUBJECT_PREFIXES, AuditContext
-from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, name_of, namespace_of
+from access_hygiene.reconcile.snapshot import (
+    CLUSTER_SCOPED_KINDS,
+    KIND_FIELDS,
+    ClusterSnapshot,
+    Obj,
+    name_of,
+    namespace_of,
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -135,7 +142,7 @@ class FileInput:
                 reason += " (a generateName manifest: the API server picks the name)"
             self.warnings.append(f"{source}: document {index}{where}: {kind} {reason}; skipped")
             return
-        namespace = namespace_of(obj)
+        namespace = "" if kind in CLUSTER_SCOPED_KINDS else namespace_of(obj)  # as the snapshot stores it
         if line is not None:
             self.locations.setdefault((kind, namespace, name_of(obj)), (source, line))
         if not namespace and kind in DEFAULT_NAMESPACE_KINDS:

@@ -109,9 +109,35 @@ def _header(suggestion: Suggestion, report: InputReport) -> list[str]:
     return lines
 
 
+def _rule_notes(suggestion: Suggestion) -> list[tuple[str, int, str]]:
+    """(field, index, note) for every rule that carries a note (it grants more than the names seen)."""
+    return [
+        (field, index, note)
+        for field, rules in (("rules", suggestion.rules), ("clusterRules", suggestion.cluster_rules))
+        for index, rule in enumerate(rules)
+        for note in rule.notes
+    ]
+
+
+def _comment_rules(text: str, notes: list[tuple[str, int, str]]) -> str:
+    """The dumped policy with each note as a comment line right above its rule (spec.rbac.<field>[index])."""
+    lines, field, index = [], "", -1
+    for line in text.splitlines():
+        if line in ("    rules:", "    clusterRules:"):
+            field, index = line.strip()[:-1], -1
+        elif line.startswith("    - ") and field:
+            index += 1
+            lines += [f"    # {note}" for f, i, note in notes if (f, i) == (field, index)]
+        elif not line.startswith("      "):
+            field = ""
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _yaml_documents(suggestion: Suggestion, report: InputReport, mode: str | None) -> str:
     out = "".join(f"# {line}\n" if line else "#\n" for line in _header(suggestion, report))
-    out += yaml.safe_dump(policy_manifest(suggestion, mode), sort_keys=False, default_flow_style=None)
+    policy = yaml.safe_dump(policy_manifest(suggestion, mode), sort_keys=False, default_flow_style=None)
+    out += _comment_rules(policy, _rule_notes(suggestion))
     extra = non_resource_manifests(suggestion)
     if extra:
         out += "---\n# Non-resource URLs the app used: an AccessPolicy cannot grant them, this ClusterRole does.\n"
@@ -129,6 +155,7 @@ def _json_entry(suggestion: Suggestion, mode: str | None) -> dict[str, Any]:
         "denied": suggestion.denied,
         "defaultGranted": suggestion.default_granted,
         "otherNamespaces": suggestion.other_namespaces,
+        "notes": [{"rule": f"spec.rbac.{f}[{i}]", "text": note} for f, i, note in _rule_notes(suggestion)],
     }
 
 

@@ -6,7 +6,8 @@ every unused verb and resource. Judged only when the logs span at least --min-wi
 ServiceAccounts that made at least one request in it: no activity is not evidence.
 
 Exit codes: 0 judged (findings, if any, printed); 1 judged but the input was partial (unreadable lines or a
-truncated gzip, listed on stderr); 2 usage or input error; 3 not judged (window too short or no request).
+truncated gzip, listed on stderr); 2 usage or input error; 3 not judged (window too short or no request: the
+output says "Not judged" and why, never "No findings.").
 """
 
 import argparse
@@ -83,13 +84,16 @@ def run(args: argparse.Namespace) -> int:
         errors.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     active = sum(1 for _ in usage.service_accounts())
     window = usage.describe_window()
+    not_judged = ""
     if not usage.judgeable:
         reason = (
             f"the audit data spans {window}, less than --min-window {format_duration(args.min_window)}"
             if usage.requests
             else "the audit data has no request in the window"
         )
-        errors.print(f"Not judged: {reason}; no permission is called unused on so little data.", highlight=False)
+        not_judged = f"Not judged: {reason}; no permission is called unused on so little data."
+        if args.output != "table":  # the table output says it itself, instead of "No findings."
+            errors.print(not_judged, highlight=False)
     else:
         errors.print(
             f"Judged {active} active ServiceAccount(s) over {window} of audit data ({report.events} events read).",
@@ -117,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
         data["input"] = report.to_wire()
         write_json(data, sys.stdout)
     elif args.output == "sarif":
-        write_json(findings_sarif(findings, load_rules().values(), loaded.locations), sys.stdout)
+        sarif = findings_sarif(findings, load_rules().values(), loaded.locations)
+        if not_judged:  # no result must not read as "nothing unused"
+            notice = {"level": "warning", "message": {"text": not_judged}}
+            sarif["runs"][0]["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": [notice]}]
+        write_json(sarif, sys.stdout)
+    elif not_judged:
+        Console().print(not_judged, highlight=False, soft_wrap=True)
     else:
         render_table(findings, Console())
     if not usage.judgeable:

@@ -1,6 +1,8 @@
 """Operator start-up and shutdown: kopf settings, the API client, metrics, and the event-driven core."""
 
+import dataclasses
 import logging
+import os
 from typing import Any
 
 import aiohttp
@@ -8,7 +10,7 @@ import kopf
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
-from access_hygiene.k8s.client import make_api_client, with_pool_size
+from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
 from access_hygiene.k8s.usage_status import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
@@ -46,7 +48,11 @@ KOPF_CONNECTIONS = 8
 @kopf.on.login(id="login")
 async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
     """In-cluster service account first, then $KUBECONFIG (read now, not at import like the client library)."""
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    server = in_cluster_server(os.environ)
+    if info is not None and server:  # the kubelet's address of the API server, as the kubernetes client uses
+        info = dataclasses.replace(info, server=server)
+    info = info or kopf.login_with_kubeconfig(**kwargs)
     if info is None:
         return None
     return kopf.AiohttpSession(

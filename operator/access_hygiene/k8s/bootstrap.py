@@ -27,13 +27,31 @@ def load_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return documents
 
 
+def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> bool:
+    """Create the Namespace if it does not exist; True when it was created. Never an apply: a server-side
+    apply of a bare Namespace with the field manager that applied its manifest would drop that manifest's
+    labels (an enforce-mode label among them) from the live object."""
+    if resources.get(api, "v1", "Namespace", name) is not None:
+        return False
+    try:
+        resources.create(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:  # created meanwhile: fine
+            raise
+        return False
+    return True
+
+
 def apply_manifests(api: kubernetes.client.ApiClient, manifests: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Apply manifests, creating their namespaces first. Returns 'Kind ns/name' lines."""
+    """Apply manifests, creating their namespaces first (a Namespace's own manifest, when given, is applied
+    as written and keeps its labels). Returns 'Kind ns/name' lines."""
     applied = []
+    present: set[str] = set()
     for manifest in manifests:
         namespace = str(manifest.get("metadata", {}).get("namespace") or "")
-        if namespace:
-            resources.apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        if namespace and namespace not in present:
+            ensure_namespace(api, namespace)
+            present.add(namespace)
         resources.apply(api, manifest)
         applied.append(f"{manifest['kind']} {namespace + '/' if namespace else ''}{manifest['metadata']['name']}")
     return applied

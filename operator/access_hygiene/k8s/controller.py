@@ -32,7 +32,7 @@ from access_hygiene.k8s.errors import (
     is_transient,
     retry_delay,
 )
-from access_hygiene.k8s.events import EventRecorder
+from access_hygiene.k8s.events import EventRecorder, render_policy_event
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.reports import ReportWriter
@@ -43,7 +43,7 @@ from access_hygiene.models.findings import Finding
 from access_hygiene.reconcile.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
 from access_hygiene.reconcile.namespace_classes import namespace_classes
 from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
-from access_hygiene.reconcile.status import status_changed
+from access_hygiene.reconcile.status import refusal_news, status_changed
 from access_hygiene.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._published_at = time.monotonic()
+        self._refusals: dict[WorkKey, tuple[Any, ...]] = {}  # policy -> (reason, message, generation) announced
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -444,11 +445,22 @@ class Controller:
         if not self._accepts_content(namespace):
             return None  # a terminating namespace refuses new content; its objects go with it
         findings = self.audit.findings_in(namespace)
-        result = sync_policy(self.api, body, self.settings, self.clock.now(), self.state, findings, self.discovery)
+        now = self.clock.now()
+        result = sync_policy(self.api, body, self.settings, now, self.state, findings, self.discovery)
         if status_changed(body.get("status"), result.status):
             resources.patch_merge(
                 self.api, body["apiVersion"], "AccessPolicy", name, {"status": result.status}, namespace, "status"
             )
+        # One Warning Event per refusal: not again for a status already saying it (a restart), nor for one this
+        # process announced whose status patch the watch has not delivered yet.
+        news = refusal_news(body.get("status"), result.status)
+        refusal = (*news, result.status.get("observedGeneration")) if news else None
+        if refusal is not None and self._refusals.get(key) != refusal and self.settings.warning_events:
+            self.events.announce(render_policy_event(body, *refusal[:2], now))
+        if refusal is not None:
+            self._refusals[key] = refusal
+        elif result.outcome == "success":
+            self._refusals.pop(key, None)
         if result.writes:
             logger.info(f"AccessPolicy {namespace}/{name} reconciled with {result.writes} write(s): {result.outcome}.")
         return result.outcome
@@ -485,6 +497,7 @@ class Controller:
         logger.info(f"Namespace {name}: removed the finalizer and annotations an earlier version added.")
 
     async def cleanup_policy(self, body: dict[str, Any]) -> int:
+        self._refusals.pop(("policy", namespace_of(body), name_of(body)), None)
         return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
 
 

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +68,38 @@ def render_event(finding: Finding, uid: str, now: datetime) -> dict[str, Any]:
     }
 
 
+def render_policy_event(policy: Mapping[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """A Warning Event on an AccessPolicy (`kubectl describe accesspolicy` shows it): why it was refused."""
+    metadata = policy.get("metadata") or {}
+    name, namespace = str(metadata.get("name") or ""), str(metadata.get("namespace") or "")
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    generation = f"g{metadata.get('generation') or 0}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": object_name(name, generation, f"{now.timestamp():.0f}", reason.lower(), max_length=253),
+            "namespace": namespace,
+        },
+        "involvedObject": {
+            "apiVersion": str(policy.get("apiVersion") or ""),
+            "kind": "AccessPolicy",
+            "name": name,
+            "namespace": namespace,
+            "uid": str(metadata.get("uid") or ""),
+        },
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": FIELD_MANAGER,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
 class EventRecorder:
     """Turns newly appeared findings into Warning Events at a bounded rate (a daemon thread writes)."""
 
@@ -89,6 +121,8 @@ class EventRecorder:
         self.posted = 0
         self._emitted: set[FindingKey] = set()
         self._pending: deque[tuple[Finding, str]] = deque(maxlen=backlog)
+        # Events rendered by the caller (a refused AccessPolicy): posted before findings, at the same rate.
+        self._announcements: deque[dict[str, Any]] = deque(maxlen=backlog)
         # Findings that existed at start: announced too, but only after every new one, and only the most severe.
         self._startup: deque[tuple[Finding, str]] = deque(maxlen=startup_backlog)
         self._wake = threading.Condition()
@@ -138,12 +172,20 @@ class EventRecorder:
             self._emitted = {k for k in self._emitted if k[1] not in scopes or k in now_keys}
             self._wake.notify()
 
+    def announce(self, event: dict[str, Any]) -> None:
+        """Post a rendered Event (best effort, rate-limited like the findings' Events)."""
+        with self._wake:
+            if len(self._announcements) == self._announcements.maxlen:
+                self.dropped += 1
+            self._announcements.append(event)
+            self._wake.notify()
+
     def _run(self) -> None:
         tokens = float(self.burst)
         last = time.monotonic()
         while True:
             with self._wake:
-                while not self._pending and not self._startup and not self._stop:
+                while not self._announcements and not self._pending and not self._startup and not self._stop:
                     self._wake.wait()
                 if self._stop:
                     return
@@ -154,10 +196,15 @@ class EventRecorder:
                     wait = (1.0 - tokens) / self.rate
                     self._wake.wait(wait)
                     continue
-                finding, uid = (self._pending or self._startup).popleft()
+                if self._announcements:
+                    event = self._announcements.popleft()
+                else:
+                    finding, uid = (self._pending or self._startup).popleft()
+                    event = render_event(finding, uid, self.clock.now())
                 tokens -= 1.0
             try:
-                resources.create(self.api, render_event(finding, uid, self.clock.now()))
+                resources.create(self.api, event)
                 self.posted += 1
             except API_FAILURES as error:  # an Event is best effort: never retried, never fatal
-                logger.debug(f"Event for {finding.rule_id} on {finding.object.kind} not posted: {error}")
+                about = event["involvedObject"]
+                logger.debug(f"Event {event['reason']} on {about['kind']} {about['name']} not posted: {error}")

@@ -18,9 +18,20 @@ from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
 from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
-from access_hygiene.reconcile.ceiling import CeilingViolation, check_grant_ceiling, requested_resources
+from access_hygiene.reconcile.ceiling import (
+    CeilingViolation,
+    check_grant_ceiling,
+    refusal_reason,
+    requested_resources,
+)
 from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
-from access_hygiene.reconcile.status import count_policy_findings, set_condition, status_to_wire
+from access_hygiene.reconcile.status import (
+    api_server_degradation,
+    count_policy_findings,
+    dns_degradation,
+    set_condition,
+    status_to_wire,
+)
 from access_hygiene.reconcile.validation import manifest_problems
 from access_hygiene.render.policy import POLICY_UID_LABEL, ClusterFacts, render_policy
 from access_hygiene.settings import OperatorSettings
@@ -180,7 +191,10 @@ def sync_policy(
 
     policy = resolve_policy(metadata, spec)
     mode = spec.mode or settings.mode
-    base = {"mode": mode, "service_account": policy.service_account_name}
+    # status.serviceAccount (the SERVICEACCOUNT column) names the ServiceAccount only when it exists: a refused
+    # or audit-mode policy writes none. The enforce path below names it once it is applied.
+    exists = source.get("ServiceAccount", policy.namespace, policy.service_account_name) is not None
+    base = {"mode": mode, "service_account": policy.service_account_name if exists else ""}
 
     ceiling = grant_ceiling_rules(source, settings.grant_ceiling_cluster_role)
     needs_ceiling = bool(spec.rbac.rules or spec.rbac.cluster_rules)
@@ -200,11 +214,14 @@ def sync_policy(
     )
     if violations:
         message = "; ".join(v.reason for v in violations)
-        result = refuse("refused", "GrantCeilingExceeded", message, violations=len(violations), **base)
+        reason = refusal_reason(violations)
+        outcome = "invalid" if reason == "InvalidSpec" else "refused"
+        result = refuse(outcome, reason, message, violations=len(violations), **base)
         result.ceiling_violations = violations
         return result
 
-    desired = render_policy(policy, cluster_facts(source, settings))
+    facts = cluster_facts(source, settings)
+    desired = render_policy(policy, facts)
     problems = manifest_problems(desired)
     if problems:
         return refuse("invalid", "InvalidSpec", "; ".join(problems), violations=len(problems), **base)
@@ -297,18 +314,23 @@ def sync_policy(
         )
     else:
         message = f"{len(desired)} object(s) in place"
-        missing_api = (
-            spec.network is not None
-            and spec.network.kube_api_server
-            and not any(m["kind"] == "NetworkPolicy" and "ipBlock" in str(m.get("spec")) for m in desired)
-        )
-        degraded: Verdict = (
-            (
-                "True",
-                "APIServerEndpointsUnknown",
-                "kubeAPIServer egress requested but the API server endpoints could not be discovered",
+        degradations = [
+            d
+            for d in (
+                api_server_degradation(policy, desired, facts.api_server_endpoints),
+                dns_degradation(
+                    policy,
+                    desired,
+                    source.in_namespace("NetworkPolicy", policy.namespace),
+                    settings.audit_context(now=now),
+                    source.get("Namespace", "", settings.dns_namespace),
+                ),
             )
-            if missing_api
+            if d is not None
+        ]
+        degraded: Verdict = (
+            ("True", degradations[0][0], "; ".join(message for _, message in degradations))
+            if degradations
             else ("False", "AsExpected", "")
         )
         result = finish(
@@ -317,7 +339,7 @@ def sync_policy(
             degraded,
             generated=generated,
             violations=scan_violations,
-            **base,
+            **{**base, "service_account": policy.service_account_name},
         )
     result.writes = writes
     result.plan = plan

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from access_hygiene.localcluster import watchdog
 from access_hygiene.localcluster.certs import (
     AuditWebhookCerts,
     ControlPlaneCerts,
@@ -33,6 +35,8 @@ OPERATOR_USER = "access-hygiene-operator"
 # A user with no groups beyond system:authenticated: tests grant it roles (e.g. `edit` in one namespace).
 EDITOR_USER = "local-editor"
 SERVICE_CIDR = "10.96.0.0/16"
+# Stop order, for ControlPlane.stop() and the watchdog: the API server and the controllers, then their storage.
+_STOP_ORDER = {"kube-apiserver": 0, "kube-controller-manager": 0, "etcd": 1}
 
 _AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -181,6 +185,8 @@ class ControlPlane:
     _certs: ControlPlaneCerts | None = field(init=False, default=None)
     _etcd_url: str = field(init=False, default="")
     _kubelet_client: tuple[Path, Path] | None = field(init=False, default=None)
+    _watchdog: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    _watchdog_pipe: IO[str] | None = field(init=False, default=None)
 
     def __enter__(self) -> Self:
         self.start()
@@ -235,6 +241,7 @@ class ControlPlane:
                 ("system:masters",),
             )  # fmt: skip
         try:
+            self._start_watchdog()
             etcd_url = self._start_etcd(bin_dir)
             self._start_apiserver(bin_dir, etcd_url)
             self._start_controller_manager(bin_dir)
@@ -258,15 +265,39 @@ class ControlPlane:
         )
         return AuditWebhookEndpoint(port, token, token_file, webhook_certs, certs.ca_cert, kubeconfig)
 
+    def _start_watchdog(self) -> None:
+        """The watchdog (watchdog.py): it stops the children in order once this process is gone, even when it
+        was SIGKILLed and could not stop them itself. It reads the children's PIDs from a pipe whose only
+        write end this process holds (os.pipe() is close-on-exec): end of file means we are gone or done."""
+        read_end, write_end = os.pipe()
+        try:
+            with (self._dir / "watchdog.log").open("ab") as log:
+                self._watchdog = subprocess.Popen(
+                    [sys.executable, watchdog.__file__, str(self._dir / "watchdog.log"), "2"],
+                    stdin=read_end, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._watchdog_pipe = os.fdopen(write_end, "w", buffering=1)
+
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log_path = self._dir / f"{name}.log"
         log_file = log_path.open("ab")
-        # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the children in order.
+        # A session of its own: Ctrl-C or a hangup in a terminal reaches only us, and we stop the children in
+        # order; if we die without doing so, the watchdog does.
         popen = subprocess.Popen(
             args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
         process = _Process(name, popen, log_path, log_file)
         self._processes.append(process)
+        if self._watchdog_pipe is not None:
+            # Not reaped yet (no poll() so far), so the PID is still this child's when its start time is read.
+            start_time = watchdog.process_start_time(popen.pid) or "-"
+            with contextlib.suppress(OSError):
+                self._watchdog_pipe.write(f"{_STOP_ORDER.get(name, 0)} {popen.pid} {start_time} {name}\n")
         return process
 
     def _start_etcd(self, bin_dir: Path) -> str:
@@ -431,9 +462,9 @@ class ControlPlane:
     def stop(self, grace: float = 2.0) -> None:
         """Stop everything within a few seconds: the API server and controllers together, then etcd; a process
         that ignores SIGTERM for `grace` seconds is killed. Every child is reaped (no zombies)."""
-        clients = [p for p in self._processes if p.name != "etcd"]
-        storage = [p for p in self._processes if p.name == "etcd"]
-        for group in (clients, storage):
+        orders = sorted({_STOP_ORDER.get(p.name, 0) for p in self._processes})
+        for order in orders:
+            group = [p for p in self._processes if _STOP_ORDER.get(p.name, 0) == order]
             for process in group:
                 if process.popen.poll() is None:
                     process.popen.terminate()
@@ -447,8 +478,47 @@ class ControlPlane:
         for process in self._processes:
             process.log_file.close()
         self._processes.clear()
+        self._stop_watchdog()
         if self._owns_workdir and not self.keep_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_watchdog(self) -> None:
+        """Close its pipe (end of file: every child is down already, so it just exits) and reap it."""
+        if self._watchdog_pipe is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog_pipe.close()
+            self._watchdog_pipe = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+                self._watchdog.wait(timeout=5)
+            self._watchdog = None
+
+
+def why_not_serving(kubeconfig: Path, timeout: float = 2.0) -> str | None:
+    """None when the API server of a kubeconfig that ControlPlane wrote answers /readyz; otherwise why not
+    (`access-hygiene local --print-env` must not hand out the address of a control plane that has stopped)."""
+    try:
+        config = json.loads(kubeconfig.read_text())
+        cluster = config["clusters"][0]["cluster"]
+        server, ca = str(cluster["server"]), str(cluster["certificate-authority"])
+        token = str(config["users"][0]["user"]["token"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        return f"{kubeconfig} is not a kubeconfig of the local default ({error.__class__.__name__}: {error})"
+    request = urllib.request.Request(server + "/readyz", headers={"Authorization": f"Bearer {token}"})
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+            if response.status == 200:
+                return None
+            return f"kube-apiserver at {server} answered /readyz with HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return f"kube-apiserver at {server} answered /readyz with HTTP {error.code}"
+    except (urllib.error.URLError, OSError, ssl.SSLError) as error:
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        return f"nothing answers at {server} ({reason})"
 
 
 def _http_ok(url: str) -> bool:

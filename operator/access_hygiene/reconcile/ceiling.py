@@ -47,6 +47,8 @@ KNOWN_VERBS = frozenset(
 )  # fmt: skip
 # apiGroup -> resource names the API server serves, subresources included ("pods/exec"); from discovery.
 ServedResources = Mapping[str, Collection[str]]
+# Violations that are typos (names Kubernetes never matches), not requests beyond the ceiling.
+INVALID_INPUT = frozenset({"unknown-verb", "unknown-resource"})
 
 
 @dataclass(frozen=True)
@@ -241,3 +243,9 @@ def check_grant_ceiling(
                     CeilingViolation(scope, index, f"{where}: outside the grant ceiling: {shown}", "outside-ceiling")
                 )
     return violations
+
+
+def refusal_reason(violations: Sequence[CeilingViolation]) -> str:
+    """The Ready reason of a refused policy: InvalidSpec when it names a verb or resource Kubernetes never
+    matches (a typo is invalid input, whatever else it asks for), GrantCeilingExceeded otherwise."""
+    return "InvalidSpec" if any(v.capability in INVALID_INPUT for v in violations) else "GrantCeilingExceeded"

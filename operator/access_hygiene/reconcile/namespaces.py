@@ -5,12 +5,13 @@ Shared with the hygiene rules (rules/serviceaccounts.py, network.py, pods.py): t
 view of the snapshot (one entry per pod-producing unit), token-mount and NetworkPolicy semantics.
 """
 
+import ipaddress
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.reconcile.exemptions import namespace_exempt_by_config, namespace_is_exempt
@@ -293,23 +294,104 @@ def _peer_reaches_dns(peer: Any, policy_namespace: str, ctx: AuditContext, dns_n
     return pods_match and policy_namespace == ctx.dns_namespace
 
 
+def dns_namespace_labels(dns_namespace: Obj | None, ctx: AuditContext) -> dict[str, str]:
+    """Labels of the cluster DNS namespace (kubernetes.io/metadata.name even when the object is not known)."""
+    return {NAMESPACE_NAME_LABEL: ctx.dns_namespace, **(labels_of(dns_namespace) if dns_namespace else {})}
+
+
+def policy_allows_dns(policy: Obj, ctx: AuditContext, dns_ns_labels: Mapping[str, str]) -> bool:
+    """Does this one NetworkPolicy allow egress to the cluster DNS (UDP 53) for the pods it selects?"""
+    if "Egress" not in policy_types(policy):
+        return False
+    for egress in (policy.get("spec") or {}).get("egress") or []:
+        egress = egress if isinstance(egress, dict) else {}
+        ports, peers = egress.get("ports") or [], egress.get("to") or []
+        port_ok = not ports or any(_port_allows_dns(p) for p in ports)
+        peer_ok = not peers or any(_peer_reaches_dns(p, namespace_of(policy), ctx, dns_ns_labels) for p in peers)
+        if port_ok and peer_ok:
+            return True
+    return False
+
+
 def dns_allowed(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str, pod_labels: Mapping[str, str]) -> bool:
     """Can a pod with these labels reach the cluster DNS (UDP 53)?"""
     policies = policies_in(snapshot, ctx, namespace)
     if not isolated(policies, pod_labels, "Egress"):
         return True
-    dns_namespace = hygiene_index(snapshot, ctx).namespaces.get(ctx.dns_namespace)
-    dns_ns_labels = {NAMESPACE_NAME_LABEL: ctx.dns_namespace, **(labels_of(dns_namespace) if dns_namespace else {})}
-    for policy in policies:
-        if "Egress" not in policy_types(policy) or not policy_selects(policy, pod_labels):
+    dns_ns_labels = dns_namespace_labels(hygiene_index(snapshot, ctx).namespaces.get(ctx.dns_namespace), ctx)
+    return any(policy_selects(p, pod_labels) and policy_allows_dns(p, ctx, dns_ns_labels) for p in policies)
+
+
+def generated_by_policy(obj: Obj) -> bool:
+    """An object the operator generated for an AccessPolicy (managed, and an AccessPolicy is its controller)."""
+    refs = [r for r in meta(obj).get("ownerReferences") or [] if isinstance(r, dict)]
+    return is_managed(obj) and any(
+        r.get("kind") == "AccessPolicy" and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/") for r in refs
+    )
+
+
+def dns_opt_outs(snapshot: ClusterSnapshot, ctx: AuditContext, namespace: str) -> list[dict[str, str]]:
+    """Pod selectors (matchLabels) of the AccessPolicies here that turn DNS off (network.dns: false) and whose
+    NetworkPolicy is in place: generated for a policy, isolating egress, allowing no DNS. Only one-label
+    selectors: a label selector can leave out exactly the pods one label selects, not those a combination of
+    labels selects (the policy's Degraded condition says so; see docs/rules.md, "Namespace enforcement")."""
+    dns_ns_labels = dns_namespace_labels(hygiene_index(snapshot, ctx).namespaces.get(ctx.dns_namespace), ctx)
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for policy in policies_in(snapshot, ctx, namespace):
+        if not generated_by_policy(policy) or "Egress" not in policy_types(policy):
             continue
-        for egress in (policy.get("spec") or {}).get("egress") or []:
-            egress = egress if isinstance(egress, dict) else {}
-            ports, peers = egress.get("ports") or [], egress.get("to") or []
-            port_ok = not ports or any(_port_allows_dns(p) for p in ports)
-            peer_ok = not peers or any(_peer_reaches_dns(p, namespace, ctx, dns_ns_labels) for p in peers)
-            if port_ok and peer_ok:
-                return True
+        selector = (policy.get("spec") or {}).get("podSelector")
+        selector = selector if isinstance(selector, dict) else {}
+        labels = selector.get("matchLabels")
+        if selector.get("matchExpressions") or not isinstance(labels, dict) or len(labels) != 1:
+            continue
+        if policy_allows_dns(policy, ctx, dns_ns_labels):
+            continue
+        ((key, value),) = labels.items()
+        found[(str(key), str(value))] = {str(key): str(value)}
+    return [found[k] for k in sorted(found)]
+
+
+def _port_allows(port: Any, protocol: str, number: int) -> bool:
+    if not isinstance(port, dict) or str(port.get("protocol") or "TCP") != protocol:
+        return False
+    value = port.get("port")
+    if value is None:  # every port of the protocol
+        return True
+    if isinstance(value, str) and not value.isdigit():
+        return False  # a named port is a container port of the peer pods, never one of an address outside
+    end = port.get("endPort")
+    return int(value) == number or (isinstance(end, int) and int(value) <= number <= end)
+
+
+def _block_contains(peer: Any, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    block = peer.get("ipBlock") if isinstance(peer, dict) else None
+    if not isinstance(block, dict):
+        return False  # pod and namespace selectors select pods, not addresses outside the pod network
+    try:
+        if address not in ipaddress.ip_network(str(block.get("cidr")), strict=False):
+            return False
+        return not any(address in ipaddress.ip_network(str(e), strict=False) for e in block.get("except") or [])
+    except ValueError:
+        return False
+
+
+def egress_allows_address(policy: Obj, ip: str, port: int, protocol: str = "TCP") -> bool:
+    """Does this one NetworkPolicy's egress allow connections to ip:port (an address outside the pod network,
+    such as the API server's)? Only rules without peers or with an ipBlock holding the address can."""
+    if "Egress" not in policy_types(policy):
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    for egress in (policy.get("spec") or {}).get("egress") or []:
+        egress = egress if isinstance(egress, dict) else {}
+        ports, peers = egress.get("ports") or [], egress.get("to") or []
+        port_ok = not ports or any(_port_allows(p, protocol, port) for p in ports)
+        peer_ok = not peers or any(_block_contains(p, address) for p in peers)
+        if port_ok and peer_ok:
+            return True
     return False
 
 
@@ -426,7 +508,13 @@ def plan_namespace(
         is_default_deny(p, "Egress") for p in others
     )
     desired = render_namespace_controls(
-        name, uid, ctx.dns_namespace, dict(ctx.dns_pod_labels), ingress=want_ingress, egress=want_egress
+        name,
+        uid,
+        ctx.dns_namespace,
+        dict(ctx.dns_pod_labels),
+        ingress=want_ingress,
+        egress=want_egress,
+        dns_excluded=dns_opt_outs(snapshot, ctx, name),
     )
     conflicting = {name_of(p) for p in control_conflicts(snapshot, ctx, name)}
     apply = [

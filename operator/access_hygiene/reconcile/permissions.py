@@ -761,6 +761,70 @@ for _pattern in (SECRETS_READ, SECRETS_WRITE, SECRETS_WRITE_DELETE, EXEC, EPHEME
     register_pattern(_pattern)
 
 
+# The API group of the pattern resources that exist in only some of their pattern's groups (a pattern crosses its
+# verbs, groups and resources): what a message names is only what the rule's groups really serve.
+RESOURCE_GROUPS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("users", "groups", "serviceaccounts", "replicationcontrollers"), frozenset({""})),
+    **dict.fromkeys(("uids", "userextras", "userextras/scopes"), frozenset({"authentication.k8s.io"})),
+    **dict.fromkeys(("deployments", "replicasets", "statefulsets", "daemonsets"), frozenset({"apps"})),
+    **dict.fromkeys(("jobs", "cronjobs"), frozenset({"batch"})),
+}
+
+
+def granted_pairs(
+    rules: Iterable[PolicyRule], pattern: Pattern, *, include_named: bool = False
+) -> tuple[list[tuple[str, str]], frozenset[str]]:
+    """What of the pattern the rules really grant: its (verb, resource) pairs, in the pattern's order, and the
+    resourceNames they are limited to (empty when one granting rule is not limited). A message built from these
+    names only verbs and resources that are granted (not every verb of the pattern)."""
+    verbs, groups, resources = pattern
+    found: set[tuple[str, str]] = set()
+    names: set[str] = set()
+    unlimited = False
+    for rule in rules:
+        if not rule_grants(rule, pattern, include_named=include_named):
+            continue
+        rule_groups = set(groups) if "*" in rule.api_groups else set(groups) & rule.api_groups
+        matched = [
+            resource
+            for resource in resources
+            if "*" in rule.resources
+            or resource in rule.resources
+            or ("/" in resource and f"*/{resource.partition('/')[2]}" in rule.resources)
+        ]
+        # Resources served only by other groups than the rule's are not granted (unless that leaves nothing:
+        # then name what the pattern test matched).
+        served = [r for r in matched if RESOURCE_GROUPS.get(r) is None or RESOURCE_GROUPS[r] & rule_groups]
+        pairs = {(verb, r) for r in served or matched for verb in verbs if "*" in rule.verbs or verb in rule.verbs}
+        found |= pairs
+        if rule.resource_names:
+            names |= rule.resource_names
+        else:
+            unlimited = True
+    ordered = [(verb, resource) for resource in resources for verb in verbs if (verb, resource) in found]
+    return ordered, frozenset() if unlimited else frozenset(names)
+
+
+def grant_text(rules: Iterable[PolicyRule], *patterns: Pattern, include_named: bool = False) -> str:
+    """The verbs and resources of the patterns the rules grant, e.g. "list secrets", "create/patch deployments;
+    update jobs", "impersonate users (only named: jane)"."""
+    rules = tuple(rules)
+    pairs: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for pattern in patterns:
+        found, limited_to = granted_pairs(rules, pattern, include_named=include_named)
+        pairs += [pair for pair in found if pair not in pairs]
+        names |= limited_to
+    verbs_of: dict[str, list[str]] = {}
+    for verb, resource in pairs:
+        verbs_of.setdefault(resource, []).append(verb)
+    resources_of: dict[tuple[str, ...], list[str]] = {}
+    for resource, verbs in verbs_of.items():
+        resources_of.setdefault(tuple(verbs), []).append(resource)
+    text = "; ".join(f"{'/'.join(verbs)} {', '.join(resources)}" for verbs, resources in resources_of.items())
+    return text + (f" (only named: {', '.join(sorted(names))})" if names else "")
+
+
 def has_wildcard(rule: PolicyRule) -> bool:
     return "*" in rule.verbs or "*" in rule.resources or "*" in rule.api_groups or "*" in rule.non_resource_urls
 

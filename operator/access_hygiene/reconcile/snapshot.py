@@ -29,6 +29,8 @@ KIND_FIELDS: dict[str, str] = {
     "CronJob": "workloads",
     "ReplicaSet": "workloads",
 }
+# Kinds without a namespace: the API server drops a metadata.namespace sent with them (Helm charts often set one).
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding"})
 
 
 @dataclass
@@ -46,11 +48,13 @@ class ClusterSnapshot:
     workloads: list[Obj] = field(default_factory=list)
 
     def add(self, obj: Obj) -> bool:
-        """Add one object by its kind; returns False for kinds the rules do not read."""
-        attr = KIND_FIELDS.get(str(obj.get("kind", "")))
+        """Add one object by its kind; returns False for kinds the rules do not read. A cluster-scoped object
+        is stored as the API server stores it: without metadata.namespace (a copy, the input is not changed)."""
+        kind = str(obj.get("kind", ""))
+        attr = KIND_FIELDS.get(kind)
         if attr is None:
             return False
-        getattr(self, attr).append(obj)
+        getattr(self, attr).append(cluster_scoped(obj) if kind in CLUSTER_SCOPED_KINDS else obj)
         return True
 
     @classmethod
@@ -90,6 +94,15 @@ def iter_flattened(objects: Iterable[Obj | None]) -> Iterator[Obj]:
                     yield from iter_flattened([item])
         else:
             yield obj
+
+
+def cluster_scoped(obj: Obj) -> Obj:
+    """A cluster-scoped object without metadata.namespace, as kube-apiserver stores it (the object itself
+    when it has none, else a copy with a copied metadata)."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or "namespace" not in metadata:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "namespace"}}
 
 
 def meta(obj: Obj) -> Obj:

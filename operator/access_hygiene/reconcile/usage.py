@@ -7,13 +7,16 @@ record up to `name_cap` (beyond that the record only says "many names").
 
 - `suggest()` turns one ServiceAccount's allowed requests into the rules of an AccessPolicy: verbs grouped
   per resource, subresources kept, `resourceNames` when the app touched at most `names_threshold` named
-  objects with a verb that can be restricted by name, namespaced `rules` for its own namespace and
+  objects with a verb that can be restricted by name and none of the names is generated or versioned
+  (`generated_name_reason()`: such a rule is widened to the resource, with a note saying so), namespaced
+  `rules` for its own namespace and
   `clusterRules` for cluster-scoped, all-namespace and other-namespace requests, non-resource URLs
   separately (an AccessPolicy cannot grant them). Denied requests are listed, never granted.
 - `unused_grants()` is a subject's effective permissions (PermissionIndex) minus what the window shows used.
 """
 
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +49,58 @@ DEFAULT_GRANTED_RESOURCES = frozenset(
         ("create", "authentication.k8s.io", "selfsubjectreviews"),
     }
 )
+
+
+# Names that change with every release, rollout or run: pinned as resourceNames, the next one is refused.
+_HELM_RELEASE = re.compile(r"^sh\.helm\.release\.v1\..+\.v\d+$")  # Helm's storage driver: one per revision
+# Kubernetes' "safe" alphabet (k8s.io/apimachinery/pkg/util/rand: no vowels, no 0, 1, 3): generateName's 5
+# random characters, pod-template-hash and controller-revision-hash (up to 10), kustomize's name-hash suffix.
+_GENERATED_SEGMENT = re.compile(r"^[bcdfghjklmnpqrstvwxz2456789]{5,10}$")
+_DIGIT = re.compile(r"\d")
+_TIMESTAMP_SUFFIX = re.compile(r"(-\d{8,}|\.[0-9a-f]{16})$")  # CronJob Jobs (scheduled minute), Events (UnixNano)
+_VERSION_SUFFIX = re.compile(r"^(.*[-._])v\d+$")
+
+
+def _generated_segment(segment: str, require_digit: bool = True) -> bool:
+    return bool(_GENERATED_SEGMENT.match(segment)) and (not require_digit or bool(_DIGIT.search(segment)))
+
+
+def generated_name_reason(name: str) -> str | None:
+    """Why an object name is evidently generated or versioned (a new name next time), or None.
+
+    A random suffix is recognised when it holds a digit (English words and abbreviations such as `https` do
+    not), or when it follows a hash that does (a ReplicaSet's pod: `web-7d4b9c8f6d-bxkzq`)."""
+    if _HELM_RELEASE.match(name):
+        return "Helm release records get a new name with every release"
+    if _TIMESTAMP_SUFFIX.search(name):
+        return "names ending in a timestamp (a CronJob's Jobs, Events) are new every time"
+    segments = name.split("-")
+    if len(segments) >= 2 and (
+        _generated_segment(segments[-1])
+        or (len(segments) >= 3 and _generated_segment(segments[-2]) and _generated_segment(segments[-1], False))
+    ):
+        return "generated names (generateName, pod-template or revision hash) change with every rollout"
+    return None
+
+
+def _pinning_problem(names: set[str]) -> str | None:
+    """Why these names must not become resourceNames (generated, or several versions of one name), or None."""
+    generated = sorted(name for name in names if generated_name_reason(name))
+    if generated:
+        return f"[{_examples(generated)}]: {generated_name_reason(generated[0])}"
+    versions: dict[str, list[str]] = {}
+    for name in names:
+        match = _VERSION_SUFFIX.match(name)
+        if match:
+            versions.setdefault(match.group(1), []).append(name)
+    versioned = sorted(n for group in versions.values() if len(group) > 1 for n in group)
+    if versioned:
+        return f"[{_examples(versioned)}]: versioned names get a new name with every version"
+    return None
+
+
+def _examples(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def verb_sort_key(verb: str) -> tuple[int, str]:
@@ -191,6 +246,8 @@ class SuggestedRule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     resource_names: tuple[str, ...] = ()
+    # Why the rule grants more than the names seen (generated or versioned names), for a comment on the rule.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         rule: dict[str, Any] = {"apiGroups": [self.api_group], "resources": list(self.resources)}
@@ -244,12 +301,17 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _rules_for(buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_threshold: int) -> list[SuggestedRule]:
+def _rules_for(
+    buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_threshold: int, where: str
+) -> list[SuggestedRule]:
     named: list[SuggestedRule] = []
     # (group, verbs) -> resources, for rules without resourceNames (merged across resources with equal verbs)
     unnamed: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    notes: dict[tuple[str, str], str] = {}  # (group, resource) -> why its names were not pinned
     for (group, resource), verbs in sorted(buckets.items()):
         by_names: dict[tuple[str, ...], list[str]] = {}
+        widened: list[str] = []
+        problem = None
         for verb, record in verbs.items():
             restricted = (
                 verb not in UNNAMED_VERBS
@@ -257,7 +319,16 @@ def _rules_for(buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_thresh
                 and not record.overflow
                 and 0 < len(record.names) <= names_threshold
             )
+            if restricted and (found := _pinning_problem(record.names)):
+                restricted, problem = False, found
+                widened.append(verb)
             by_names.setdefault(tuple(sorted(record.names)) if restricted else (), []).append(verb)
+        if problem:
+            verbs_text = ", ".join(sorted(widened, key=verb_sort_key))
+            notes[(group, resource)] = (
+                f"{resource} ({verbs_text}): not restricted to resourceNames {problem}, so pinned names would "
+                f"refuse the next one; granted on every {resource} object {where}"
+            )
         for names, verb_list in sorted(by_names.items()):
             ordered = tuple(sorted(verb_list, key=verb_sort_key))
             if names:
@@ -265,7 +336,8 @@ def _rules_for(buckets: dict[tuple[str, str], dict[str, KeyUsage]], names_thresh
             else:
                 unnamed.setdefault((group, ordered), []).append(resource)
     merged = [
-        SuggestedRule(group, tuple(chunk), verbs)
+        # A resource is in one rule without names only (all its unrestricted verbs): its note goes there.
+        SuggestedRule(group, tuple(chunk), verbs, notes=tuple(notes[group, r] for r in chunk if (group, r) in notes))
         for (group, verbs), resources in unnamed.items()
         for chunk in _chunks(sorted(resources), MAX_RESOURCES_PER_RULE)
     ]
@@ -301,8 +373,8 @@ def suggest(usage: SubjectUsage, namespace: str, name: str, names_threshold: int
             copy = KeyUsage()
             copy.merge(record, name_cap)
             verbs[verb] = copy
-    suggestion.rules = _rules_for(scoped["namespace"], names_threshold)
-    suggestion.cluster_rules = _rules_for(scoped["cluster"], names_threshold)
+    suggestion.rules = _rules_for(scoped["namespace"], names_threshold, f"in namespace {namespace}")
+    suggestion.cluster_rules = _rules_for(scoped["cluster"], names_threshold, "in every namespace (clusterRules)")
     suggestion.non_resource = [(path, tuple(sorted(verbs))) for path, verbs in sorted(urls.items())]
     suggestion.other_namespaces = sorted(others)
     suggestion.denied = [_describe_key(key, record) for key, record in _refused(usage)]

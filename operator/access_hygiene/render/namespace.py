@@ -1,6 +1,7 @@
-"""Namespace controls: a default-deny NetworkPolicy, a DNS egress allow, and the default ServiceAccount patch."""
+"""Namespace controls: a default-deny NetworkPolicy, a DNS egress allow (not for the pods of AccessPolicies that
+turn DNS off), and the default ServiceAccount patch."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from access_hygiene import MANAGED_BY_LABEL, MANAGED_BY_VALUE
@@ -35,16 +36,39 @@ def render_default_deny(
     }
 
 
+def dns_pod_selector(excluded: Iterable[Mapping[str, str]]) -> dict[str, Any]:
+    """Every pod but those each one-label selector in `excluded` selects: one NotIn per label key (the
+    expressions are ANDed, so a pod is left out when any one of the labels matches)."""
+    values: dict[str, set[str]] = {}
+    for labels in excluded:
+        if len(labels) != 1:
+            raise ValueError(f"only a one-label selector can be excluded exactly, not {dict(labels)!r}")
+        ((key, value),) = labels.items()
+        values.setdefault(key, set()).add(value)
+    if not values:
+        return {}
+    return {
+        "matchExpressions": [
+            {"key": key, "operator": "NotIn", "values": sorted(names)} for key, names in sorted(values.items())
+        ]
+    }
+
+
 def render_dns_allow(
-    namespace: str, namespace_uid: str, dns_namespace: str, dns_pod_labels: Mapping[str, str]
+    namespace: str,
+    namespace_uid: str,
+    dns_namespace: str,
+    dns_pod_labels: Mapping[str, str],
+    excluded: Iterable[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    """Egress from every pod to the cluster DNS pods on port 53 (UDP and TCP)."""
+    """Egress to the cluster DNS pods on port 53 (UDP and TCP) from every pod, except the pods of AccessPolicies
+    that turn DNS off (`excluded`: their one-label pod selectors)."""
     return {
         "apiVersion": NETWORKING_API_VERSION,
         "kind": "NetworkPolicy",
         "metadata": _metadata(DNS_ALLOW_NAME, namespace, namespace_uid),
         "spec": {
-            "podSelector": {},
+            "podSelector": dns_pod_selector(excluded),
             "policyTypes": ["Egress"],
             "egress": [
                 {
@@ -69,13 +93,15 @@ def render_namespace_controls(
     *,
     ingress: bool = True,
     egress: bool = True,
+    dns_excluded: Iterable[Mapping[str, str]] = (),
 ) -> list[dict[str, Any]]:
-    """The default deny (for the chosen directions) plus, when egress is denied, the DNS allow."""
+    """The default deny (for the chosen directions) plus, when egress is denied, the DNS allow (for every pod
+    but those `dns_excluded` selects)."""
     manifests: list[dict[str, Any]] = []
     if ingress or egress:
         manifests.append(render_default_deny(namespace, namespace_uid, ingress=ingress, egress=egress))
     if egress:
-        manifests.append(render_dns_allow(namespace, namespace_uid, dns_namespace, dns_pod_labels))
+        manifests.append(render_dns_allow(namespace, namespace_uid, dns_namespace, dns_pod_labels, dns_excluded))
     return manifests
 
 

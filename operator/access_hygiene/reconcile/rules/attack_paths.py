@@ -26,6 +26,7 @@ from access_hygiene.reconcile.permissions import (
     TOKEN_CREATE,
     WEBHOOK_WRITE,
     Binding,
+    grant_text,
     is_excluded,
     permission_index,
     rules_grant,
@@ -42,25 +43,18 @@ def takeover(binding: Binding, ctx: AuditContext) -> tuple[int, str] | None:
     where = "cluster-wide" if cluster_wide else f"in namespace {binding.namespace}"
     if any(r.is_superuser for r in rules):
         return (0, "cluster-admin (*/*/*)") if cluster_wide else (1, f"*/*/* {where} (namespace takeover)")
-    for capability, pattern, include_named in (
-        ("impersonate", IMPERSONATE, True),
-        ("escalate", ESCALATE, False),
-        ("bind", BIND, False),
-    ):
+    for pattern, include_named in ((IMPERSONATE, True), (ESCALATE, False), (BIND, False)):
         if rules_grant(rules, pattern, include_named=include_named):
-            return (2 if cluster_wide else 3), f"{capability} {where}"
+            return (2 if cluster_wide else 3), f"{grant_text(rules, pattern, include_named=include_named)} {where}"
     privileged = cluster_wide or binding.namespace in ctx.privileged_namespaces
-    if privileged and (rules_grant(rules, CREATE_PODS) or rules_grant(rules, CREATE_WORKLOADS)):
+    if privileged and rules_grant(rules, CREATE_PODS):
         return 4, f"create pods {where}"
+    if privileged and rules_grant(rules, CREATE_WORKLOADS):
+        return 4, f"{grant_text(rules, CREATE_WORKLOADS)} (pod-template control: runs pods) {where}"
     if cluster_wide:
-        for capability, pattern, include_named in (
-            ("nodes/proxy", NODES_PROXY, False),
-            ("admission webhook writes", WEBHOOK_WRITE, False),
-            ("read all secrets", SECRETS_READ, False),
-            ("create tokens for any service account", TOKEN_CREATE, False),
-        ):
-            if rules_grant(rules, pattern, include_named=include_named):
-                return 4, f"{capability} cluster-wide"
+        for pattern in (NODES_PROXY, WEBHOOK_WRITE, SECRETS_READ, TOKEN_CREATE):
+            if rules_grant(rules, pattern):
+                return 4, f"{grant_text(rules, pattern)} cluster-wide"
     return None
 
 

@@ -8,15 +8,16 @@ scope (cluster-wide, a privileged namespace, kube-system, another namespace): th
 per (role, scope class), so the bindings of one role are judged once per scope class.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from access_hygiene.models.findings import Subject
+from access_hygiene.models.findings import Severity, Subject
 from access_hygiene.reconcile.permissions import (
     Binding,
     Pattern,
     PermissionIndex,
     RuleSet,
+    grant_text,
     is_excluded,
     pattern_bit,
     pattern_masks,
@@ -24,7 +25,7 @@ from access_hygiene.reconcile.permissions import (
     register_pattern,
     rules_grant,
 )
-from access_hygiene.reconcile.rules import AuditContext
+from access_hygiene.reconcile.rules import RULES, AuditContext
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 # What the rule reports about the binding (e.g. "can exec/attach into pods"), or None.
@@ -37,9 +38,11 @@ class BindingRule:
     cluster_scoped: bool  # ClusterRoleBindings only
     include_superuser: bool  # also bindings that grant everything (otherwise left to AH-RBAC-001)
     per_binding: bool  # the answer depends on more than the role and the scope class (not remembered)
-    # For a pattern check (binding_pattern_check): (its pattern's bit, resourceNames-restricted rules count, detail);
-    # the walk then tests the bit in the role's pattern_masks() instead of calling check.
-    pattern: tuple[int, bool, str] | None = None
+    raised_cluster_wide: bool  # severity raised one step for ClusterRoleBindings (besides privileged namespaces)
+    # (patterns counting resourceNames-limited rules, patterns not counting them) as pattern_masks() bits, or None:
+    # the check can flag only a role that grants one of them, so the walk tests the role's masks first and calls
+    # the check only then (binding_pattern_check, or binding_check's requires/requires_named).
+    requires: tuple[int, int] | None = None
 
 
 BINDING_RULES: dict[str, BindingRule] = {}
@@ -54,32 +57,63 @@ _OTHER_NAMESPACE = "*"
 
 
 def binding_check(
-    rule_id: str, *, cluster_scoped: bool = False, include_superuser: bool = False, per_binding: bool = False
+    rule_id: str,
+    *,
+    cluster_scoped: bool = False,
+    include_superuser: bool = False,
+    per_binding: bool = False,
+    raised_cluster_wide: bool = False,
+    requires: Iterable[Pattern] = (),
+    requires_named: Iterable[Pattern] = (),
 ) -> Callable[[BindingCheck], BindingCheck]:
-    """Register the check of a binding rule (the rule itself is registered with @rule and reads flagged())."""
+    """Register the check of a binding rule (the rule itself is registered with @rule and reads flagged()).
+    Every binding rule is also what AH-RBAC-024 (rules/latent.py) judges an unbound role by. requires: patterns
+    one of which the role must grant for the check to flag it (requires_named: counting resourceNames-limited
+    rules); the walk then skips the check for other roles from their pattern masks."""
+    unnamed_mask = _bits(requires)
+    named_mask = _bits(requires_named)
 
     def register(check: BindingCheck) -> BindingCheck:
         if rule_id in BINDING_RULES:
             raise ValueError(f"binding check {rule_id} registered twice")
-        BINDING_RULES[rule_id] = BindingRule(check, cluster_scoped, include_superuser, per_binding)
+        needs = (named_mask, unnamed_mask) if named_mask or unnamed_mask else None
+        BINDING_RULES[rule_id] = BindingRule(
+            check, cluster_scoped, include_superuser, per_binding, raised_cluster_wide, needs
+        )
         return check
 
     return register
 
 
+def _bits(patterns: Iterable[Pattern]) -> int:
+    mask = 0
+    for pattern in patterns:
+        mask |= pattern_bit(register_pattern(pattern))
+    return mask
+
+
+def binding_severity(rule_id: str, namespace: str, ctx: AuditContext) -> Severity:
+    """The severity of a binding rule's finding on a binding in this namespace ("" = a ClusterRoleBinding):
+    raised one step in a privileged namespace, and cluster-wide for the rules registered so."""
+    base = RULES[rule_id].severity
+    raised = namespace in ctx.privileged_namespaces or (not namespace and BINDING_RULES[rule_id].raised_cluster_wide)
+    return base.raised() if raised else base
+
+
 def binding_pattern_check(
     rule_id: str, pattern: Pattern, detail: str, *, include_named: bool = False, cluster_scoped: bool = False
 ) -> None:
-    """Register the check of a rule that flags bindings whose role grants the pattern (reported as detail)."""
-    register_pattern(pattern)
+    """Register the check of a rule that flags bindings whose role grants the pattern. detail is reported with
+    `{granted}` replaced by the verbs and resources of the pattern the role grants (permissions.grant_text)."""
 
     def check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
-        return detail if rules_grant(binding.rules, pattern, include_named=include_named) else None
+        if not rules_grant(binding.rules, pattern, include_named=include_named):
+            return None
+        return detail.format(granted=grant_text(binding.rules, pattern, include_named=include_named))
 
-    binding_check(rule_id, cluster_scoped=cluster_scoped)(check)
-    rule_ = BINDING_RULES[rule_id]
-    BINDING_RULES[rule_id] = BindingRule(rule_.check, cluster_scoped, False, False,
-                                         (pattern_bit(pattern), include_named, detail))  # fmt: skip
+    needs = (pattern,)
+    binding_check(rule_id, cluster_scoped=cluster_scoped, requires=() if include_named else needs,
+                  requires_named=needs if include_named else ())(check)  # fmt: skip
 
 
 def grants_everything(binding: Binding) -> bool:
@@ -127,6 +161,37 @@ def flagged(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Flagg
     return result[rule_id]
 
 
+def _checks(
+    binding: Binding, ctx: AuditContext, index: PermissionIndex, rules: list[tuple[str, BindingRule]], superuser: bool
+) -> list[tuple[str, str]]:
+    """(rule id, what its check said) for each of the rules that flags the binding."""
+    cluster_wide = not binding.namespace
+    granted = binding.rules
+    named, unnamed = pattern_masks(granted) if isinstance(granted, RuleSet) else (None, None)
+    details = []
+    for rule_id, r in rules:
+        if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
+            continue
+        needs = r.requires
+        if (
+            needs is not None
+            and named is not None
+            and unnamed is not None
+            and not (named & needs[0] or unnamed & needs[1])
+        ):
+            continue  # the role grants none of the patterns the check needs: it cannot flag it
+        found = r.check(binding, ctx, index)
+        if found is not None:
+            details.append((rule_id, found))
+    return details
+
+
+def binding_rules_flagging(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> list[tuple[str, str]]:
+    """(rule id, what its check said) for every binding rule that flags this binding, in registration order:
+    what a binding of these rules in this scope is reported for (AH-RBAC-024 asks it of a role nothing binds)."""
+    return _checks(binding, ctx, index, list(BINDING_RULES.items()), grants_everything(binding))
+
+
 def _walk_checks(snapshot: ClusterSnapshot, ctx: AuditContext, index: PermissionIndex) -> dict[str, Flagged]:
     result: dict[str, Flagged] = {rule_id: [] for rule_id in BINDING_RULES}
     remembered = [(rule_id, r) for rule_id, r in BINDING_RULES.items() if not r.per_binding]
@@ -135,31 +200,12 @@ def _walk_checks(snapshot: ClusterSnapshot, ctx: AuditContext, index: Permission
     memo: dict[tuple[int, str], tuple[object, list[tuple[str, str]]]] = {}
     for entry in binding_walk(snapshot, ctx):
         binding, subjects, superuser = entry
-        cluster_wide = not binding.namespace
         key = (id(binding.rules), _scope_class(binding.namespace, ctx))
         known = memo.get(key)
         if known is None:
-            rules = binding.rules
-            named, unnamed = pattern_masks(rules) if isinstance(rules, RuleSet) else (None, None)
-            details = []
-            for rule_id, r in remembered:
-                if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
-                    continue
-                if r.pattern is not None and named is not None and unnamed is not None:
-                    bit, include_named, detail = r.pattern
-                    if (named if include_named else unnamed) & bit:
-                        details.append((rule_id, detail))
-                    continue
-                found = r.check(binding, ctx, index)
-                if found is not None:
-                    details.append((rule_id, found))
-            known = memo[key] = (binding.rules, details)
+            known = memo[key] = (binding.rules, _checks(binding, ctx, index, remembered, superuser))
         for rule_id, said in known[1]:
             result[rule_id].append((binding, said, subjects))
-        for rule_id, r in per_binding:
-            if (r.cluster_scoped and not cluster_wide) or (superuser and not r.include_superuser):
-                continue
-            found = r.check(binding, ctx, index)
-            if found is not None:
-                result[rule_id].append((binding, found, subjects))
+        for rule_id, said in _checks(binding, ctx, index, per_binding, superuser):
+            result[rule_id].append((binding, said, subjects))
     return result

@@ -131,7 +131,7 @@ def _bindings_by_ref(snapshot: ClusterSnapshot) -> dict[tuple[str, str, str], Ob
     found: dict[tuple[str, str, str], Obj] = {}
     for kind, pool in (("RoleBinding", snapshot.role_bindings), ("ClusterRoleBinding", snapshot.cluster_role_bindings)):
         for obj in pool:
-            found.setdefault((kind, namespace_of(obj), name_of(obj)), obj)
+            found.setdefault((kind, namespace_of(obj) if kind == "RoleBinding" else "", name_of(obj)), obj)
     return found
 
 

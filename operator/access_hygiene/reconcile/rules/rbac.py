@@ -40,6 +40,7 @@ from access_hygiene.reconcile.permissions import (
     PermissionIndex,
     PolicyRule,
     RuleSet,
+    grant_text,
     has_wildcard,
     is_bootstrap,
     is_excluded,
@@ -53,6 +54,7 @@ from access_hygiene.reconcile.rules import RULES, AuditContext, rule
 from access_hygiene.reconcile.rules.binding_walk import (
     binding_check,
     binding_pattern_check,
+    binding_severity,
     flagged,
     grants_everything,
 )
@@ -79,7 +81,7 @@ def _scope(binding: Binding) -> str:
 def _binding_findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
     """One finding per non-excluded subject of each binding the rule's check (@binding_check) flags."""
     for binding, detail, subjects in flagged(snapshot, ctx, rule_id):
-        severity = _severity(rule_id, binding.namespace, ctx)
+        severity = binding_severity(rule_id, binding.namespace, ctx)
         tail = f"{detail} {_scope(binding)} via {binding.role_ref.kind}/{binding.role_ref.name}"
         for subject in subjects:
             yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
@@ -120,11 +122,12 @@ def _role_objects(snapshot: ClusterSnapshot, ctx: AuditContext) -> list[_RoleEnt
     if cached is not None and cached[0] is index:
         return cached[1]  # type: ignore[no-any-return]
     roles: list[_RoleEntry] = []
-    for obj in [*snapshot.cluster_roles, *snapshot.roles]:
-        if is_bootstrap(obj):
-            continue
-        namespace = namespace_of(obj)
-        roles.append((obj, str(obj.get("kind") or ("Role" if namespace else "ClusterRole")), namespace, name_of(obj)))
+    for kind, objects in (("ClusterRole", snapshot.cluster_roles), ("Role", snapshot.roles)):
+        for obj in objects:
+            if is_bootstrap(obj):
+                continue
+            # By kind: a ClusterRole has no namespace, even when its manifest carries one (the API server drops it).
+            roles.append((obj, kind, namespace_of(obj) if kind == "Role" else "", name_of(obj)))
     ctx.cache["rbac_roles"] = (index, roles)
     return roles
 
@@ -186,7 +189,7 @@ def masters_bindings(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[F
     yield from _subject_check("Group", frozenset({MASTERS_GROUP}), "binds")(snapshot, ctx, "AH-RBAC-004")
 
 
-binding_pattern_check("AH-RBAC-005", IMPERSONATE, "can impersonate identities", include_named=True)
+binding_pattern_check("AH-RBAC-005", IMPERSONATE, "can {granted}", include_named=True)
 
 
 @rule("AH-RBAC-005", Severity.CRITICAL, "Subject can impersonate users, groups or service accounts")
@@ -195,7 +198,7 @@ def impersonate(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-005")
 
 
-binding_pattern_check("AH-RBAC-006", ESCALATE, "can escalate (write roles beyond its own permissions)")
+binding_pattern_check("AH-RBAC-006", ESCALATE, "can {granted} (write roles beyond its own permissions)")
 
 
 @rule("AH-RBAC-006", Severity.CRITICAL, "Subject can escalate roles")
@@ -225,14 +228,14 @@ def _privileged_role_names(index: PermissionIndex, ctx: AuditContext) -> frozens
     return result
 
 
-@binding_check("AH-RBAC-007")
+@binding_check("AH-RBAC-007", requires_named=(BIND,))
 def _bind_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if not rules_grant(binding.rules, BIND, include_named=True):
         return None  # neither branch below can apply
     privileged = _privileged_role_names(index, ctx)
     for r in binding.rules:
         if rules_grant([r], BIND):
-            return "can bind any role"
+            return f"can bind any role ({grant_text([r], BIND)})"
         if rules_grant([r], BIND, include_named=True) and r.resource_names & privileged:
             return f"can bind privileged roles {', '.join(sorted(r.resource_names & privileged))}"
     return None
@@ -244,13 +247,14 @@ def bind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-007")
 
 
-@binding_check("AH-RBAC-008")
+@binding_check("AH-RBAC-008", requires_named=(TOKEN_CREATE,), requires=(SECRETS_WRITE,))
 def _token_mint_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if rules_grant(binding.rules, TOKEN_CREATE, include_named=True):
-        return "can create service-account tokens"
+        return f"can {grant_text(binding.rules, TOKEN_CREATE, include_named=True)} (mint service-account tokens)"
     privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
     if privileged and rules_grant(binding.rules, SECRETS_WRITE):
-        return "can write secrets in a privileged namespace"
+        granted = grant_text(binding.rules, SECRETS_WRITE)
+        return f"can {granted} (mint legacy tokens, replace credentials)"
     return None
 
 
@@ -261,16 +265,17 @@ def token_mint(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-008")
 
 
-binding_pattern_check("AH-RBAC-009", SECRETS_READ, f"can {'/'.join(READ_VERBS)} secrets")
+binding_pattern_check("AH-RBAC-009", SECRETS_READ, "can {granted}")
 
 
 @rule("AH-RBAC-009", Severity.HIGH, "Subject can read secrets")
 def read_secrets(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
-    """get/list/watch on all secrets in scope (named-secret access is not reported)."""
+    """get, list or watch on all secrets in scope (named-secret access is not reported); the message names the
+    verbs granted (`list` alone returns every secret's data too)."""
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-009")
 
 
-binding_pattern_check("AH-RBAC-010", NODES_PROXY, "can reach kubelets through nodes/proxy", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-010", NODES_PROXY, "can {granted} (reach the kubelet API)", cluster_scoped=True)
 
 
 @rule("AH-RBAC-010", Severity.CRITICAL, "Subject can use nodes/proxy")
@@ -279,8 +284,7 @@ def nodes_proxy(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findin
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-010")
 
 
-binding_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can write admission webhook configurations or policies",
-               cluster_scoped=True)  # fmt: skip
+binding_pattern_check("AH-RBAC-011", WEBHOOK_WRITE, "can {granted} (admission control)", cluster_scoped=True)
 
 
 @rule("AH-RBAC-011", Severity.CRITICAL, "Subject can write admission webhooks or policies")
@@ -289,10 +293,12 @@ def webhook_write(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Find
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-011")
 
 
-@binding_check("AH-RBAC-012", cluster_scoped=True, per_binding=True)
+@binding_check("AH-RBAC-012", cluster_scoped=True, per_binding=True, requires_named=(SIGNER_APPROVE,))
 def _csr_approval_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if not rules_grant(binding.rules, SIGNER_APPROVE, include_named=True):
         return None
+    if rules_grant(binding.rules, CSR_APPROVE):  # the binding itself (a cluster-wide one) grants the approval too
+        return "can approve certificate signing requests"
     for subject in binding.subjects:
         holders = index.bindings_for(subject)
         if any(not b.namespace and rules_grant(b.rules, CSR_APPROVE) for _, b in holders):
@@ -306,7 +312,7 @@ def csr_approval(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Findi
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-012")
 
 
-binding_pattern_check("AH-RBAC-013", EXEC, "can exec/attach into pods")
+binding_pattern_check("AH-RBAC-013", EXEC, "can {granted} (run commands in pods)")
 
 
 @rule("AH-RBAC-013", Severity.HIGH, "Subject can exec or attach into pods")
@@ -315,7 +321,7 @@ def pods_exec(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-013")
 
 
-binding_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can add ephemeral containers to pods")
+binding_pattern_check("AH-RBAC-014", EPHEMERAL_CONTAINERS, "can {granted} (add containers to running pods)")
 
 
 @rule("AH-RBAC-014", Severity.HIGH, "Subject can add ephemeral containers to pods")
@@ -324,12 +330,12 @@ def ephemeral_containers(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterat
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-014")
 
 
-@binding_check("AH-RBAC-015")
+@binding_check("AH-RBAC-015", requires=(CREATE_PODS, CREATE_WORKLOADS))
 def _create_pods_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if rules_grant(binding.rules, CREATE_PODS):
         return "can create pods"
     if rules_grant(binding.rules, CREATE_WORKLOADS):
-        return "can create or change workload controllers (pod-template control: runs pods)"
+        return f"can {grant_text(binding.rules, CREATE_WORKLOADS)} (pod-template control: runs pods)"
     return None
 
 
@@ -403,10 +409,10 @@ def aggregation_escalation(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
                 )
 
 
-@binding_check("AH-RBAC-019")
+@binding_check("AH-RBAC-019", requires=(CONFIGMAP_WRITE,))
 def _kube_system_configmaps_check(binding: Binding, ctx: AuditContext, index: PermissionIndex) -> str | None:
     if binding.namespace in ("", "kube-system") and rules_grant(binding.rules, CONFIGMAP_WRITE):
-        return "can write kube-system ConfigMaps"
+        return f"can {grant_text(binding.rules, CONFIGMAP_WRITE)} (kube-system's configure control-plane add-ons)"
     return None
 
 
@@ -416,7 +422,7 @@ def kube_system_configmaps(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iter
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-019")
 
 
-binding_pattern_check("AH-RBAC-020", PV_CREATE, "can create PersistentVolumes", cluster_scoped=True)
+binding_pattern_check("AH-RBAC-020", PV_CREATE, "can {granted}", cluster_scoped=True)
 
 
 @rule("AH-RBAC-020", Severity.MEDIUM, "Subject can create PersistentVolumes")
@@ -425,7 +431,7 @@ def create_persistent_volumes(snapshot: ClusterSnapshot, ctx: AuditContext) -> I
     yield from _binding_findings(snapshot, ctx, "AH-RBAC-020")
 
 
-binding_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can delete events")
+binding_pattern_check("AH-RBAC-021", EVENTS_DELETE, "can {granted}")
 
 
 @rule("AH-RBAC-021", Severity.LOW, "Subject can delete events")

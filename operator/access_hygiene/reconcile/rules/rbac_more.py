@@ -8,6 +8,7 @@ shares (rules/binding_walk.py), remembered per role and scope class.
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from access_hygiene.models.findings import Finding, Severity
 from access_hygiene.reconcile.permissions import (
@@ -18,13 +19,14 @@ from access_hygiene.reconcile.permissions import (
     PermissionIndex,
     PolicyRule,
     RuleSet,
+    grant_text,
     pattern_bit,
     pattern_masks,
     register_pattern,
     rules_grant,
 )
-from access_hygiene.reconcile.rules import RULES, AuditContext, rule
-from access_hygiene.reconcile.rules.binding_walk import binding_check, flagged
+from access_hygiene.reconcile.rules import AuditContext, rule
+from access_hygiene.reconcile.rules.binding_walk import binding_check, binding_severity, flagged
 from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
@@ -41,14 +43,6 @@ REBIND: Pattern = register_pattern(
     (("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings", "clusterrolebindings"))
 )
 NAMESPACED_REBIND: Pattern = register_pattern((("update", "patch"), ("rbac.authorization.k8s.io",), ("rolebindings",)))
-CLUSTER_REBIND: Pattern = register_pattern(
-    (("update", "patch"), ("rbac.authorization.k8s.io",), ("clusterrolebindings",))
-)
-# One pattern per verb of SECRETS_WRITE_DELETE: which of them a role grants.
-SECRETS_VERBS: tuple[tuple[str, Pattern], ...] = tuple(
-    (verb, register_pattern(((verb,), ("",), ("secrets",)))) for verb in SECRETS_WRITE_DELETE[0]
-)
-DELETE_VERBS = frozenset({"delete", "deletecollection", "*"})
 # Distinct resources a subject may delete before "broad delete" applies (admin/edit delete ~30).
 BROAD_DELETE_RESOURCES = 10
 
@@ -62,21 +56,23 @@ def _secrets_write_delete(binding: Binding, ctx: AuditContext) -> str | None:
     privileged = not binding.namespace or binding.namespace in ctx.privileged_namespaces
     if privileged and rules_grant(binding.rules, SECRETS_WRITE):
         return None  # AH-RBAC-008 reports writes there
-    verbs = sorted({verb for verb, pattern in SECRETS_VERBS if rules_grant(binding.rules, pattern)})
-    return f"can {'/'.join(verbs)} secrets (replace or remove credentials other workloads mount)"
+    granted = grant_text(binding.rules, SECRETS_WRITE_DELETE)
+    return f"can {granted} (replace or remove credentials other workloads mount)"
 
 
-_TRAFFIC_BITS = [(label, pattern_bit(pattern)) for label, pattern in TRAFFIC_KINDS]
+_TRAFFIC_BITS = [(pattern, pattern_bit(pattern)) for _, pattern in TRAFFIC_KINDS]
 
 
 def _traffic_write(binding: Binding, _: AuditContext) -> str | None:
     rules = binding.rules
     if isinstance(rules, RuleSet):  # all five patterns at once
         granted = pattern_masks(rules)[1]
-        kinds = [label for label, bit in _TRAFFIC_BITS if granted & bit]
+        patterns = [pattern for pattern, bit in _TRAFFIC_BITS if granted & bit]
     else:
-        kinds = [label for label, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
-    return f"can write {', '.join(kinds)} (delete the default deny or redirect traffic)" if kinds else None
+        patterns = [pattern for _, pattern in TRAFFIC_KINDS if rules_grant(rules, pattern)]
+    if not patterns:
+        return None
+    return f"can {grant_text(rules, *patterns)} (delete the default deny or redirect traffic)"
 
 
 def _port_forward(binding: Binding, _: AuditContext) -> str | None:
@@ -84,37 +80,80 @@ def _port_forward(binding: Binding, _: AuditContext) -> str | None:
 
 
 def _rebind(binding: Binding, _: AuditContext) -> str | None:
-    if binding.namespace:  # a RoleBinding reaches RoleBindings of its namespace only
-        return "can update/patch RoleBindings (rebind subjects to roles it holds, no bind verb needed)" if (
-            rules_grant(binding.rules, NAMESPACED_REBIND)
-        ) else None  # fmt: skip
-    if not rules_grant(binding.rules, REBIND):
+    # A RoleBinding reaches RoleBindings of its namespace only.
+    pattern = NAMESPACED_REBIND if binding.namespace else REBIND
+    if not rules_grant(binding.rules, pattern):
         return None
-    which = "ClusterRoleBindings" if rules_grant(binding.rules, CLUSTER_REBIND) else "RoleBindings"
-    return f"can update/patch {which} (rebind subjects to roles it holds, no bind verb needed)"
+    return f"can {grant_text(binding.rules, pattern)} (rebind subjects to roles it holds, no bind verb needed)"
 
 
-def deletable_resources(rules: tuple[PolicyRule, ...]) -> tuple[bool, frozenset[str]]:
-    """(wildcard, resources): may any rule delete `*` resources, and which named ones can be deleted
-    (without resourceNames restriction; subresources do not count)."""
-    wildcard = False
-    names: set[str] = set()
+# API groups in which `*` resources means "any resource": every group, and the core group (pods, secrets,
+# configmaps, services, persistentvolumeclaims, serviceaccounts, ...). `*` in another group means only the
+# resources that group serves (external.metrics.k8s.io, metrics.k8s.io: metrics, nothing a deleter can break).
+ANY_RESOURCE_GROUPS = frozenset({"*", ""})
+
+
+@dataclass(frozen=True)
+class Deletable:
+    """What the rules let a subject delete (delete/deletecollection, without resourceNames restriction)."""
+
+    anywhere: tuple[str, ...]  # delete verbs granted on `*` resources in `*` or the core group
+    every_group: bool  # ... and in every API group (not only the core one)
+    kinds: dict[str, tuple[str, ...]]  # "group/resource" (or "group/*" for `*` in another group) -> delete verbs
+
+
+def _delete_verbs(rule: PolicyRule) -> tuple[str, ...]:
+    return tuple(v for v in ("delete", "deletecollection") if v in rule.verbs or "*" in rule.verbs)
+
+
+def deletable_resources(rules: tuple[PolicyRule, ...]) -> Deletable:
+    """What the rules let a subject delete. Subresources do not count; `*` resources count as "any resource" only
+    in every group or the core group, and as one kind per other group (which resources a group serves is not
+    known offline)."""
+    anywhere: set[str] = set()
+    every_group = False
+    kinds: dict[str, set[str]] = {}
     for r in rules:
-        if r.resource_names or not (r.verbs & DELETE_VERBS):
+        verbs = _delete_verbs(r)
+        if r.resource_names or not verbs:
             continue
-        if "*" in r.resources:
-            wildcard = True
-        names.update(f"{group}/{res}" for res in r.resources if "/" not in res for group in r.api_groups)
-    return wildcard, frozenset(names)
+        resources = [res for res in r.resources if "/" not in res]
+        if "*" in resources:
+            if r.api_groups & ANY_RESOURCE_GROUPS:
+                anywhere.update(verbs)
+                every_group = every_group or "*" in r.api_groups
+            for group in r.api_groups - ANY_RESOURCE_GROUPS:
+                kinds.setdefault(f"{group}/*", set()).update(verbs)
+            resources.remove("*")
+        for group in r.api_groups:
+            for res in resources:
+                kinds.setdefault(f"{group}/{res}", set()).update(verbs)
+    ordered = ("delete", "deletecollection")
+    return Deletable(
+        tuple(v for v in ordered if v in anywhere),
+        every_group,
+        {kind: tuple(v for v in ordered if v in verbs) for kind, verbs in sorted(kinds.items())},
+    )
 
 
 def _broad_delete(binding: Binding, _: AuditContext) -> str | None:
-    wildcard, names = deletable_resources(binding.rules)
-    if wildcard:
-        return "can delete any resource (`*`)"
-    if len({name.partition("/")[2] for name in names}) >= BROAD_DELETE_RESOURCES:
-        return f"can delete {len(names)} kinds of resources"
-    return None
+    deletable = deletable_resources(binding.rules)
+    if deletable.anywhere:
+        where = "in every API group" if deletable.every_group else "of the core API group"
+        return f"can {'/'.join(deletable.anywhere)} any resource (`*`) {where}"
+    # Kinds: distinct resource names (the same resource in two groups is one kind), one per `group/*`.
+    by_kind: dict[str, set[str]] = {}
+    for kind, verbs in deletable.kinds.items():
+        resource = kind.partition("/")[2]
+        by_kind.setdefault(kind if resource == "*" else resource, set()).update(verbs)
+    if len(by_kind) < BROAD_DELETE_RESOURCES:
+        return None
+    counts = {verb: sum(verb in verbs for verbs in by_kind.values()) for verb in ("delete", "deletecollection")}
+    granted = [verb for verb, count in counts.items() if count]
+    if all(counts[verb] == len(by_kind) for verb in granted):
+        return f"can {'/'.join(granted)} {len(by_kind)} kinds of resources"
+    each = ", ".join(f"{verb} {count}" for verb, count in counts.items() if count)
+    return f"can delete or deletecollection {len(by_kind)} kinds of resources ({each})"
 
 
 CHECKS: dict[str, BindingCheck] = {
@@ -124,8 +163,8 @@ CHECKS: dict[str, BindingCheck] = {
     "AH-RBAC-028": _rebind,
     "AH-RBAC-029": _broad_delete,
 }
-# Checks whose answer depends on the binding's scope, not only on its role's rules.
-_SCOPED = frozenset({"AH-RBAC-025"})
+# Rules whose findings are raised one step cluster-wide (besides privileged namespaces).
+_RAISED_CLUSTER_WIDE = frozenset({"AH-RBAC-025"})
 
 
 def _walk_check(check: BindingCheck) -> Callable[[Binding, AuditContext, PermissionIndex], str | None]:
@@ -135,24 +174,28 @@ def _walk_check(check: BindingCheck) -> Callable[[Binding, AuditContext, Permiss
     return walk_check
 
 
+# Patterns one of which a role must grant for the check to flag it (the walk skips the others from their masks).
+_REQUIRES: dict[str, tuple[Pattern, ...]] = {
+    "AH-RBAC-025": (SECRETS_WRITE_DELETE,),
+    "AH-RBAC-026": tuple(pattern for _, pattern in TRAFFIC_KINDS),
+    "AH-RBAC-027": (PORT_FORWARD,),
+    "AH-RBAC-028": (REBIND,),
+}
+
 for _rule_id, _check in CHECKS.items():  # evaluated in the walk over the bindings that rules/rbac.py shares
-    binding_check(_rule_id)(_walk_check(_check))
+    binding_check(_rule_id, raised_cluster_wide=_rule_id in _RAISED_CLUSTER_WIDE, requires=_REQUIRES.get(_rule_id, ()))(
+        _walk_check(_check)
+    )
 
 
 def _scope(binding: Binding) -> str:
     return f"in namespace {binding.namespace}" if binding.namespace else "cluster-wide"
 
 
-def _severity(rule_id: str, binding: Binding, ctx: AuditContext) -> Severity:
-    base = RULES[rule_id].severity
-    raised = binding.namespace in ctx.privileged_namespaces or (rule_id in _SCOPED and not binding.namespace)
-    return base.raised() if raised else base
-
-
 def _findings(snapshot: ClusterSnapshot, ctx: AuditContext, rule_id: str) -> Iterator[Finding]:
     for binding, detail, subjects in flagged(snapshot, ctx, rule_id):
         role = binding.role_ref
-        severity = _severity(rule_id, binding, ctx)
+        severity = binding_severity(rule_id, binding.namespace, ctx)
         tail = f"{detail} {_scope(binding)} via {role.kind}/{role.name}"
         for subject in subjects:
             yield Finding.trusted(rule_id, severity, binding.namespace, binding.ref, f"{subject} {tail}", subject)
@@ -190,6 +233,9 @@ def rebind(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
 
 @rule("AH-RBAC-029", Severity.MEDIUM, "Subject can delete broadly")
 def broad_delete(snapshot: ClusterSnapshot, ctx: AuditContext) -> Iterator[Finding]:
-    """delete/deletecollection on `*` resources or on ten or more kinds of resources in scope: one
-    credential can wipe out workloads, their configuration and their data."""
+    """delete/deletecollection on any resource or on ten or more kinds of resources in scope: one credential
+    can wipe out workloads, their configuration and their data. "Any resource" is `*` resources in apiGroups
+    `*` or the core group ""; `*` in another group (metrics.k8s.io, external.metrics.k8s.io, apps, ...) is only
+    that group's resources and counts as one kind. Subresources and resourceNames-limited rules do not count.
+    The message names the delete verbs granted."""
     yield from _findings(snapshot, ctx, "AH-RBAC-029")
