@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,28 @@ from tests.node.conftest import NodeCluster
 FAILURES = ("TIMEOUT", "REFUSED", "DNS", "OTHER", "UNKNOWN")
 # Where the kubelet mounts a ServiceAccount token, relative to the container's root.
 TOKEN_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def container_path(pid: int, path: str) -> Path:
+    """`path` as the container of process `pid` sees it, on the host: symlinks resolve inside the container's root
+    (through /proc/<pid>/root an absolute link would resolve against the host's; e.g. Debian's /var/run -> /run)."""
+    root = Path(f"/proc/{pid}/root")
+    parts, resolved, hops = [p for p in path.split("/") if p], [], 0
+    while parts:
+        part = parts.pop(0)
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink() and hops < 40:
+            hops += 1
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                resolved = []
+            continue
+        if part == "..":
+            resolved = resolved[:-1]
+        elif part != ".":
+            resolved.append(part)
+    return root.joinpath(*resolved)
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
