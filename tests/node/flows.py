@@ -115,9 +115,11 @@ class DeclaredFlows:
         hygiene = source.namespace in self.hygiene_namespaces
         if not policies and not hygiene:
             return True
-        if (hygiene or any(p.spec.network and p.spec.network.dns for p in policies)) and self._dns(
-            target, flow.port, flow.protocol
-        ):
+        # The namespace's DNS allow leaves out the pods of policies that turn DNS off (network.dns: false), when a
+        # one-label selector can name them exactly (docs/rules.md, "Namespace enforcement").
+        opted_out = any(p.spec.network and not p.spec.network.dns and len(p.pod_labels) == 1 for p in policies)
+        dns_allowed = (hygiene and not opted_out) or any(p.spec.network and p.spec.network.dns for p in policies)
+        if dns_allowed and self._dns(target, flow.port, flow.protocol):
             return True
         if any(p.spec.network and p.spec.network.kube_api_server for p in policies) and (
             (target.ip, flow.port) == self.api_server and flow.protocol == "TCP"
