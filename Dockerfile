@@ -35,7 +35,11 @@ COPY --from=builder /opt/access-hygiene /opt/access-hygiene
 ENV PATH=/opt/access-hygiene/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# 65532 is the conventional "nonroot" UID/GID; the chart's pod security context uses the same.
+# 65532 is the conventional "nonroot" UID/GID; the chart's pod security context uses the same. It has a passwd
+# entry: Python's getpass.getuser() (kopf calls it) fails without one, and containerd adds none.
+RUN groupadd --system --gid 65532 access-hygiene \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin access-hygiene
 USER 65532:65532
 # 9808: Prometheus /metrics. 8080: kopf liveness at /healthz (the chart's livenessProbe); no
 # HEALTHCHECK because Kubernetes ignores it.

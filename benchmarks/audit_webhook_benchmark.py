@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from access_hygiene.engine.usage import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
+from access_hygiene.engine.usage.auditlog import AuditRequest
+from access_hygiene.engine.usage.counters import UsageCounters, record_all
 from access_hygiene.k8s.audit_webhook import AuditWebhookServer, server_context
 from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
-from access_hygiene.reconcile.auditlog import AuditRequest
-from access_hygiene.reconcile.usage_counters import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS, UsageCounters, record_all
 
 PATTERNS = [
     # (verb, apiGroup, resource, subresource, named)
@@ -207,7 +208,7 @@ def judge(args: argparse.Namespace) -> None:
     after a binding changed."""
     from prometheus_client import CollectorRegistry
 
-    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.usage_monitor import UsageMonitor
     from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
     from access_hygiene.metrics import UsageMetrics
     from access_hygiene.settings import OperatorSettings

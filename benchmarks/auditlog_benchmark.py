@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from access_hygiene.cli.auditlog_input import read_audit_logs
-from access_hygiene.reconcile.usage import UsageData, suggest
+from access_hygiene.engine.usage.aggregation import UsageData
+from access_hygiene.engine.usage.suggestions import suggest
 
 BASE_TIME = 1795132800.0  # 2026-11-20T00:00:00Z
 PATTERNS = [

@@ -17,10 +17,10 @@ import tracemalloc
 from typing import Any
 
 from access_hygiene.clock import SYSTEM_CLOCK
-from access_hygiene.reconcile.audit import run_audit
-from access_hygiene.reconcile.permissions import service_account_capabilities
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.engine.audit.runner import run_audit
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.capabilities import service_account_capabilities
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "*", "bind", "escalate", "impersonate"]

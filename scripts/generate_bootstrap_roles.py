@@ -5,7 +5,7 @@
 Starts the local control plane (controlplane/, the same kube-apiserver and kube-controller-manager the tests
 use), waits until the clusterrole-aggregation controller has filled the aggregated roles (admin, edit, view)
 and writes every ClusterRole labelled kubernetes.io/bootstrapping=rbac-defaults to
-operator/access_hygiene/reconcile/bootstrap_roles.json. `--check` reports drift instead (exit 1).
+operator/access_hygiene/engine/rbac/bootstrap_roles.json. `--check` reports drift instead (exit 1).
 Run by `make generate`; tests/contract/test_bootstrap_roles.py compares the committed file with a live
 kube-apiserver.
 """
@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from access_hygiene.engine.rbac.bootstrap_roles import BOOTSTRAP_SELECTOR, bootstrap_document, render_document
+from access_hygiene.engine.rbac.permissions import PolicyRule, resolve_cluster_roles
 from access_hygiene.k8s import resources
 from access_hygiene.localcluster import ControlPlane
-from access_hygiene.reconcile.bootstrap_roles import BOOTSTRAP_SELECTOR, bootstrap_document, render_document
-from access_hygiene.reconcile.permissions import PolicyRule, resolve_cluster_roles
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_PATH = ROOT / "operator" / "access_hygiene" / "reconcile" / "bootstrap_roles.json"
+DATA_PATH = ROOT / "operator" / "access_hygiene" / "engine" / "rbac" / "bootstrap_roles.json"
 AGGREGATED = ("admin", "edit", "view")
 RBAC_V1 = "rbac.authorization.k8s.io/v1"
 

@@ -168,6 +168,10 @@ def values_schema() -> Schema:
             {
                 "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
                 "refreshSeconds": integer("Seconds between refreshes of the exemption parameter object.", minimum=1),
+                "roleCapabilities": {
+                    "enum": ["warn", "deny", "off"],
+                    "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, or off.",
+                },
             }
         ),
         "auditWebhook": closed(

@@ -38,8 +38,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from access_hygiene import __version__
+from access_hygiene.engine.ground.namespace_classes import CLUSTER, EXEMPT, OTHER, PRIVILEGED
 from access_hygiene.models.findings import Finding, Severity, SubjectCapability
-from access_hygiene.reconcile.namespace_classes import CLUSTER, EXEMPT, OTHER, PRIVILEGED
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ScanResult:
     exemptions: Mapping[str, int]  # state (active|expired|invalid) -> count
     completed_at: float  # unix time of the scan
     duration_seconds: float
-    # namespace -> "privileged" | "exempt" (reconcile.namespace_classes); namespaces not listed are "other".
+    # namespace -> "privileged" | "exempt" (engine/ground/namespace_classes.py); namespaces not listed are "other".
     namespace_classes: Mapping[str, str] = field(default_factory=dict)
 
 

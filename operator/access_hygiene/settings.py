@@ -6,8 +6,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.usage_limits import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.usage import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
 
 class OperatorSettings(BaseSettings):
@@ -66,6 +66,12 @@ class OperatorSettings(BaseSettings):
     admission_owner_cluster_role: str = ""
     admission_refresh_seconds: float = Field(
         default=60.0, gt=0, description="Seconds between refreshes of the admission exemption parameters."
+    )
+    admission_role_capabilities: Literal["off", "warn", "deny"] = Field(
+        default="warn",
+        description="The role-capabilities admission profile (Roles/ClusterRoles granting what the effective-"
+        "permission rules report: escalate, bind, impersonate, secrets reads, ...): warn everywhere, deny in enforce "
+        "namespaces like the core rules, or off.",
     )
 
     # Continuous mode (opt-in): receive kube-apiserver audit events as its webhook backend, keep bounded

@@ -20,14 +20,14 @@ import pytest
 import yaml
 
 from access_hygiene.clock import SYSTEM_CLOCK
+from access_hygiene.engine.audit.runner import run_audit
+from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES as ALL_BINDING_RULES
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import CLUSTER_SCOPED_KINDS, ClusterSnapshot
+from access_hygiene.engine.rbac.permissions import UserInfo, is_bootstrap
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.models.findings import Finding, Subject
-from access_hygiene.reconcile.audit import run_audit
-from access_hygiene.reconcile.permissions import UserInfo, is_bootstrap
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES as ALL_BINDING_RULES
-from access_hygiene.reconcile.snapshot import CLUSTER_SCOPED_KINDS, ClusterSnapshot
 from tests.cluster.test_rbac_differential import subject_access_review
 from tests.conftest import Cluster
 

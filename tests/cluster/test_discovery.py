@@ -7,10 +7,10 @@ from typing import Any
 import kubernetes
 import pytest
 
+from access_hygiene.engine.rbac.grant_ceiling import unserved_resources
 from access_hygiene.k8s.crds import install_crd
 from access_hygiene.k8s.discovery import ServedResourcesCache, _legacy, served_resources
 from access_hygiene.models.policy import PolicyRule
-from access_hygiene.reconcile.ceiling import unserved_resources
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster

@@ -88,9 +88,9 @@ def live_network_policies(api: kubernetes.client.ApiClient, namespace: str) -> l
 
 def dns_reachable(api: kubernetes.client.ApiClient, namespace: str, pod_labels: dict[str, str]) -> bool:
     """Judged over the live NetworkPolicies (as the API server stored them) with the hygiene rules' semantics."""
-    from access_hygiene.reconcile.namespaces import dns_allowed
-    from access_hygiene.reconcile.rules import AuditContext
-    from access_hygiene.reconcile.snapshot import ClusterSnapshot
+    from access_hygiene.engine.ground.context import AuditContext
+    from access_hygiene.engine.ground.network_policies import dns_allowed
+    from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 
     snapshot = ClusterSnapshot(network_policies=live_network_policies(api, namespace))
     return dns_allowed(snapshot, AuditContext(now=PINNED_NOW), namespace, pod_labels)  # no time-bound rule here

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from access_hygiene.engine.rbac.permissions import PermissionIndex, PolicyRule, UserInfo, resolve_cluster_roles
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.models.findings import Subject
-from access_hygiene.reconcile.permissions import PermissionIndex, PolicyRule, UserInfo, resolve_cluster_roles
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster

@@ -11,11 +11,11 @@ from typing import Any
 import kubernetes
 import pytest
 
+from access_hygiene.engine.audit.runner import run_audit
 from access_hygiene.k8s.reports import ReportWriter, install_report_crds
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from access_hygiene.models.findings import Finding, ObjectRef, Severity
-from access_hygiene.reconcile.audit import run_audit
 from access_hygiene.settings import OperatorSettings
 from tests.conftest import REPO_ROOT, Cluster
 

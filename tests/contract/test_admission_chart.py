@@ -1,6 +1,7 @@
 """The chart's admission switch: off by default (nothing rendered); on, the operator gets the owner ClusterRole,
 its permissions and the settings that point at it."""
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,21 @@ def test_admission_on_renders_owner_and_permissions(helm: Path) -> None:
     assert not any("*" in rule["verbs"] or "escalate" in rule["verbs"] for rule in role["rules"])
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("ClusterRoleBinding", owner) in kinds
+
+
+@pytest.mark.parametrize(("values", "expected"), [((), "warn"), (("--set", "admission.roleCapabilities=deny"), "deny"),
+                                                  (("--set", "admission.roleCapabilities=off"), "off")])  # fmt: skip
+def test_role_capabilities_profile_reaches_the_operator(helm: Path, values: tuple[str, ...], expected: str) -> None:
+    """admission.roleCapabilities (warn by default) becomes the operator's setting (docs/admission.md)."""
+    env = _env(render(helm, "--set", "admission.enabled=true", *values))
+    assert env["ACCESS_HYGIENE_ADMISSION_ROLE_CAPABILITIES"] == expected
+    settings = OperatorSettings(
+        admission_role_capabilities=env["ACCESS_HYGIENE_ADMISSION_ROLE_CAPABILITIES"],  # type: ignore[arg-type]
+    )
+    assert settings.admission_role_capabilities == expected
+
+
+def test_role_capabilities_profile_refuses_other_values(helm: Path) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        render(helm, "--set", "admission.enabled=true", "--set", "admission.roleCapabilities=block")
+    assert "roleCapabilities" in str(failed.value.stderr)

@@ -1,4 +1,4 @@
-"""The shipped bootstrap ClusterRoles (reconcile/bootstrap_roles.json) equal what kube-apiserver serves.
+"""The shipped bootstrap ClusterRoles (engine/rbac/bootstrap_roles.json) equal what kube-apiserver serves.
 
 `make generate` writes the file from a real control plane (scripts/generate_bootstrap_roles.py); the first
 test checks the committed file against the running kube-apiserver of the test session (so it needs the
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from scripts.generate_bootstrap_roles import DATA_PATH, served_bootstrap_roles
 
-from access_hygiene.reconcile.bootstrap_roles import bootstrap_document, render_document
+from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_document, render_document
 from tests.conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]

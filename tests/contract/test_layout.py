@@ -45,7 +45,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_rbac_rule_reference_is_generated_from_the_registry() -> None:
     from access_hygiene.cli.output import render_rules_markdown
-    from access_hygiene.reconcile.audit import load_rules
+    from access_hygiene.engine.audit.runner import load_rules
 
     rules = [r for r in load_rules().values() if r.rule_id.startswith("AH-RBAC")]
     assert len(rules) == 29  # AH-RBAC-001..029

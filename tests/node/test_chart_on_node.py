@@ -33,23 +33,6 @@ SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
 EXAMPLES = REPO_ROOT / "examples"
 
 
-# Found by this module: the image runs as UID 65532, which has no /etc/passwd entry in it. podman adds one for the
-# user it runs a container as; containerd (a real kubelet's runtime) does not, and kopf's identity detection,
-# getpass.getuser(), then raises `KeyError: 'getpwuid(): uid not found: 65532'`: the operator Pod crash-loops.
-# With USER set in the container (kubectl set env ... USER=nonroot) the same Pod runs Ready, and these three tests
-# passed (tried by hand, not committed). The fix belongs to the image (a passwd entry for 65532, or ENV USER, in the
-# Dockerfile); strict: this mark fails once it is fixed.
-class PasswdEntryMissingError(AssertionError):
-    """The operator container exited because its UID has no passwd entry (see CRASHES_WITHOUT_PASSWD_ENTRY)."""
-
-
-CRASHES_WITHOUT_PASSWD_ENTRY = pytest.mark.xfail(
-    raises=PasswdEntryMissingError,
-    strict=True,
-    reason="operator image: no passwd entry for UID 65532, kopf's getpass.getuser() raises KeyError",
-)
-
-
 def _helm(cluster: NodeCluster, *args: str) -> str:
     command = [str(find_helm()), *args, "--kubeconfig", str(cluster.kubeconfig), "--namespace", NAMESPACE]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
@@ -85,8 +68,6 @@ class ChartOnNode:
     crash: str = ""  # the operator container's last log lines when it exited instead of becoming Ready
 
     def assert_running(self) -> None:
-        if "getpwuid(): uid not found" in self.crash:
-            raise PasswdEntryMissingError(self.crash)
         assert not self.crash, f"the operator container exits under the kubelet:\n{self.crash}"
 
 
@@ -149,7 +130,6 @@ def _names(object_list: Any) -> set[str]:
     return {item.metadata.name for item in object_list.items}
 
 
-@CRASHES_WITHOUT_PASSWD_ENTRY
 def test_operator_pod_runs_ready_under_the_charts_identity_and_security_context(
     node_cluster: NodeCluster, chart_installed: ChartOnNode
 ) -> None:
@@ -172,7 +152,6 @@ def test_operator_pod_runs_ready_under_the_charts_identity_and_security_context(
     print(f"\nchart on node: {', '.join(f'{k} {v:.1f}s' for k, v in chart_installed.figures.items())}")
 
 
-@CRASHES_WITHOUT_PASSWD_ENTRY
 def test_operator_in_its_pod_reconciles_the_examples(node_cluster: NodeCluster, chart_installed: ChartOnNode) -> None:
     chart_installed.assert_running()
     manifests = load_manifests([EXAMPLES])
@@ -198,7 +177,6 @@ def test_operator_in_its_pod_reconciles_the_examples(node_cluster: NodeCluster, 
     print(f"\nexamples Ready (operator in its Pod on the node): {time.monotonic() - started:.1f}s")
 
 
-@CRASHES_WITHOUT_PASSWD_ENTRY
 def test_deleted_operator_pod_comes_back_ready(node_cluster: NodeCluster, chart_installed: ChartOnNode) -> None:
     chart_installed.assert_running()
     with node_cluster.api_client() as api:

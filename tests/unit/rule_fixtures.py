@@ -4,8 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 
 def load(path: Path) -> ClusterSnapshot:

@@ -1,28 +1,39 @@
 """Admission forms and their rendering: registry contract, modes -> actions, selectors, ownership, parameters."""
 
+import dataclasses
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
-from access_hygiene.reconcile.admission_forms import (
+from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.forms import (
     AUDIT_ONLY,
     FORMS,
-    AdmissionForm,
+    ROLE_CAPABILITIES_PROFILE,
+    RoleCapabilities,
     admission_table,
-    automount_mutation,
     compiled_forms,
-    exemption_parameters,
 )
-from access_hygiene.reconcile.audit import load_rules, run_audit
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.engine.admission.guards import automount_mutation
+from access_hygiene.engine.audit.runner import load_rules, run_audit
+from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
+from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
+from access_hygiene.engine.rbac.permissions import resolve_cluster_roles
+from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.admission import (
     AdmissionConfig,
+    AdmissionForm,
     OwnerRef,
     namespace_selector,
     render_admission,
+    render_profile_policy,
     render_rule_policy,
 )
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
@@ -53,9 +64,13 @@ def test_at_least_the_issue_rules_are_compiled() -> None:
         assert rule_id in FORMS
 
 
+CORE = sorted(rule_id for rule_id, spec in FORMS.items() if not spec.profile)
+PROFILE = sorted(rule_id for rule_id, spec in FORMS.items() if spec.profile == ROLE_CAPABILITIES_PROFILE)
+
+
 def test_forms_carry_rule_title_and_fix() -> None:
     forms = compiled_forms(_titles, ("system:kube-",), NOW, {"Deployment.shop.web": "AH-POD"})
-    assert [f.rule_id for f in forms] == sorted(FORMS)
+    assert [f.rule_id for f in forms] == CORE  # the profile is left out unless chosen
     for form in forms:
         assert form.message.startswith(f"{form.rule_id} (")
         assert "Fix: " in form.message
@@ -65,6 +80,81 @@ def test_forms_carry_rule_title_and_fix() -> None:
             ("now", 'timestamp("2026-01-01T00:00:00Z")'),
             ("ownerExemptions", '{"Deployment.shop.web": "AH-POD"}'),
         )
+
+
+def test_role_capabilities_profile_covers_every_capability_rule() -> None:
+    """Every effective-permission rule a binding walk reports has a role-level form (AH-RBAC-001 is the binding's
+    own: a role that grants everything is flagged by AH-RBAC-016/017)."""
+    assert sorted(set(BINDING_RULES) - {"AH-RBAC-001"}) == PROFILE
+    assert not set(PROFILE) & set(AUDIT_ONLY)
+    for rule_id in PROFILE:
+        assert {r.resource for r in FORMS[rule_id].resources} == {"roles", "clusterroles"}
+
+
+@pytest.mark.parametrize(("profile", "actions"), [("warn", ["Warn", "Audit"]), ("deny", ["Deny"])])
+def test_role_capabilities_profile_warns_or_denies(profile: RoleCapabilities, actions: list[str]) -> None:
+    forms = compiled_forms(
+        _titles, (), NOW, {}, privileged_namespaces=("ops", "kube-system"), role_capabilities=profile
+    )
+    assert [f.rule_id for f in forms] == sorted(FORMS)
+    for form in forms:
+        bindings = {
+            b["metadata"]["name"].rpartition("-")[2]: b["spec"]["validationActions"]
+            for mode in ("audit", "enforce")  # cluster-scoped kinds get the default mode's binding only
+            for b in render_rule_policy(form, AdmissionConfig(default_mode=mode))[1:]
+        }
+        assert bindings["audit"] == ["Warn", "Audit"]
+        if form.rule_id in PROFILE:
+            assert bindings["enforce"] == actions
+            assert "granted by this role to whoever it is bound to" in form.message
+            assert ("privilegedNamespaces", '["kube-system", "ops"]') in form.variables
+        else:
+            assert bindings["enforce"] == ["Deny"]  # the core forms whatever the profile
+
+
+def _profile_objects(settings: OperatorSettings) -> dict[str, Any]:
+    objects = desired_admission(settings, PARAMETERS)
+    return {o["metadata"]["name"]: o for o in objects if "role-capabilities" in o["metadata"]["name"]}
+
+
+def test_settings_choose_the_profile() -> None:
+    """One policy for the whole profile (one validation per rule id, re-applied once per refresh), two bindings."""
+    assert OperatorSettings().admission_role_capabilities == "warn"
+    warning = _profile_objects(OperatorSettings())
+    assert sorted(warning) == [f"access-hygiene-role-capabilities{s}" for s in ("", "-audit", "-enforce")]
+    policy = warning["access-hygiene-role-capabilities"]
+    assert policy["metadata"]["labels"]["accesshygiene.io/profile"] == "role-capabilities"
+    assert policy["metadata"]["annotations"]["accesshygiene.io/rules"] == ",".join(PROFILE)
+    assert [v["message"].split(" ")[0] for v in policy["spec"]["validations"]] == PROFILE
+    assert warning["access-hygiene-role-capabilities-enforce"]["spec"]["validationActions"] == ["Warn", "Audit"]
+    assert _profile_objects(OperatorSettings(admission_role_capabilities="off")) == {}
+    denying = _profile_objects(OperatorSettings(admission_role_capabilities="deny"))
+    assert denying["access-hygiene-role-capabilities-enforce"]["spec"]["validationActions"] == ["Deny"]
+    assert denying["access-hygiene-role-capabilities-audit"]["spec"]["validationActions"] == ["Warn", "Audit"]
+
+
+def test_operator_writes_are_not_judged_by_role_forms() -> None:
+    """The Roles the operator writes are an AccessPolicy's grant, checked by the guards when the policy was admitted:
+    the forms on roles skip the operator's own requests (in deny mode it could not write an allowed grant)."""
+    forms = compiled_forms(
+        _titles, (), NOW, {}, role_capabilities="deny", operator_username="system:serviceaccount:o:op"
+    )
+    skipping = sorted(f.rule_id for f in forms if ("not-the-operator",
+                      'request.userInfo.username != "system:serviceaccount:o:op"') in f.match_conditions)  # fmt: skip
+    assert skipping == sorted([*PROFILE, "AH-RBAC-016", "AH-RBAC-017", "AH-RBAC-018"])
+    unknown = compiled_forms(_titles, (), NOW, {}, role_capabilities="deny")
+    assert not [f for f in unknown if any(name == "not-the-operator" for name, _ in f.match_conditions)]
+
+
+def test_privileged_roles_admission_knows() -> None:
+    """AH-RBAC-007 at admission knows the default roles that are privileged to bind (plus the role itself)."""
+    variables = dict(compiled_forms(_titles, (), NOW, {}, role_capabilities="warn")[0].variables)
+    form = next(f for f in compiled_forms(_titles, (), NOW, {}, role_capabilities="warn") if f.rule_id == "AH-RBAC-007")
+    privileged = dict(form.variables)["privilegedRoles"]
+    for name in ("cluster-admin", "admin", "edit", "system:controller:clusterrole-aggregation-controller"):
+        assert f'"{name}"' in privileged
+    assert '"view"' not in privileged
+    assert "privilegedRoles" not in variables  # only the role-capabilities forms carry it
 
 
 def _form(rule_id: str) -> AdmissionForm:
@@ -137,9 +227,10 @@ def test_everything_is_labelled_owned_and_named_within_limits() -> None:
         ]  # fmt: skip
     # Each policy comes before its bindings; 2 bindings per rule (1 for cluster-scoped-only rules: the default
     # mode's), one per guard, one for the mutation.
+    # The role-capabilities profile (on by default, warning) is one policy with two bindings.
     cluster_only = [f for f in FORMS.values() if not any(r.namespaced for r in f.resources)]
     assert [f.rule_id for f in cluster_only] == ["AH-RBAC-018"]
-    assert len(objects) == 3 * len(FORMS) - len(cluster_only) + 2 * 2 + 2
+    assert len(objects) == 3 * len(CORE) - len(cluster_only) + 3 + 2 * 2 + 2
     policies = [o["metadata"]["name"] for o in objects if o["kind"].endswith("Policy")]
     bound = {o["spec"]["policyName"] for o in objects if o["kind"].endswith("Binding")}
     assert set(policies) == bound
@@ -210,3 +301,76 @@ def test_audit_engine_is_the_python_verdict() -> None:
            "spec": {"hostIPC": True, "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
     findings = run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(now=PINNED_NOW), only=["AH-POD-002"])
     assert [f.rule_id for f in findings] == ["AH-POD-002"]
+
+
+# --- the requester check under the default grant ceiling (docs/admission.md, "AccessPolicy guards") --------
+
+QUOTA_UPDATE = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]}
+
+
+def _edit_allows(verb: str, group: str, resource: str) -> bool:
+    """Does Kubernetes' built-in `edit` (aggregated, from the shipped bootstrap roles) grant this?"""
+    rules = resolve_cluster_roles(bootstrap_cluster_roles())["edit"]
+    name, _, subresource = resource.partition("/")
+    return any(rule.allows(verb, group, name, subresource) for rule in rules)
+
+
+def _ceiling_refusals(rule: dict[str, list[str]], ceiling: list[dict[str, list[str]]]) -> list[str]:
+    spec = AccessPolicySpec.model_validate({"rbac": {"rules": [rule]}})
+    policy = resolve_policy({"name": "app", "namespace": "ns"}, spec)
+    return [v.capability for v in check_grant_ceiling(policy, ceiling)]
+
+
+def test_edit_holds_every_permission_of_the_default_ceiling() -> None:
+    """So under the default ceiling the requester check never refuses an edit-only user what the ceiling allows."""
+    for rule in DEFAULT_GRANT_CEILING_RULES:
+        for group, resource, verb in product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+            assert _edit_allows(verb, group, resource), (verb, group, resource)
+
+
+def test_quota_update_is_outside_the_default_ceiling_and_not_held_by_edit() -> None:
+    """The decision issue 25 item 16 asked for: the ceiling is right to refuse `update resourcequotas` (an app
+    could lift its own quota); only a widened ceiling lets the requester check decide it."""
+    assert _ceiling_refusals(QUOTA_UPDATE, DEFAULT_GRANT_CEILING_RULES) == ["outside-ceiling"]
+    assert not _edit_allows("update", "", "resourcequotas")
+    assert _ceiling_refusals(QUOTA_UPDATE, [*DEFAULT_GRANT_CEILING_RULES, QUOTA_UPDATE]) == []
+
+
+def test_docs_say_what_the_default_ceiling_does() -> None:
+    text = " ".join(DOCS.read_text().split())
+    assert "`edit` role holds every permission of the default grant ceiling" in text
+    assert "The default ceiling leaves `update resourcequotas` out on purpose" in text
+    assert "a permission inside the ceiling that `edit` lacks (e.g. `update resourcequotas`)" not in text
+
+
+def test_scan_reads_null_run_as_fields() -> None:
+    """`scan -f` should judge a container's `runAsUser: null` as the API server stores it (no field, so the pod's
+    runAsUser applies). Found by the null variants of the admission differential; the differential leaves these two
+    container fields non-null until this passes (tests/cluster/test_admission.py, security_context)."""
+
+    def verdict(pod_context: dict[str, object], container_context: dict[str, object]) -> list[str]:
+        container = {
+            "name": "c",
+            "image": "x",
+            "securityContext": {**container_context, "allowPrivilegeEscalation": False},
+        }
+        spec = {"securityContext": pod_context, "containers": [container]}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": spec}
+        return [
+            f.message
+            for f in run_audit(ClusterSnapshot.from_objects([pod]), AuditContext(now=NOW), only=["AH-POD-003"])
+        ]
+
+    for field, pod_value in (("runAsUser", 1000), ("runAsNonRoot", True)):
+        assert verdict({field: pod_value}, {}) == []  # the container inherits the pod's value
+        assert verdict({field: pod_value}, {field: None}) == [], field  # as the API server stores it: the same
+
+
+def test_profile_policy_needs_forms_that_judge_alike() -> None:
+    """One policy holds the whole profile only because its forms share resources, conditions, actions and
+    variables; a form that does not is refused rather than silently judged like the others."""
+    forms = [f for f in compiled_forms(_titles, (), NOW, {}, role_capabilities="deny") if f.rule_id in PROFILE]
+    assert len(render_profile_policy(ROLE_CAPABILITIES_PROFILE, forms, AdmissionConfig())) == 3
+    odd = dataclasses.replace(forms[1], enforce_actions=("Warn", "Audit"))
+    with pytest.raises(ValueError, match=forms[1].rule_id):
+        render_profile_policy(ROLE_CAPABILITIES_PROFILE, [forms[0], odd], AdmissionConfig())

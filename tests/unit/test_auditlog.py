@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.reconcile.auditlog import AuditRequest, LineError, parse_line
+from access_hygiene.engine.usage.auditlog import AuditRequest, LineError, parse_line
 from tests.unit.audit_events import SA, event
 
 pytestmark = pytest.mark.unit

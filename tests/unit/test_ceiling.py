@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from access_hygiene.engine.rbac.grant_ceiling import SENSITIVE_CAPABILITIES, check_grant_ceiling
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.ceiling import SENSITIVE_CAPABILITIES, check_grant_ceiling
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 
 pytestmark = pytest.mark.unit

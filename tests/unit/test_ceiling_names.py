@@ -4,8 +4,7 @@ from typing import Any
 
 import pytest
 
-from access_hygiene.models.policy import AccessPolicySpec, PolicyRule, resolve_policy
-from access_hygiene.reconcile.ceiling import (
+from access_hygiene.engine.rbac.grant_ceiling import (
     KNOWN_VERBS,
     ServedResources,
     check_grant_ceiling,
@@ -13,6 +12,7 @@ from access_hygiene.reconcile.ceiling import (
     unknown_verbs,
     unserved_resources,
 )
+from access_hygiene.models.policy import AccessPolicySpec, PolicyRule, resolve_policy
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 
 pytestmark = pytest.mark.unit

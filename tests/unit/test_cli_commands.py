@@ -52,8 +52,8 @@ def test_scan_to_json_imports_only_what_it_uses(tmp_path: Path) -> None:
         "prometheus_client",
         "access_hygiene.models.crd",
         "access_hygiene.models.policy",
-        "access_hygiene.reconcile.usage",
+        "access_hygiene.engine.usage.aggregation",
         "access_hygiene.cli.suggest_cmd",
     ]
     assert [name for name in unused if name in modules] == []
-    assert "access_hygiene.reconcile.rules.governance" in modules  # the rules themselves are loaded
+    assert "access_hygiene.engine.catalogue.governance" in modules  # the rules themselves are loaded

@@ -337,8 +337,8 @@ def test_table_on_a_terminal_depends_on_width(width: int, table: bool) -> None:
     from rich.console import Console
 
     from access_hygiene.cli.output import render_table
-    from access_hygiene.reconcile.audit import run_audit
-    from access_hygiene.reconcile.rules import AuditContext
+    from access_hygiene.engine.audit.runner import run_audit
+    from access_hygiene.engine.ground.context import AuditContext
 
     findings = run_audit(load_files([str(SECRETS_BAD)]).snapshot, AuditContext(now=PINNED_NOW), only=["AH-RBAC-009"])
     console = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)

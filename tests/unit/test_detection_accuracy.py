@@ -8,17 +8,13 @@ import pytest
 import yaml
 
 from access_hygiene.cli.main import main
+from access_hygiene.engine.audit.runner import run_audit
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles, kubernetes_version
+from access_hygiene.engine.rbac.capabilities import rule_grants, service_account_capabilities
+from access_hygiene.engine.rbac.permissions import PermissionIndex, PolicyRule
 from access_hygiene.models.findings import Subject
-from access_hygiene.reconcile.audit import run_audit
-from access_hygiene.reconcile.bootstrap_roles import bootstrap_cluster_roles, kubernetes_version
-from access_hygiene.reconcile.permissions import (
-    PermissionIndex,
-    PolicyRule,
-    rule_grants,
-    service_account_capabilities,
-)
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import load
 
@@ -143,7 +139,7 @@ def test_pod_template_control_counts_as_pod_creation(verb: str, group: str, reso
 
 def test_scale_subresource_is_not_pod_template_control() -> None:
     rule = PolicyRule.parse({"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]})
-    from access_hygiene.reconcile.permissions import CREATE_WORKLOADS
+    from access_hygiene.engine.rbac.capabilities import CREATE_WORKLOADS
 
     assert not rule_grants(rule, CREATE_WORKLOADS)
 
@@ -154,9 +150,9 @@ def test_scale_subresource_is_not_pod_template_control() -> None:
 def test_rule_grants_equals_the_product_definition() -> None:
     from itertools import product
 
-    from access_hygiene.reconcile import permissions
+    from access_hygiene.engine.rbac import capabilities
 
-    patterns = [getattr(permissions, name) for name in dir(permissions) if name.isupper()]
+    patterns = [getattr(capabilities, name) for name in dir(capabilities) if name.isupper()]
     patterns = [p for p in patterns if isinstance(p, tuple) and len(p) == 3 and isinstance(p[0], tuple)]
     values = {
         "verbs": [["*"], ["get"], ["create", "patch"], ["escalate", "bind"], ["impersonate"], ["delete"]],

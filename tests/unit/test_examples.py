@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.ceiling import check_grant_ceiling
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.render.policy import ClusterFacts, render_policy
 

@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.models.findings import Finding, ObjectRef, Severity
-from access_hygiene.reconcile.exemptions import (
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.exemptions import (
     EXEMPT_ANNOTATION,
     EXEMPT_OWNER_ANNOTATION,
     EXEMPT_REASON_ANNOTATION,
@@ -24,8 +24,8 @@ from access_hygiene.reconcile.exemptions import (
     namespace_is_exempt,
     parse_exemption,
 )
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.models.findings import Finding, ObjectRef, Severity
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.reconcile.incremental import (
+from access_hygiene.engine.audit.incremental import (
     ALL,
     CLUSTER,
     DependencyIndex,
@@ -23,8 +23,8 @@ from access_hygiene.reconcile.incremental import (
     audit_scopes,
     scoped_snapshot,
 )
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, iter_flattened, name_of, namespace_of
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import KIND_FIELDS, ClusterSnapshot, iter_flattened, name_of, namespace_of
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit

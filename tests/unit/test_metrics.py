@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from access_hygiene import __version__
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.namespace_classes import NAMESPACE_CLASSES, namespace_classes
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.metrics import CLUSTER_SCOPE, TOP_NAMESPACES, TOP_SERVICEACCOUNTS, Metrics, ScanResult
 from access_hygiene.models.findings import Finding, ObjectRef, Severity, SubjectCapability
-from access_hygiene.reconcile.namespace_classes import NAMESPACE_CLASSES, namespace_classes
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit

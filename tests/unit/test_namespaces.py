@@ -11,19 +11,18 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.namespaces import (
-    CONTROLS,
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.controls import CONTROLS, namespace_controls
+from access_hygiene.engine.ground.network_policies import dns_allowed
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot, name_of, namespace_of
+from access_hygiene.engine.planning.namespace_plan import (
     SUMMARY_ANNOTATION,
     BreakageForecast,
     NamespacePlan,
-    dns_allowed,
-    namespace_controls,
     namespace_summary,
     plan_namespace,
 )
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, name_of, namespace_of
+from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.namespace import (
     DEFAULT_DENY_NAME,
     DNS_ALLOW_NAME,

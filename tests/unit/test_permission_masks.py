@@ -9,32 +9,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
-from access_hygiene.reconcile import permissions
-from access_hygiene.reconcile.audit import load_rules
-from access_hygiene.reconcile.namespaces import service_account_bindings
-from access_hygiene.reconcile.permissions import (
+from access_hygiene.engine.audit.runner import load_rules
+from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES, binding_walk, flagged
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac import capabilities, permissions
+from access_hygiene.engine.rbac.capabilities import Pattern, pattern_masks, register_pattern, rule_grants, rules_grant
+from access_hygiene.engine.rbac.permissions import (
     Binding,
-    Pattern,
     PolicyRule,
     RuleSet,
     UserInfo,
-    pattern_masks,
     permission_index,
-    register_pattern,
-    rule_grants,
-    rules_grant,
+    service_account_bindings,
     service_account_keys,
 )
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES, binding_walk, flagged
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
+from access_hygiene.models.findings import Finding, ObjectRef, Severity, Subject
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit
 
 load_rules()  # registers every rule module's patterns and binding checks
-REGISTERED: list[Pattern] = [pattern for pattern, _ in permissions._PATTERNS.bits.values()]
+REGISTERED: list[Pattern] = [pattern for pattern, _ in capabilities._PATTERNS.bits.values()]
 
 
 def _tokens(position: int) -> list[str]:
@@ -59,8 +55,8 @@ RULES = st.builds(
 
 def test_the_rule_modules_register_their_patterns() -> None:
     assert len(REGISTERED) >= 25  # 28 since issue 25 (per-verb secrets patterns gave way to grant_text)
-    assert permissions.SECRETS_READ in REGISTERED
-    assert permissions.IMPERSONATE in REGISTERED
+    assert capabilities.SECRETS_READ in REGISTERED
+    assert capabilities.IMPERSONATE in REGISTERED
 
 
 @settings(max_examples=300, deadline=None)
@@ -76,7 +72,7 @@ def test_masks_answer_like_rule_grants(rules: list[PolicyRule]) -> None:
 
 def test_a_pattern_registered_later_recomputes_the_masks() -> None:
     ruleset = RuleSet([PolicyRule(verbs=frozenset({"get"}), api_groups=frozenset({""}), resources=frozenset({"*"}))])
-    assert rules_grant(ruleset, permissions.SECRETS_READ)
+    assert rules_grant(ruleset, capabilities.SECRETS_READ)
     late: Pattern = (("get",), ("",), ("configmaps-late-test",))
     register_pattern(late)
     assert rules_grant(ruleset, late)

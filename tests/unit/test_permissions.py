@@ -6,17 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.selectors import selector_matches
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.capabilities import service_account_capabilities
+from access_hygiene.engine.rbac.permissions import PermissionIndex, UserInfo, parse_subject, permission_index
 from access_hygiene.models.findings import Subject
-from access_hygiene.reconcile.permissions import (
-    PermissionIndex,
-    UserInfo,
-    parse_subject,
-    permission_index,
-    selector_matches,
-    service_account_capabilities,
-)
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from tests.pinned_clock import PINNED_NOW
 
 pytestmark = pytest.mark.unit

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.reconcile import permissions
-from access_hygiene.reconcile.permissions import Pattern, PolicyRule, RuleSet, rule_grants, rules_grant
+from access_hygiene.engine.rbac import capabilities, permissions
+from access_hygiene.engine.rbac.capabilities import Pattern, rule_grants, rules_grant
+from access_hygiene.engine.rbac.permissions import PolicyRule, RuleSet
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +62,7 @@ def test_ruleset_remembers_the_same_answer(rules: list[PolicyRule], pattern: Pat
 
 
 def test_bindings_of_one_role_share_its_ruleset() -> None:
-    from access_hygiene.reconcile.snapshot import ClusterSnapshot
+    from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 
     role = {"kind": "ClusterRole", "metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["secrets"],
                                                                       "verbs": ["get"]}]}  # fmt: skip
@@ -72,5 +73,5 @@ def test_bindings_of_one_role_share_its_ruleset() -> None:
     first, second = index.bindings
     assert isinstance(first.rules, RuleSet)
     assert first.rules is second.rules
-    assert rules_grant(first.rules, permissions.SECRETS_READ)
+    assert rules_grant(first.rules, capabilities.SECRETS_READ)
     assert first.rules.masks is not None  # the answer is remembered (as bit masks) for the next binding of the role

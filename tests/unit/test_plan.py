@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from access_hygiene.engine.planning.policy_plan import ADOPT_ANNOTATION, ObjectKey, is_subset, plan_changes
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.plan import ADOPT_ANNOTATION, ObjectKey, is_subset, plan_changes
 from access_hygiene.render.policy import ClusterFacts, render_policy
 
 pytestmark = pytest.mark.unit

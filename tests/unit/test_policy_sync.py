@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from access_hygiene.engine.planning.policy_status import api_server_degradation, refusal_news
+from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling, refusal_reason
 from access_hygiene.k8s.events import render_policy_event
 from access_hygiene.k8s.policy_sync import SyncResult, cluster_facts, sync_policy
 from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
-from access_hygiene.reconcile.ceiling import check_grant_ceiling, refusal_reason
-from access_hygiene.reconcile.status import api_server_degradation, refusal_news
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 from access_hygiene.render.namespace import render_dns_allow
 from access_hygiene.render.policy import render_policy

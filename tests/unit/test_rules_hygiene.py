@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from access_hygiene.engine.audit.runner import load_rules, run_audit
+from access_hygiene.engine.ground.context import AuditContext
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.audit import load_rules, run_audit
-from access_hygiene.reconcile.rules import AuditContext
 from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe, load
 

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from access_hygiene.engine.audit.runner import load_rules, run_audit
+from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES
+from access_hygiene.engine.catalogue.latent_roles import NOT_LATENT, RULE_ID, lowered
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.permissions import is_bootstrap
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.audit import load_rules, run_audit
-from access_hygiene.reconcile.permissions import is_bootstrap
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES
-from access_hygiene.reconcile.rules.latent import NOT_LATENT, RULE_ID, lowered
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from access_hygiene.reconcile.audit import load_rules, run_audit
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, name_of, namespace_of
+from access_hygiene.engine.audit.runner import load_rules, run_audit
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot, name_of, namespace_of
 from tests.pinned_clock import PINNED_NOW
 from tests.unit.rule_fixtures import describe, load
 
@@ -216,7 +216,7 @@ def test_message_names_the_verbs_granted(rule_id: str, namespace: str, policy_ru
 
 def test_every_binding_rule_message_is_checked() -> None:
     """Each binding rule whose message describes what the role grants has a case above (a new rule needs one)."""
-    from access_hygiene.reconcile.rules.binding_walk import BINDING_RULES
+    from access_hygiene.engine.catalogue.binding_walk import BINDING_RULES
 
     exact = {  # messages with nothing to overstate: one verb on one resource, or a composite condition
         "AH-RBAC-001": "*/*/* is everything",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from access_hygiene.reconcile.status import set_condition, status_changed
+from access_hygiene.engine.planning.policy_status import set_condition, status_changed
 
 pytestmark = pytest.mark.unit
 

@@ -7,19 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.models.policy import AccessPolicySpec
-from access_hygiene.reconcile.auditlog import parse_line
-from access_hygiene.reconcile.permissions import PolicyRule
-from access_hygiene.reconcile.usage import (
-    SubjectUsage,
+from access_hygiene.engine.rbac.permissions import PolicyRule
+from access_hygiene.engine.usage.aggregation import SubjectUsage, UsageData
+from access_hygiene.engine.usage.auditlog import parse_line
+from access_hygiene.engine.usage.suggestions import (
     SuggestedRule,
-    UsageData,
     generated_name_reason,
     non_resource_manifests,
     policy_manifest,
     policy_name,
     suggest,
 )
+from access_hygiene.models.policy import AccessPolicySpec
 from tests.unit.audit_events import SA, event
 
 pytestmark = pytest.mark.unit

@@ -8,21 +8,21 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from access_hygiene.k8s.audit_webhook import TokenFile, parse_batch
-from access_hygiene.models.findings import Subject
-from access_hygiene.models.status import AccessPolicyStatus, UnusedRule
-from access_hygiene.reconcile.auditlog import AuditRequest, parse_event
-from access_hygiene.reconcile.permissions import PermissionIndex
-from access_hygiene.reconcile.status import status_to_wire
-from access_hygiene.reconcile.usage import unused_grants
-from access_hygiene.reconcile.usage_counters import UsageCounters, parse_service_account_user, record_all
-from access_hygiene.reconcile.usage_status import (
+from access_hygiene.engine.planning.policy_status import status_to_wire
+from access_hygiene.engine.rbac.permissions import PermissionIndex
+from access_hygiene.engine.usage.auditlog import AuditRequest, parse_event
+from access_hygiene.engine.usage.counters import UsageCounters, parse_service_account_user, record_all
+from access_hygiene.engine.usage.judgement import (
     policy_service_account,
     rbac_snapshot,
     unused_permission_count,
     unused_rules,
     unused_rules_patch,
 )
+from access_hygiene.engine.usage.unused import unused_grants
+from access_hygiene.k8s.audit_webhook import TokenFile, parse_batch
+from access_hygiene.models.findings import Subject
+from access_hygiene.models.status import AccessPolicyStatus, UnusedRule
 from access_hygiene.settings import OperatorSettings
 from tests.unit.audit_events import SA, event
 from tests.unit.test_usage_unused import binding, cluster_role
@@ -388,7 +388,7 @@ def monitor_over(tmp_path: Path, role_bindings: list[dict[str, Any]], policies: 
     """A UsageMonitor (not started: no server, no API) over a ClusterState holding `editish` and these objects."""
     from prometheus_client import CollectorRegistry
 
-    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.usage_monitor import UsageMonitor
     from access_hygiene.k8s.watch_cache import ClusterState, WatchSpec
     from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
     from access_hygiene.metrics import UsageMetrics
@@ -449,7 +449,7 @@ def test_a_missing_certificate_or_a_taken_port_fails_at_start(tmp_path: Path) ->
 
     from prometheus_client import CollectorRegistry
 
-    from access_hygiene.k8s.usage_status import UsageMonitor
+    from access_hygiene.k8s.usage_monitor import UsageMonitor
     from access_hygiene.k8s.watch_cache import ClusterState
     from access_hygiene.metrics import UsageMetrics
 

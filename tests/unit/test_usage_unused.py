@@ -5,13 +5,14 @@ from typing import Any
 
 import pytest
 
-from access_hygiene.reconcile.audit import run_audit
-from access_hygiene.reconcile.auditlog import parse_line
-from access_hygiene.reconcile.permissions import PermissionIndex
-from access_hygiene.reconcile.rules import AuditContext
-from access_hygiene.reconcile.rules.usage import RULE_ID, with_usage
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
-from access_hygiene.reconcile.usage import UsageData, unused_grants
+from access_hygiene.engine.audit.runner import run_audit
+from access_hygiene.engine.catalogue.unused_grants import RULE_ID, with_usage
+from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
+from access_hygiene.engine.rbac.permissions import PermissionIndex
+from access_hygiene.engine.usage.aggregation import UsageData
+from access_hygiene.engine.usage.auditlog import parse_line
+from access_hygiene.engine.usage.unused import unused_grants
 from tests.pinned_clock import PINNED_NOW
 from tests.unit.audit_events import SA, event
 

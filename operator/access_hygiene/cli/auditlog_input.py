@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from access_hygiene.reconcile.auditlog import LineError, parse_line, parse_timestamp
-from access_hygiene.reconcile.usage import UsageData
+from access_hygiene.engine.usage.aggregation import UsageData
+from access_hygiene.engine.usage.auditlog import LineError, parse_line, parse_timestamp
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_NUMBERS = 10

@@ -8,8 +8,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from access_hygiene import __version__
+from access_hygiene.engine.catalogue.registry import Rule
 from access_hygiene.models.findings import Finding, Severity
-from access_hygiene.reconcile.rules import Rule
 
 if TYPE_CHECKING:  # rich is imported where a table or lines are rendered: `-o json/sarif` runs without it
     from rich.console import Console

@@ -10,15 +10,9 @@ from rich.table import Table
 
 from access_hygiene.cli.output import write_json
 from access_hygiene.cli.scan import EXIT_OK, EXIT_USAGE, InputError, add_input_arguments, load_input
+from access_hygiene.engine.rbac.capabilities import binding_capabilities
+from access_hygiene.engine.rbac.permissions import MASTERS_GROUP, Binding, PermissionIndex, UserInfo, parse_subject
 from access_hygiene.models.findings import Subject
-from access_hygiene.reconcile.permissions import (
-    MASTERS_GROUP,
-    Binding,
-    PermissionIndex,
-    UserInfo,
-    binding_capabilities,
-    parse_subject,
-)
 
 
 def register(subparsers: "argparse._SubParsersAction[Any]") -> None:

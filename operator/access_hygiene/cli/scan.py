@@ -33,9 +33,8 @@ from access_hygiene.cli.output import (
     write_json,
 )
 from access_hygiene.clock import SYSTEM_CLOCK, Clock, FixedClock, parse_instant
-from access_hygiene.models.findings import Finding, Severity
-from access_hygiene.reconcile.rules import DEFAULT_EXCLUDED_SUBJECT_PREFIXES, AuditContext
-from access_hygiene.reconcile.snapshot import (
+from access_hygiene.engine.ground.context import DEFAULT_EXCLUDED_SUBJECT_PREFIXES, AuditContext
+from access_hygiene.engine.ground.snapshot import (
     CLUSTER_SCOPED_KINDS,
     KIND_FIELDS,
     ClusterSnapshot,
@@ -43,6 +42,7 @@ from access_hygiene.reconcile.snapshot import (
     name_of,
     namespace_of,
 )
+from access_hygiene.models.findings import Finding, Severity
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -360,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, timer: "PhaseTimer") -> int:
-    from access_hygiene.reconcile.audit import load_rules, run_audit
+    from access_hygiene.engine.audit.runner import load_rules, run_audit
 
     try:
         ctx = audit_context(args)
@@ -440,7 +440,7 @@ def _process_start() -> float:
 def run_rules(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from access_hygiene.reconcile.audit import load_rules
+    from access_hygiene.engine.audit.runner import load_rules
 
     rules = [r for r in load_rules().values() if r.rule_id.startswith(args.prefix)]
     if args.output == "markdown":

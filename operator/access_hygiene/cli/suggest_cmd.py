@@ -1,6 +1,6 @@
 """`access-hygiene suggest`: audit logs in, a least-privilege AccessPolicy per ServiceAccount out.
 
-The rules cover exactly the requests the log shows allowed (see reconcile/usage.py); denied requests are
+The rules cover exactly the requests the log shows allowed (see engine/usage/suggestions.py); denied requests are
 listed as comments, never granted. YAML (default) is ready for `kubectl apply -f`; `-o json` is for scripts.
 
 Exit codes: 0 suggestion written; 1 written but the input was partial (unreadable lines or a truncated
@@ -16,19 +16,21 @@ from typing import Any
 import yaml
 
 from access_hygiene.cli.auditlog_input import AuditInputError, InputReport, add_log_arguments, read_audit_logs
-from access_hygiene.reconcile.permissions import SA_USER_PREFIX
-from access_hygiene.reconcile.usage import (
+from access_hygiene.engine.rbac.permissions import SA_USER_PREFIX
+from access_hygiene.engine.usage.aggregation import (
     DEFAULT_NAMES_THRESHOLD,
     MAX_CLUSTER_RULES,
     MAX_RESOURCE_NAMES,
     MAX_RULES,
-    Suggestion,
     UsageData,
     format_time,
+    service_account_username,
+)
+from access_hygiene.engine.usage.suggestions import (
+    Suggestion,
     non_resource_manifests,
     policy_manifest,
     policy_name,
-    service_account_username,
     suggest,
 )
 

@@ -26,9 +26,9 @@ from access_hygiene.cli.auditlog_input import (
 from access_hygiene.cli.output import findings_json, findings_sarif, render_table, write_json
 from access_hygiene.cli.scan import InputError, add_context_arguments, add_input_arguments, audit_context, load_input
 from access_hygiene.cli.suggest_cmd import parse_service_account
-from access_hygiene.reconcile.permissions import SA_USER_PREFIX
-from access_hygiene.reconcile.rules.usage import RULE_ID, all_unused, with_usage
-from access_hygiene.reconcile.usage import (
+from access_hygiene.engine.catalogue.unused_grants import RULE_ID, all_unused, with_usage
+from access_hygiene.engine.rbac.permissions import SA_USER_PREFIX
+from access_hygiene.engine.usage.aggregation import (
     DEFAULT_MIN_WINDOW_SECONDS,
     UsageData,
     format_duration,
@@ -62,7 +62,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from access_hygiene.reconcile.audit import load_rules, run_audit
+    from access_hygiene.engine.audit.runner import load_rules, run_audit
 
     errors = Console(stderr=True)
     wanted = {service_account_username(ns, name) for ns, name in args.serviceaccount or []}

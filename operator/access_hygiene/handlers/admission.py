@@ -1,6 +1,6 @@
 """Native admission policies: installed (or removed, when switched off) at start-up; re-applied with fresh
-parameters (the operator's clock, owner exemptions, the grant ceiling) on a timer and whenever an exempted
-owner object changes."""
+parameters (the operator's clock, owner exemptions, the grant ceiling, its own user name) on a timer and whenever
+an exempted owner object changes."""
 
 import asyncio
 import contextlib
@@ -10,10 +10,10 @@ from typing import Any
 
 import kopf
 
+from access_hygiene.engine.ground.exemptions import EXEMPT_ANNOTATION
 from access_hygiene.handlers.runtime import runtime_of
 from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.errors import api_errors_as_kopf
-from access_hygiene.reconcile.exemptions import EXEMPT_ANNOTATION
 
 logger = logging.getLogger(__name__)
 

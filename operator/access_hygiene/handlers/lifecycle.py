@@ -12,7 +12,7 @@ from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
-from access_hygiene.k8s.usage_status import UsageMonitor
+from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics, UsageMetrics
 from access_hygiene.settings import OperatorSettings

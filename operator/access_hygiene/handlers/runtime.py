@@ -16,7 +16,7 @@ class Runtime:
     api: Any  # kubernetes.client.ApiClient; typed loosely so handlers never import the client
     metrics: Metrics
     controller: Any = None  # k8s.controller.Controller, set once the watch cache starts
-    usage: Any = None  # k8s.usage_status.UsageMonitor, when the audit webhook is enabled
+    usage: Any = None  # k8s.usage_monitor.UsageMonitor, when the audit webhook is enabled
     clock: Clock = SYSTEM_CLOCK  # the one source of "now" for everything the operator runs
 
 

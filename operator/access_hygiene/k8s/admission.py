@@ -1,6 +1,6 @@
 """Native admission policies in the live cluster: install (server-side apply) with the operator's current
-parameters (clock, owner exemptions, grant ceiling), re-apply when they change, prune what is no longer
-rendered, and remove everything when admission is switched off."""
+parameters (clock, owner exemptions, grant ceiling, its own user name), re-apply when they change, prune what is
+no longer rendered, and remove everything when admission is switched off."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,18 +8,16 @@ from typing import Any
 
 import kubernetes
 
+from access_hygiene.engine.admission.cel import exemption_parameters
+from access_hygiene.engine.admission.forms import compiled_forms
+from access_hygiene.engine.admission.guards import automount_mutation, guard_policies
+from access_hygiene.engine.audit.runner import load_rules
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s import resources
-from access_hygiene.reconcile.admission_forms import (
-    automount_mutation,
-    compiled_forms,
-    exemption_parameters,
-    guard_policies,
-)
-from access_hygiene.reconcile.audit import load_rules
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 from access_hygiene.render.admission import (
     ADMISSION_API_VERSION,
     RULE_LABEL,
+    RULES_ANNOTATION,
     AdmissionConfig,
     OwnerRef,
     render_admission,
@@ -52,6 +50,8 @@ class AdmissionParameters:
     now: datetime
     owner_exemptions: dict[str, str]
     ceiling_rules: list[dict[str, Any]]
+    # Who the operator is to the API server (SelfSubjectReview): the forms on roles do not judge its own writes.
+    operator_username: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,15 @@ def desired_admission(
         return rule.severity.value, rule.title
 
     ctx = settings.audit_context(now=parameters.now)
-    forms = compiled_forms(titles, ctx.excluded_subject_prefixes, parameters.now, parameters.owner_exemptions)
+    forms = compiled_forms(
+        titles,
+        ctx.excluded_subject_prefixes,
+        parameters.now,
+        parameters.owner_exemptions,
+        privileged_namespaces=sorted(ctx.privileged_namespaces),
+        role_capabilities=settings.admission_role_capabilities,
+        operator_username=parameters.operator_username,
+    )
     guards = guard_policies(
         frozenset(settings.allowed_sensitive_capabilities),
         settings.allow_cluster_rules,
@@ -107,7 +115,8 @@ def observe_parameters(
     api: kubernetes.client.ApiClient, settings: OperatorSettings, now: datetime
 ) -> AdmissionParameters:
     """The operator's clock, the active exemptions of owner objects, the grant ceiling's rules (none when the
-    ClusterRole is missing: then no AccessPolicy fits, as the operator would refuse them all)."""
+    ClusterRole is missing: then no AccessPolicy fits, as the operator would refuse them all), and the operator's
+    user name."""
     snapshot = ClusterSnapshot()
     for api_version, kind in OWNER_KINDS:
         for obj in resources.list_objects(api, api_version, kind):
@@ -115,7 +124,19 @@ def observe_parameters(
     entries = exemption_parameters(snapshot, settings.audit_context(now=now))
     ceiling = resources.get(api, "rbac.authorization.k8s.io/v1", "ClusterRole", settings.grant_ceiling_cluster_role)
     rules = [r for r in (ceiling or {}).get("rules") or [] if isinstance(r, dict)]
-    return AdmissionParameters(now=now, owner_exemptions=entries, ceiling_rules=rules)
+    return AdmissionParameters(
+        now=now, owner_exemptions=entries, ceiling_rules=rules, operator_username=own_username(api)
+    )
+
+
+def own_username(api: kubernetes.client.ApiClient) -> str:
+    """The user name the API server sees for this client (SelfSubjectReview; every authenticated user may ask)."""
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    answer = resources.request(api, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=review)
+    username = ((answer.get("status") or {}).get("userInfo") or {}).get("username")
+    if not username:
+        raise ValueError("SelfSubjectReview returned no user name")
+    return str(username)
 
 
 def _live_admission_objects(api: kubernetes.client.ApiClient, label_selector: str) -> list[tuple[str, str]]:
@@ -137,8 +158,18 @@ def apply_admission(api: kubernetes.client.ApiClient, settings: OperatorSettings
     stale = [item for item in _live_admission_objects(api, selector(admission_config(settings))) if item not in wanted]
     for kind, name in stale:
         resources.delete(api, ADMISSION_API_VERSION, kind, name)
-    rules = tuple(sorted({str(m["metadata"]["labels"].get(RULE_LABEL, "")) for m in desired} - {""}))
+    rules = tuple(sorted(rule_ids(desired)))
     return AdmissionResult(applied=len(desired), pruned=len(stale), rules=rules)
+
+
+def rule_ids(manifests: list[dict[str, Any]]) -> set[str]:
+    """The rule ids the rendered policies judge (a rule policy's label, a profile policy's annotation)."""
+    found = set()
+    for manifest in manifests:
+        metadata = manifest["metadata"]
+        found.add(str(metadata["labels"].get(RULE_LABEL, "")))
+        found.update(str((metadata.get("annotations") or {}).get(RULES_ANNOTATION, "")).split(","))
+    return found - {""}
 
 
 def may_manage_admission(api: kubernetes.client.ApiClient) -> bool:

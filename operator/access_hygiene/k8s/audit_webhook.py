@@ -2,7 +2,7 @@
 
 kube-apiserver's webhook backend POSTs `audit.k8s.io/v1` EventLists (batched) to the server URL of its
 webhook kubeconfig, here `https://<operator>:<port>/audit`. Each event is parsed with the same code as the
-CLI's audit-log reader (reconcile/auditlog.py) and handed to a sink (the usage counters).
+CLI's audit-log reader (engine/usage/auditlog.py) and handed to a sink (the usage counters).
 
 Runs in threads of its own (stdlib http.server + ssl), never on kopf's event loop: one accept thread, one
 thread per connection, at most MAX_CONNECTIONS at once (more are closed at once), each with a socket timeout,
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from access_hygiene.reconcile.auditlog import AUDIT_API_VERSION, AuditRequest, LineError, parse_event
+from access_hygiene.engine.usage.auditlog import AUDIT_API_VERSION, AuditRequest, LineError, parse_event
 
 logger = logging.getLogger(__name__)
 

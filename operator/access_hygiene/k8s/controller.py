@@ -22,6 +22,10 @@ import kubernetes
 
 from access_hygiene import API_GROUP
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
+from access_hygiene.engine.audit.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
+from access_hygiene.engine.ground.namespace_classes import namespace_classes
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
+from access_hygiene.engine.planning.policy_status import refusal_news, status_changed
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
@@ -40,10 +44,6 @@ from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.incremental import ALL, CLUSTER, AuditTotals, IncrementalAudit, scoped_snapshot
-from access_hygiene.reconcile.namespace_classes import namespace_classes
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, labels_of, name_of, namespace_of
-from access_hygiene.reconcile.status import refusal_news, status_changed
 from access_hygiene.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)

@@ -37,57 +37,15 @@ CLUSTER_EVENT_NAMESPACE = "default"
 FindingKey = tuple[str, str, str, str, str]
 
 
-def render_event(finding: Finding, uid: str, now: datetime) -> dict[str, Any]:
-    obj = finding.object
-    namespace = obj.namespace or CLUSTER_EVENT_NAMESPACE
+def _warning_event(
+    name: str, namespace: str, involved: dict[str, str], reason: str, message: str, now: datetime
+) -> dict[str, Any]:
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    subject = f" ({finding.subject})" if finding.subject else ""
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {
-            "name": object_name(obj.name, f"{now.timestamp():.0f}", finding.rule_id.lower(), max_length=253),
-            "namespace": namespace,
-        },
-        "involvedObject": {
-            "apiVersion": API_VERSIONS.get(obj.kind, obj.api_version),
-            "kind": obj.kind,
-            "name": obj.name,
-            "namespace": obj.namespace,
-            "uid": uid,
-        },
-        "type": "Warning",
-        "reason": EVENT_REASON,
-        "message": f"{finding.rule_id} [{finding.severity.value}]{subject}: {finding.message}"[:1024],
-        "source": {"component": FIELD_MANAGER},
-        "reportingComponent": FIELD_MANAGER,
-        "reportingInstance": FIELD_MANAGER,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
-
-
-def render_policy_event(policy: Mapping[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
-    """A Warning Event on an AccessPolicy (`kubectl describe accesspolicy` shows it): why it was refused."""
-    metadata = policy.get("metadata") or {}
-    name, namespace = str(metadata.get("name") or ""), str(metadata.get("namespace") or "")
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    generation = f"g{metadata.get('generation') or 0}"
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "name": object_name(name, generation, f"{now.timestamp():.0f}", reason.lower(), max_length=253),
-            "namespace": namespace,
-        },
-        "involvedObject": {
-            "apiVersion": str(policy.get("apiVersion") or ""),
-            "kind": "AccessPolicy",
-            "name": name,
-            "namespace": namespace,
-            "uid": str(metadata.get("uid") or ""),
-        },
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": involved,
         "type": "Warning",
         "reason": reason,
         "message": message[:1024],
@@ -98,6 +56,46 @@ def render_policy_event(policy: Mapping[str, Any], reason: str, message: str, no
         "lastTimestamp": stamp,
         "count": 1,
     }
+
+
+def render_event(finding: Finding, uid: str, now: datetime) -> dict[str, Any]:
+    obj = finding.object
+    subject = f" ({finding.subject})" if finding.subject else ""
+    return _warning_event(
+        object_name(obj.name, f"{now.timestamp():.0f}", finding.rule_id.lower(), max_length=253),
+        obj.namespace or CLUSTER_EVENT_NAMESPACE,
+        {
+            "apiVersion": API_VERSIONS.get(obj.kind, obj.api_version),
+            "kind": obj.kind,
+            "name": obj.name,
+            "namespace": obj.namespace,
+            "uid": uid,
+        },
+        EVENT_REASON,
+        f"{finding.rule_id} [{finding.severity.value}]{subject}: {finding.message}",
+        now,
+    )
+
+
+def render_policy_event(policy: Mapping[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """A Warning Event on an AccessPolicy (`kubectl describe accesspolicy` shows it): why it was refused."""
+    metadata = policy.get("metadata") or {}
+    name, namespace = str(metadata.get("name") or ""), str(metadata.get("namespace") or "")
+    generation = f"g{metadata.get('generation') or 0}"
+    return _warning_event(
+        object_name(name, generation, f"{now.timestamp():.0f}", reason.lower(), max_length=253),
+        namespace,
+        {
+            "apiVersion": str(policy.get("apiVersion") or ""),
+            "kind": "AccessPolicy",
+            "name": name,
+            "namespace": namespace,
+            "uid": str(metadata.get("uid") or ""),
+        },
+        reason,
+        message,
+        now,
+    )
 
 
 class EventRecorder:

@@ -8,17 +8,12 @@ from typing import Any
 
 import kubernetes
 
+from access_hygiene.engine.ground.controls import namespace_controls
+from access_hygiene.engine.ground.exemptions import namespace_exempt_by_config
+from access_hygiene.engine.ground.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, is_managed, name_of, namespace_of
+from access_hygiene.engine.planning.namespace_plan import NamespacePlan, namespace_summary, plan_namespace
 from access_hygiene.k8s import resources
 from access_hygiene.models.findings import Finding
-from access_hygiene.reconcile.exemptions import namespace_exempt_by_config
-from access_hygiene.reconcile.namespaces import (
-    NamespacePlan,
-    is_managed,
-    namespace_controls,
-    namespace_summary,
-    plan_namespace,
-)
-from access_hygiene.reconcile.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, name_of, namespace_of
 from access_hygiene.settings import OperatorSettings
 
 MODE_LABEL = "accesshygiene.io/mode"

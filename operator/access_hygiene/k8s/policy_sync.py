@@ -12,27 +12,27 @@ from typing import Any, Protocol
 import kubernetes
 from pydantic import ValidationError
 
-from access_hygiene.k8s import resources
-from access_hygiene.k8s.discovery import ServedResourcesCache
-from access_hygiene.k8s.errors import api_error_message
-from access_hygiene.models.findings import Finding
-from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
-from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
-from access_hygiene.reconcile.ceiling import (
-    CeilingViolation,
-    check_grant_ceiling,
-    refusal_reason,
-    requested_resources,
-)
-from access_hygiene.reconcile.plan import ObjectKey, Plan, is_owned_by, plan_changes
-from access_hygiene.reconcile.status import (
+from access_hygiene.engine.planning.policy_plan import ObjectKey, Plan, is_owned_by, plan_changes
+from access_hygiene.engine.planning.policy_status import (
     api_server_degradation,
     count_policy_findings,
     dns_degradation,
     set_condition,
     status_to_wire,
 )
-from access_hygiene.reconcile.validation import manifest_problems
+from access_hygiene.engine.planning.validation import manifest_problems
+from access_hygiene.engine.rbac.grant_ceiling import (
+    CeilingViolation,
+    check_grant_ceiling,
+    refusal_reason,
+    requested_resources,
+)
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.discovery import ServedResourcesCache
+from access_hygiene.k8s.errors import api_error_message
+from access_hygiene.models.findings import Finding
+from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
+from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
 from access_hygiene.render.policy import POLICY_UID_LABEL, ClusterFacts, render_policy
 from access_hygiene.settings import OperatorSettings
 
@@ -73,7 +73,7 @@ def format_validation_error(error: ValidationError) -> str:
 
 
 class PolicyObjects(Protocol):
-    """Where observed objects come from: the watch cache (reconcile/incremental.py's ObjectSource)."""
+    """Where observed objects come from: the watch cache (engine/audit/incremental.py's ObjectSource)."""
 
     def in_namespace(self, kind: str, namespace: str) -> list[Any]: ...
 

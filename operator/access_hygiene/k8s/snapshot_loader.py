@@ -4,8 +4,8 @@ from collections.abc import Callable
 
 import kubernetes
 
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s.resources import list_objects
-from access_hygiene.reconcile.snapshot import ClusterSnapshot
 
 # (apiVersion, kind) in load order; RBAC first so a progress display shows the core data early.
 SNAPSHOT_KINDS: tuple[tuple[str, str], ...] = (

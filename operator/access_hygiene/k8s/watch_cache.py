@@ -24,9 +24,9 @@ from typing import Any
 import kubernetes
 import urllib3
 
+from access_hygiene.engine.ground.snapshot import ClusterSnapshot, trim_object
 from access_hygiene.k8s.errors import OUTAGE, is_connection_error
 from access_hygiene.k8s.resources import Obj, open_response, resource_type
-from access_hygiene.reconcile.snapshot import ClusterSnapshot, trim_object
 
 logger = logging.getLogger(__name__)
 # A private generator: jitter must not draw from (or disturb) the global random state.
@@ -98,7 +98,7 @@ class ClusterState:
         self._listener: Listener | None = None
         self.relists = 0
 
-    # Reading (the ObjectSource protocol of reconcile/incremental.py) -------------------------------
+    # Reading (the ObjectSource protocol of engine/audit/incremental.py) -------------------------------
 
     def objects(self, kind: str) -> list[Obj]:
         with self._lock:

@@ -144,6 +144,8 @@ def _security_args(pod_context: Mapping[str, Any], container_context: Mapping[st
             raise ImageError("runAsNonRoot with runAsUser 0: the kubelet refuses to start this container")
     if user is not None:
         args.append(f"--user={user}" + (f":{group}" if group is not None else ""))
+    # podman adds an /etc/passwd entry for the user; containerd (a real kubelet) does not: neither do we.
+    args.append("--passwd=false")
     groups = list(pod_context.get("supplementalGroups", []))
     if "fsGroup" in pod_context:
         groups.append(pod_context["fsGroup"])

@@ -33,7 +33,7 @@ class PlannedChange(WireModel):
     detail: str = ""
 
 
-# status.unusedRules lists at most this many entries (most specific first; see reconcile/usage_status.py).
+# status.unusedRules lists at most this many entries (most specific first; see engine/usage/judgement.py).
 MAX_UNUSED_RULES = 50
 
 
@@ -64,7 +64,7 @@ class AccessPolicyStatus(WireModel):
     planned_changes: list[PlannedChange] = Field(default_factory=list)
     violations: int = 0
     # Continuous mode (audit webhook, opt-in): absent until the ServiceAccount was observed long enough;
-    # [] when everything it is granted was used. Written by k8s/usage_status.py, never by the policy sync.
+    # [] when everything it is granted was used. Written by k8s/usage_monitor.py, never by the policy sync.
     unused_rules: list[UnusedRule] | None = Field(
         default=None,
         max_length=MAX_UNUSED_RULES,

@@ -1,7 +1,7 @@
 """Native admission policies: ValidatingAdmissionPolicy (+ bindings) per compiled rule, the AccessPolicy
 guards, and the MutatingAdmissionPolicy that turns token automount off.
 
-Pure: forms (CEL built by reconcile/admission_forms.py from the rule knowledge, with the operator's
+Pure: forms (CEL built by engine/admission/forms.py from the rule knowledge, with the operator's
 parameters such as its clock already in their variables) and settings in, plain manifest dicts out.
 Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
 stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
@@ -22,6 +22,8 @@ MODE_LABEL = f"{API_GROUP}/mode"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT_VALUE = "admission"
 RULE_LABEL = f"{API_GROUP}/rule"
+PROFILE_LABEL = f"{API_GROUP}/profile"
+RULES_ANNOTATION = f"{API_GROUP}/rules"
 POLICY_PREFIX = "access-hygiene"
 Mode = Literal["audit", "enforce"]
 Obj = dict[str, Any]
@@ -53,6 +55,10 @@ class AdmissionForm:
     exempt: str
     variables: tuple[tuple[str, str], ...] = ()
     match_conditions: tuple[tuple[str, str], ...] = ()
+    # What the enforce-mode binding does with a violation (the audit-mode binding always warns and audits).
+    enforce_actions: tuple[str, ...] = ("Deny",)
+    # The opt-in profile the form belongs to ("" for the core forms): a profile's forms share one policy.
+    profile: str = ""
 
     @property
     def message(self) -> str:
@@ -150,6 +156,7 @@ def _binding(
     operations: Sequence[str],
     *,
     mutating: bool = False,
+    enforce_actions: Sequence[str] = ("Deny",),
 ) -> Obj:
     """One binding per mode. Cluster-scoped kinds follow the default mode only (they have no namespace)."""
     scoped = [r for r in resources if r.namespaced or mode == config.default_mode]
@@ -161,7 +168,7 @@ def _binding(
         },
     }
     if not mutating:
-        spec["validationActions"] = ["Deny"] if mode == "enforce" else ["Warn", "Audit"]
+        spec["validationActions"] = list(enforce_actions) if mode == "enforce" else ["Warn", "Audit"]
     kind = "MutatingAdmissionPolicyBinding" if mutating else "ValidatingAdmissionPolicyBinding"
     return {
         "apiVersion": ADMISSION_API_VERSION,
@@ -197,7 +204,56 @@ def render_rule_policy(form: AdmissionForm, config: AdmissionConfig) -> list[Obj
         "spec": spec,
     }
     bindings = [
-        _binding(config, name, mode, form.resources, RULE_OPERATIONS) for mode in _modes(form.resources, config)
+        _binding(config, name, mode, form.resources, RULE_OPERATIONS, enforce_actions=form.enforce_actions)
+        for mode in _modes(form.resources, config)
+    ]
+    return [policy, *bindings]
+
+
+def _variable_name(rule_id: str) -> str:
+    return "violation_" + rule_id.lower().replace("-", "_")
+
+
+def render_profile_policy(profile: str, forms: Sequence[AdmissionForm], config: AdmissionConfig) -> list[Obj]:
+    """One ValidatingAdmissionPolicy for all forms of an opt-in profile (one validation per rule id, each with its
+    rule's message and exemption), plus its bindings. The forms must share their resources, match conditions,
+    actions and variables (they judge the same object the same way): one policy is re-applied per refresh
+    instead of one per rule."""
+    first = forms[0]
+    for form in forms:
+        shared = (form.resources, form.match_conditions, form.enforce_actions, form.variables, form.profile)
+        if shared != (first.resources, first.match_conditions, first.enforce_actions, first.variables, profile):
+            raise ValueError(f"admission form {form.rule_id} does not share the {profile} profile's settings")
+    name = object_name(POLICY_PREFIX, profile)
+    variables = [{"name": n, "expression": e} for n, e in first.variables]
+    variables += [{"name": _variable_name(f.rule_id), "expression": f.violation} for f in forms]
+    conditions = [{"name": n, "expression": e} for n, e in first.match_conditions] + exempt_selector_condition(config)
+    spec: Obj = {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": _resource_rules(first.resources, RULE_OPERATIONS)},
+        "variables": variables,
+        "validations": [
+            {
+                "expression": f"!variables.{_variable_name(f.rule_id)} || ({f.exempt})",
+                "message": f.message,
+                "reason": "Forbidden",
+            }
+            for f in forms
+        ],
+    }
+    if conditions:
+        spec["matchConditions"] = conditions
+    metadata = _metadata(config, name, **{PROFILE_LABEL: profile})
+    metadata["annotations"] = {RULES_ANNOTATION: ",".join(f.rule_id for f in forms)}
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": metadata,
+        "spec": spec,
+    }
+    bindings = [
+        _binding(config, name, mode, first.resources, RULE_OPERATIONS, enforce_actions=first.enforce_actions)
+        for mode in _modes(first.resources, config)
     ]
     return [policy, *bindings]
 
@@ -288,8 +344,14 @@ def render_admission(
 ) -> list[Obj]:
     """Every admission object except the parameter ConfigMap, policies before their bindings."""
     objects: list[Obj] = []
+    profiles: dict[str, list[AdmissionForm]] = {}
     for form in sorted(forms, key=lambda f: f.rule_id):
-        objects.extend(render_rule_policy(form, config))
+        if form.profile:
+            profiles.setdefault(form.profile, []).append(form)
+        else:
+            objects.extend(render_rule_policy(form, config))
+    for profile, members in sorted(profiles.items()):
+        objects.extend(render_profile_policy(profile, members, config))
     for guard in guards:
         objects.extend(render_guard_policy(guard, config))
     for mutation in mutations:

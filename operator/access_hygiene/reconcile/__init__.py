@@ -1,1 +1,0 @@
-"""Pure planning (desired vs observed) and the audit rules."""
