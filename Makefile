@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test test-future-clock lint unit cluster controlplane image test-image generate crd deploy bench clean
+.PHONY: run test test-future-clock lint unit cluster controlplane node node-test image test-image generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 # Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm once; cached under ~/.cache/access-hygiene.
 controlplane:
 	bash controlplane/build.sh >/dev/null
+
+# A node for the local control plane (kubelet, containerd, kube-proxy, kube-scheduler, CNI plugins, CoreDNS,
+# kube-network-policies, agnhost, pause); cached under ~/.cache/access-hygiene like the control plane.
+node:
+	bash controlplane/node/build.sh >/dev/null
 
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
@@ -43,8 +48,14 @@ unit: $(VENV)/.installed
 cluster: $(VENV)/.installed controlplane
 	$(PY) -m pytest -m cluster
 
+# The node tier is not part of `make test` yet (it needs root and ~1 min of node bring-up): `make node-test`.
 test: $(VENV)/.installed controlplane lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not node"
+
+# The node tier: one node for the session (localcluster/node.py), tokens inside containers, DNS, NetworkPolicies
+# on packets. Needs root, runc and iptables.
+node-test: $(VENV)/.installed controlplane node
+	$(PY) -m pytest -m node tests/node
 
 # The unit and contract tiers again with the system clock three years ahead (libfaketime, preloaded from the
 # `libfaketime` dev package): a test that reads today's date instead of a pinned clock fails here. Monotonic clocks

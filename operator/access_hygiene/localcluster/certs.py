@@ -113,3 +113,18 @@ def make_audit_webhook_certs(directory: Path, ca: ControlPlaneCerts) -> AuditWeb
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
     )  # fmt: skip
     return AuditWebhookCerts(serving_cert, serving_key, client_cert, client_key)
+
+
+CLIENT_EXTENSIONS = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+)
+
+
+def issue_client_cert(
+    directory: Path, ca: ControlPlaneCerts, name: str, user: str, groups: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A client certificate (cert, key) signed by the control plane's CA: the API server reads `user` from the
+    common name and `groups` from the organizations."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subject = f"/CN={user}" + "".join(f"/O={group}" for group in groups)
+    return _issue(directory, ca, name, subject, CLIENT_EXTENSIONS)

@@ -20,7 +20,13 @@ from types import TracebackType
 from typing import IO, Self
 
 from access_hygiene.localcluster import watchdog
-from access_hygiene.localcluster.certs import AuditWebhookCerts, ControlPlaneCerts, make_audit_webhook_certs, make_certs
+from access_hygiene.localcluster.certs import (
+    AuditWebhookCerts,
+    ControlPlaneCerts,
+    issue_client_cert,
+    make_audit_webhook_certs,
+    make_certs,
+)
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 ADMIN_USER = "local-admin"
@@ -162,6 +168,10 @@ class ControlPlane:
     audit_webhook_port: int = 0
     start_timeout: float = 90.0
     keep_workdir: bool = False
+    # Serve a node (localcluster/node.py): kube-apiserver advertises this address (the endpoint of the `kubernetes`
+    # Service, which the node relays to loopback), authorizes kubelets with the Node authorizer and NodeRestriction,
+    # and presents a client certificate to kubelets (logs, exec). None, the default, changes nothing.
+    advertise_address: str | None = None
     api_port: int = 0
     kubeconfig: Path = field(init=False)
     operator_kubeconfig: Path = field(init=False)
@@ -174,6 +184,7 @@ class ControlPlane:
     _owns_workdir: bool = field(init=False, default=False)
     _certs: ControlPlaneCerts | None = field(init=False, default=None)
     _etcd_url: str = field(init=False, default="")
+    _kubelet_client: tuple[Path, Path] | None = field(init=False, default=None)
     _watchdog: subprocess.Popen[bytes] | None = field(init=False, default=None)
     _watchdog_pipe: IO[str] | None = field(init=False, default=None)
 
@@ -190,6 +201,12 @@ class ControlPlane:
     def ca_cert(self) -> Path:
         assert self._certs is not None
         return self._certs.ca_cert
+
+    @property
+    def certs(self) -> ControlPlaneCerts:
+        """The CA (which signs node components' client certificates), serving and service account keys."""
+        assert self._certs is not None
+        return self._certs
 
     @property
     def audit_log_path(self) -> Path:
@@ -218,6 +235,11 @@ class ControlPlane:
         )
         if self.audit_webhook:
             self.webhook = self._prepare_audit_webhook(self._certs)
+        if self.advertise_address is not None:
+            self._kubelet_client = issue_client_cert(
+                self._dir / "pki", self._certs, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                ("system:masters",),
+            )  # fmt: skip
         try:
             self._start_watchdog()
             etcd_url = self._start_etcd(bin_dir)
@@ -322,14 +344,14 @@ class ControlPlane:
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={self.advertise_address or '127.0.0.1'}",
             f"--secure-port={self.api_port}",
             f"--cert-dir={self._dir / 'apiserver-certs'}",
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
             f"--client-ca-file={certs.ca_cert}",
             f"--token-auth-file={self._dir / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={'RBAC' if self.advertise_address is None else 'Node,RBAC'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={certs.sa_pub}",
             f"--service-account-signing-key-file={certs.sa_key}",
@@ -338,6 +360,13 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ]
+        if self._kubelet_client is not None:
+            args += [
+                f"--kubelet-client-certificate={self._kubelet_client[0]}",
+                f"--kubelet-client-key={self._kubelet_client[1]}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--enable-admission-plugins=NodeRestriction",
+            ]
         if self.audit_log or self.webhook is not None:
             policy = self._dir / "audit-policy.yaml"
             policy.write_text(_AUDIT_POLICY if self.audit_log else _WEBHOOK_AUDIT_POLICY)

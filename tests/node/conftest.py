@@ -1,0 +1,47 @@
+"""Node-tier fixtures: a real node (containerd + runc, kubelet, kube-proxy, CoreDNS, kube-network-policies) on a
+control plane of its own, brought up once per session (localcluster/node.py)."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import kubernetes
+import pytest
+
+from access_hygiene.localcluster import ControlPlane
+from access_hygiene.localcluster.node import API_ADDRESS, Node, missing_prerequisites
+from tests.conftest import Cluster
+
+
+@dataclass
+class NodeCluster(Cluster):
+    node: Node
+
+    @property
+    def probe_image(self) -> str:
+        return self.node.images["agnhost"]
+
+
+@pytest.fixture(scope="session")
+def node_cluster() -> Iterator[NodeCluster]:
+    problems = missing_prerequisites()
+    if problems:
+        message = "the node tier cannot run here: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with ControlPlane(advertise_address=API_ADDRESS) as control_plane, Node(control_plane) as node:
+        print(f"\nNode up: {', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())}")
+        yield NodeCluster(control_plane, node)
+
+
+@pytest.fixture
+def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
+    """A fresh namespace on the node's cluster, deleted afterwards (its pods with it)."""
+    name = f"n-{uuid.uuid4().hex[:10]}"
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": name, "labels": {"test": "node"}}})
+        yield name
+        core.delete_namespace(name, grace_period_seconds=0)
