@@ -48,9 +48,9 @@ unit: $(VENV)/.installed
 cluster: $(VENV)/.installed controlplane
 	$(PY) -m pytest -m cluster
 
-# The node tier is not part of `make test` yet (it needs root and ~1 min of node bring-up): `make node-test`.
-test: $(VENV)/.installed controlplane lint
-	$(PY) -m pytest -m "not node"
+# Every tier: lint, unit, contract, cluster, image and node (root, runc and iptables; `.ci/run` installs them).
+test: $(VENV)/.installed controlplane node lint
+	$(PY) -m pytest
 
 # The node tier: one node for the session (localcluster/node.py), tokens inside containers, DNS, NetworkPolicies
 # on packets. Needs root, runc and iptables.
