@@ -36,6 +36,12 @@ Schema = dict[str, Any]
 # --- schema building blocks -------------------------------------------------------------------
 
 
+def with_deprecated(schema: Schema, **deprecated: Schema) -> Schema:
+    """A closed object that still accepts (optional, never required) keys earlier releases had."""
+    schema["properties"].update(deprecated)
+    return schema
+
+
 def closed(properties: dict[str, Schema], description: str = "") -> Schema:
     """An object whose keys are exactly `properties` (all of them required: values.yaml has them)."""
     schema: Schema = {
@@ -164,14 +170,21 @@ def values_schema() -> Schema:
         ),
         "rbac": closed({"clusterRules": closed({"enabled": boolean("Allow spec.rbac.clusterRules.")})}),
         "secretMetadata": closed({"enabled": boolean("List Secret metadata (grants list/watch on Secrets).")}),
-        "admission": closed(
-            {
-                "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
-                "roleCapabilities": {
-                    "enum": ["warn", "deny", "off"],
-                    "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, or off.",
-                },
-            }
+        "admission": with_deprecated(
+            closed(
+                {
+                    "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
+                    "roleCapabilities": {
+                        "enum": ["warn", "deny", "off"],
+                        "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, or off.",
+                    },
+                }
+            ),
+            refreshSeconds=integer(
+                "Deprecated, ignored: admission parameters follow events, nothing refreshes on a period. Still "
+                "accepted so values files that set it keep validating on upgrade.",
+                minimum=1,
+            ),
         ),
         "auditWebhook": closed(
             {

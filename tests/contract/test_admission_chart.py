@@ -57,6 +57,12 @@ def test_role_capabilities_profile_reaches_the_operator(helm: Path, values: tupl
     assert settings.admission_role_capabilities == expected
 
 
+def test_deprecated_refresh_seconds_still_validates_and_does_nothing(helm: Path) -> None:
+    """admission.refreshSeconds was removed (nothing polls); a values file from an earlier release keeps working."""
+    env = _env(render(helm, "--set", "admission.enabled=true", "--set", "admission.refreshSeconds=60"))
+    assert not any("REFRESH" in key for key in env)
+
+
 def test_role_capabilities_profile_refuses_other_values(helm: Path) -> None:
     with pytest.raises(subprocess.CalledProcessError) as failed:
         render(helm, "--set", "admission.enabled=true", "--set", "admission.roleCapabilities=block")
