@@ -176,7 +176,8 @@ def values_schema() -> Schema:
                     "enabled": boolean("Install native admission policies compiled from the rule catalogue."),
                     "roleCapabilities": {
                         "enum": ["warn", "deny", "off"],
-                        "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, or off.",
+                        "description": "Role-capabilities profile: warn everywhere, deny in enforce namespaces, "
+                        "or off.",
                     },
                 }
             ),
