@@ -204,21 +204,24 @@ def test_local_killed_takes_its_control_plane_down(tmp_path: Path) -> None:
              "--verbose"],
             stdout=out, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT,
         )  # fmt: skip
-        _wait_for_lines(process, log, STARTED, timeout=120)
-        with kubernetes.config.new_client_from_config(config_file=str(workdir / "kubeconfig")) as api:
-            custom: Any = kubernetes.client.CustomObjectsApi(api)
+        try:
+            _wait_for_lines(process, log, STARTED, timeout=120)
+            with kubernetes.config.new_client_from_config(config_file=str(workdir / "kubeconfig")) as api:
+                custom: Any = kubernetes.client.CustomObjectsApi(api)
 
-            def admission_policies() -> list[str]:
-                listed = custom.list_cluster_custom_object(
-                    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
-                    label_selector="app.kubernetes.io/managed-by=access-hygiene",
-                )  # fmt: skip
-                return [item["metadata"]["name"] for item in listed["items"]]
+                def admission_policies() -> list[str]:
+                    listed = custom.list_cluster_custom_object(
+                        "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+                        label_selector="app.kubernetes.io/managed-by=access-hygiene",
+                    )  # fmt: skip
+                    return [item["metadata"]["name"] for item in listed["items"]]
 
-            assert "access-hygiene-accesspolicy-requester" in wait_for(admission_policies, timeout=60)
-        assert len(_processes_under(workdir)) >= 4, _processes_under(workdir)  # etcd, apiserver, kcm, watchdog
-        process.kill()
-        process.wait(timeout=30)
+                # The policies are written a few at a time: wait for the one this checks, not for the first.
+                wait_for(lambda: "access-hygiene-accesspolicy-requester" in admission_policies(), timeout=60)
+            assert len(_processes_under(workdir)) >= 4, _processes_under(workdir)  # etcd, apiserver, kcm, watchdog
+        finally:
+            process.kill()  # also when an assertion failed: a leftover `local` would outlive the test
+            process.wait(timeout=30)
     assert _gone_within(workdir, STOPS_WITHIN) == [], "control plane processes outlived a SIGKILLed `local`"
     stopped = [line for line in (workdir / "watchdog.log").read_text().splitlines() if "Stopping" in line]
     assert [[name for name in ("kube-apiserver", "kube-controller-manager", "etcd") if name in line]

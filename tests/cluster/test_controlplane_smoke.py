@@ -73,7 +73,8 @@ def test_subject_access_review_follows_a_role(cluster: Cluster, namespace: str) 
                 "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
             },
         )
-        assert _sar(api, "alice", "get", "configmaps", namespace)
+        # The authorizer learns of a new binding from its own watch: wait for it (seen late once under CI load).
+        assert _wait_for(lambda: _sar(api, "alice", "get", "configmaps", namespace))
         assert _sar(api, "alice", "list", "configmaps", namespace)
         assert not _sar(api, "alice", "delete", "configmaps", namespace)
         assert not _sar(api, "alice", "get", "secrets", namespace)
