@@ -27,7 +27,12 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     parser.add_argument("--examples", type=Path, action="append", default=[], help="manifest file or dir to apply")
     parser.add_argument("--workdir", type=Path, default=Path(".local-cluster"), help="state dir (recreated)")
     parser.add_argument("--port", type=int, default=0, help="kube-apiserver port (default: a free one)")
-    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="stop after N seconds (with --node: N seconds once running; default: until Ctrl-C)",
+    )
     parser.add_argument(
         "--node",
         action="store_true",
@@ -151,10 +156,12 @@ def run_node(args: argparse.Namespace) -> int:
     from access_hygiene.k8s.bootstrap import apply_manifests, load_manifests
     from access_hygiene.k8s.client import make_api_client
     from access_hygiene.localcluster import ControlPlane
-    from access_hygiene.localcluster.image import build_image, export_image, missing_tools
-    from access_hygiene.localcluster.node import API_ADDRESS, Node, missing_prerequisites
+    from access_hygiene.localcluster.controlplane import ControlPlaneError
+    from access_hygiene.localcluster.image import ImageError, build_image, export_image, missing_tools
+    from access_hygiene.localcluster.node import API_ADDRESS, Node, NodeError, missing_prerequisites
     from access_hygiene.localcluster.node_cluster import (
         RELEASE,
+        ChartError,
         access_policies,
         helm,
         install_chart,
@@ -221,6 +228,9 @@ def run_node(args: argparse.Namespace) -> int:
                             print(f"warning: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         pass
+    except (ControlPlaneError, NodeError, ImageError, ChartError) as error:  # stopped in order all the same
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     with contextlib.suppress(OSError):
         print("Stopped.", flush=True)
     return 0
