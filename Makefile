@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test test-future-clock lint unit cluster controlplane node node-test image test-image generate crd deploy bench clean
+.PHONY: run run-node test test-future-clock lint unit cluster controlplane node node-test image test-image generate crd deploy bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ node:
 # The main job on a local default: a real control plane on loopback, the CRD, the examples, the operator.
 run: $(VENV)/.installed controlplane
 	$(BIN)/access-hygiene local --examples examples --examples examples/findings
+
+# The same on the in-cluster path: the control plane with a real node, the operator image built from the Dockerfile
+# and imported into the node, the chart installed with helm, the operator in its Pod (docs/node.md). Needs root.
+run-node: $(VENV)/.installed controlplane node
+	$(BIN)/access-hygiene local --node --examples examples --examples examples/findings
 
 # The operator image from the Dockerfile on a local Debian base (mmdebstrap), no registry: podman + runc + mmdebstrap
 # (Debian packages). Cached under ~/.cache/access-hygiene/image, keyed by a hash of the build inputs.

@@ -45,3 +45,9 @@ def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
         core.create_namespace({"metadata": {"name": name, "labels": {"test": "node"}}})
         yield name
         core.delete_namespace(name, grace_period_seconds=0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`local --node` (test_local_node_cmd.py) starts a node of its own: it runs first, before the session's node
+    exists (one node per machine)."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/node/test_local_node_cmd.py")
