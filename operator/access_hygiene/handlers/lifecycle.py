@@ -12,6 +12,7 @@ from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
+from access_hygiene.k8s.errors import quiet_retry_logs
 from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics, UsageMetrics
@@ -77,6 +78,7 @@ def bounded_session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
 @kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings)
+    quiet_retry_logs()  # an outage is one line and a metric, not a line per retried request
     operator_settings = OperatorSettings()
     metrics = Metrics(detailed=operator_settings.detailed_metrics)
     if operator_settings.metrics_port:

@@ -25,7 +25,7 @@ import kubernetes
 import urllib3
 
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot, trim_object
-from access_hygiene.k8s.errors import OUTAGE, is_connection_error
+from access_hygiene.k8s.errors import OUTAGE, is_connection_error, is_transient, retry_reason
 from access_hygiene.k8s.resources import Obj, open_response, resource_type
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class WatchSpec:
     api_version: str
     kind: str
     label_selector: str = ""
+    field_selector: str = ""  # e.g. metadata.name=<name>: one named object (a CRD) rather than every one
     metadata_only: bool = False  # Secrets: names, labels and annotations are enough; data is never fetched
     optional: bool = False  # a kind the cluster may not serve (e.g. the CRD is not installed yet)
 
@@ -258,6 +259,8 @@ class Reflector:
         query = dict(extra)
         if self.spec.label_selector:
             query["labelSelector"] = self.spec.label_selector
+        if self.spec.field_selector:
+            query["fieldSelector"] = self.spec.field_selector
         return query
 
     def _prepare(self, obj: Obj) -> Obj:
@@ -286,6 +289,8 @@ class Reflector:
                     return
                 if is_connection_error(error):
                     OUTAGE.failed(error)
+                elif is_transient(error) and OUTAGE.in_outage:  # a restarting API server: part of the outage
+                    OUTAGE.retried(retry_reason(error))
                 elif isinstance(error, kubernetes.client.ApiException) and error.status == 404 and self.spec.optional:
                     self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced; look again later
                     delay = MAX_RECONNECT_DELAY
@@ -327,6 +332,7 @@ class Reflector:
             timeoutSeconds=str(timeout_seconds),
         )
         response = self._request(query, timeout=(5.0, timeout_seconds + 30.0))
+        OUTAGE.succeeded()  # the watch is open: the API server answers
         self._response = response
         try:
             for line in _lines(response):
@@ -379,6 +385,7 @@ class WatchCache:
         specs: Iterable[WatchSpec],
         counted_label: tuple[str, str] | None = None,
     ) -> None:
+        self.api = api
         self.state = ClusterState(specs, counted_label)
         self.reflectors = [Reflector(api, spec, self.state) for spec in self.state.specs]
 
