@@ -2,9 +2,10 @@
 
     python benchmarks/report_writer_memory.py [--findings 42600] [--namespaces 2000] [--top 8]
 
-The API is a stand-in that answers like the API server (LIST: no reports yet; POST/PATCH: the object back with
+The API is a stand-in that answers like the API server (paged LISTs; POST/PATCH: the object back with
 managedFields) and counts requests, so this measures the writer alone, not the network. Prints, for the start-up
-sync (every report new), a sync after one namespace's findings changed, and a sync with nothing changed: the
+sync (every report new), a sync after one namespace's findings changed, a sync with nothing changed and a new
+writer's first sync over the reports already there (an operator restart): the
 writes, the time, tracemalloc's peak during the sync and what stays allocated afterwards (the writer's state),
 and VmRSS growth. --top prints the biggest allocation sites still held after the start-up sync.
 Not a timed test: figures depend on the machine.
@@ -16,6 +17,7 @@ import json
 import sys
 import time
 import tracemalloc
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -54,24 +56,41 @@ def population(count: int, namespaces: int) -> list[Finding]:
 
 
 class FakeApi:
-    """Answers the writer's requests as the API server would, and counts them by verb."""
+    """Answers the writer's requests as the API server would (paged LISTs, objects back with managedFields), keeps
+    what was written as compressed JSON (the server's memory is not the writer's) and counts requests
+    by verb."""
 
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
+        self.stored: dict[str, bytes] = {}
 
     def __call__(self, api: Any, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.requests[method] += 1
+        query = kwargs.get("query") or {}
         if method == "GET":
-            return {"items": []}
-        body = json.loads(json.dumps(kwargs.get("body") or {}))
-        if isinstance(body.get("metadata"), dict):  # what the server sends back: the object, managedFields and all
-            body["metadata"]["managedFields"] = [{"manager": "access-hygiene", "fieldsV1": {"f:results": {}}}]
+            return self._list(path, query)
+        body: dict[str, Any] = json.loads(json.dumps(kwargs.get("body") or {}))
+        if method == "DELETE":
+            self.stored.pop(path, None)
+            return {}
+        target = f"{path}/{body['metadata']['name']}" if method == "POST" else path
+        body["metadata"]["managedFields"] = [{"manager": "access-hygiene", "fieldsV1": {"f:results": {}}}]
+        self.stored[target] = zlib.compress(json.dumps(body).encode())
         return body
 
+    def _list(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        plural = path.rsplit("/", 1)[1]
+        paths = sorted(p for p in self.stored if p.split("/")[-2] == plural)
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or len(paths) or 1)
+        token = str(start + limit) if start + limit < len(paths) else ""
+        items = [json.loads(zlib.decompress(self.stored[p])) for p in paths[start : start + limit]]
+        return {"items": items, "metadata": {"continue": token}}
 
-def rss_kib() -> int:
+
+def rss_kib(field: str = "VmRSS") -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
@@ -99,23 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--findings", type=int, default=42_600)
     parser.add_argument("--namespaces", type=int, default=2_000)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--rss-only", action="store_true", help="no tracemalloc (its overhead): time and VmRSS")
     args = parser.parse_args(argv)
     findings = population(args.findings, args.namespaces)
     api = FakeApi()
-    reports_module.request = api  # type: ignore[assignment]
+    vars(reports_module)["request"] = api  # the writer's one way to the API server
     writer = ReportWriter()
     changed_namespace = "team-0007"
     print(f"{len(findings)} findings over {args.namespaces} namespaces; VmRSS {rss_kib() / 1024:.0f} MiB")
-    tracemalloc.start(10)
-    start_snapshot = tracemalloc.take_snapshot()
+    if not args.rss_only:
+        tracemalloc.start(10)
+        start_snapshot = tracemalloc.take_snapshot()
     measured_sync("start-up (all new)", writer, api, findings)
-    after_start = tracemalloc.take_snapshot()
+    after_start = None if args.rss_only else tracemalloc.take_snapshot()
     dropped = next(f for f in findings if f.namespace == changed_namespace)
     changed = [f for f in findings if f is not dropped]
     measured_sync("one namespace changed", writer, api, changed, **_scoped(writer, {changed_namespace}))
     measured_sync("nothing changed", writer, api, changed, **_scoped(writer, set()))
+    restarted = ReportWriter()  # the first writer stays too: both held, as a process that restarted its writer
+    measured_sync("restart (reads live reports)", restarted, api, changed)
     print(f"requests by verb: {dict(api.requests)}")
-    if args.top:
+    print(f"VmRSS at the end {rss_kib() / 1024:.0f} MiB, VmHWM {rss_kib('VmHWM') / 1024:.0f} MiB")
+    if args.top and after_start is not None:
         print(f"largest allocation sites held after the start-up sync (top {args.top}):")
         for stat in after_start.compare_to(start_snapshot, "traceback")[: args.top]:
             frame = next((f for f in stat.traceback if "access_hygiene" in f.filename), stat.traceback[0])
