@@ -57,12 +57,15 @@ def report_requests(cluster: Cluster, since: float) -> list[str]:
 
 
 def crd_requests(cluster: Cluster, since: float) -> list[dict[str, Any]]:
-    """The operator's requests on CustomResourceDefinitions after `since`: verb, name and field selector."""
+    """The operator's requests on CustomResourceDefinitions after `since`: verb and URI (a watch is logged when it
+    starts, ResponseStarted: it completes only when it ends)."""
     found = []
     for line in cluster.control_plane.audit_log_path.read_text().splitlines():
         event = json.loads(line)
         ref = event.get("objectRef") or {}
-        if event.get("stage") != "ResponseComplete" or event["user"]["username"] != OPERATOR_USER:
+        if event.get("stage") not in ("ResponseStarted", "ResponseComplete"):
+            continue
+        if event["user"]["username"] != OPERATOR_USER:
             continue
         if ref.get("resource") != "customresourcedefinitions":
             continue

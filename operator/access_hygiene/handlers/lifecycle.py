@@ -1,5 +1,6 @@
 """Operator start-up and shutdown: kopf settings, the API client, metrics, and the event-driven core."""
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -99,8 +100,32 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["runtime"] = runtime
 
 
+# kopf names the task that tells a watch stream the operator was paused "pause-waiter for <resource>".
+KOPF_PAUSE_WAITER = "pause-waiter for "
+
+
+async def stop_abandoned_pause_waiters() -> int:
+    """kopf's watcher can be cancelled between two events of its watch stream (while it spawns the worker of an
+    object it has not seen yet: a burst of new or changed AccessPolicies), which leaves the stream's async generator
+    suspended and unclosed, and its pause-waiter task pending until the event loop closes; kopf then waits its fixed
+    5 s for that "hung" task before cancelling it. Cleanup runs once every watcher has exited, so a pause-waiter still
+    pending has nothing left to signal: stop it now. Returns how many there were."""
+    current = asyncio.current_task()
+    waiters = [
+        task for task in asyncio.all_tasks()
+        if task is not current and not task.done() and task.get_name().startswith(KOPF_PAUSE_WAITER)
+    ]  # fmt: skip
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    return len(waiters)
+
+
 @kopf.on.cleanup(id="shutdown")
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+async def shutdown(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    stopped = await stop_abandoned_pause_waiters()
+    if stopped:
+        logger.debug(f"Stopped {stopped} pause-waiter task(s) of watch streams kopf left open.")
     runtime = memo.get("runtime")
     if runtime is None:
         return
