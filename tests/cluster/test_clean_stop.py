@@ -264,7 +264,8 @@ def test_run_stops_quickly_while_policy_patches_arrive(crd_installed: Cluster, t
     from tests.cluster.test_policy_operator import API_READER, create_policy
 
     namespace = f"burst-{uuid.uuid4().hex[:8]}"
-    timings = []
+    timings: list[float] = []
+    outcomes: list[tuple[int, int | None, bool, float, list[str]]] = []
     with crd_installed.api_client() as api:
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         for number in range(BURST_POLICIES):
@@ -296,7 +297,7 @@ def test_run_stops_quickly_while_policy_patches_arrive(crd_installed: Cluster, t
             hung = [line for line in text.splitlines() if "Hung tasks" in line and "skipped" not in line]
             timings.append(took)
             print(f"try {attempt + 1}: SIGTERM after {len(sent)} patches, exit in {took:.2f}s; leftover: {hung}")
-            assert process.returncode == 0, text[-3000:]
-            assert NO_HUNG_TASKS in text, "\n".join(hung) or text[-3000:]
-            assert took < STOPS_UNDER_A_BURST_WITHIN, f"stopped after {took:.1f}s:\n" + "\n".join(hung)
+            outcomes.append((attempt + 1, process.returncode, NO_HUNG_TASKS in text, took, hung))
     print(f"SIGTERM under a burst, {len(timings)} tries: " + ", ".join(f"{t:.2f}" for t in sorted(timings)) + " s")
+    # Every try, not only the first that fails: the spread is what tells a hang from a slow machine.
+    assert [o for o in outcomes if o[1] != 0 or not o[2] or o[3] >= STOPS_UNDER_A_BURST_WITHIN] == [], outcomes
