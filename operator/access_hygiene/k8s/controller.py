@@ -205,9 +205,14 @@ class Controller:
             with contextlib.suppress(Exception):
                 await self._admission_inflight
         self.events.stop()
+        await asyncio.to_thread(self._stop_watches)
+
+    def _stop_watches(self) -> None:
+        """Stop every watch (joining their threads blocks: call from a thread), then close their connections."""
         if self.report_crds is not None:
             self.report_crds.stop()
-        await asyncio.to_thread(self.cache.stop)
+        self.cache.stop()
+        self.cache.api.close()
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:

@@ -35,7 +35,10 @@ _JITTER = random.Random()
 PAGE_SIZE = 500
 WATCH_TIMEOUT_SECONDS = 300  # the server ends each watch after about this long; we then resume from the last RV
 RECONNECT_DELAY_RANGE = (0.2, 1.5)  # first retry after a failure; grows to MAX_RECONNECT_DELAY
-MAX_RECONNECT_DELAY = 5.0
+# The wait is drawn from [delay, 2 x delay]: a watch is back within 4 s of the API server, not 10 (an outage's new
+# events wait for it); refused connections cost the server nothing.
+MAX_RECONNECT_DELAY = 2.0
+ABSENT_KIND_DELAY = 5.0  # an optional kind not served: looked for again after 5-10 s
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,7 @@ class Reflector:
                     OUTAGE.retried(retry_reason(error))
                 elif isinstance(error, kubernetes.client.ApiException) and error.status == 404 and self.spec.optional:
                     self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced; look again later
-                    delay = MAX_RECONNECT_DELAY
+                    delay = ABSENT_KIND_DELAY
                 else:
                     logger.warning(f"Watch of {self.spec.kind} failed: {type(error).__name__}: {error}; retrying.")
                 self._stop.wait(_JITTER.uniform(delay, delay * 2))
