@@ -159,8 +159,15 @@ def test_a_scope_whose_findings_are_gone_loses_its_report(fake: FakeReportsApi) 
     assert writer.sync(API, remaining, scopes={"ns-1"}) == 0
 
 
-def test_a_write_budget_leaves_the_rest_pending(fake: FakeReportsApi) -> None:
+def test_a_write_budget_leaves_the_rest_pending(fake: FakeReportsApi, monkeypatch: pytest.MonkeyPatch) -> None:
     findings = population(10, 1)
+    rendered: list[str] = []
+
+    def counted_render(namespace: str, *args: Any) -> dict[str, Any]:
+        rendered.append(namespace)
+        return render_report(namespace, *args)
+
+    monkeypatch.setattr(reports_module, "render_report", counted_render)
     writer = ReportWriter()
     assert writer.sync(API, findings, max_writes=4) == 4
     assert (writer.settled, writer.pending) == (False, True)
@@ -168,6 +175,7 @@ def test_a_write_budget_leaves_the_rest_pending(fake: FakeReportsApi) -> None:
     assert writer.sync(API, findings, scopes=(), max_writes=4) == 3
     assert (writer.settled, writer.pending) == (True, False)
     assert len(fake.objects) == 11
+    assert sorted(rendered) == sorted({f.namespace for f in findings})  # each scope once across the steps
     fake.reset()
     assert writer.sync(API, findings, scopes=()) == 0
     assert fake.calls == []

@@ -166,6 +166,7 @@ class ReportWriter:
             self._stale, self._written = False, None
         pending = self._take_pending()
         writes = 0
+        compare: set[str] = set()
         done: set[str] = set()
         try:
             if self._written is None:
@@ -199,8 +200,8 @@ class ReportWriter:
             else:
                 logger.warning(f"Writing OpenReports objects failed: HTTP {error.status}: {api_error_message(error)}")
             self._written = None
-        if not self.settled:
-            self.changed(EVERY_SCOPE if pending is EVERY_SCOPE or self._written is None else pending - done)
+        if not self.settled:  # what is left: every scope after a failure, else those not compared yet
+            self.changed(EVERY_SCOPE if self._written is None else compare - done)
         return writes
 
     def _sync_scope(self, api: kubernetes.client.ApiClient, namespace: str, findings: Iterable[Finding]) -> int:
