@@ -181,6 +181,19 @@ def test_a_write_budget_leaves_the_rest_pending(fake: FakeReportsApi, monkeypatc
     assert fake.calls == []
 
 
+def test_a_budgeted_step_also_bounds_what_it_compares(fake: FakeReportsApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    findings = population(40, 1)
+    ReportWriter().sync(API, findings)
+    monkeypatch.setattr(reports_module, "COMPARES_PER_WRITE", 5)
+    fake.reset()
+    restarted = ReportWriter()  # every report unchanged: no write, only comparisons
+    steps: list[int] = []
+    while not steps or not restarted.settled:
+        steps.append(restarted.sync(API, findings, scopes=(), max_writes=2))
+    assert steps == [0, 0, 0, 0, 0]  # 41 reports, 10 compared per step
+    assert fake.writes() == []
+
+
 def test_pending_scopes_accumulate_across_calls(fake: FakeReportsApi) -> None:
     findings = population(3, 2)
     writer = ReportWriter()

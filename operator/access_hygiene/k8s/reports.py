@@ -51,6 +51,9 @@ OWNED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 _CONTENT_KEYS = ("source", "configuration", "summary", "results")
 # Live reports are read this many at a time: a page of full reports, not every report of the cluster at once.
 LIST_PAGE_SIZE = 100
+# A budgeted step (max_writes) also stops after comparing this many reports per write allowed: a restart finds most
+# reports unchanged, and rendering all of them at once would hold the interpreter for a second or two.
+COMPARES_PER_WRITE = 8
 
 ReportKey = tuple[str, str, str]  # kind, namespace, name
 Manifest = dict[str, Any]
@@ -151,8 +154,9 @@ class ReportWriter:
     ) -> int:
         """Bring the reports of the changed scopes in line with `findings` (every current finding: only those of
         the scopes to compare are rendered). `scopes`: the scopes whose findings changed since the last call, on
-        top of those still pending (None: every scope). `max_writes`: stop after that many writes, leaving the
-        rest pending (settled is then False), so a long start-up write yields to fresher work.
+        top of those still pending (None: every scope). `max_writes`: stop after that many writes (or
+        COMPARES_PER_WRITE times as many reports compared), leaving the rest pending (settled is then False), so a
+        long start-up write yields to fresher work.
         Returns the number of writes (apply + delete).
 
         Never raises for API errors: they are logged (an unreachable API server once, by the outage log), and
@@ -181,8 +185,8 @@ class ReportWriter:
             if pending is EVERY_SCOPE:  # reports written before whose scope has no finding left
                 compare |= {namespace for (_, namespace, name) in self._written if name == REPORT_NAME}
             for namespace in sorted(compare):
-                if max_writes is not None and writes >= max_writes:
-                    break
+                if max_writes is not None and (writes >= max_writes or len(done) >= max_writes * COMPARES_PER_WRITE):
+                    break  # the rest at the next step: fresher work first
                 writes += self._sync_scope(api, namespace, by_scope.get(namespace, ()))
                 done.add(namespace)
             for key in sorted(k for k in self._written if k[2] != REPORT_NAME):  # not a name we write: stale
