@@ -368,7 +368,18 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self._api_retries = PromCounter(
+            f"{PREFIX}_api_retries",
+            "API calls retried (by the operator, kopf or the HTTP client), by reason: unreachable, throttled, "
+            "conflict, timeout, server-error, terminating, other.",
+            ["reason"],
+            registry=registry,
+        )
         registry.register(_SnapshotCollector(self))
+
+    def count_api_retry(self, reason: str, count: int = 1) -> None:
+        """One retried API call (the reason is one of the bounded set k8s/errors.py names)."""
+        self._api_retries.labels(reason=reason).inc(count)
 
     def publish_scan(self, result: ScanResult) -> None:
         """Replace the scan snapshot; series absent from this scan disappear from the next scrape.

@@ -1,6 +1,7 @@
 """Cluster-tier fixtures: the operator running in-process (kopf's KopfRunner) against the real control plane."""
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,37 @@ OPERATOR_ENV = {
     "ACCESS_HYGIENE_DRIFT_INTERVAL_SECONDS": "2",
     "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
 }
+
+
+class CapturedLog(logging.Handler):
+    """Every record the in-process operator's loggers let through (what it prints), as it comes: KopfRunner's output
+    is there only once the operator has exited."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self, since: float = 0.0, until: float = float("inf")) -> list[str]:
+        """Formatted lines of records created between the two unix times."""
+        return [
+            f"{r.levelname} {r.name}: {r.getMessage()}{' [traceback]' if r.exc_info else ''}"
+            for r in list(self.records)
+            if since <= r.created <= until
+        ]
+
+
+@contextmanager
+def captured_log(level: int = logging.INFO) -> Iterator[CapturedLog]:
+    handler = CapturedLog()
+    handler.setLevel(level)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:

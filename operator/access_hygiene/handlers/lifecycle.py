@@ -1,5 +1,6 @@
 """Operator start-up and shutdown: kopf settings, the API client, metrics, and the event-driven core."""
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -12,6 +13,7 @@ from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
+from access_hygiene.k8s.errors import quiet_retry_logs
 from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics, UsageMetrics
@@ -77,6 +79,7 @@ def bounded_session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
 @kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings)
+    quiet_retry_logs()  # an outage is one line and a metric, not a line per retried request
     operator_settings = OperatorSettings()
     metrics = Metrics(detailed=operator_settings.detailed_metrics)
     if operator_settings.metrics_port:
@@ -97,8 +100,32 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["runtime"] = runtime
 
 
+# kopf names the task that tells a watch stream the operator was paused "pause-waiter for <resource>".
+KOPF_PAUSE_WAITER = "pause-waiter for "
+
+
+async def stop_abandoned_pause_waiters() -> int:
+    """kopf's watcher can be cancelled between two events of its watch stream (while it spawns the worker of an
+    object it has not seen yet: a burst of new or changed AccessPolicies), which leaves the stream's async generator
+    suspended and unclosed, and its pause-waiter task pending until the event loop closes; kopf then waits its fixed
+    5 s for that "hung" task before cancelling it. Cleanup runs once every watcher has exited, so a pause-waiter still
+    pending has nothing left to signal: stop it now. Returns how many there were."""
+    current = asyncio.current_task()
+    waiters = [
+        task for task in asyncio.all_tasks()
+        if task is not current and not task.done() and task.get_name().startswith(KOPF_PAUSE_WAITER)
+    ]  # fmt: skip
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    return len(waiters)
+
+
 @kopf.on.cleanup(id="shutdown")
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+async def shutdown(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    stopped = await stop_abandoned_pause_waiters()
+    if stopped:
+        logger.debug(f"Stopped {stopped} pause-waiter task(s) of watch streams kopf left open.")
     runtime = memo.get("runtime")
     if runtime is None:
         return

@@ -40,15 +40,17 @@ from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import (
     API_FAILURES,
     OUTAGE,
+    RETRY_REASONS,
     api_error_message,
     is_connection_error,
     is_transient,
     retry_delay,
+    retry_reason,
 )
 from access_hygiene.k8s.events import EventRecorder, render_policy_event
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
-from access_hygiene.k8s.reports import ReportWriter
+from access_hygiene.k8s.reports import ReportCrdWatch, ReportWriter
 from access_hygiene.k8s.snapshot_loader import OPTIONAL_KINDS, SNAPSHOT_KINDS
 from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
 from access_hygiene.metrics import Metrics, ScanResult
@@ -72,6 +74,8 @@ LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
 HEARTBEAT_SECONDS = 60.0
 REPORTS_SECONDS = 2.0
+# Report writes per step: between steps, fresh events go first (the coordinator runs before the next step).
+REPORT_WRITES_PER_STEP = 25
 # How long a re-audit waits for the direct work of the same batch (a policy's own reconcile) to finish first.
 DIRECT_WORK_FIRST_SECONDS = 1.0
 ADMISSION_RETRY_SECONDS = 5.0
@@ -144,6 +148,12 @@ class Controller:
         self.discovery = ServedResourcesCache()
         self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
         self._reports_due = asyncio.Event()
+        # Reports are read and written only while their CRDs are served (watched: no LIST of an absent kind).
+        self.report_crds = ReportCrdWatch(cache.api, self._report_crds_changed) if self.reports is not None else None
+        if self.reports is not None:
+            self.reports.available = False
+        self._coordinator_idle = asyncio.Event()  # set while the coordinator waits for events
+        self._reports_announced = False
         self._published_findings: list[Finding] = []
         self._totals: AuditTotals | None = None
         self.queue = WorkQueue()
@@ -171,12 +181,16 @@ class Controller:
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        for reason in RETRY_REASONS:  # every reason present from the start, at 0
+            self.metrics.count_api_retry(reason, 0)
+        OUTAGE.set_listener(self.metrics.count_api_retry)
         self.state.set_listener(self._on_changes)
         self.cache.start()
         if self.settings.warning_events:
             self.events.start()
         self._tasks.append(asyncio.create_task(self._coordinate(), name="access-hygiene-coordinator"))
-        if self.reports is not None:
+        if self.reports is not None and self.report_crds is not None:
+            self.report_crds.start()
             self._tasks.append(asyncio.create_task(self._write_reports(), name="access-hygiene-reports"))
         for number in range(self.settings.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"access-hygiene-worker-{number}"))
@@ -191,7 +205,14 @@ class Controller:
             with contextlib.suppress(Exception):
                 await self._admission_inflight
         self.events.stop()
-        await asyncio.to_thread(self.cache.stop)
+        await asyncio.to_thread(self._stop_watches)
+
+    def _stop_watches(self) -> None:
+        """Stop every watch (joining their threads blocks: call from a thread), then close their connections."""
+        if self.report_crds is not None:
+            self.report_crds.stop()
+        self.cache.stop()
+        self.cache.api.close()
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:
@@ -232,8 +253,10 @@ class Controller:
         while True:
             heartbeat_at = self._published_at + HEARTBEAT_SECONDS
             timeout = min(drift_at, resync_at, heartbeat_at, self._expiry_deadline()) - time.monotonic()
+            self._coordinator_idle.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            self._coordinator_idle.clear()
             self._wake.clear()
             if self.settings.event_debounce_seconds:
                 await asyncio.sleep(self.settings.event_debounce_seconds)  # coalesce the rest of a burst
@@ -357,6 +380,8 @@ class Controller:
                 snapshot = scoped_snapshot(self.state, self.audit.index, scopes)
             changed = self.audit.update(self.state, ctx, scopes, snapshot)
             current = [f for scope in scopes for f in self.audit.findings_in(scope)]
+        if self.reports is not None and changed:
+            self.reports.changed(changed)
         self.events.record(current, self._uid_of, scopes)
         self._publish(time.monotonic() - started, findings_changed=bool(changed))
         return scopes, changed
@@ -402,24 +427,52 @@ class Controller:
         self._published_at = time.monotonic()
 
     async def _write_reports(self) -> None:
-        """Policy reports follow the findings at a calmer pace than metrics: one sync per REPORTS_SECONDS at most,
-        and only the reports whose content changed are written."""
+        """Policy reports follow the findings at a calmer pace than metrics: a sync at most every REPORTS_SECONDS,
+        of the scopes whose findings changed, writing only reports whose content changed. A long write (start-up)
+        goes REPORT_WRITES_PER_STEP at a time, each step after the coordinator has handled what arrived."""
         assert self.reports is not None
         while True:
             await self._reports_due.wait()
             self._reports_due.clear()
+            if not self.reports.available:
+                continue  # the CRDs' watch sets it due again when they are served
+            await self._coordinator_idle.wait()  # fresh events first
             findings = self._published_findings  # what _publish just assembled: not a second totals()
             # A terminating namespace refuses new content (403): its report goes with it.
-            findings = [f for f in findings if not f.namespace or self._accepts_content(f.namespace)]
+            closing = {name_of(ns) for ns in self.state.objects("Namespace") if not self._accepts_content(name_of(ns))}
+            if closing:
+                findings = [f for f in findings if f.namespace not in closing]
+            writes = 0
             try:
-                await asyncio.to_thread(self.reports.sync, self.api, findings)
+                writes = await asyncio.to_thread(self.reports.sync, self.api, findings, (), REPORT_WRITES_PER_STEP)
                 settled = self.reports.settled
             except Exception:  # reports are an output like metrics: a failure must not stop the core
                 logger.exception("Policy reports were not written; retrying.")
                 settled = False
             if not settled:  # the findings may not change again soon: do not wait for them to
                 self._reports_due.set()
+                if writes >= REPORT_WRITES_PER_STEP:  # more to write, nothing failed: the next step at once
+                    continue
             await asyncio.sleep(REPORTS_SECONDS)
+
+    def _report_crds_changed(self, served: bool) -> None:  # the CRD watch's threads
+        self._loop.call_soon_threadsafe(self._set_reports_served, served)
+
+    def _set_reports_served(self, served: bool) -> None:
+        assert self.reports is not None
+        if served == self.reports.available and self._reports_announced:
+            return
+        if served:
+            logger.info("OpenReports CRDs are served; writing policy reports.")
+            self.reports.changed(None)
+        elif self.reports.available:
+            logger.warning("OpenReports CRDs (openreports.io) are gone; reports are written again once they return.")
+            self.reports.forget()
+        else:
+            logger.info("OpenReports CRDs (openreports.io) are not installed; reports are written once they are.")
+        self._reports_announced = True
+        self.reports.available = served
+        self._reports_due.set()
 
     def _managed_counts(self) -> dict[str, int]:
         return {kind: self.state.count_labelled(kind) for kind in MANAGED_KINDS}
@@ -497,6 +550,8 @@ class Controller:
             outcome = "error"
             if is_connection_error(error):
                 OUTAGE.failed(error)
+            elif is_transient(error):
+                OUTAGE.retried(retry_reason(error))
             if is_transient(error):
                 self.queue.add_after(key, retry_delay())
             else:

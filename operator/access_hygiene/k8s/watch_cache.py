@@ -25,7 +25,7 @@ import kubernetes
 import urllib3
 
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot, trim_object
-from access_hygiene.k8s.errors import OUTAGE, is_connection_error
+from access_hygiene.k8s.errors import OUTAGE, is_connection_error, is_transient, retry_reason
 from access_hygiene.k8s.resources import Obj, open_response, resource_type
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,10 @@ _JITTER = random.Random()
 PAGE_SIZE = 500
 WATCH_TIMEOUT_SECONDS = 300  # the server ends each watch after about this long; we then resume from the last RV
 RECONNECT_DELAY_RANGE = (0.2, 1.5)  # first retry after a failure; grows to MAX_RECONNECT_DELAY
-MAX_RECONNECT_DELAY = 5.0
+# The wait is drawn from [delay, 2 x delay]: a watch is back within 4 s of the API server, not 10 (an outage's new
+# events wait for it); refused connections cost the server nothing.
+MAX_RECONNECT_DELAY = 2.0
+ABSENT_KIND_DELAY = 5.0  # an optional kind not served: looked for again after 5-10 s
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class WatchSpec:
     api_version: str
     kind: str
     label_selector: str = ""
+    field_selector: str = ""  # e.g. metadata.name=<name>: one named object (a CRD) rather than every one
     metadata_only: bool = False  # Secrets: names, labels and annotations are enough; data is never fetched
     optional: bool = False  # a kind the cluster may not serve (e.g. the CRD is not installed yet)
 
@@ -258,6 +262,8 @@ class Reflector:
         query = dict(extra)
         if self.spec.label_selector:
             query["labelSelector"] = self.spec.label_selector
+        if self.spec.field_selector:
+            query["fieldSelector"] = self.spec.field_selector
         return query
 
     def _prepare(self, obj: Obj) -> Obj:
@@ -286,9 +292,11 @@ class Reflector:
                     return
                 if is_connection_error(error):
                     OUTAGE.failed(error)
+                elif is_transient(error) and OUTAGE.in_outage:  # a restarting API server: part of the outage
+                    OUTAGE.retried(retry_reason(error))
                 elif isinstance(error, kubernetes.client.ApiException) and error.status == 404 and self.spec.optional:
                     self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced; look again later
-                    delay = MAX_RECONNECT_DELAY
+                    delay = ABSENT_KIND_DELAY
                 else:
                     logger.warning(f"Watch of {self.spec.kind} failed: {type(error).__name__}: {error}; retrying.")
                 self._stop.wait(_JITTER.uniform(delay, delay * 2))
@@ -327,6 +335,7 @@ class Reflector:
             timeoutSeconds=str(timeout_seconds),
         )
         response = self._request(query, timeout=(5.0, timeout_seconds + 30.0))
+        OUTAGE.succeeded()  # the watch is open: the API server answers
         self._response = response
         try:
             for line in _lines(response):
@@ -379,6 +388,7 @@ class WatchCache:
         specs: Iterable[WatchSpec],
         counted_label: tuple[str, str] | None = None,
     ) -> None:
+        self.api = api
         self.state = ClusterState(specs, counted_label)
         self.reflectors = [Reflector(api, spec, self.state) for spec in self.state.specs]
 
