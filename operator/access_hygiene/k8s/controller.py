@@ -76,6 +76,11 @@ REPORTS_SECONDS = 2.0
 DIRECT_WORK_FIRST_SECONDS = 1.0
 ADMISSION_RETRY_SECONDS = 5.0
 OWNER_KIND_NAMES = frozenset(kind for _, kind in OWNER_KINDS)
+# The cyclic collector's thresholds. Python's default (a collection every 700 net allocations) ran one every few
+# milliseconds of a re-audit, which allocates findings by the thousand, and a full pass every few re-audits: 30 % of
+# the re-audit time at 43,000 findings, full passes of 0.2-0.3 s (in-process, 60 re-audits on the realistic
+# population: 18.7 s -> 12.7 s). The operator's objects are freed by reference counting; cycles are rare.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -194,10 +199,13 @@ class Controller:
         self._admission_due = settings.admission_enabled
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
         self._admission_inflight: asyncio.Future[None] | None = None
+        self._gc_thresholds: tuple[int, int, int] = gc.get_threshold()
 
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._gc_thresholds = gc.get_threshold()  # put back at stop(): the process may go on (in-process tests)
+        gc.set_threshold(*GC_THRESHOLDS)
         self.state.set_listener(self._on_changes)
         self.cache.start()
         if self.settings.warning_events:
@@ -219,6 +227,7 @@ class Controller:
                 await self._admission_inflight
         self.events.stop()
         await asyncio.to_thread(self.cache.stop)
+        gc.set_threshold(*self._gc_thresholds)
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:

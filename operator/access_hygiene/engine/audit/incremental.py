@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, Protocol
 
 from access_hygiene.engine.audit.runner import run_audit
@@ -447,8 +448,8 @@ class IncrementalAudit:
         Sorting ~40,000 findings took ~0.2-0.4 s of a re-audit that changed a result, and no consumer needs it:
         metrics count, reports and Events order what they write themselves."""
         ordered = [self.scopes[scope] for scope in sorted(self.scopes)]
-        findings = [f for r in ordered for f in r.findings]
-        capabilities = [c for r in ordered for c in r.capabilities]
+        findings = list(chain.from_iterable(r.findings for r in ordered))  # C-level: ~40,000 at each publish
+        capabilities = list(chain.from_iterable(r.capabilities for r in ordered))
         controls = {k: v for r in self.scopes.values() for k, v in r.controls.items()}
         exemptions: Counter[str] = Counter()
         for r in self.scopes.values():
