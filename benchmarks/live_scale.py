@@ -1,15 +1,26 @@
 """The event-driven operator at scale on the real local control plane. Prints figures; asserts nothing.
 
-    python benchmarks/live_scale.py                 # full scale (see SCALE), about 15 minutes here
-    python benchmarks/live_scale.py --factor 0.25   # a quarter of every count
+    python benchmarks/live_scale.py                          # both profiles, full scale, side by side (~40 min)
+    python benchmarks/live_scale.py --profile realistic --scale 0.1 --idle-seconds 60   # a couple of minutes
 
-Measures, in one run:
-- the floor: one bare paged LIST (raw JSON) of every populated kind;
-- operator start -> every AccessPolicy Ready, and -> every namespace fixed (enforce mode);
-- event -> finding in /metrics (a cluster-admin ClusterRoleBinding) and event -> converged (an AccessPolicy's
-  rules changed -> its Role updated): p50/p99 over --samples;
-- the operator's API requests by verb over --idle-seconds of idleness, from the API server's audit log;
-- the operator's peak RSS (VmHWM).
+Two populations (--profile), each in a control plane of its own, one after the other:
+- light: the developers' population (RBAC, Deployments without pods, one AccessPolicy shape, no report CRDs);
+- realistic: the same RBAC counts with risky shapes mixed in, 2,000 Deployments whose Pods the controller-manager
+  creates (Pending: no node), AccessPolicies of three shapes, the OpenReports CRDs installed as the chart installs
+  them (so reports are written, the default), and workload status churn (Deployment conditions, Pending Pods'
+  scheduling conditions) from the operator's start to the end, idle window included.
+The API server's audit log is on in both.
+
+Measures, per profile, in one run:
+- the floor: a bare paged LIST (raw JSON, 500 a page, median of 3) of every kind the operator watches;
+- operator start -> every AccessPolicy Ready, and -> every namespace fixed (enforce mode); the writes that took
+  (from the audit log) and their floor: as many bare server-side applies from 16 threads;
+- event -> finding in /metrics (a cluster-admin ClusterRoleBinding): during the post-start write period (samples
+  begin as soon as all policies are Ready, while the operator still writes) and once settled;
+- event -> converged (an AccessPolicy's rules patched -> its Role updated);
+- over --idle-seconds: the operator's CPU seconds (/proc/PID/stat), its API requests (audit log) and the status
+  updates the churn made;
+- the operator's RSS once converged and its peak (VmHWM).
 """
 
 import argparse
@@ -17,25 +28,33 @@ import concurrent.futures
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from access_hygiene.cli.local_env import report_crd_paths  # noqa: E402
 from access_hygiene.k8s import resources  # noqa: E402
+from access_hygiene.k8s.bootstrap import install_prerequisites  # noqa: E402
 from access_hygiene.k8s.client import make_api_client  # noqa: E402
-from access_hygiene.k8s.crds import install_crd  # noqa: E402
+from access_hygiene.k8s.controller import WATCHED_KINDS  # noqa: E402
+from access_hygiene.k8s.reports import install_report_crds  # noqa: E402
 from access_hygiene.localcluster.controlplane import OPERATOR_USER, ControlPlane, free_port  # noqa: E402
-from access_hygiene.models.crd import build_crd  # noqa: E402
-from access_hygiene.render.grant_ceiling import render_grant_ceiling_role  # noqa: E402
+from access_hygiene.settings import OperatorSettings  # noqa: E402
 
+# What the benchmark creates; the control plane adds its own (a `default` ServiceAccount per namespace, ~70
+# bootstrap ClusterRoles, ~50 ClusterRoleBindings): 12,000 ServiceAccounts, ~570 ClusterRoles, ~1,050 bindings.
 SCALE = {
     "namespaces": 2000,
     "serviceaccounts": 10000,
@@ -47,14 +66,26 @@ SCALE = {
     "accesspolicies": 1000,
 }
 RBAC = "rbac.authorization.k8s.io/v1"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 MODE_LABEL = {"accesshygiene.io/mode": "enforce"}
 # Latency probes poll this often: every scrape of /metrics and every GET costs the operator or the API server
 # CPU on the same two cores, so a tighter loop would inflate what it measures.
 POLL_SECONDS = 0.025
+POST_START_WINDOW_SECONDS = 60.0  # how long after "all Ready" the post-start finding samples may go on
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WRITE_VERBS = ("create", "patch", "update", "delete")
 
 
-def population(counts: dict[str, int]) -> list[dict[str, Any]]:
-    namespaces = [f"ns-{i:05d}" for i in range(counts["namespaces"])]
+# Populations ------------------------------------------------------------------------------------
+
+
+def names(counts: dict[str, int]) -> list[str]:
+    return [f"ns-{i:05d}" for i in range(counts["namespaces"])]
+
+
+def light_population(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The developers' population: uniform RBAC, Deployments scaled to zero, one AccessPolicy shape."""
+    namespaces = names(counts)
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": MODE_LABEL}} for ns in namespaces
     ]
@@ -64,10 +95,7 @@ def population(counts: dict[str, int]) -> list[dict[str, Any]]:
             rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
         objects.append({"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": f"cr-{i:04d}"}, "rules": rules})
     for i in range(counts["serviceaccounts"]):
-        ns = namespaces[i % len(namespaces)]
-        objects.append(
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": f"sa-{i:05d}", "namespace": ns}}
-        )
+        objects.append(service_account(namespaces, i))
     for i in range(counts["roles"]):
         ns = namespaces[i % len(namespaces)]
         rules = [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}]
@@ -75,80 +103,299 @@ def population(counts: dict[str, int]) -> list[dict[str, Any]]:
             {"apiVersion": RBAC, "kind": "Role", "metadata": {"name": f"role-{i:05d}", "namespace": ns}, "rules": rules}
         )
     for i in range(counts["rolebindings"]):
+        sa, sa_ns = sa_of(namespaces, counts, i)
         ns = namespaces[i % len(namespaces)]
-        sa = f"sa-{(i % counts['serviceaccounts']):05d}"
-        sa_ns = namespaces[(i % counts["serviceaccounts"]) % len(namespaces)]
-        ref = (
-            {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": f"cr-{i % counts['clusterroles']:04d}",
-            }
-            if i % 2
-            else {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"role-{(i % counts['roles']):05d}"}
-        )
-        if ref["kind"] == "Role":
+        if i % 2:
+            ref = {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": f"cr-{i % counts['clusterroles']:04d}"}
+        else:
+            ref = {"apiGroup": RBAC_GROUP, "kind": "Role", "name": f"role-{(i % counts['roles']):05d}"}
             ns = namespaces[(i % counts["roles"]) % len(namespaces)]
-        objects.append(
-            {
-                "apiVersion": RBAC,
-                "kind": "RoleBinding",
-                "metadata": {"name": f"rb-{i:05d}", "namespace": ns},
-                "roleRef": ref,
-                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}],
-            }
-        )
+        subjects = [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]
+        objects.append(role_binding(f"rb-{i:05d}", ns, ref, subjects))
     for i in range(counts["clusterrolebindings"]):
-        sa = f"sa-{(i * 7 % counts['serviceaccounts']):05d}"
-        sa_ns = namespaces[(i * 7 % counts["serviceaccounts"]) % len(namespaces)]
+        sa, sa_ns = sa_of(namespaces, counts, i * 7)
+        ref = {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": f"cr-{i % counts['clusterroles']:04d}"}
         objects.append(
-            {
-                "apiVersion": RBAC,
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"crb-{i:04d}"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": f"cr-{i % counts['clusterroles']:04d}",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}],
-            }
+            cluster_role_binding(f"crb-{i:04d}", ref, [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}])
         )
     for i in range(counts["deployments"]):
-        ns = namespaces[i % len(namespaces)]
-        labels = {"app": f"app-{i:05d}"}
-        objects.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": f"app-{i:05d}", "namespace": ns},
-                "spec": {
-                    "replicas": 0,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "c", "image": "nginx"}]},
-                    },
-                },
-            }
-        )
+        objects.append(deployment(namespaces[i % len(namespaces)], f"app-{i:05d}", replicas=0, pod_spec=plain_pod()))
     for i in range(counts["accesspolicies"]):
-        ns = namespaces[i % len(namespaces)]
-        objects.append(policy(ns, f"ap-{i:05d}", ["get"]))
+        objects.append(rbac_and_network_policy(namespaces[i % len(namespaces)], f"ap-{i:05d}", ["get"]))
     return objects
 
 
-def policy(namespace: str, name: str, verbs: list[str]) -> dict[str, Any]:
+def realistic_population(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The same counts shaped like a cluster: risky and harmless roles mixed, bindings to users, groups and the
+    built-in roles, aggregated ClusterRoles, Deployments with one replica (their Pods stay Pending) of varied pod
+    security, three AccessPolicy shapes."""
+    namespaces = names(counts)
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {**MODE_LABEL, "team": f"t{i % 40}"}},
+        }
+        for i, ns in enumerate(namespaces)
+    ]
+    for i in range(counts["clusterroles"]):
+        metadata: dict[str, Any] = {"name": f"cr-{i:04d}"}
+        rule_set = i % 10
+        if rule_set == 0:  # aggregated into the built-in view/edit roles, as operators' CRDs do
+            metadata["labels"] = {"rbac.authorization.k8s.io/aggregate-to-view": "true"}
+            rules = [{"apiGroups": [f"g{i}.example.com"], "resources": ["widgets"], "verbs": ["get", "list", "watch"]}]
+        elif rule_set == 1:  # an aggregating role of its own
+            metadata["labels"] = {"example.com/aggregate": f"a{i % 7}"}
+            cluster_role = {
+                "apiVersion": RBAC,
+                "kind": "ClusterRole",
+                "metadata": {"name": f"cr-{i:04d}"},
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"example.com/aggregate": f"a{i % 7}"}}]},
+            }
+            objects.append(cluster_role)
+            continue
+        elif rule_set == 2:  # a controller: reads secrets, writes pods
+            rules = [
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "get", "list"]},
+            ]
+        elif rule_set == 3:  # wildcard within a group
+            rules = [{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}]
+        elif rule_set == 4:
+            rules = [{"apiGroups": [""], "resources": ["pods/exec", "pods"], "verbs": ["create", "get"]}]
+        else:
+            rules = [
+                {"apiGroups": [""], "resources": ["configmaps", "pods", "services"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
+            ]
+        objects.append({"apiVersion": RBAC, "kind": "ClusterRole", "metadata": metadata, "rules": rules})
+    for i in range(counts["serviceaccounts"]):
+        objects.append(service_account(namespaces, i))
+    for i in range(counts["roles"]):
+        ns = namespaces[i % len(namespaces)]
+        shape = i % 6
+        if shape == 0:
+            rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]
+        elif shape == 1:
+            rules = [{"apiGroups": ["", "apps"], "resources": ["*"], "verbs": ["get", "list", "watch", "update"]}]
+        elif shape == 2:
+            rules = [{"apiGroups": [RBAC_GROUP], "resources": ["rolebindings"], "verbs": ["create", "update"]}]
+        else:
+            rules = [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "update"]},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+            ]
+        objects.append(
+            {"apiVersion": RBAC, "kind": "Role", "metadata": {"name": f"role-{i:05d}", "namespace": ns}, "rules": rules}
+        )
+    builtin = ("view", "edit", "admin", "view", "edit")
+    for i in range(counts["rolebindings"]):
+        sa, sa_ns = sa_of(namespaces, counts, i)
+        ns = namespaces[i % len(namespaces)]
+        kind_of_ref = i % 20
+        if kind_of_ref < 10:
+            ref = {"apiGroup": RBAC_GROUP, "kind": "Role", "name": f"role-{(i % counts['roles']):05d}"}
+            ns = namespaces[(i % counts["roles"]) % len(namespaces)]
+        elif kind_of_ref < 19:
+            ref = {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": f"cr-{i % counts['clusterroles']:04d}"}
+        else:
+            ref = {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": builtin[i % len(builtin)]}
+        subject_kind = i % 20
+        if subject_kind < 14:
+            subjects = [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]
+        elif subject_kind < 17:
+            subjects = [{"apiGroup": RBAC_GROUP, "kind": "User", "name": f"user{i % 300}@example.com"}]
+        elif subject_kind < 19:
+            subjects = [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": f"team-{i % 40}"}]
+        else:  # two subjects: a ServiceAccount from another namespace and a user
+            subjects = [
+                {"kind": "ServiceAccount", "name": sa, "namespace": sa_ns},
+                {"apiGroup": RBAC_GROUP, "kind": "User", "name": f"oncall{i % 20}@example.com"},
+            ]
+        objects.append(role_binding(f"rb-{i:05d}", ns, ref, subjects))
+    for i in range(counts["clusterrolebindings"]):
+        sa, sa_ns = sa_of(namespaces, counts, i * 7)
+        ref = {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": f"cr-{i % counts['clusterroles']:04d}"}
+        if i % 5 == 0:
+            subjects = [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": f"team-{i % 40}"}]
+        else:
+            subjects = [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]
+        objects.append(cluster_role_binding(f"crb-{i:04d}", ref, subjects))
+    for i in range(counts["deployments"]):
+        ns = namespaces[i % len(namespaces)]
+        pod = plain_pod()
+        if i % 4 == 0 and i < counts["serviceaccounts"]:
+            pod["serviceAccountName"] = f"sa-{i:05d}"  # lives in namespaces[i % N], as this Deployment does
+        if i % 3 == 0:
+            pod["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+            pod["containers"][0]["securityContext"] = {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+        if i % 25 == 1:
+            pod["containers"][0]["securityContext"] = {"privileged": True}
+        if i % 40 == 2:
+            pod["hostNetwork"] = True
+        objects.append(deployment(ns, f"app-{i:05d}", replicas=1, pod_spec=pod))
+    for i in range(counts["accesspolicies"]):
+        ns = namespaces[i % len(namespaces)]
+        shape = i % 3
+        if shape == 0:
+            objects.append(rbac_and_network_policy(ns, f"ap-{i:05d}", ["get"]))
+        elif shape == 1:
+            objects.append(network_only_policy(ns, f"ap-{i:05d}"))
+        else:
+            objects.append(wide_policy(ns, f"ap-{i:05d}"))
+    return objects
+
+
+def sa_of(namespaces: list[str], counts: dict[str, int], i: int) -> tuple[str, str]:
+    index = i % counts["serviceaccounts"]
+    return f"sa-{index:05d}", namespaces[index % len(namespaces)]
+
+
+def service_account(namespaces: list[str], i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": f"sa-{i:05d}", "namespace": namespaces[i % len(namespaces)]},
+    }
+
+
+def role_binding(name: str, namespace: str, ref: dict[str, str], subjects: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC,
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": ref,
+        "subjects": subjects,
+    }
+
+
+def cluster_role_binding(name: str, ref: dict[str, str], subjects: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC,
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": ref,
+        "subjects": subjects,
+    }
+
+
+def plain_pod() -> dict[str, Any]:
+    return {"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 8080}]}]}
+
+
+def deployment(namespace: str, name: str, replicas: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def access_policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "accesshygiene.io/v1alpha1",
         "kind": "AccessPolicy",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "mode": "enforce",
+        "spec": {"mode": "enforce", **spec},
+    }
+
+
+def rbac_and_network_policy(namespace: str, name: str, verbs: list[str]) -> dict[str, Any]:
+    """Shape 1 (and the light population's only shape): one rule, DNS allowed."""
+    return access_policy(
+        namespace,
+        name,
+        {
             "rbac": {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]},
             "network": {"dns": True},
         },
-    }
+    )
+
+
+def network_only_policy(namespace: str, name: str) -> dict[str, Any]:
+    """Shape 2: no API access (no token mounted), ingress from one app, egress to another and a subnet."""
+    return access_policy(
+        namespace,
+        name,
+        {
+            "network": {
+                "ingress": [{"from": [{"app": "frontend"}], "ports": [{"port": 8080}]}],
+                "egress": [
+                    {"to": [{"app": "db"}], "ports": [{"port": 5432}]},
+                    {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 443}]},
+                ],
+                "dns": True,
+            }
+        },
+    )
+
+
+def wide_policy(namespace: str, name: str) -> dict[str, Any]:
+    """Shape 3: a controller's several rules, API server reachable, several ports."""
+    return access_policy(
+        namespace,
+        name,
+        {
+            "rbac": {
+                "rules": [
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                    {
+                        "apiGroups": [""],
+                        "resources": ["configmaps"],
+                        "resourceNames": [f"{name}-config"],
+                        "verbs": ["get"],
+                    },
+                    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                    {
+                        "apiGroups": ["coordination.k8s.io"],
+                        "resources": ["leases"],
+                        "verbs": ["get", "create", "update"],
+                    },
+                ]
+            },
+            "network": {
+                "ingress": [
+                    {
+                        "from": [{"app": "frontend"}, {"namespace": "monitoring"}],
+                        "ports": [{"port": 8080}, {"port": 9090}],
+                    }
+                ],
+                "egress": [{"to": [{"app": "cache"}], "ports": [{"port": 6379}, {"port": 6380}]}],
+                "dns": True,
+                "kubeAPIServer": True,
+            },
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    build: Callable[[dict[str, int]], list[dict[str, Any]]]
+    report_crds: bool  # installed as the chart installs them (reports on, the default), or absent
+    pods: bool  # Deployments have a replica: wait for the controller-manager's ReplicaSets and Pods
+    churn: bool  # workload status updates from the operator's start to the end
+    probe_policy_step: int  # the converge probe patches policies 0, step, 2*step...: shapes with one rbac rule
+
+
+PROFILES = {
+    "light": Profile("light", light_population, report_crds=False, pods=False, churn=False, probe_policy_step=1),
+    "realistic": Profile(
+        "realistic", realistic_population, report_crds=True, pods=True, churn=True, probe_policy_step=3
+    ),
+}
+
+
+# Measuring --------------------------------------------------------------------------------------
 
 
 def populate(api: Any, objects: list[dict[str, Any]]) -> float:
@@ -161,19 +408,36 @@ def populate(api: Any, objects: list[dict[str, Any]]) -> float:
     return time.monotonic() - started
 
 
-def floor_seconds(api: Any) -> tuple[float, int]:
-    kinds = [
-        ("v1", "Namespace"),
-        ("v1", "ServiceAccount"),
-        (RBAC, "Role"),
-        (RBAC, "RoleBinding"),
-        (RBAC, "ClusterRole"),
-        (RBAC, "ClusterRoleBinding"),
-        ("apps/v1", "Deployment"),
-        ("accesshygiene.io/v1alpha1", "AccessPolicy"),
-    ]
+def wait_for_pods(api: Any, deployments: int, timeout: float) -> tuple[float, int]:
+    """Until the controller-manager has made a ReplicaSet and a Pod per Deployment and reported every Deployment's
+    status (its writes would otherwise fall into the operator's start). Returns (seconds, pods)."""
     started = time.monotonic()
-    count = sum(1 for api_version, kind in kinds for _ in resources.list_objects(api, api_version, kind))
+    pods = 0
+    while time.monotonic() - started < timeout:
+        pods = sum(1 for _ in resources.list_objects(api, "v1", "Pod"))
+        if pods >= deployments:
+            settled = all(
+                (d.get("status") or {}).get("observedGeneration") == d["metadata"].get("generation")
+                and (d.get("status") or {}).get("replicas") == 1
+                for d in resources.list_objects(api, "apps/v1", "Deployment")
+            )
+            if settled:
+                break
+        time.sleep(2.0)
+    return time.monotonic() - started, pods
+
+
+def floor_seconds(api: Any) -> tuple[float, int]:
+    """One bare paged LIST of every kind the operator watches (the same selectors)."""
+    started = time.monotonic()
+    count = 0
+    for spec in WATCHED_KINDS:
+        try:
+            count += sum(
+                1 for _ in resources.list_objects(api, spec.api_version, spec.kind, label_selector=spec.label_selector)
+            )
+        except Exception:  # a kind not served here (optional): nothing to list
+            continue
     return time.monotonic() - started, count
 
 
@@ -207,12 +471,24 @@ def violations(port: int, rule_id: str) -> float:
     )
 
 
-def rss_mib(pid: int) -> str:
-    """Current and peak resident memory of a process, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return (
-        f"RSS {int(fields['VmRSS'].split()[0]) / 1024:.0f} MiB, peak {int(fields['VmHWM'].split()[0]) / 1024:.0f} MiB"
+def active_findings(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("access_hygiene_violations{")
     )
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process (VmRSS, VmHWM), from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -239,44 +515,190 @@ def fixed_namespaces(api: Any) -> int:
     )
 
 
-def operator_requests(audit_log: Path, since: float, until: float, detail: bool = False) -> Counter[str]:
-    """The operator's requests in the window, by verb (detail: by verb, resource and client: kopf or ours)."""
+def audit_requests(
+    audit_log: Path, since: float, until: float, user: str = OPERATOR_USER, detail: bool = False
+) -> Counter[str]:
+    """A user's requests in the window, by verb (detail: by verb, resource and client: kopf or ours)."""
     verbs: Counter[str] = Counter()
     with audit_log.open() as log:
         for line in log:
             event = json.loads(line)
-            if event.get("stage") != "ResponseComplete" or event["user"]["username"] != OPERATOR_USER:
+            if event.get("stage") != "ResponseComplete" or event["user"]["username"] != user:
                 continue
             stamp = event["requestReceivedTimestamp"]
             when = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
             if since <= when <= until:
                 client = "kopf" if str(event.get("userAgent", "")).startswith("kopf") else "access-hygiene"
                 resource = (event.get("objectRef") or {}).get("resource", "")
+                subresource = (event.get("objectRef") or {}).get("subresource", "")
+                resource = f"{resource}/{subresource}" if subresource else resource
                 verbs[f"{event['verb']} {resource} ({client})" if detail else event["verb"]] += 1
     return verbs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--factor", type=float, default=1.0, help="scale every count by this factor")
-    parser.add_argument("--samples", type=int, default=50)
-    parser.add_argument("--idle-seconds", type=float, default=600)
-    parser.add_argument(
-        "--python-args", default="", help="interpreter arguments for the operator, e.g. '-m memray run -o out.bin'"
-    )
-    args = parser.parse_args()
-    counts = {k: max(1, int(v * args.factor)) for k, v in SCALE.items()}
-    print(f"machine: {os.cpu_count()} cores; scale factor {args.factor}: {counts}", flush=True)
-    with ControlPlane(audit_log=True) as control_plane, make_api_client(str(control_plane.kubeconfig)) as api:
-        install_crd(api, build_crd())
-        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
-        objects = population(counts)
-        seconds = populate(api, objects)
-        print(f"populated {len(objects)} objects in {seconds:.1f}s", flush=True)
-        floors = [floor_seconds(api) for _ in range(3)]
-        floor = statistics.median(f[0] for f in floors)
-        print(f"floor: bare paged LIST of {floors[0][1]} objects: {floor:.2f}s (median of 3)", flush=True)
+class StatusChurn:
+    """Workload status that keeps changing, as on a cluster whose Pods cannot be scheduled: a Deployment's
+    Progressing condition and a Pending Pod's PodScheduled condition, rewritten in turn at a steady rate. Nothing
+    the rules read changes."""
 
+    def __init__(self, kubeconfig: str, workloads: list[tuple[str, str, str]], per_second: float) -> None:
+        self.kubeconfig = kubeconfig
+        self.workloads = workloads  # (kind, namespace, name)
+        self.per_second = per_second
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-churn", daemon=True)
+
+    def start(self) -> None:
+        if self.workloads and self.per_second > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        with make_api_client(self.kubeconfig) as api:
+            i = 0
+            while not self._stop.wait(1.0 / self.per_second):
+                kind, namespace, name = self.workloads[i % len(self.workloads)]
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                if kind == "Deployment":
+                    condition = {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{name}" has timed out progressing ({i}).',
+                        "lastUpdateTime": now,
+                        "lastTransitionTime": now,
+                    }
+                    body = {"status": {"conditions": [condition]}}
+                    api_version = "apps/v1"
+                else:
+                    condition = {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": f"0/0 nodes are available: attempt {i}.",
+                        "lastProbeTime": now,
+                        "lastTransitionTime": now,
+                    }
+                    body = {"status": {"conditions": [condition]}}
+                    api_version = "v1"
+                try:
+                    resources.patch_merge(api, api_version, kind, name, body, namespace, "status")
+                    self.done += 1
+                except Exception as error:  # a workload gone or a conflict: the churn goes on
+                    print(f"  (churn: {kind} {namespace}/{name}: {type(error).__name__})", flush=True)
+                i += 1
+
+
+class Sampler:
+    """py-spy (PyPI) recording the operator for one phase, collapsed stacks (--py-spy DIR); nothing without it."""
+
+    def __init__(self, directory: Path | None, pid: int, phase: str) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        py_spy = Path(sys.executable).parent / "py-spy"
+        output = directory / f"{phase}.txt"
+        command = [str(py_spy), "record", "--pid", str(pid), "--rate", "50", "--nonblocking"]
+        command += ["--format", "raw", "--output", str(output)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            self.process.wait(timeout=60)
+
+
+@dataclass
+class Figures:
+    profile: str
+    counts: dict[str, int]
+    objects: int = 0
+    pods: int = 0
+    floor: float = 0.0
+    floor_objects: int = 0
+    ready: float = 0.0
+    fixed: float = 0.0
+    writes: int = 0
+    write_floor: float = 0.0
+    findings: float = 0.0
+    finding_post_start: list[float] = field(default_factory=list)
+    post_start_writes: int = 0
+    finding_settled: list[float] = field(default_factory=list)
+    converge: list[float] = field(default_factory=list)
+    idle_seconds: float = 0.0
+    idle_cpu: float = 0.0
+    idle_requests: dict[str, int] = field(default_factory=dict)
+    idle_churn: int = 0
+    rss_converged: float = 0.0
+    rss_end: float = 0.0
+    rss_peak: float = 0.0
+    operator_cpu_total: float = 0.0
+
+
+def finding_sample(api: Any, port: int, name: str) -> float:
+    before = violations(port, "AH-RBAC-001")
+    t0 = time.monotonic()
+    resources.create(
+        api,
+        {
+            "apiVersion": RBAC,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "ns-00000"}],
+        },
+    )
+    while violations(port, "AH-RBAC-001") <= before:
+        time.sleep(POLL_SECONDS)
+    return time.monotonic() - t0
+
+
+def run_profile(profile: Profile, args: argparse.Namespace) -> Figures:
+    counts = {k: max(1, int(v * args.scale)) for k, v in SCALE.items()}
+    figures = Figures(profile.name, counts)
+    print(f"== profile {profile.name}, scale {args.scale}: {counts}", flush=True)
+    # The controller-manager's client defaults to 20 requests a second: 2,000 Deployments' ReplicaSets, Pods and
+    # statuses would take ~7 minutes to appear. A real cluster has them already; only the setup is sped up.
+    fast_setup = (
+        "--kube-api-qps=300",
+        "--kube-api-burst=600",
+        "--concurrent-deployment-syncs=10",
+        "--concurrent-replicaset-syncs=10",
+    )
+    with (
+        ControlPlane(audit_log=True, controller_manager_args=fast_setup) as control_plane,
+        make_api_client(str(control_plane.kubeconfig)) as api,
+    ):
+        install_prerequisites(api, OperatorSettings().grant_ceiling_cluster_role)
+        if profile.report_crds:
+            print(f"  report CRDs installed: {install_report_crds(api, report_crd_paths())}", flush=True)
+        objects = profile.build(counts)
+        figures.objects = len(objects)
+        seconds = populate(api, objects)
+        print(f"  populated {len(objects)} objects in {seconds:.1f}s", flush=True)
+        if profile.pods:
+            seconds, figures.pods = wait_for_pods(api, counts["deployments"], timeout=1800)
+            print(
+                f"  controller-manager: {figures.pods} Pods (Pending) and Deployment status after {seconds:.0f}s",
+                flush=True,
+            )
+        floors = [floor_seconds(api) for _ in range(3)]
+        figures.floor = statistics.median(f[0] for f in floors)
+        figures.floor_objects = floors[0][1]
+        print(
+            f"  floor: bare paged LIST of {figures.floor_objects} objects: {figures.floor:.2f}s (median of 3)",
+            flush=True,
+        )
+
+        churn = StatusChurn(
+            str(control_plane.kubeconfig), churn_targets(api) if profile.churn else [], args.churn_per_second
+        )
         port = free_port()
         env = {
             **os.environ,
@@ -287,125 +709,253 @@ def main() -> None:
             "ACCESS_HYGIENE_METRICS_ADDR": "127.0.0.1",
             "ACCESS_HYGIENE_OPERATOR_NAMESPACE": "access-hygiene",
         }
-        log = Path(control_plane.workdir or ".") / "operator.log"  # type: ignore[operator]
+        log = control_plane.audit_log_path.parent / "operator.log"
+        command = [
+            sys.executable,
+            *shlex.split(args.python_args),
+            "-m",
+            "access_hygiene.cli.main",
+            "run",
+            "--liveness",
+            "",
+        ]
+        started_wall = time.time()
         started = time.monotonic()
         with log.open("w") as out:
-            operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    *shlex.split(args.python_args),
-                    "-m",
-                    "access_hygiene.cli.main",
-                    "run",
-                    "--liveness",
-                    "",
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            operator = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        churn.start()
+        args.sampler = Sampler(args.py_spy and Path(args.py_spy) / profile.name, operator.pid, "start")
         try:
-            all_ready = all_fixed = None
-            while all_ready is None or all_fixed is None:
-                time.sleep(1.0)
-                if operator.poll() is not None:
-                    raise SystemExit(f"operator exited: {log.read_text()[-3000:]}")
-                if all_ready is None:
-                    ready, total = ready_counts(api)
-                    if ready == total == counts["accesspolicies"]:
-                        all_ready = time.monotonic() - started
-                if all_fixed is None and fixed_namespaces(api) >= counts["namespaces"]:
-                    all_fixed = time.monotonic() - started
-            print(
-                f"start -> all {counts['accesspolicies']} AccessPolicies Ready: {all_ready:.1f}s "
-                f"({all_ready / floor:.1f}x the floor)",
-                flush=True,
+            measure(
+                api, control_plane, operator, port, profile, counts, figures, churn, started, started_wall, args, log
             )
-            print(
-                f"start -> all {counts['namespaces']} namespaces fixed: {all_fixed:.1f}s "
-                f"({all_fixed / floor:.1f}x the floor)",
-                flush=True,
-            )
-            print(f"operator memory once converged: {rss_mib(operator.pid)}", flush=True)
-            writes = operator_requests(control_plane.audit_log_path, time.time() - all_ready - 5, time.time())
-            write_count = sum(n for verb, n in writes.items() if verb in ("create", "patch", "update", "delete"))
-            write_floor = apply_floor(api, write_count, counts["namespaces"])
-            print(
-                f"the operator wrote {write_count} times to converge ({dict(writes)}); the same number of bare "
-                f"server-side applies from 16 threads takes {write_floor:.1f}s (the write floor); "
-                f"start -> all Ready is {all_ready / max(write_floor + floor, 1e-9):.1f}x LIST + write floor",
-                flush=True,
-            )
-            time.sleep(5)
-
-            finding: list[float] = []
-            for i in range(args.samples):
-                before = violations(port, "AH-RBAC-001")
-                t0 = time.monotonic()
-                resources.create(
-                    api,
-                    {
-                        "apiVersion": RBAC,
-                        "kind": "ClusterRoleBinding",
-                        "metadata": {"name": f"bench-admin-{i:03d}"},
-                        "roleRef": {
-                            "apiGroup": "rbac.authorization.k8s.io",
-                            "kind": "ClusterRole",
-                            "name": "cluster-admin",
-                        },
-                        "subjects": [{"kind": "ServiceAccount", "name": f"bench-{i}", "namespace": "ns-00000"}],
-                    },
-                )
-                while violations(port, "AH-RBAC-001") <= before:
-                    time.sleep(POLL_SECONDS)
-                finding.append(time.monotonic() - t0)
-            print(
-                f"event -> finding in /metrics: p50 {percentile(finding, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(finding, 0.99) * 1000:.0f} ms over {len(finding)} samples",
-                flush=True,
-            )
-
-            converge: list[float] = []
-            for i in range(args.samples):
-                ns, name = f"ns-{i % counts['namespaces']:05d}", f"ap-{i:05d}"
-                if i >= counts["accesspolicies"]:
-                    break
-                verbs = ["get", "list"] if i % 2 == 0 else ["get", "watch"]
-                role_name = f"access-hygiene-{name}"
-                t0 = time.monotonic()
-                resources.request(
-                    api,
-                    "PATCH",
-                    f"/apis/accesshygiene.io/v1alpha1/namespaces/{ns}/accesspolicies/{name}",
-                    body=[{"op": "replace", "path": "/spec/rbac/rules/0/verbs", "value": verbs}],
-                    content_type="application/json-patch+json",
-                )
-                while True:
-                    role = resources.get(api, RBAC, "Role", role_name, ns)
-                    if role and sorted(role["rules"][0]["verbs"]) == sorted(verbs):
-                        break
-                    time.sleep(POLL_SECONDS)
-                converge.append(time.monotonic() - t0)
-            print(
-                f"event -> converged (AccessPolicy rules -> Role): p50 {percentile(converge, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(converge, 0.99) * 1000:.0f} ms over {len(converge)} samples",
-                flush=True,
-            )
-
-            time.sleep(5)
-            idle_from = time.time()
-            time.sleep(args.idle_seconds)
-            idle_to = time.time()
-            time.sleep(2)  # the audit log is written asynchronously
-            verbs = operator_requests(control_plane.audit_log_path, idle_from, idle_to, detail=True)
-            print(f"operator API requests over {args.idle_seconds:.0f} idle seconds, by verb: {dict(verbs) or 'none'}")
-            status = Path(f"/proc/{operator.pid}/status").read_text()
-            peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-            print(f"operator peak RSS: {int(peak.split()[1]) / 1024:.0f} MiB", flush=True)
         finally:
+            args.sampler.stop()
+            churn.stop()
+            figures.operator_cpu_total = cpu_seconds(operator.pid) if operator.poll() is None else 0.0
             operator.terminate()
             operator.wait(timeout=30)
-            (Path(os.environ.get("TMPDIR", "/tmp")) / "live_scale_operator.log").write_text(log.read_text())
+            keep = Path(os.environ.get("TMPDIR", "/tmp")) / f"live_scale_operator_{profile.name}.log"
+            keep.write_text(log.read_text())
+            print(f"  operator log kept at {keep}", flush=True)
+    return figures
+
+
+def churn_targets(api: Any) -> list[tuple[str, str, str]]:
+    deployments = [
+        ("Deployment", d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in resources.list_objects(api, "apps/v1", "Deployment")
+    ]
+    pods = [
+        ("Pod", p["metadata"]["namespace"], p["metadata"]["name"]) for p in resources.list_objects(api, "v1", "Pod")
+    ]
+    mixed = [item for pair in zip(deployments, pods, strict=False) for item in pair]
+    return mixed or deployments
+
+
+def measure(
+    api: Any,
+    control_plane: ControlPlane,
+    operator: "subprocess.Popen[bytes]",
+    port: int,
+    profile: Profile,
+    counts: dict[str, int],
+    figures: Figures,
+    churn: StatusChurn,
+    started: float,
+    started_wall: float,
+    args: argparse.Namespace,
+    log: Path,
+) -> None:
+    all_ready = all_fixed = None
+    while all_ready is None or all_fixed is None:
+        time.sleep(1.0)
+        if operator.poll() is not None:
+            raise SystemExit(f"operator exited: {log.read_text()[-3000:]}")
+        if all_ready is None:
+            ready, total = ready_counts(api)
+            if ready == total == counts["accesspolicies"]:
+                all_ready = time.monotonic() - started
+        if all_fixed is None and fixed_namespaces(api) >= counts["namespaces"]:
+            all_fixed = time.monotonic() - started
+    figures.ready, figures.fixed = all_ready, all_fixed
+    args.sampler.stop()
+    args.sampler = Sampler(args.py_spy and Path(args.py_spy) / profile.name, operator.pid, "post-start")
+    converged_wall = time.time()
+    print(f"  start -> all {counts['accesspolicies']} AccessPolicies Ready: {all_ready:.1f}s", flush=True)
+    print(f"  start -> all {counts['namespaces']} namespaces fixed: {all_fixed:.1f}s", flush=True)
+
+    # Post-start: the operator may still be writing (statuses, summaries, reports); fresh events must not wait.
+    post_from = time.time()
+    post_deadline = time.monotonic() + POST_START_WINDOW_SECONDS
+    while len(figures.finding_post_start) < args.samples and time.monotonic() < post_deadline:
+        figures.finding_post_start.append(
+            finding_sample(api, port, f"bench-post-{len(figures.finding_post_start):03d}")
+        )
+    post_to = time.time()
+    args.sampler.stop()
+    figures.rss_converged = memory_mib(operator.pid)[0]
+    time.sleep(2)  # the audit log is written asynchronously
+    post_writes = audit_requests(control_plane.audit_log_path, post_from, post_to)
+    figures.post_start_writes = sum(n for verb, n in post_writes.items() if verb in WRITE_VERBS)
+    print(
+        f"  event -> finding right after start-up: p50 {percentile(figures.finding_post_start, 0.5) * 1000:.0f} ms, "
+        f"max {max(figures.finding_post_start) * 1000:.0f} ms over {len(figures.finding_post_start)} samples, "
+        f"while the operator wrote {figures.post_start_writes} times",
+        flush=True,
+    )
+    writes = audit_requests(control_plane.audit_log_path, started_wall - 1, converged_wall)
+    figures.writes = sum(n for verb, n in writes.items() if verb in WRITE_VERBS)
+    figures.write_floor = apply_floor(api, figures.writes, counts["namespaces"])
+    print(
+        f"  the operator wrote {figures.writes} times to converge ({dict(writes)}); as many bare server-side "
+        f"applies from 16 threads: {figures.write_floor:.1f}s",
+        flush=True,
+    )
+    time.sleep(5)
+    figures.findings = active_findings(port)
+    for i in range(args.samples):
+        figures.finding_settled.append(finding_sample(api, port, f"bench-admin-{i:03d}"))
+    print(
+        f"  event -> finding settled: p50 {percentile(figures.finding_settled, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(figures.finding_settled, 0.99) * 1000:.0f} ms over {len(figures.finding_settled)} samples",
+        flush=True,
+    )
+    for i in range(0, counts["accesspolicies"], profile.probe_policy_step):
+        if len(figures.converge) >= args.samples:
+            break
+        ns, name = f"ns-{i % counts['namespaces']:05d}", f"ap-{i:05d}"
+        verbs = ["get", "list"] if len(figures.converge) % 2 == 0 else ["get", "watch"]
+        t0 = time.monotonic()
+        resources.request(
+            api,
+            "PATCH",
+            f"/apis/accesshygiene.io/v1alpha1/namespaces/{ns}/accesspolicies/{name}",
+            body=[{"op": "replace", "path": "/spec/rbac/rules/0/verbs", "value": verbs}],
+            content_type="application/json-patch+json",
+        )
+        while True:
+            role = resources.get(api, RBAC, "Role", f"access-hygiene-{name}", ns)
+            if role and sorted(role["rules"][0]["verbs"]) == sorted(verbs):
+                break
+            time.sleep(POLL_SECONDS)
+        figures.converge.append(time.monotonic() - t0)
+    print(
+        f"  event -> converged (AccessPolicy rules -> Role): p50 {percentile(figures.converge, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(figures.converge, 0.99) * 1000:.0f} ms over {len(figures.converge)} samples",
+        flush=True,
+    )
+
+    time.sleep(5)
+    args.sampler = Sampler(args.py_spy and Path(args.py_spy) / profile.name, operator.pid, "idle")
+    idle_from, cpu_from, churn_from = time.time(), cpu_seconds(operator.pid), churn.done
+    time.sleep(args.idle_seconds)
+    idle_to, cpu_to, churn_to = time.time(), cpu_seconds(operator.pid), churn.done
+    args.sampler.stop()
+    figures.idle_seconds = idle_to - idle_from
+    figures.idle_cpu = cpu_to - cpu_from
+    figures.idle_churn = churn_to - churn_from
+    time.sleep(2)
+    figures.idle_requests = dict(audit_requests(control_plane.audit_log_path, idle_from, idle_to, detail=True))
+    print(
+        f"  idle {figures.idle_seconds:.0f}s with {figures.idle_churn} workload status updates: operator CPU "
+        f"{figures.idle_cpu:.2f}s; its API requests: {figures.idle_requests or 'none'}",
+        flush=True,
+    )
+    figures.rss_end, figures.rss_peak = memory_mib(operator.pid)
+    print(
+        f"  operator RSS once converged {figures.rss_converged:.0f} MiB, at the end {figures.rss_end:.0f} MiB, "
+        f"peak {figures.rss_peak:.0f} MiB",
+        flush=True,
+    )
+
+
+def table(results: list[Figures]) -> str:
+    def ms(values: list[float], q: float) -> str:
+        return f"{percentile(values, q) * 1000:,.0f}" if values else "-"
+
+    def requests(f: Figures) -> str:
+        lists = sum(n for k, n in f.idle_requests.items() if k.startswith("list "))
+        writes = sum(n for k, n in f.idle_requests.items() if k.split(" ", 1)[0] in WRITE_VERBS)
+        watches = sum(n for k, n in f.idle_requests.items() if k.startswith("watch "))
+        return f"{lists} LIST, {writes} writes, {watches} watch"
+
+    rows: list[tuple[str, Callable[[Figures], str]]] = [
+        ("objects created (+ Pods the controller-manager made)", lambda f: f"{f.objects:,} (+{f.pods:,})"),
+        (
+            "floor: bare paged LIST of what the operator watches",
+            lambda f: f"{f.floor:.2f} s ({f.floor_objects:,} objects)",
+        ),
+        ("start -> all AccessPolicies Ready", lambda f: f"{f.ready:.1f} s"),
+        ("start -> all namespaces fixed", lambda f: f"{f.fixed:.1f} s"),
+        (
+            "writes to converge / their floor (bare applies, 16 threads)",
+            lambda f: f"{f.writes:,} / {f.write_floor:.1f} s",
+        ),
+        ("all Ready against LIST + write floor", lambda f: f"{f.ready / max(f.floor + f.write_floor, 1e-9):.1f}x"),
+        (
+            "namespaces fixed against LIST + write floor",
+            lambda f: f"{f.fixed / max(f.floor + f.write_floor, 1e-9):.1f}x",
+        ),
+        ("active findings in /metrics", lambda f: f"{f.findings:,.0f}"),
+        (
+            "event -> finding right after start-up, p50 / max (operator writes meanwhile)",
+            lambda f: (
+                f"{ms(f.finding_post_start, 0.5)} / {ms(f.finding_post_start, 1.0)} ms "
+                f"({len(f.finding_post_start)} samples; {f.post_start_writes:,} writes)"
+            ),
+        ),
+        (
+            "event -> finding settled, p50 / p99",
+            lambda f: f"{ms(f.finding_settled, 0.5)} / {ms(f.finding_settled, 0.99)} ms ({len(f.finding_settled)})",
+        ),
+        (
+            "event -> converged, p50 / p99",
+            lambda f: f"{ms(f.converge, 0.5)} / {ms(f.converge, 0.99)} ms ({len(f.converge)})",
+        ),
+        ("idle: workload status updates in the window", lambda f: f"{f.idle_churn:,} in {f.idle_seconds:.0f} s"),
+        ("idle: operator CPU", lambda f: f"{f.idle_cpu:.2f} CPU-s"),
+        ("idle: operator API requests", requests),
+        (
+            "operator RSS once converged / end / peak",
+            lambda f: f"{f.rss_converged:.0f} / {f.rss_end:.0f} / {f.rss_peak:.0f} MiB",
+        ),
+    ]
+    lines = [
+        "| figure | " + " | ".join(f.profile for f in results) + " |",
+        "| --- |" + " --- |" * len(results),
+    ]
+    lines += [f"| {label} | " + " | ".join(value(f) for f in results) + " |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=("realistic", "light", "both"), default="both")
+    parser.add_argument("--scale", "--factor", type=float, default=1.0, help="scale every count by this fraction")
+    parser.add_argument("--samples", type=int, default=50, help="samples per latency figure")
+    parser.add_argument("--idle-seconds", type=float, default=600)
+    parser.add_argument(
+        "--churn-per-second", type=float, default=4.0, help="workload status updates a second (realistic profile)"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record the operator with py-spy (pip install py-spy) into DIR/PROFILE/{start,post-start,idle}.txt",
+    )
+    parser.add_argument(
+        "--python-args", default="", help="interpreter arguments for the operator, e.g. '-m memray run -o out.bin'"
+    )
+    args = parser.parse_args()
+    chosen = ["light", "realistic"] if args.profile == "both" else [args.profile]
+    load = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} cores, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True
+    )
+    results = [run_profile(PROFILES[name], args) for name in chosen]
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(table(results))
 
 
 if __name__ == "__main__":

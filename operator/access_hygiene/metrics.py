@@ -119,26 +119,48 @@ def _top(counts: Mapping[Any, int], limit: int) -> list[tuple[Any, int]]:
 
 class _Snapshot:
     """One published scan and the families derived from it, built at most once (under a lock) by whoever
-    needs them first, the background prebuild or a scrape, and reused by every later scrape of the scan."""
+    needs them first, the background prebuild or a scrape, and reused by every later scrape of the scan. A scan
+    whose content is the previous one's (the controller's heartbeat republishes an unchanged result every minute)
+    shares the previous families: only the scan's time and duration are new."""
 
-    def __init__(self, scan: ScanResult, *, detailed: bool) -> None:
+    def __init__(self, scan: ScanResult, *, detailed: bool, previous: "_Snapshot | None" = None) -> None:
         self.scan = scan
         self.detailed = detailed
-        self._families: tuple[Metric, ...] | None = None
+        self._content: tuple[tuple[Metric, ...], tuple[Metric, ...]] | None = None
         self._lock = threading.Lock()
+        # The snapshot whose content this one shares (the first of a run of unchanged scans), or None.
+        self._shared_with: _Snapshot | None = None
+        if previous is not None and previous.detailed == detailed and _same_content(previous.scan, scan):
+            self._shared_with = previous._shared_with or previous
 
     @property
     def built(self) -> bool:
-        return self._families is not None
+        owner = self._shared_with or self
+        return owner._content is not None
 
     def families(self) -> tuple[Metric, ...]:
+        aggregated, detailed = (self._shared_with or self)._own_content()
+        return (*aggregated, *_timing_families(self.scan), *detailed)
+
+    def _own_content(self) -> tuple[tuple[Metric, ...], tuple[Metric, ...]]:
         with self._lock:
-            if self._families is None:
-                built = list(_aggregated_families(self.scan))
-                if self.detailed:
-                    built += _detailed_families(self.scan)
-                self._families = tuple(built)
-            return self._families
+            if self._content is None:
+                aggregated = tuple(_aggregated_families(self.scan))
+                detailed = tuple(_detailed_families(self.scan)) if self.detailed else ()
+                self._content = (aggregated, detailed)
+            return self._content
+
+
+def _same_content(a: ScanResult, b: ScanResult) -> bool:
+    """The same findings and capabilities (the very sequences: the controller republishes its totals as they
+    are), controls, exemptions and namespace classes."""
+    return (
+        a.findings is b.findings
+        and a.subject_capabilities is b.subject_capabilities
+        and a.namespace_controls == b.namespace_controls
+        and a.exemptions == b.exemptions
+        and a.namespace_classes == b.namespace_classes
+    )
 
 
 @dataclass(frozen=True)
@@ -269,6 +291,9 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         "state",
         _frozen(scan.exemptions, EXEMPTION_STATES),
     )
+
+
+def _timing_families(scan: ScanResult) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         f"{PREFIX}_last_scan_timestamp_seconds",
         "Unix time the latest full scan completed.",
@@ -384,11 +409,11 @@ class Metrics:
     def publish_scan(self, result: ScanResult) -> None:
         """Replace the scan snapshot; series absent from this scan disappear from the next scrape.
 
-        Constant time: the families are derived once, later (see prebuild_after), never per publish. The
+        Cheap: the families are derived once, later (see prebuild_after), never per publish. The
         result is kept as is, so the caller must not mutate its sequences or mappings afterwards.
         """
-        snapshot = _Snapshot(result, detailed=self.detailed)
         with self._lock:
+            snapshot = _Snapshot(result, detailed=self.detailed, previous=self.state.snapshot)
             self.state = replace(self.state, snapshot=snapshot)
         self._published.set()
 

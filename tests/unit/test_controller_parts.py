@@ -20,13 +20,47 @@ def test_a_key_queued_twice_runs_once_and_once_more_if_queued_while_worked_on() 
         assert len(queue) == 1
         key = await queue.get()
         queue.add("a")  # changed again while being worked on: must run again afterwards
-        assert queue._queue.empty()  # ...but not concurrently
+        assert queue.empty()  # ...but not concurrently
         queue.done(key)
         again = await asyncio.wait_for(queue.get(), timeout=1)
         queue.done(again)
         return [str(key), str(again)]
 
     assert asyncio.run(scenario()) == ["a", "a"]
+
+
+def test_urgent_keys_are_taken_before_the_backlog_and_each_key_once() -> None:
+    async def scenario() -> list[str]:
+        queue = WorkQueue()
+        for key in ("backlog-1", "backlog-2", "edited"):
+            queue.add(key)
+        queue.add("fresh", urgent=True)
+        queue.add("edited", urgent=True)  # already queued behind the backlog: promoted, not run twice
+        taken = []
+        while not queue.empty():
+            key = await asyncio.wait_for(queue.get(), timeout=1)
+            taken.append(str(key))
+            queue.done(key)
+        return taken
+
+    assert asyncio.run(scenario()) == ["fresh", "edited", "backlog-1", "backlog-2"]
+
+
+def test_an_urgent_key_queued_while_worked_on_runs_again_before_the_backlog() -> None:
+    async def scenario() -> list[str]:
+        queue = WorkQueue()
+        queue.add("policy")
+        key = await queue.get()
+        queue.add("backlog")
+        queue.add("policy", urgent=True)
+        queue.done(key)
+        first = await asyncio.wait_for(queue.get(), timeout=1)
+        queue.done(first)
+        second = await asyncio.wait_for(queue.get(), timeout=1)
+        queue.done(second)
+        return [str(first), str(second), str(queue.empty())]
+
+    assert asyncio.run(scenario()) == ["policy", "backlog", "True"]
 
 
 def test_wait_settled_returns_once_the_keys_are_done_and_not_before() -> None:

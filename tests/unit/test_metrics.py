@@ -558,3 +558,50 @@ def test_admission_floor_and_writes() -> None:
     assert series(samples, "access_hygiene_admission_floor_timestamp_seconds") == {(): 1767268801.0}
     writes = series(samples, "access_hygiene_admission_parameter_writes_total")
     assert writes == {labels(kind="ValidatingAdmissionPolicy"): 13.0}
+
+
+def test_an_unchanged_result_republished_reuses_its_families_and_moves_only_the_scan_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import access_hygiene.metrics as metrics_module
+
+    builds: list[int] = []
+    real = metrics_module._aggregated_families
+
+    def counted(scan: ScanResult) -> Iterator[Any]:
+        builds.append(len(scan.findings))
+        return real(scan)
+
+    monkeypatch.setattr(metrics_module, "_aggregated_families", counted)
+    metrics = Metrics(CollectorRegistry(), prebuild_after=None)
+    first = synthetic_scan(20, per_namespace=2)
+    metrics.publish_scan(first)
+    before = generate_latest(metrics.registry).decode()
+    for minute in range(1, 4):  # the heartbeat: the same totals, a new time
+        metrics.publish_scan(
+            ScanResult(
+                findings=first.findings,
+                subject_capabilities=first.subject_capabilities,
+                namespace_controls=dict(first.namespace_controls),
+                exemptions=dict(first.exemptions),
+                completed_at=first.completed_at + 60 * minute,
+                duration_seconds=0.0,
+                namespace_classes=dict(first.namespace_classes),
+            )
+        )
+        text = generate_latest(metrics.registry).decode()
+    assert builds == [len(first.findings)]  # built once, for the first scan
+    scanned_at = next(
+        family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name == "access_hygiene_last_scan_timestamp_seconds"
+    )
+    assert scanned_at == first.completed_at + 180
+    strip = lambda t: [line for line in t.splitlines() if "scan_" not in line]  # noqa: E731
+    assert strip(text) == strip(before)
+
+    changed = synthetic_scan(21, per_namespace=2)  # new findings: built again, and the new content shows
+    metrics.publish_scan(changed)
+    text = generate_latest(metrics.registry).decode()
+    assert builds == [len(first.findings), len(changed.findings)]
+    assert strip(text) != strip(before)

@@ -14,7 +14,7 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -80,6 +80,11 @@ REPORT_WRITES_PER_STEP = 25
 DIRECT_WORK_FIRST_SECONDS = 1.0
 ADMISSION_RETRY_SECONDS = 5.0
 OWNER_KIND_NAMES = frozenset(kind for _, kind in OWNER_KINDS)
+# The cyclic collector's thresholds. Python's default (a collection every 700 net allocations) ran one every few
+# milliseconds of a re-audit, which allocates findings by the thousand, and a full pass every few re-audits: 30 % of
+# the re-audit time at 43,000 findings, full passes of 0.2-0.3 s (in-process, 60 re-audits on the realistic
+# population: 18.7 s -> 12.7 s). The operator's objects are freed by reference counting; cycles are rare.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -87,35 +92,62 @@ def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
 
 
 class WorkQueue:
-    """Deduplicating queue: a key queued while it is being worked on runs once more afterwards."""
+    """Deduplicating queue: a key queued while it is being worked on runs once more afterwards. Urgent keys (what a
+    user just changed) are taken before the rest (the start-up backlog, the echoes of our own writes)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._dirty: set[Hashable] = set()
+        self._urgent: deque[Hashable] = deque()
+        self._normal: deque[Hashable] = deque()
+        self._available = asyncio.Event()
+        self._dirty: set[Hashable] = set()  # queued (to run again after done(), when being worked on)
+        self._hurry: set[Hashable] = set()  # the dirty keys wanted urgently
         self._processing: set[Hashable] = set()
         self._settled = asyncio.Event()  # set whenever a key is done
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, urgent: bool = False) -> None:
         if key in self._dirty:
+            if urgent and key not in self._hurry:
+                self._hurry.add(key)
+                if key not in self._processing:  # promoted: its entry in the backlog goes stale
+                    self._put(self._urgent, key)
             return
         self._dirty.add(key)
+        if urgent:
+            self._hurry.add(key)
         if key not in self._processing:
-            self._queue.put_nowait(key)
+            self._put(self._urgent if urgent else self._normal, key)
+
+    def _put(self, entries: deque[Hashable], key: Hashable) -> None:
+        entries.append(key)
+        self._available.set()
 
     def add_after(self, key: Hashable, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key)
 
     async def get(self) -> Hashable:
-        key = await self._queue.get()
-        self._dirty.discard(key)
-        self._processing.add(key)
-        return key
+        while True:
+            for entries in (self._urgent, self._normal):
+                while entries:
+                    key = entries.popleft()
+                    # An entry is stale when its key was taken through another entry (promoted) and not queued
+                    # again since, or is being worked on (done() queues it again).
+                    if key in self._dirty and key not in self._processing:
+                        self._dirty.discard(key)
+                        self._hurry.discard(key)
+                        self._processing.add(key)
+                        return key
+            self._available.clear()
+            await self._available.wait()
 
     def done(self, key: Hashable) -> None:
         self._processing.discard(key)
         self._settled.set()
         if key in self._dirty:
-            self._queue.put_nowait(key)
+            self._put(self._urgent if key in self._hurry else self._normal, key)
+
+    def empty(self) -> bool:
+        """Nothing can be taken now (keys being worked on and queued again run after done())."""
+        return not any(k in self._dirty and k not in self._processing for k in (*self._urgent, *self._normal))
 
     async def wait_settled(self, keys: Iterable[Hashable]) -> None:
         """Wait until none of the keys is queued or being worked on."""
@@ -177,6 +209,7 @@ class Controller:
         self._admission_due = settings.admission_enabled
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
         self._admission_inflight: asyncio.Future[None] | None = None
+        self._gc_thresholds: tuple[int, int, int] = gc.get_threshold()
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -184,6 +217,8 @@ class Controller:
         for reason in RETRY_REASONS:  # every reason present from the start, at 0
             self.metrics.count_api_retry(reason, 0)
         OUTAGE.set_listener(self.metrics.count_api_retry)
+        self._gc_thresholds = gc.get_threshold()  # put back at stop(): the process may go on (in-process tests)
+        gc.set_threshold(*GC_THRESHOLDS)
         self.state.set_listener(self._on_changes)
         self.cache.start()
         if self.settings.warning_events:
@@ -206,6 +241,7 @@ class Controller:
                 await self._admission_inflight
         self.events.stop()
         await asyncio.to_thread(self._stop_watches)
+        gc.set_threshold(*self._gc_thresholds)
 
     def _stop_watches(self) -> None:
         """Stop every watch (joining their threads blocks: call from a thread), then close their connections."""
@@ -227,8 +263,10 @@ class Controller:
             for change in changes:
                 keys = self._work_for(change)
                 self._direct |= keys
+                # A policy whose spec a user changed goes ahead of the start-up backlog and of the echoes of our
+                # own writes (thousands of keys for a minute after a start at scale).
                 for key in sorted(keys):
-                    self.queue.add(key)
+                    self.queue.add(key, urgent=change.kind == "AccessPolicy")
         self._wake.set()
 
     def _drain(self) -> list[Change]:

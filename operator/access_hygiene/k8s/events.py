@@ -17,6 +17,7 @@ import kubernetes
 
 from access_hygiene import FIELD_MANAGER
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
+from access_hygiene.engine.audit.runner import sort_key
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.errors import API_FAILURES
 from access_hygiene.models.findings import Finding
@@ -139,7 +140,8 @@ class EventRecorder:
         """Findings that exist at start: remembered, and the most severe RBAC ones announced at low priority
         (Events expire after an hour, so a restarted operator shows them again)."""
         with self._wake:
-            for finding in sorted(findings, key=lambda f: -f.severity.rank):
+            # Most severe first, then the audit's order (the findings come grouped by scope, not sorted).
+            for finding in sorted(findings, key=lambda f: (-f.severity.rank, sort_key(f))):
                 if finding.exempted:
                     continue
                 self._emitted.add(finding.key)

@@ -101,6 +101,7 @@ class ClusterState:
         self._synced: dict[str, threading.Event] = {spec.kind: threading.Event() for spec in self.specs}
         self._listener: Listener | None = None
         self.relists = 0
+        self.unchanged_updates = 0  # updates dropped because nothing the rules read changed
 
     # Reading (the ObjectSource protocol of engine/audit/incremental.py) -------------------------------
 
@@ -173,7 +174,12 @@ class ClusterState:
                 old_bucket = old.get(namespace, {})
                 for name, obj in bucket.items():
                     previous = old_bucket.get(name)
-                    if previous is None or _version(previous) != _version(obj):
+                    if previous is None:
+                        changes.append(Change(kind, None, obj))
+                    elif same_for_rules(previous, obj):
+                        bucket[name] = previous  # keep the stored copy: nothing the rules read differs
+                        self.unchanged_updates += 1
+                    else:
                         changes.append(Change(kind, previous, obj))
             for namespace, old_bucket in old.items():
                 bucket = fresh.get(namespace, {})
@@ -189,10 +195,14 @@ class ClusterState:
         with self._lock:
             bucket = self._objects.setdefault(kind, {}).setdefault(namespace, {})
             previous = bucket.get(name)
+            if previous is not None and same_for_rules(previous, obj):
+                # A status-only update (a Deployment's conditions, a Pod's probes): dropped here, before it
+                # marks any dependency or re-audits anything. The stored copy stays (same content).
+                self.unchanged_updates += 1
+                return
             bucket[name] = obj
             self._labelled[kind] += self._has_label(obj) - self._has_label(previous)
-        if previous is None or _version(previous) != _version(obj):
-            self._notify([Change(kind, previous, obj)])
+        self._notify([Change(kind, previous, obj)])
 
     def remove(self, kind: str, obj: Obj) -> None:
         metadata = obj.get("metadata") or {}
@@ -209,6 +219,23 @@ class ClusterState:
 
 def _version(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def same_for_rules(old: Obj, new: Obj) -> bool:
+    """Do two cached (trimmed) versions of one object hold the same content? The cache keeps only what the rules
+    read (engine/ground/snapshot.py's trim_object drops workload status, a Pod's status but its phase,
+    managedFields), so a status-only update arrives here equal to the stored copy but for its resourceVersion,
+    which every write bumps and no rule reads."""
+    if old is new or (_version(old) and _version(old) == _version(new)):
+        return True
+    if old.keys() != new.keys():
+        return False
+    old_metadata, new_metadata = old.get("metadata") or {}, new.get("metadata") or {}
+    if old_metadata.keys() != new_metadata.keys():
+        return False
+    if any(old_metadata[key] != value for key, value in new_metadata.items() if key != "resourceVersion"):
+        return False
+    return all(old[key] == value for key, value in new.items() if key != "metadata")
 
 
 class Reflector:

@@ -156,6 +156,8 @@ class ControlPlane:
     # and presents a client certificate to kubelets (logs, exec). None, the default, changes nothing.
     advertise_address: str | None = None
     api_port: int = 0
+    # Extra kube-controller-manager flags (a benchmark raises its client QPS to create thousands of Pods quickly).
+    controller_manager_args: tuple[str, ...] = ()
     kubeconfig: Path = field(init=False)
     operator_kubeconfig: Path = field(init=False)
     admin_token: str = field(init=False, default="")
@@ -391,6 +393,7 @@ class ControlPlane:
                 "--use-service-account-credentials=false",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--v=1",
+                *self.controller_manager_args,
             ],
         )
         # The default ServiceAccount in "default" appears once the controllers run.
