@@ -58,7 +58,9 @@ ADMISSION_KINDS = (
 # (k8s.io/apiserver pkg/server/options/admission.go); until then a policy naming a kind that is newer than the
 # last reset is misconfigured, and failurePolicy Fail refuses everything it matches. Policies that read the
 # parameter object are written only once the CRD has been Established this long.
-PARAMETERS_DISCOVERY_SECONDS = 32.0  # the 30 s reset, the condition's whole-second rounding, a second of margin
+PARAMETERS_DISCOVERY_SECONDS = 32.0
+# kube-apiserver reloads admission policies and bindings on a 1 s tick (policyRefreshIntervalDefault); twice that.
+POLICY_RELOAD_SECONDS = 2.0  # the 30 s reset, the condition's whole-second rounding, a second of margin
 Obj = dict[str, Any]
 WRITERS = 4  # concurrent admission writes (the operator's client pool has workers + 8 connections)
 
@@ -318,6 +320,10 @@ def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSetting
         return 0
     live = _live_admission_objects(api, selector(admission_config(settings)))
     removed = sum(resources.delete(api, ADMISSION_API_VERSION, kind, name) for kind, name in live)
-    if resources.get(api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", PARAMETERS_CRD_NAME) is not None:
+    crd = resources.get(api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", PARAMETERS_CRD_NAME)
+    if crd is not None and resources.get(api, PARAMETERS_API_VERSION, PARAMETERS_KIND, PARAMETERS_NAME) is not None:
+        # Last, and only once kube-apiserver has dropped the deleted bindings (it reloads them on a 1 s tick): a
+        # binding that still denies would refuse everything it matches for want of its parameter object.
+        time.sleep(POLICY_RELOAD_SECONDS)
         removed += resources.delete(api, PARAMETERS_API_VERSION, PARAMETERS_KIND, PARAMETERS_NAME)
     return removed

@@ -382,8 +382,10 @@ def render_parameter_object(
     ceiling: Sequence[Mapping[str, Sequence[str]]],
     config: AdmissionConfig,
 ) -> Obj:
-    """The parameter object the policies read, labelled and owned like them."""
-    return render_parameters(floor, owner_exemptions, ceiling, _metadata(config, ""))
+    """The parameter object the policies read, labelled like them but not owned: the garbage collector removes
+    dependents in no particular order, and an enforce binding still bound (kube-apiserver reloads policies on a
+    1 s tick) refuses what it matches once its parameter object is gone. delete_admission removes it last."""
+    return render_parameters(floor, owner_exemptions, ceiling, {"labels": labels()})
 
 
 def render_admission(

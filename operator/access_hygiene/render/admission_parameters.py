@@ -44,7 +44,7 @@ def parameters_crd() -> Obj:
     at admission)."""
     spec_schema = {
         "type": "object",
-        "required": ["floor", "ownerExemptions", "ceiling"],
+        "required": ["floor"],
         "properties": {
             "floor": {
                 "type": "string",
@@ -118,14 +118,17 @@ def render_parameters(
     ceiling: Sequence[Mapping[str, Sequence[str]]],
     metadata: Mapping[str, Any],
 ) -> Obj:
-    """The parameter object: floor (RFC 3339), owner exemptions, ceiling rules (every key present)."""
+    """The parameter object: floor (RFC 3339), owner exemptions, ceiling rules (every key present). An empty
+    map or list is left out (the policies read an absent one as empty): server-side apply stores an applied `{}`
+    that replaces a filled one as null, which the schema refuses."""
+    spec: Obj = {"floor": floor}
+    if owner_exemptions:
+        spec["ownerExemptions"] = {k: [dict(e) for e in v] for k, v in sorted(owner_exemptions.items())}
+    if ceiling:
+        spec["ceiling"] = [{k: list(v) for k, v in rule.items()} for rule in ceiling]
     return {
         "apiVersion": PARAMETERS_API_VERSION,
         "kind": PARAMETERS_KIND,
         "metadata": {**metadata, "name": PARAMETERS_NAME},
-        "spec": {
-            "floor": floor,
-            "ownerExemptions": {k: [dict(e) for e in v] for k, v in sorted(owner_exemptions.items())},
-            "ceiling": [{k: list(v) for k, v in rule.items()} for rule in ceiling],
-        },
+        "spec": spec,
     }
