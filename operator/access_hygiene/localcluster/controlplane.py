@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import IO, Self
 
 from access_hygiene.localcluster import watchdog
-from access_hygiene.localcluster.binaries import built_binaries
 from access_hygiene.localcluster.certs import (
     AuditWebhookCerts,
     ControlPlaneCerts,
@@ -107,20 +106,35 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built, started or reached."""
 
 
+def _repo_build_script() -> Path | None:
+    # operator/access_hygiene/localcluster/controlplane.py -> repo root is parents[3]
+    script = Path(__file__).resolve().parents[3] / "controlplane" / "build.sh"
+    return script if script.is_file() else None
+
+
 def find_binaries(build: bool = True) -> Path:
     """The directory holding etcd, kube-apiserver and kube-controller-manager (and helm).
 
     ACCESS_HYGIENE_BIN_DIR wins; otherwise controlplane/build.sh is run, which is a no-op
     when its cache under ~/.cache/access-hygiene is complete.
     """
-    return built_binaries(
-        env_var="ACCESS_HYGIENE_BIN_DIR",
-        script="controlplane/build.sh",
-        names=BINARIES,
-        what="control plane",
-        error=ControlPlaneError,
-        build=build,
-    )
+    explicit = os.environ.get("ACCESS_HYGIENE_BIN_DIR")
+    if explicit:
+        bin_dir = Path(explicit)
+    else:
+        script = _repo_build_script()
+        if script is None:
+            raise ControlPlaneError("set ACCESS_HYGIENE_BIN_DIR: controlplane/build.sh is not next to this package")
+        if not build:
+            raise ControlPlaneError("control plane binaries are not built; run controlplane/build.sh")
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ControlPlaneError(f"controlplane/build.sh failed:\n{result.stderr[-4000:]}")
+        bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    missing = [name for name in BINARIES if not (bin_dir / name).is_file()]
+    if missing:
+        raise ControlPlaneError(f"missing control plane binaries in {bin_dir}: {', '.join(missing)}")
+    return bin_dir
 
 
 def free_port() -> int:

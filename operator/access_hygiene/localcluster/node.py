@@ -42,7 +42,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from access_hygiene.localcluster.binaries import built_binaries
 from access_hygiene.localcluster.certs import issue_client_cert
 from access_hygiene.localcluster.controlplane import ControlPlane, _Process, free_port
 from access_hygiene.localcluster.node_addons import CLUSTER_DOMAIN, DNS_SERVICE_IP, NFQUEUE_ID, render_addons
@@ -89,18 +88,31 @@ class NodeError(RuntimeError):
     """The node could not be built, started or reached."""
 
 
+def _repo_build_script() -> Path | None:
+    script = Path(__file__).resolve().parents[3] / "controlplane" / "node" / "build.sh"
+    return script if script.is_file() else None
+
+
 def find_node_binaries(build: bool = True) -> Path:
     """The directory holding the node's binaries: ACCESS_HYGIENE_NODE_BIN_DIR, or controlplane/node/build.sh's
     cache (the script is a no-op once its cache is complete)."""
-    return built_binaries(
-        env_var="ACCESS_HYGIENE_NODE_BIN_DIR",
-        script="controlplane/node/build.sh",
-        names=NODE_BINARIES,
-        what="node",
-        error=NodeError,
-        build=build,
-        hint=" (make node)",
-    )
+    explicit = os.environ.get("ACCESS_HYGIENE_NODE_BIN_DIR")
+    if explicit:
+        bin_dir = Path(explicit)
+    else:
+        script = _repo_build_script()
+        if script is None:
+            raise NodeError("set ACCESS_HYGIENE_NODE_BIN_DIR: controlplane/node/build.sh is not next to this package")
+        if not build:
+            raise NodeError("node binaries are not built; run controlplane/node/build.sh (make node)")
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise NodeError(f"controlplane/node/build.sh failed:\n{result.stderr[-4000:]}")
+        bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    missing = [name for name in NODE_BINARIES if not (bin_dir / name).is_file()]
+    if missing:
+        raise NodeError(f"missing node binaries in {bin_dir}: {', '.join(missing)}")
+    return bin_dir
 
 
 def missing_prerequisites() -> list[str]:
