@@ -38,12 +38,14 @@ from typing import Any
 import kubernetes
 import yaml
 
+from access_hygiene.cli.local_env import report_crd_paths
 from access_hygiene.engine.admission.cel import stamp
 from access_hygiene.engine.admission.forms import FORMS
 from access_hygiene.engine.admission.guards import AUTHORIZER_LIMIT, requester_guard
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import apply_admission, delete_admission
 from access_hygiene.k8s.crds import install_crd
+from access_hygiene.k8s.reports import install_report_crds
 from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import EDITOR_USER, OPERATOR_USER
 from access_hygiene.render.admission import MODE_LABEL, AdmissionConfig, render_guard_policy
@@ -366,6 +368,9 @@ def main() -> int:
         api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
         install_crd(api, yaml.safe_load((ROOT / "crds" / "accesspolicies.accesshygiene.io.yaml").read_text()))
         install_crd(api, parameters_crd())  # (the first apply_admission waits until admission resolves its kind)
+        # As the local default: with the OpenReports CRDs missing, the report writer looks for them every 300 s (a
+        # LIST that is not admission's).
+        install_report_crds(api, report_crd_paths())
         resources.apply(api, render_grant_ceiling_role(settings.grant_ceiling_cluster_role))
         namespace = "bench"
         for name, labels in (("access-hygiene", {}), (namespace, {MODE_LABEL: "enforce"})):
