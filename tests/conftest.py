@@ -58,11 +58,13 @@ def fresh_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Cluster) -> Cluster:
-    """The AccessPolicy CRD, applied from the committed file and Established."""
+    """The AccessPolicy CRD, applied from the committed file and Established; the admission parameters' CRD."""
     from access_hygiene.k8s.crds import install_crd
+    from access_hygiene.render.admission_parameters import parameters_crd
 
     with cluster.api_client() as api:
         install_crd(api, yaml.safe_load(CRD_PATH.read_text()))
+        install_crd(api, parameters_crd())
     return cluster
 
 

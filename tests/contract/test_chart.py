@@ -16,6 +16,7 @@ import yaml
 from scripts import render_chart
 from scripts.render_chart import CHART, NAMESPACE, helm_template
 
+from access_hygiene.handlers.health import READINESS_PATH
 from access_hygiene.models.crd import build_crd
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
@@ -96,6 +97,12 @@ def test_values_schema_is_generated() -> None:
 
 def test_crd_template_is_generated() -> None:
     assert render_chart.CRD_TEMPLATE_PATH.read_text() == render_chart.render_crd_template(), (
+        "run `python scripts/render_chart.py`"
+    )
+
+
+def test_parameters_crd_template_is_generated() -> None:
+    assert render_chart.PARAMETERS_CRD_TEMPLATE_PATH.read_text() == render_chart.render_parameters_crd_template(), (
         "run `python scripts/render_chart.py`"
     )
 
@@ -281,6 +288,8 @@ def test_operator_pod_is_restricted_and_single(helm: Path) -> None:
     assert container["image"] == "ghcr.io/access-hygiene/access-hygiene:0.1.0"
     assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Readiness: the operator serves it on the liveness port (handlers/health.py), true once its caches are synced.
+    assert container["readinessProbe"]["httpGet"] == {"path": READINESS_PATH, "port": "health"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9808, "health": 8080}
     # The token is mounted into the operator pod only, never by default for the account.
     service_account = the(docs, "ServiceAccount")

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import kubernetes
 import pytest
 from scripts.render_chart import find_helm
 
+from access_hygiene.handlers.health import READINESS_PATH
 from access_hygiene.k8s.bootstrap import apply_manifests, load_manifests
 from access_hygiene.localcluster.image import build_image, export_image, missing_tools
 from access_hygiene.localcluster.node_cluster import (
@@ -105,6 +107,27 @@ def test_operator_pod_runs_ready_under_the_charts_identity_and_security_context(
     token = container_path(pid, f"/{TOKEN_DIR}/token").read_text()
     assert jwt_claims(token)["sub"] == f"system:serviceaccount:{NAMESPACE}:{pod.spec.service_account_name}"
     print(f"\nchart on node: {', '.join(f'{k} {v:.1f}s' for k, v in chart_installed.figures.items())}")
+
+
+def test_pod_turns_ready_only_once_the_operator_is(node_cluster: NodeCluster, chart_installed: ChartOnNode) -> None:
+    """The readinessProbe (/readyz) is what makes the Pod Ready: the kubelet marked it Ready no earlier than the
+    operator logged that its watch cache is synced and the cluster audited (with a liveness-only chart the Pod is
+    Ready as soon as the container starts, seconds before)."""
+    chart_installed.assert_running()
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        (pod,) = ready_operator_pods(core)
+        container = pod.spec.containers[0]
+        assert container.readiness_probe.http_get.path == READINESS_PATH
+        log = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, container=container.name, timestamps=True)
+    synced_line = next(line for line in log.splitlines() if "Watch cache synced and cluster audited" in line)
+    synced = datetime.fromisoformat(synced_line.split(" ", 1)[0].replace("Z", "+00:00"))
+    started = pod.status.container_statuses[0].state.running.started_at
+    ready = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
+    print(f"\ncontainer start -> synced {(synced - started).total_seconds():.1f}s, -> Pod Ready "
+          f"{(ready - started).total_seconds():.0f}s (whole seconds)")  # fmt: skip
+    assert ready >= synced.replace(microsecond=0), (started, synced, ready)
+    assert synced - started >= timedelta(seconds=1)  # the check can tell: start-up takes seconds
 
 
 def test_operator_in_its_pod_reconciles_the_examples(node_cluster: NodeCluster, chart_installed: ChartOnNode) -> None:

@@ -1,11 +1,13 @@
 """Admission forms and their rendering: registry contract, modes -> actions, selectors, ownership, parameters."""
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from access_hygiene.engine.admission.cel import (
@@ -31,7 +33,7 @@ from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.engine.rbac.grant_ceiling import check_grant_ceiling
 from access_hygiene.engine.rbac.permissions import resolve_cluster_roles
-from access_hygiene.k8s.admission import FLOOR_ANNOTATION, AdmissionParameters, desired_admission
+from access_hygiene.k8s.admission import AdmissionParameters, desired_admission
 from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 from access_hygiene.render.admission import (
     AdmissionConfig,
@@ -42,6 +44,7 @@ from access_hygiene.render.admission import (
     render_profile_policy,
     render_rule_policy,
 )
+from access_hygiene.render.admission_parameters import PARAMETERS_KIND, PARAMETERS_NAME, parameters_crd
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
 from tests.pinned_clock import PINNED_NOW
@@ -75,18 +78,18 @@ PROFILE = sorted(rule_id for rule_id, spec in FORMS.items() if spec.profile == R
 
 
 def test_forms_carry_rule_title_and_fix() -> None:
-    owners = {"Deployment.shop.web": [{"rules": "AH-POD", "until": "2026-02-01T00:00:00Z"}]}
-    forms = compiled_forms(_titles, ("system:kube-",), NOW, owners)
+    forms = compiled_forms(_titles, ("system:kube-",))
     assert [f.rule_id for f in forms] == CORE  # the profile is left out unless chosen
     for form in forms:
         assert form.message.startswith(f"{form.rule_id} (")
         assert "Fix: " in form.message
         assert form.fix
+        assert form.uses_parameters
         assert form.variables[:4] == (
             ("excludedPrefixes", '["system:kube-"]'),
-            ("floor", '"2026-01-01T00:00:00Z"'),
+            ("floor", "params.spec.floor"),
             ("now", NOW_CEL),
-            ("ownerExemptions", """{"Deployment.shop.web": [{'rules': "AH-POD", 'until': "2026-02-01T00:00:00Z"}]}"""),
+            ("ownerExemptions", "params.spec.?ownerExemptions.orValue({})"),
         )
 
 
@@ -110,15 +113,11 @@ def test_floor_is_the_latest_passed_expiry() -> None:
     assert parameter_floor([future], now) == EPOCH
     assert parameter_floor([], now) == EPOCH
     assert parameter_floor([now], now) == now  # expired at exactly its until (Exemption.is_active)
-    policies = [
-        o
-        for o in desired_admission(OperatorSettings(), dataclasses.replace(PARAMETERS, floor=past[1]))
-        if o["kind"] == "ValidatingAdmissionPolicy" and FLOOR_ANNOTATION in o["metadata"].get("annotations", {})
-    ]
-    assert policies
-    for policy in policies:  # rounded down to whole seconds: compares as a string with the API server's times
-        assert policy["metadata"]["annotations"][FLOOR_ANNOTATION] == "2026-01-01T11:59:30Z"
-        assert {"name": "floor", "expression": '"2026-01-01T11:59:30Z"'} in policy["spec"]["variables"]
+    objects = desired_admission(OperatorSettings(), dataclasses.replace(PARAMETERS, floor=past[1]))
+    # rounded down to whole seconds: compares as a string with the API server's times
+    assert _parameter_object(objects)["spec"]["floor"] == "2026-01-01T11:59:30Z"
+    # ... and no policy carries it: a floor move is one write of the parameter object
+    assert objects[1:] == desired_admission(OperatorSettings(), PARAMETERS)[1:]
 
 
 def test_role_capabilities_profile_covers_every_capability_rule() -> None:
@@ -132,9 +131,7 @@ def test_role_capabilities_profile_covers_every_capability_rule() -> None:
 
 @pytest.mark.parametrize(("profile", "actions"), [("warn", ["Warn", "Audit"]), ("deny", ["Deny"])])
 def test_role_capabilities_profile_warns_or_denies(profile: RoleCapabilities, actions: list[str]) -> None:
-    forms = compiled_forms(
-        _titles, (), NOW, {}, privileged_namespaces=("ops", "kube-system"), role_capabilities=profile
-    )
+    forms = compiled_forms(_titles, (), privileged_namespaces=("ops", "kube-system"), role_capabilities=profile)
     assert [f.rule_id for f in forms] == sorted(FORMS)
     for form in forms:
         bindings = {
@@ -175,20 +172,18 @@ def test_settings_choose_the_profile() -> None:
 def test_operator_writes_are_not_judged_by_role_forms() -> None:
     """The Roles the operator writes are an AccessPolicy's grant, checked by the guards when the policy was admitted:
     the forms on roles skip the operator's own requests (in deny mode it could not write an allowed grant)."""
-    forms = compiled_forms(
-        _titles, (), NOW, {}, role_capabilities="deny", operator_username="system:serviceaccount:o:op"
-    )
+    forms = compiled_forms(_titles, (), role_capabilities="deny", operator_username="system:serviceaccount:o:op")
     skipping = sorted(f.rule_id for f in forms if ("not-the-operator",
                       'request.userInfo.username != "system:serviceaccount:o:op"') in f.match_conditions)  # fmt: skip
     assert skipping == sorted([*PROFILE, "AH-RBAC-016", "AH-RBAC-017", "AH-RBAC-018"])
-    unknown = compiled_forms(_titles, (), NOW, {}, role_capabilities="deny")
+    unknown = compiled_forms(_titles, (), role_capabilities="deny")
     assert not [f for f in unknown if any(name == "not-the-operator" for name, _ in f.match_conditions)]
 
 
 def test_privileged_roles_admission_knows() -> None:
     """AH-RBAC-007 at admission knows the default roles that are privileged to bind (plus the role itself)."""
-    variables = dict(compiled_forms(_titles, (), NOW, {}, role_capabilities="warn")[0].variables)
-    form = next(f for f in compiled_forms(_titles, (), NOW, {}, role_capabilities="warn") if f.rule_id == "AH-RBAC-007")
+    variables = dict(compiled_forms(_titles, (), role_capabilities="warn")[0].variables)
+    form = next(f for f in compiled_forms(_titles, (), role_capabilities="warn") if f.rule_id == "AH-RBAC-007")
     privileged = dict(form.variables)["privilegedRoles"]
     for name in ("cluster-admin", "admin", "edit", "system:controller:clusterrole-aggregation-controller"):
         assert f'"{name}"' in privileged
@@ -197,7 +192,7 @@ def test_privileged_roles_admission_knows() -> None:
 
 
 def _form(rule_id: str) -> AdmissionForm:
-    return next(f for f in compiled_forms(_titles, (), NOW, {}) if f.rule_id == rule_id)
+    return next(f for f in compiled_forms(_titles, ()) if f.rule_id == rule_id)
 
 
 def test_modes_map_to_actions_and_selectors() -> None:
@@ -218,10 +213,11 @@ def test_modes_map_to_actions_and_selectors() -> None:
     audit_resources = [r for rule in audit["spec"]["matchResources"]["resourceRules"] for r in rule["resources"]]
     assert enforce_resources == ["rolebindings"]
     assert sorted(audit_resources) == ["clusterrolebindings", "rolebindings"]
-    # No paramKind: kube-apiserver 1.36 loses built-in paramKind informers for good (kubernetes#130887).
-    assert "paramKind" not in policy["spec"]
-    for binding in (enforce, audit):
-        assert "paramRef" not in binding["spec"]
+    # The parameter object (a custom kind: kube-apiserver 1.36 loses built-in paramKind informers for good,
+    # kubernetes#130887); a missing one refuses where the binding denies, is skipped where it warns.
+    assert policy["spec"]["paramKind"] == {"apiVersion": "accesshygiene.io/v1alpha1", "kind": PARAMETERS_KIND}
+    assert enforce["spec"]["paramRef"] == {"name": PARAMETERS_NAME, "parameterNotFoundAction": "Deny"}
+    assert audit["spec"]["paramRef"] == {"name": PARAMETERS_NAME, "parameterNotFoundAction": "Allow"}
 
 
 def test_default_enforce_flips_the_selectors() -> None:
@@ -248,6 +244,7 @@ def test_everything_is_labelled_owned_and_named_within_limits() -> None:
     objects = desired_admission(settings, PARAMETERS, owner)
     kinds = {o["kind"] for o in objects}
     assert kinds == {
+        PARAMETERS_KIND,
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
         "MutatingAdmissionPolicy",
@@ -260,6 +257,8 @@ def test_everything_is_labelled_owned_and_named_within_limits() -> None:
         assert len(meta["name"]) <= 63
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "access-hygiene"
         assert meta["labels"]["app.kubernetes.io/component"] == "admission"
+        if obj["kind"] == PARAMETERS_KIND:  # removed last by the operator (delete_admission), not by the collector
+            continue
         assert meta["ownerReferences"] == [
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "access-hygiene-admission",
              "uid": "uid-1"}
@@ -269,7 +268,7 @@ def test_everything_is_labelled_owned_and_named_within_limits() -> None:
     # The role-capabilities profile (on by default, warning) is one policy with two bindings.
     cluster_only = [f for f in FORMS.values() if not any(r.namespaced for r in f.resources)]
     assert [f.rule_id for f in cluster_only] == ["AH-RBAC-018"]
-    assert len(objects) == 3 * len(CORE) - len(cluster_only) + 3 + 2 * 2 + 2
+    assert len(objects) == 1 + 3 * len(CORE) - len(cluster_only) + 3 + 2 * 2 + 2  # 1: the parameter object
     policies = [o["metadata"]["name"] for o in objects if o["kind"].endswith("Policy")]
     bound = {o["spec"]["policyName"] for o in objects if o["kind"].endswith("Binding")}
     assert set(policies) == bound
@@ -325,16 +324,65 @@ def test_exemption_parameters_cover_owned_objects() -> None:
     ]
 
 
-def test_ceiling_rules_are_rendered_into_the_guard() -> None:
+def _parameter_object(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == PARAMETERS_KIND]
+    assert len(found) == 1
+    assert objects[0] is found[0]  # written before the policies that read it
+    return found[0]
+
+
+def test_ceiling_rules_are_in_the_parameter_object() -> None:
     objects = desired_admission(OperatorSettings(), PARAMETERS)
     name = "access-hygiene-accesspolicy-ceiling"
     guard = next(o for o in objects if o["metadata"]["name"] == name)
-    ceiling = next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"]
-    assert '"resources": ["configmaps", "endpoints"' in ceiling
-    assert '"resourceNames": []' in ceiling
+    assert {"name": "ceiling", "expression": "params.spec.?ceiling.orValue([])"} in guard["spec"]["variables"]
+    ceiling = _parameter_object(objects)["spec"]["ceiling"]
+    keys = ("apiGroups", "resources", "verbs", "resourceNames")
+    resource_rules = [r for r in DEFAULT_GRANT_CEILING_RULES if not r.get("nonResourceURLs")]
+    assert ceiling == [{k: list(r.get(k) or []) for k in keys} for r in resource_rules]  # every key present
     empty = AdmissionParameters(floor=NOW, owner_exemptions={}, ceiling_rules=[])
-    guard = next(o for o in desired_admission(OperatorSettings(), empty) if o["metadata"]["name"] == name)
-    assert next(v for v in guard["spec"]["variables"] if v["name"] == "ceiling")["expression"] == "[]"
+    changed = desired_admission(OperatorSettings(), empty)
+    assert "ceiling" not in _parameter_object(changed)["spec"]  # empty: left out, read as []
+    assert changed[1:] == objects[1:]  # a ceiling change is one write of the parameter object
+
+
+def test_policies_that_read_parameters_name_the_parameter_object() -> None:
+    """Exactly the policies whose CEL reads `params` name the parameter kind; their bindings name the object,
+    failing closed (missing object: refused) where they deny and skipping where they only warn."""
+    objects = desired_admission(OperatorSettings(admission_role_capabilities="deny"), PARAMETERS)
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"].endswith("Policy")}
+    for name, policy in policies.items():
+        reads = "params." in json.dumps(policy["spec"])
+        assert ("paramKind" in policy["spec"]) == reads, name
+        if reads:
+            assert policy["spec"]["paramKind"] == {"apiVersion": "accesshygiene.io/v1alpha1", "kind": PARAMETERS_KIND}
+    readers = {n for n, p in policies.items() if "paramKind" in p["spec"]}
+    assert len(readers) == len(CORE) + 2  # every rule policy, the profile's, the ceiling guard
+    for binding in (o for o in objects if o["kind"].endswith("Binding")):
+        ref = binding["spec"].get("paramRef")
+        if binding["spec"]["policyName"] not in readers:
+            assert ref is None
+            continue
+        denies = "Deny" in binding["spec"]["validationActions"]
+        assert ref == {"name": PARAMETERS_NAME, "parameterNotFoundAction": "Deny" if denies else "Allow"}
+
+
+def test_parameter_object_fits_its_crd_schema() -> None:
+    """The parameter object as rendered is what the CRD's schema describes (kube-apiserver types `params` by it)."""
+    entries = {"Deployment.shop.web": [{"rules": "AH-POD-001", "until": "2030-01-01T00:00:00Z"}]}
+    parameters = dataclasses.replace(PARAMETERS, owner_exemptions=entries)
+    owner = OwnerRef("rbac.authorization.k8s.io/v1", "ClusterRole", "access-hygiene-admission", "uid-1")
+    obj = _parameter_object(desired_admission(OperatorSettings(), parameters, owner))
+    schema = parameters_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.validate(obj, schema)
+    assert obj["metadata"]["name"] == PARAMETERS_NAME
+    assert "ownerReferences" not in obj["metadata"]  # removed last by the operator, not by the garbage collector
+    assert obj["spec"]["ownerExemptions"] == entries
+    empty = _parameter_object(desired_admission(OperatorSettings(), PARAMETERS))
+    assert "ownerExemptions" not in empty["spec"]
+    jsonschema.validate(empty, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**obj, "spec": {**obj["spec"], "ownerExemptions": {"x": [{"rules": "*"}]}}}, schema)
 
 
 def test_rule_table_in_docs_is_current() -> None:
@@ -415,7 +463,7 @@ def test_scan_reads_null_run_as_fields() -> None:
 def test_profile_policy_needs_forms_that_judge_alike() -> None:
     """One policy holds the whole profile only because its forms share resources, conditions, actions and
     variables; a form that does not is refused rather than silently judged like the others."""
-    forms = [f for f in compiled_forms(_titles, (), NOW, {}, role_capabilities="deny") if f.rule_id in PROFILE]
+    forms = [f for f in compiled_forms(_titles, (), role_capabilities="deny") if f.rule_id in PROFILE]
     assert len(render_profile_policy(ROLE_CAPABILITIES_PROFILE, forms, AdmissionConfig())) == 3
     odd = dataclasses.replace(forms[1], enforce_actions=("Warn", "Audit"))
     with pytest.raises(ValueError, match=forms[1].rule_id):

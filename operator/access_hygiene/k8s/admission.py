@@ -1,20 +1,21 @@
-"""Native admission policies in the live cluster: install (server-side apply) with the operator's current
-parameters (the floor of admission's "now", owner exemptions with their untils, grant ceiling, its own user name),
-re-apply only the objects whose content changed, prune what is no longer rendered, and remove everything when
-admission is switched off."""
+"""Native admission policies in the live cluster: install (server-side apply) the parameter object (the floor of
+admission's "now", owner exemptions with their untils, the grant ceiling) and the policies and bindings (which
+also carry the operator's user name), re-apply only the objects whose content changed, prune what is no longer
+rendered, and remove everything when admission is switched off."""
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kubernetes
 
 from access_hygiene.engine.admission.cel import exemption_parameters, parameter_floor, stamp
 from access_hygiene.engine.admission.forms import compiled_forms
-from access_hygiene.engine.admission.guards import automount_mutation, guard_policies
+from access_hygiene.engine.admission.guards import automount_mutation, ceiling_parameter, guard_policies
 from access_hygiene.engine.audit.runner import load_rules
 from access_hygiene.engine.ground.exemptions import Exemption, exemptions_in
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot
@@ -26,7 +27,14 @@ from access_hygiene.render.admission import (
     AdmissionConfig,
     OwnerRef,
     render_admission,
+    render_parameter_object,
     selector,
+)
+from access_hygiene.render.admission_parameters import (
+    PARAMETERS_API_VERSION,
+    PARAMETERS_CRD_NAME,
+    PARAMETERS_KIND,
+    PARAMETERS_NAME,
 )
 from access_hygiene.settings import OperatorSettings
 
@@ -46,8 +54,13 @@ ADMISSION_KINDS = (
     "ValidatingAdmissionPolicy",
     "MutatingAdmissionPolicy",
 )
-# On every rule policy: the floor of "now" it carries (docs/admission.md, "How time is judged").
-FLOOR_ANNOTATION = "accesshygiene.io/parameters-floor"
+# kube-apiserver resolves a policy's paramKind through a discovery cache it resets every 30 s
+# (k8s.io/apiserver pkg/server/options/admission.go); until then a policy naming a kind that is newer than the
+# last reset is misconfigured, and failurePolicy Fail refuses everything it matches. Policies that read the
+# parameter object are written only once the CRD has been Established this long.
+PARAMETERS_DISCOVERY_SECONDS = 32.0
+# kube-apiserver reloads admission policies and bindings on a 1 s tick (policyRefreshIntervalDefault); twice that.
+POLICY_RELOAD_SECONDS = 2.0  # the 30 s reset, the condition's whole-second rounding, a second of margin
 Obj = dict[str, Any]
 WRITERS = 4  # concurrent admission writes (the operator's client pool has workers + 8 connections)
 
@@ -70,6 +83,8 @@ class AdmissionResult:
     pruned: int
     rules: tuple[str, ...]
     written: dict[str, int] = field(default_factory=dict)  # objects written by kind
+    # > 0: the policies and bindings were held back this long (the parameter kind is too new: parameters_known_in)
+    deferred_seconds: float = 0.0
 
 
 def admission_config(settings: OperatorSettings, owner: OwnerRef | None = None) -> AdmissionConfig:
@@ -96,8 +111,6 @@ def desired_admission(
     forms = compiled_forms(
         titles,
         ctx.excluded_subject_prefixes,
-        parameters.floor,
-        parameters.owner_exemptions,
         privileged_namespaces=sorted(ctx.privileged_namespaces),
         role_capabilities=settings.admission_role_capabilities,
         operator_username=parameters.operator_username,
@@ -106,14 +119,28 @@ def desired_admission(
         frozenset(settings.allowed_sensitive_capabilities),
         settings.allow_cluster_rules,
         settings.grant_ceiling_cluster_role,
-        parameters.ceiling_rules,
     )
-    manifests = render_admission(forms, guards, [automount_mutation()], admission_config(settings, owner))
-    for manifest in manifests:
-        if any(v["name"] == "floor" for v in manifest["spec"].get("variables") or []):
-            annotations = manifest["metadata"].setdefault("annotations", {})
-            annotations[FLOOR_ANNOTATION] = stamp(parameters.floor)
-    return manifests
+    config = admission_config(settings, owner)
+    parameter_object = render_parameter_object(
+        stamp(parameters.floor), parameters.owner_exemptions, ceiling_parameter(parameters.ceiling_rules), config
+    )
+    return [parameter_object, *render_admission(forms, guards, [automount_mutation()], config)]
+
+
+def parameters_known_in(api: kubernetes.client.ApiClient, now: datetime) -> float:
+    """Seconds until every kube-apiserver resolves the parameter kind at admission (0: now); see
+    PARAMETERS_DISCOVERY_SECONDS. Raises when the CRD is not installed (the chart and `access-hygiene local`
+    install it)."""
+    crd = resources.get(api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", PARAMETERS_CRD_NAME)
+    if crd is None:
+        raise ValueError(f"CustomResourceDefinition {PARAMETERS_CRD_NAME} is not installed")
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    established = next((c for c in conditions if c.get("type") == "Established" and c.get("status") == "True"), None)
+    if established is None or not established.get("lastTransitionTime"):
+        return PARAMETERS_DISCOVERY_SECONDS
+    since = datetime.fromisoformat(str(established["lastTransitionTime"]).replace("Z", "+00:00"))
+    ready_at = since + timedelta(seconds=PARAMETERS_DISCOVERY_SECONDS)
+    return max(0.0, (ready_at - now).total_seconds())
 
 
 def owner_of(api: kubernetes.client.ApiClient, settings: OperatorSettings) -> OwnerRef | None:
@@ -191,29 +218,44 @@ class AdmissionWriter:
 
     applied: dict[tuple[str, str], Obj] = field(default_factory=dict)
     writes: int = 0
+    parameters_known: bool = False  # kube-apiserver resolves the parameter kind (parameters_known_in)
 
     def write(
-        self, api: kubernetes.client.ApiClient, settings: OperatorSettings, desired: list[Obj], prune: bool
+        self,
+        api: kubernetes.client.ApiClient,
+        settings: OperatorSettings,
+        desired: list[Obj],
+        prune: bool,
+        now: datetime,
     ) -> "AdmissionResult":
         written: Counter[str] = Counter()
         changed = [m for m in desired if self.applied.get((str(m["kind"]), str(m["metadata"]["name"]))) != m]
-        # Policies before bindings (no binding is ever left pointing at a missing policy); within each group the
-        # writes run side by side: a floor move rewrites 14 policies, and the API server compiles each one.
-        policies = [m for m in changed if not str(m["kind"]).endswith("Binding")]
+        # The parameter object, then policies, then bindings (no binding is ever left pointing at a missing policy
+        # or parameter object); within each group the writes run side by side (the API server compiles each
+        # policy). A parameter change is one write: the policies read the object at each request.
+        parameters = [m for m in changed if m["kind"] == PARAMETERS_KIND]
+        policies = [m for m in changed if not str(m["kind"]).endswith("Binding") and m["kind"] != PARAMETERS_KIND]
         bindings = [m for m in changed if str(m["kind"]).endswith("Binding")]
-        for group in (policies, bindings):
+        deferred = 0.0
+        if not self.parameters_known and (policies or bindings):
+            deferred = parameters_known_in(api, now)
+            self.parameters_known = deferred == 0.0
+        groups = (parameters, policies, bindings) if self.parameters_known else (parameters,)
+        for group in groups:
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 for manifest, _ in zip(group, pool.map(lambda m: resources.apply(api, m), group), strict=True):
                     self.applied[(str(manifest["kind"]), str(manifest["metadata"]["name"]))] = manifest
                     written[str(manifest["kind"])] += 1
         self.writes += written.total()
+        rules = tuple(sorted(rule_ids(desired)))
+        if not self.parameters_known:
+            return AdmissionResult(written.total(), 0, rules, dict(written), deferred_seconds=deferred)
         wanted = {(str(m["kind"]), str(m["metadata"]["name"])) for m in desired}
         live = _live_admission_objects(api, selector(admission_config(settings))) if prune else list(self.applied)
         stale = [item for item in live if item not in wanted]
         for kind, name in stale:
             resources.delete(api, ADMISSION_API_VERSION, kind, name)
             self.applied.pop((kind, name), None)
-        rules = tuple(sorted(rule_ids(desired)))
         return AdmissionResult(applied=written.total(), pruned=len(stale), rules=rules, written=dict(written))
 
 
@@ -223,12 +265,19 @@ def apply_admission(
     now: datetime,
     writer: AdmissionWriter | None = None,
 ) -> AdmissionResult:
-    """Apply every policy and binding with the parameters read from the API (policies go before their bindings;
-    with a writer, only those that changed since it last applied them); prune labelled objects no longer
-    rendered."""
+    """Apply the parameter object, every policy and binding with the parameters read from the API (policies go
+    before their bindings; with a writer, only those that changed since it last applied them); prune labelled
+    objects no longer rendered. When the parameter kind is too new for admission, waits for it (a tool's call;
+    the operator's controller defers instead)."""
     owner = owner_of(api, settings)
     desired = desired_admission(settings, observe_parameters(api, settings, now), owner)
-    return (writer or AdmissionWriter()).write(api, settings, desired, prune=True)
+    writer = writer or AdmissionWriter()
+    if not writer.parameters_known:
+        wait = parameters_known_in(api, now)
+        if wait:
+            time.sleep(wait)
+            now += timedelta(seconds=wait)
+    return writer.write(api, settings, desired, prune=True, now=now)
 
 
 def rule_ids(manifests: list[dict[str, Any]]) -> set[str]:
@@ -270,4 +319,11 @@ def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSetting
     if not may_manage_admission(api):
         return 0
     live = _live_admission_objects(api, selector(admission_config(settings)))
-    return sum(resources.delete(api, ADMISSION_API_VERSION, kind, name) for kind, name in live)
+    removed = sum(resources.delete(api, ADMISSION_API_VERSION, kind, name) for kind, name in live)
+    crd = resources.get(api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", PARAMETERS_CRD_NAME)
+    if crd is not None and resources.get(api, PARAMETERS_API_VERSION, PARAMETERS_KIND, PARAMETERS_NAME) is not None:
+        # Last, and only once kube-apiserver has dropped the deleted bindings (it reloads them on a 1 s tick): a
+        # binding that still denies would refuse everything it matches for want of its parameter object.
+        time.sleep(POLICY_RELOAD_SECONDS)
+        removed += resources.delete(api, PARAMETERS_API_VERSION, PARAMETERS_KIND, PARAMETERS_NAME)
+    return removed

@@ -10,11 +10,13 @@ import yaml
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.crds import install_crd
 from access_hygiene.models.crd import build_crd
+from access_hygiene.render.admission_parameters import parameters_crd
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 
 
 def install_prerequisites(api: kubernetes.client.ApiClient, ceiling_role: str) -> None:
     install_crd(api, build_crd())
+    install_crd(api, parameters_crd())  # the admission parameters' kind (installed early: k8s/admission.py)
     resources.apply(api, render_grant_ceiling_role(ceiling_role))
 
 

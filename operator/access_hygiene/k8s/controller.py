@@ -208,7 +208,7 @@ class Controller:
         self._admission_identity: tuple[OwnerRef | None, str] | None = None  # (owner ClusterRole, user name)
         self._admission_due = settings.admission_enabled
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
-        self._admission_inflight: asyncio.Future[None] | None = None
+        self._admission_inflight: asyncio.Future[float] | None = None
         self._gc_thresholds: tuple[int, int, int] = gc.get_threshold()
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -375,16 +375,19 @@ class Controller:
         # finishing after shutdown could re-create what a successor removed).
         self._admission_inflight = asyncio.ensure_future(asyncio.to_thread(self._sync_admission))
         try:
-            await asyncio.shield(self._admission_inflight)
-            self._admission_due = False
+            deferred = await asyncio.shield(self._admission_inflight)
+            self._admission_due = bool(deferred)
+            if deferred:
+                self._loop.call_later(deferred, self._wake.set)
         except Exception:
             logger.exception(f"Admission policies could not be written; retrying in {ADMISSION_RETRY_SECONDS:g} s.")
             self._admission_due = True
             self._loop.call_later(ADMISSION_RETRY_SECONDS, self._wake.set)
 
-    def _sync_admission(self) -> None:
+    def _sync_admission(self) -> float:
         """Compute the parameters from the watch cache and write the admission objects whose content changed
-        (the first time: all of them, pruning what is no longer rendered)."""
+        (the first time: all of them, pruning what is no longer rendered). Returns how long the policies were
+        held back (0: written)."""
         assert self.admission is not None
         first = self._admission_identity is None
         if self._admission_identity is None:
@@ -396,14 +399,24 @@ class Controller:
             passed = self.audit.passed_expiries()
         parameters = parameters_of(owners, ceiling, self.settings, self.clock.now(), passed, username)
         desired = desired_admission(self.settings, parameters, owner)
-        result = self.admission.write(self.api, self.settings, desired, prune=first)
+        result = self.admission.write(self.api, self.settings, desired, prune=first, now=self.clock.now())
         self._admission_keys = frozenset(parameters.owner_exemptions)
         self.metrics.observe_admission(parameters.floor.timestamp(), result.written)
+        if result.deferred_seconds:
+            # The parameter kind is newer than kube-apiserver's discovery cache: the policies would refuse
+            # everything they match until it knows the kind (k8s/admission.py). Come back when it does.
+            self._admission_identity = None  # (so the next step writes and prunes everything)
+            logger.info(
+                f"Admission policies wait {result.deferred_seconds:.0f} s for kube-apiserver to know the "
+                "parameter kind (a newly installed CRD)."
+            )
+            return result.deferred_seconds
         if first or result.applied or result.pruned:
             logger.info(
                 f"Admission policies: {result.applied} written, {result.pruned} pruned, {len(result.rules)} rules "
                 f"(floor {parameters.floor.isoformat()})."
             )
+        return 0.0
 
     def _reaudit(self, scopes: set[str]) -> tuple[set[str], set[str]]:
         """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited and those whose

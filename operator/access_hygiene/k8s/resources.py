@@ -55,6 +55,7 @@ _TYPES = [
     ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
     ResourceType("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
     ResourceType("accesshygiene.io/v1alpha1", "AccessPolicy", "accesspolicies", True),
+    ResourceType("accesshygiene.io/v1alpha1", "AdmissionParameterSet", "admissionparametersets", False),
     ResourceType("apps/v1", "Deployment", "deployments", True),
     ResourceType("apps/v1", "ReplicaSet", "replicasets", True),
     ResourceType("apps/v1", "StatefulSet", "statefulsets", True),

@@ -4,9 +4,10 @@ guards, and the MutatingAdmissionPolicy that turns token automount off.
 Pure: forms (CEL built by engine/admission/forms.py from the rule knowledge, with the operator's
 parameters such as the floor of "now" and the owner exemptions already in their variables) and settings in,
 plain manifest dicts out.
-Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. No paramKind: kube-apiserver 1.36
-stops the informer of a built-in paramKind for good once no binding uses it (kubernetes/kubernetes#130887),
-so parameters live in the policies themselves and the operator re-applies them when they change.
+Modes map to binding actions: enforce -> Deny, audit -> Warn + Audit. The parameters that change (the floor of
+"now", owner exemptions, the grant ceiling) are in one custom-resource parameter object
+(render/admission_parameters.py: a built-in paramKind is not usable, kubernetes/kubernetes#130887), named by the
+policies that read them (`uses_parameters`) and their bindings; everything else is rendered into the policies.
 """
 
 import json
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene.render.admission_parameters import param_kind, param_ref, render_parameters
 from access_hygiene.render.names import object_name
 from access_hygiene.render.namespace import NAMESPACE_NAME_LABEL
 
@@ -60,6 +62,8 @@ class AdmissionForm:
     enforce_actions: tuple[str, ...] = ("Deny",)
     # The opt-in profile the form belongs to ("" for the core forms): a profile's forms share one policy.
     profile: str = ""
+    # Reads `params` (the parameter object): the policy names its kind, the bindings the object.
+    uses_parameters: bool = False
 
     @property
     def message(self) -> str:
@@ -158,6 +162,7 @@ def _binding(
     *,
     mutating: bool = False,
     enforce_actions: Sequence[str] = ("Deny",),
+    parameters: bool = False,
 ) -> Obj:
     """One binding per mode. Cluster-scoped kinds follow the default mode only (they have no namespace)."""
     scoped = [r for r in resources if r.namespaced or mode == config.default_mode]
@@ -170,6 +175,8 @@ def _binding(
     }
     if not mutating:
         spec["validationActions"] = list(enforce_actions) if mode == "enforce" else ["Warn", "Audit"]
+    if parameters:
+        spec["paramRef"] = param_ref(enforcing="Deny" in spec.get("validationActions", ()))
     kind = "MutatingAdmissionPolicyBinding" if mutating else "ValidatingAdmissionPolicyBinding"
     return {
         "apiVersion": ADMISSION_API_VERSION,
@@ -198,6 +205,8 @@ def render_rule_policy(form: AdmissionForm, config: AdmissionConfig) -> list[Obj
     }
     if conditions:
         spec["matchConditions"] = conditions
+    if form.uses_parameters:
+        spec["paramKind"] = param_kind()
     policy = {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicy",
@@ -205,7 +214,15 @@ def render_rule_policy(form: AdmissionForm, config: AdmissionConfig) -> list[Obj
         "spec": spec,
     }
     bindings = [
-        _binding(config, name, mode, form.resources, RULE_OPERATIONS, enforce_actions=form.enforce_actions)
+        _binding(
+            config,
+            name,
+            mode,
+            form.resources,
+            RULE_OPERATIONS,
+            enforce_actions=form.enforce_actions,
+            parameters=form.uses_parameters,
+        )
         for mode in _modes(form.resources, config)
     ]
     return [policy, *bindings]
@@ -222,8 +239,15 @@ def render_profile_policy(profile: str, forms: Sequence[AdmissionForm], config: 
     change instead of one per rule."""
     first = forms[0]
     for form in forms:
-        shared = (form.resources, form.match_conditions, form.enforce_actions, form.variables, form.profile)
-        if shared != (first.resources, first.match_conditions, first.enforce_actions, first.variables, profile):
+        shared = (form.resources, form.match_conditions, form.enforce_actions, form.variables, form.uses_parameters)
+        if (*shared, form.profile) != (
+            first.resources,
+            first.match_conditions,
+            first.enforce_actions,
+            first.variables,
+            first.uses_parameters,
+            profile,
+        ):
             raise ValueError(f"admission form {form.rule_id} does not share the {profile} profile's settings")
     name = object_name(POLICY_PREFIX, profile)
     variables = [{"name": n, "expression": e} for n, e in first.variables]
@@ -244,6 +268,8 @@ def render_profile_policy(profile: str, forms: Sequence[AdmissionForm], config: 
     }
     if conditions:
         spec["matchConditions"] = conditions
+    if first.uses_parameters:
+        spec["paramKind"] = param_kind()
     metadata = _metadata(config, name, **{PROFILE_LABEL: profile})
     metadata["annotations"] = {RULES_ANNOTATION: ",".join(f.rule_id for f in forms)}
     policy = {
@@ -253,7 +279,15 @@ def render_profile_policy(profile: str, forms: Sequence[AdmissionForm], config: 
         "spec": spec,
     }
     bindings = [
-        _binding(config, name, mode, first.resources, RULE_OPERATIONS, enforce_actions=first.enforce_actions)
+        _binding(
+            config,
+            name,
+            mode,
+            first.resources,
+            RULE_OPERATIONS,
+            enforce_actions=first.enforce_actions,
+            parameters=first.uses_parameters,
+        )
         for mode in _modes(first.resources, config)
     ]
     return [policy, *bindings]
@@ -277,6 +311,7 @@ class GuardPolicy:
     variables: tuple[tuple[str, str], ...]
     validations: tuple[Mapping[str, str], ...]
     match_conditions: tuple[tuple[str, str], ...] = ()
+    uses_parameters: bool = False  # reads `params` (the parameter object)
 
 
 def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj]:
@@ -289,6 +324,8 @@ def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj
     }
     if guard.match_conditions:
         spec["matchConditions"] = [{"name": n, "expression": e} for n, e in guard.match_conditions]
+    if guard.uses_parameters:
+        spec["paramKind"] = param_kind()
     policy = {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicy",
@@ -296,6 +333,8 @@ def render_guard_policy(guard: GuardPolicy, config: AdmissionConfig) -> list[Obj
         "spec": spec,
     }
     binding_spec: Obj = {"policyName": name, "validationActions": ["Deny"]}
+    if guard.uses_parameters:
+        binding_spec["paramRef"] = param_ref(enforcing=True)
     binding = {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicyBinding",
@@ -337,13 +376,25 @@ def render_mutation(mutation: MutationForm, config: AdmissionConfig) -> list[Obj
     return [policy, binding]
 
 
+def render_parameter_object(
+    floor: str,
+    owner_exemptions: Mapping[str, Sequence[Mapping[str, str]]],
+    ceiling: Sequence[Mapping[str, Sequence[str]]],
+    config: AdmissionConfig,
+) -> Obj:
+    """The parameter object the policies read, labelled like them but not owned: the garbage collector removes
+    dependents in no particular order, and an enforce binding still bound (kube-apiserver reloads policies on a
+    1 s tick) refuses what it matches once its parameter object is gone. delete_admission removes it last."""
+    return render_parameters(floor, owner_exemptions, ceiling, {"labels": labels()})
+
+
 def render_admission(
     forms: Sequence[AdmissionForm],
     guards: Sequence[GuardPolicy],
     mutations: Sequence[MutationForm],
     config: AdmissionConfig,
 ) -> list[Obj]:
-    """Every admission object except the parameter ConfigMap, policies before their bindings."""
+    """Every policy and binding (the parameter object is render_parameter_object), policies before their bindings."""
     objects: list[Obj] = []
     profiles: dict[str, list[AdmissionForm]] = {}
     for form in sorted(forms, key=lambda f: f.rule_id):

@@ -10,7 +10,6 @@ dry-run of the same object must agree.
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from access_hygiene.engine.admission.cel import (
@@ -27,7 +26,6 @@ from access_hygiene.engine.admission.cel import (
     grants_cel,
     has_wildcard_cel,
     listed,
-    stamp,
 )
 from access_hygiene.engine.catalogue.rbac_tampering import (
     ANY_RESOURCE_GROUPS,
@@ -483,23 +481,19 @@ del _rule_id, _fix, _check
 ROLE_LEVEL = "granted by this role to whoever it is bound to"
 
 
-def parameter_variables(
-    floor: datetime, owner_exemptions: Mapping[str, Sequence[Mapping[str, str]]]
-) -> tuple[tuple[str, str], ...]:
-    """The operator's parameters as CEL variables: the floor of "now" (NOW_CEL), "now" itself, and the owner
-    exemptions with their untils. No clock: they change only when an event or a passed expiry changes them."""
-    entries = ", ".join(
-        f"{cel(k)}: [" + ", ".join(f"{{'rules': {cel(e['rules'])}, 'until': {cel(e['until'])}}}" for e in v) + "]"
-        for k, v in sorted(owner_exemptions.items())
-    )
-    return (("floor", cel(stamp(floor))), ("now", NOW_CEL), ("ownerExemptions", "{" + entries + "}"))
+# The operator's parameters, read from the parameter object kube-apiserver hands each request (`params`, a
+# custom resource: render/admission_parameters.py): the floor of "now" (NOW_CEL), "now" itself, and the owner
+# exemptions with their untils. No clock: the object changes only when an event or a passed expiry changes them.
+PARAMETER_VARIABLES = (
+    ("floor", "params.spec.floor"),
+    ("now", NOW_CEL),
+    ("ownerExemptions", "params.spec.?ownerExemptions.orValue({})"),
+)
 
 
 def compiled_forms(
     titles: Callable[[str], tuple[str, str]],
     excluded_subject_prefixes: Sequence[str],
-    floor: datetime,
-    owner_exemptions: Mapping[str, Sequence[Mapping[str, str]]],
     *,
     privileged_namespaces: Sequence[str] = ("kube-system",),
     role_capabilities: RoleCapabilities = "off",
@@ -507,7 +501,7 @@ def compiled_forms(
 ) -> list[AdmissionForm]:
     """The admission forms of every compiled rule. titles(rule_id) -> (severity, title) comes from the
     rule registry (so the message names the catalogue's title); excluded prefixes and privileged namespaces from
-    the AuditContext; floor and owner_exemptions are the operator's parameters (parameter_variables).
+    the AuditContext; the operator's changing parameters come from the parameter object (PARAMETER_VARIABLES).
 
     role_capabilities selects the opt-in profile of role-level forms: "off" leaves them out, "warn" makes them
     warn in every namespace, "deny" binds them like the core forms (Deny in enforce namespaces). The operator's
@@ -535,13 +529,14 @@ def compiled_forms(
                 variables=(
                     prefixes,
                     *((privileged,) if profiled else ()),
-                    *parameter_variables(floor, owner_exemptions),
+                    *PARAMETER_VARIABLES,
                     *EXEMPTION_VARIABLES,
                     *spec.variables,
                 ),
                 match_conditions=(*spec.match_conditions, *(not_operator if on_roles and operator_username else ())),
                 enforce_actions=("Warn", "Audit") if profiled and role_capabilities == "warn" else ("Deny",),
                 profile=spec.profile,
+                uses_parameters=True,
             )
         )
     return forms

@@ -1,7 +1,6 @@
 """AccessPolicy admission guards (the requester must hold what a policy grants, checked with
 CEL's `authorizer`; rules outside the grant ceiling are refused) and the automount mutation."""
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -169,12 +168,11 @@ def ceiling_guard(
     allowed_sensitive: frozenset[str],
     allow_cluster_rules: bool,
     ceiling_role: str,
-    ceiling_rules: Sequence[Mapping[str, Any]],
 ) -> GuardPolicy:
     """Rules outside the grant ceiling are rejected at admission (the operator would refuse them later with
     Ready=False): cluster rules when not allowed, sensitive capabilities not allowed, and any
-    (group, resource, verb, name) no rule of the ceiling ClusterRole covers. The ceiling's rules are rendered
-    into the policy (variables.ceiling); the operator re-applies it when the ClusterRole changes."""
+    (group, resource, verb, name) no rule of the ceiling ClusterRole covers. The ceiling's rules come from the
+    parameter object (ceiling_parameter), which the operator rewrites when the ClusterRole changes."""
     validations: list[dict[str, str]] = []
     if not allow_cluster_rules:
         validations.append(
@@ -221,23 +219,23 @@ def ceiling_guard(
         resources=ACCESS_POLICY_RESOURCES,
         operations=("CREATE", "UPDATE"),
         variables=(
-            ("ceiling", _ceiling_literal(ceiling_rules)),
+            ("ceiling", "params.spec.?ceiling.orValue([])"),
             ("count", count),
             ("items", f"variables.count > {CEILING_COMBINATION_LIMIT} ? [] : {items}"),
         ),
         validations=tuple(validations),
+        uses_parameters=True,
     )
 
 
-def _ceiling_literal(rules: Sequence[Mapping[str, Any]]) -> str:
-    """The ceiling ClusterRole's resource rules as a CEL list literal, every key present."""
+def ceiling_parameter(rules: Sequence[Mapping[str, Any]]) -> list[dict[str, list[str]]]:
+    """The ceiling ClusterRole's resource rules as the parameter object holds them, every key present."""
     keys = ("apiGroups", "resources", "verbs", "resourceNames")
-    normalised = [
+    return [
         {key: [str(v) for v in rule.get(key) or []] for key in keys}
         for rule in rules
         if isinstance(rule, Mapping) and not rule.get("nonResourceURLs")
     ]
-    return json.dumps(normalised)
 
 
 # --- the automount mutation ---------------------------------------------------------------------------
@@ -277,6 +275,5 @@ def guard_policies(
     allowed_sensitive: frozenset[str],
     allow_cluster_rules: bool,
     ceiling_role: str,
-    ceiling_rules: Sequence[Mapping[str, Any]],
 ) -> list[GuardPolicy]:
-    return [requester_guard(), ceiling_guard(allowed_sensitive, allow_cluster_rules, ceiling_role, ceiling_rules)]
+    return [requester_guard(), ceiling_guard(allowed_sensitive, allow_cluster_rules, ceiling_role)]
