@@ -38,6 +38,7 @@ from access_hygiene.engine.usage.judgement import (
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.audit_webhook import AuditWebhookServer, server_context
 from access_hygiene.k8s.errors import API_FAILURES, api_error_message
+from access_hygiene.k8s.leader import WriteGate
 from access_hygiene.k8s.watch_cache import ClusterState
 from access_hygiene.metrics import UsageMetrics, UsageSnapshot
 from access_hygiene.models.status import UnusedRule
@@ -72,9 +73,11 @@ class UsageMonitor:
         settings: OperatorSettings,
         metrics: UsageMetrics,
         clock: Clock = SYSTEM_CLOCK,
+        gate: WriteGate | None = None,
     ) -> None:
         self.api = api
         self.clock = clock
+        self.gate = gate if gate is not None else WriteGate(clock, elected=False)
         self.state = state
         self.settings = settings
         self.metrics = metrics
@@ -122,6 +125,9 @@ class UsageMonitor:
         while True:
             await asyncio.sleep(self.settings.usage_interval_seconds)
             if not self.state.is_synced():
+                continue
+            if not self.gate.is_open():  # the leader judges, exports and writes; a standby only counts
+                self.metrics.publish(None)
                 continue
             try:
                 await asyncio.to_thread(self.sync, self.clock.now().timestamp())
