@@ -465,7 +465,7 @@ class Metrics:
 
 # --- continuous mode (audit webhook): usage counters and unused grants ---------------------------------------
 
-AUDIT_EVENT_RESULTS = ("recorded", "ignored", "invalid", "dropped")
+AUDIT_EVENT_RESULTS = ("recorded", "ignored", "invalid", "dropped", "deferred")  # deferred: a standby found no leader
 USAGE_SUBJECT_STATES = ("judged", "observing", "incomplete")
 
 

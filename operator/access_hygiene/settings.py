@@ -93,6 +93,9 @@ class OperatorSettings(BaseSettings):
         default="", description="CA bundle: kube-apiserver must present a client certificate signed by it."
     )
     audit_webhook_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    audit_webhook_advertise_host: str = Field(
+        default="", description="This replica's address (the Pod IP) standbys relay audit batches to when it leads."
+    )
     # Memory is bounded by the product (~240 B per record: 5000 x 128 is ~150 MiB at worst; docs/performance.md).
     usage_max_subjects: int = Field(
         default=DEFAULT_MAX_SUBJECTS, ge=1, description="ServiceAccounts whose usage is kept."

@@ -113,7 +113,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             on_started_leading=runtime.controller.started_leading,
             on_stopped_leading=runtime.controller.stopped_leading,
             clock=runtime.clock,
+            annotations=advertised(operator_settings, runtime.usage),
         )
+        if runtime.usage is not None:
+            runtime.usage.leader_url = lambda: runtime.elector.holder_annotation(AUDIT_WEBHOOK_ANNOTATION)
         runtime.elector.start()
     memo["runtime"] = runtime
 
@@ -130,6 +133,18 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()
+
+
+AUDIT_WEBHOOK_ANNOTATION = f"{API_GROUP}/audit-webhook"
+
+
+def advertised(settings: OperatorSettings, usage: UsageMonitor | None) -> dict[str, str]:
+    """What this replica puts on the Lease while it leads: where standbys relay audit batches."""
+    if usage is None or not settings.audit_webhook_advertise_host:
+        return {}
+    host = settings.audit_webhook_advertise_host
+    host = f"[{host}]" if ":" in host else host
+    return {AUDIT_WEBHOOK_ANNOTATION: f"https://{host}:{usage.server.port}/audit"}
 
 
 # How long a handover waits for writes already sent (bounded by their request timeout in the worst case).

@@ -35,6 +35,7 @@ from access_hygiene.engine.leadership.lease import (
     Observation,
     decide,
     fence,
+    held_by_other,
     observe,
     released,
 )
@@ -138,8 +139,14 @@ def record_of(lease: dict[str, Any]) -> LeaseRecord:
     )
 
 
-def lease_manifest(namespace: str, name: str, record: LeaseRecord, resource_version: str = "") -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+def lease_manifest(
+    namespace: str,
+    name: str,
+    record: LeaseRecord,
+    resource_version: str = "",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": dict(annotations or {})}
     if resource_version:
         metadata["resourceVersion"] = resource_version  # optimistic concurrency: a lost race is a 409
     return {
@@ -172,6 +179,7 @@ class LeaderElector:
         on_started_leading: Callable[[], None],
         on_stopped_leading: Callable[[], None],
         clock: Clock = SYSTEM_CLOCK,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         self.api = api
         self.gate = gate
@@ -182,6 +190,9 @@ class LeaderElector:
         self.clock = clock
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
+        # What the holder advertises on the Lease (the audit webhook's address, for standbys to relay to).
+        self.annotations = dict(annotations or {})
+        self._holder_annotations: dict[str, str] = {}
         self._observation: Observation | None = None
         self._observed_once = False
         self.leading = False
@@ -244,8 +255,17 @@ class LeaderElector:
         self._observed_once = True
 
     def _note(self, lease: dict[str, Any]) -> None:
-        version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
+        metadata = lease.get("metadata") or {}
+        version = str(metadata.get("resourceVersion") or "")
+        self._holder_annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
         self._observation = observe(self._observation, record_of(lease), version, self.clock.now())
+
+    def holder_annotation(self, key: str) -> str | None:
+        """What the current holder advertises under `key`, while another replica validly holds the Lease."""
+        observation = self._observation
+        if observation is None or not held_by_other(self.identity, observation, self.clock.now()):
+            return None
+        return self._holder_annotations.get(key)
 
     def _try_acquire_or_renew(self) -> bool:
         """One attempt; True when this process holds the Lease and its fence was moved."""
@@ -270,10 +290,13 @@ class LeaderElector:
 
     def _write(self, action: Action, record: LeaseRecord) -> None:
         if action is Action.CREATE:
-            lease = request(self.api, "POST", self.collection, body=lease_manifest(self.namespace, self.name, record))
+            body = lease_manifest(self.namespace, self.name, record, annotations=self.annotations)
+            lease = request(self.api, "POST", self.collection, body=body)
         else:
             assert self._observation is not None
-            body = lease_manifest(self.namespace, self.name, record, self._observation.resource_version)
+            body = lease_manifest(
+                self.namespace, self.name, record, self._observation.resource_version, self.annotations
+            )
             lease = request(self.api, "PUT", f"{self.collection}/{self.name}", body=body)
         self._note(lease)
 

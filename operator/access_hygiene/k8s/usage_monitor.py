@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,7 @@ from access_hygiene.engine.usage.judgement import (
     unused_rules_patch,
 )
 from access_hygiene.k8s import resources
-from access_hygiene.k8s.audit_webhook import AuditWebhookServer, server_context
+from access_hygiene.k8s.audit_webhook import AuditWebhookServer, LeaderRelay, server_context
 from access_hygiene.k8s.errors import API_FAILURES, api_error_message
 from access_hygiene.k8s.leader import WriteGate
 from access_hygiene.k8s.watch_cache import ClusterState
@@ -85,6 +86,18 @@ class UsageMonitor:
             max_subjects=settings.usage_max_subjects, max_keys=settings.usage_max_keys_per_subject
         )
         self._lock = threading.Lock()
+        # The leader's receiver as its Lease advertises it (set by the operator once the election runs).
+        self.leader_url: Callable[[], str | None] = lambda: None
+        relay = (
+            LeaderRelay(
+                self.gate.is_open,
+                lambda: self.leader_url(),
+                settings.audit_webhook_cert_file,
+                settings.audit_webhook_token_file,
+            )
+            if self.gate.elected
+            else None
+        )
         self.server = AuditWebhookServer(
             settings.audit_webhook_addr,
             settings.audit_webhook_port,
@@ -96,6 +109,7 @@ class UsageMonitor:
             metrics.count_request,
             metrics.count_events,
             settings.audit_webhook_max_body_bytes,
+            relay,
         )
         self._task: asyncio.Task[None] | None = None
         self.judge_budget_seconds = JUDGE_BUDGET_SECONDS
