@@ -18,6 +18,7 @@ from access_hygiene.engine.leadership.lease import (
     held_by_other,
     observe,
     released,
+    standby_wait,
 )
 from access_hygiene.k8s.errors import NotLeaderError
 from access_hygiene.k8s.leader import GatedApiClient, LeaderElector, WriteGate, is_write, record_of
@@ -92,6 +93,13 @@ def test_the_fence_falls_lease_duration_minus_renew_deadline_before_anyone_may_t
     assert fence(T0, TIMING) == T0 + timedelta(seconds=10)
     # The earliest takeover: another candidate saw the renewal no earlier than it started.
     assert fence(T0, TIMING) + timedelta(seconds=5) == T0 + timedelta(seconds=TIMING.lease_duration)
+
+
+def test_a_standby_waits_the_retry_period_or_until_the_term_runs_out_if_sooner() -> None:
+    assert standby_wait("a", None, T0, 2.0) == 2.0
+    assert standby_wait("a", seen(held("b"), seconds_ago=1), T0, 2.0) == 2.0
+    assert standby_wait("a", seen(held("b"), seconds_ago=14.5), T0, 2.0) == 0.5
+    assert standby_wait("a", seen(held("a"), seconds_ago=14.5), T0, 2.0) == 2.0
 
 
 # The gate ---------------------------------------------------------------------------------------------------

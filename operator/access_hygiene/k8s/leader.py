@@ -38,6 +38,7 @@ from access_hygiene.engine.leadership.lease import (
     held_by_other,
     observe,
     released,
+    standby_wait,
 )
 from access_hygiene.k8s.errors import API_FAILURES, NotLeaderError
 from access_hygiene.k8s.resources import open_response, request
@@ -226,8 +227,12 @@ class LeaderElector:
             if leads:
                 await asyncio.sleep(self.timing.retry_period)
             else:
-                wait = self.timing.retry_period * (1.0 + _JITTER.uniform(0.0, JITTER_FACTOR - 1.0))
-                await asyncio.to_thread(self._wait_for_change, wait)
+                retry = self.timing.retry_period * (1.0 + _JITTER.uniform(0.0, JITTER_FACTOR - 1.0))
+                wait = standby_wait(self.identity, self._observation, self.clock.now(), retry)
+                if wait < retry:  # the term runs out first: no watch, its timeout counts whole seconds
+                    await asyncio.sleep(wait)
+                else:
+                    await asyncio.to_thread(self._wait_for_change, wait)
 
     def _transition(self, leads: bool) -> None:
         if leads and not self.leading:

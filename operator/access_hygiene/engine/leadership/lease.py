@@ -79,13 +79,25 @@ class Decision:
         return self.action is not Action.WAIT
 
 
+def expires_at(observation: Observation) -> datetime:
+    """When the observed term runs out, as this process counts it."""
+    return observation.observed_at + timedelta(seconds=observation.record.lease_duration_seconds)
+
+
 def held_by_other(identity: str, observation: Observation, now: datetime) -> bool:
     """Another identity holds the Lease and, as this process has seen it, its term has not run out."""
     record = observation.record
     if not record.holder or record.holder == identity:
         return False
-    expires = observation.observed_at + timedelta(seconds=record.lease_duration_seconds)
-    return now < expires
+    return now < expires_at(observation)
+
+
+def standby_wait(identity: str, observation: Observation | None, now: datetime, retry: float) -> float:
+    """Seconds a standby waits before its next attempt: the retry period, or less when the holder's term runs out
+    sooner (a dead leader is replaced lease_duration after its last renewal, not up to a retry period later)."""
+    if observation is None or not held_by_other(identity, observation, now):
+        return retry
+    return min(retry, (expires_at(observation) - now).total_seconds())
 
 
 def decide(identity: str, observation: Observation | None, now: datetime, timing: LeaseTiming) -> Decision:
