@@ -251,3 +251,12 @@ def test_a_gated_client_refuses_a_write_without_sending_it_and_lets_reads_throug
     gate.open_until(fence(clock.now(), TIMING))
     api.call_api("POST", url, body={})
     assert sent == ["GET", "POST"]
+
+
+def test_a_gate_closed_for_shutdown_stays_closed_when_a_late_renewal_lands() -> None:
+    clock = pinned_clock()
+    gate = WriteGate(clock)
+    gate.open_until(fence(clock.now(), TIMING))
+    gate.close(final=True)
+    gate.open_until(fence(clock.now(), TIMING))  # a renewal thread that outlived the cancelled election task
+    assert not gate.is_open()

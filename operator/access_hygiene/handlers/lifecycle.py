@@ -154,7 +154,7 @@ HANDOVER_DRAIN_SECONDS = 5.0
 async def hand_over(elector: LeaderElector, gate: WriteGate) -> None:
     """Stop writing, let the writes in flight land, then release the Lease: no write of ours follows it."""
     await elector.stop()
-    gate.close()
+    gate.close(final=True)
     if not await asyncio.to_thread(gate.wait_drained, HANDOVER_DRAIN_SECONDS):
         logging.getLogger(__name__).warning("Writes still in flight at shutdown; the Lease is left to expire.")
         return

@@ -61,6 +61,7 @@ class WriteGate:
         self.clock = clock
         self.elected = elected
         self._fence: datetime | None = None
+        self._final = False  # closed for good (shutdown): a renewal finishing late cannot reopen it
         self._inflight = 0
         self._changed = threading.Condition()
 
@@ -72,11 +73,13 @@ class WriteGate:
 
     def open_until(self, fence_at: datetime) -> None:
         with self._changed:
-            self._fence = fence_at
+            if not self._final:
+                self._fence = fence_at
 
-    def close(self) -> None:
+    def close(self, *, final: bool = False) -> None:
         with self._changed:
             self._fence = None
+            self._final = self._final or final
 
     @contextlib.contextmanager
     def writing(self, what: str) -> Iterator[None]:
@@ -200,6 +203,9 @@ class LeaderElector:
         self.transitions = 0  # times this process started leading
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
+        # Held by an attempt in flight (a worker thread outlives the cancelled task): release() waits for it, so it
+        # writes over the latest resourceVersion.
+        self._attempt = threading.Lock()
 
     @property
     def collection(self) -> str:
@@ -274,6 +280,12 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         """One attempt; True when this process holds the Lease and its fence was moved."""
+        with self._attempt:
+            if self._stopping.is_set():
+                return self.gate.is_open()
+            return self._attempt_once()
+
+    def _attempt_once(self) -> bool:
         if not self._observed_once:
             self._read()
         for attempt in range(2):  # a conflict (someone wrote the Lease since we read it) costs one re-read
@@ -342,6 +354,10 @@ class LeaderElector:
     def release(self) -> bool:
         """Hand the Lease over at once (client-go's ReleaseOnCancel): called after the gate is closed and the
         writes in flight have drained. Returns whether a release was written."""
+        with self._attempt:
+            return self._release()
+
+    def _release(self) -> bool:
         observation = self._observation
         if not self.leading or observation is None or observation.record.holder != self.identity:
             return False
