@@ -641,14 +641,16 @@ class Controller:
         self._refusals.pop(key, None)
         deleted = prune_policy_objects(self.api, body, self.state)
         metadata = body["metadata"]
+        index = finalizers.index(POLICY_FINALIZER)
         resources.patch_json(
             self.api,
             body["apiVersion"],
             "AccessPolicy",
             metadata["name"],
             [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
-                {"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(POLICY_FINALIZER)}"},
+                # Guarded by the entry itself, not the resourceVersion: a status write meanwhile changes nothing here.
+                {"op": "test", "path": f"/metadata/finalizers/{index}", "value": POLICY_FINALIZER},
+                {"op": "remove", "path": f"/metadata/finalizers/{index}"},
             ],
             metadata["namespace"],
         )
