@@ -179,3 +179,59 @@ def test_no_write_came_from_a_replica_without_the_lease_and_nothing_failed(
     for replica in replicas:
         log = replica.log.read_text(errors="replace")
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_the_charts_leader_election_role_alone_lets_a_replica_create_renew_watch_and_release_the_lease(
+    crd_installed: Cluster,
+) -> None:
+    """The chart's Role (resourceNames on get/update/watch; create unrestricted) is all the election needs: the
+    standby's watch carries fieldSelector=metadata.name, which the API server authorizes as that one name."""
+    from scripts.render_chart import find_helm
+
+    from access_hygiene.engine.leadership.lease import LeaseTiming
+    from access_hygiene.k8s import resources
+    from access_hygiene.k8s.leader import LeaderElector, WriteGate
+    from tests.contract.chart import render
+
+    lease = new_lease_name()
+    docs = render(find_helm(), "--set", f"leaderElection.leaseName={lease}")
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election"))
+    role["metadata"]["name"] = f"elector-{lease}"
+    with crd_installed.api_client() as api:
+        ensure_namespace(api, OPERATOR_NAMESPACE)
+        resources.apply(api, role)
+        identity = f"elector-{lease}"
+        kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+            OPERATOR_NAMESPACE, {"metadata": {"name": identity}}
+        )
+        kubernetes.client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+            OPERATOR_NAMESPACE,
+            {
+                "metadata": {"name": identity},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+                "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": OPERATOR_NAMESPACE}],
+            },
+        )
+        token = (
+            kubernetes.client.CoreV1Api(api)
+            .create_namespaced_service_account_token(identity, OPERATOR_NAMESPACE, {"spec": {"audiences": []}})
+            .status.token
+        )
+    started: list[str] = []
+    with crd_installed.client_for_token(token, f"system:serviceaccount:{OPERATOR_NAMESPACE}:{identity}") as client:
+        gate = WriteGate()
+        elector = LeaderElector(
+            client, gate, OPERATOR_NAMESPACE, lease, identity, LeaseTiming(),
+            on_started_leading=lambda: started.append("led"), on_stopped_leading=lambda: None,
+        )  # fmt: skip
+        assert elector._try_acquire_or_renew()  # create
+        assert elector._try_acquire_or_renew()  # update
+        assert gate.is_open()
+        elector._wait_for_change(1.0)  # the watch: a 403 would make it read the Lease again
+        assert elector._observed_once
+        elector._transition(True)
+        gate.close()
+        assert elector.release()
+    with crd_installed.api_client() as api:
+        assert lease_holder(api, lease) == ""
+    assert started == ["led"]
