@@ -125,6 +125,8 @@ def test_kill_9_of_the_leader_hands_over_within_the_lease_and_the_new_leader_kno
                                   timeout=10)  # fmt: skip
         finally:
             kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name)
+    assert leader.process is not None
+    leader.process.wait()  # reaped: the next pair starts it again
     leader.process = None
     assert took_over < KILL_TAKEOVER_WITHIN, f"the standby led {took_over:.2f}s after the kill"
     assert exported < FINDING_AFTER_TAKEOVER_WITHIN, f"the finding reached /metrics {exported:.2f}s after takeover"
