@@ -235,7 +235,7 @@ class LeaderElector:
             else:
                 retry = self.timing.retry_period * (1.0 + _JITTER.uniform(0.0, JITTER_FACTOR - 1.0))
                 wait = standby_wait(self.identity, self._observation, self.clock.now(), retry)
-                if wait < retry:  # the term runs out first: no watch, its timeout counts whole seconds
+                if wait < 1.0:  # the term runs out first, sooner than a watch's shortest timeout (1 s)
                     await asyncio.sleep(wait)
                 else:
                     await asyncio.to_thread(self._wait_for_change, wait)
@@ -329,7 +329,8 @@ class LeaderElector:
             "watch": "true",
             "fieldSelector": f"metadata.name={self.name}",
             "resourceVersion": self._observation.resource_version,
-            "timeoutSeconds": str(max(1, math.ceil(seconds))),
+            # Whole seconds, rounded down: a watch that outlived the holder's term would delay the takeover.
+            "timeoutSeconds": str(max(1, math.floor(seconds))),
         }
         try:
             response = open_response(self.api, "GET", self.collection, query=query, timeout=(5.0, seconds + 10.0))
