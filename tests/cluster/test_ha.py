@@ -29,9 +29,11 @@ from tests.conftest import Cluster
 pytestmark = pytest.mark.cluster
 
 LEASE_DURATION = 15.0  # as shipped (settings, chart)
-# The standby takes an unrenewed Lease lease_duration after it saw the last renewal, which came at most a retry
-# period (2 s) before the kill: the takeover lands 13-15 s after it, plus a round trip.
-KILL_TAKEOVER_WITHIN = LEASE_DURATION + 0.5
+# The standby takes an unrenewed Lease lease_duration after it *saw* the last renewal (client-go's semantics: its
+# own clock), which came at most a retry period (2 s) before the kill: 13-15 s after it, plus the latency of seeing
+# that renewal and of writing the Lease. benchmarks/ha_benchmark.py measured 14.8-15.7 s at load average ~15 on
+# this 2-core machine; the bound leaves that latency 1 s.
+KILL_TAKEOVER_WITHIN = LEASE_DURATION + 1.0
 RELEASE_TAKEOVER_WITHIN = 2.0
 FINDING_AFTER_TAKEOVER_WITHIN = 1.0
 
