@@ -93,6 +93,20 @@ ALERTS = (
             "The operator is down, not scraped, or has never completed a scan, so risky access goes unreported."
         ),
     ),
+    # With several replicas (docs/ha.md) one leads and exports the findings; the standbys export
+    # access_hygiene_leader 0 and no finding, so the sums above count the leader's series once. Replicas that are
+    # up while none leads (a Lease it cannot write: RBAC, a deleted namespace) write and report nothing.
+    Alert(
+        name="AccessHygieneNoLeader",
+        expr="max(access_hygiene_leader) < 1",
+        for_="5m",
+        severity="warning",
+        summary="No access-hygiene replica leads.",
+        description=(
+            "Operator replicas are up but none holds the leader Lease, so nothing is repaired, reported or "
+            "exported; check the operator's logs for Lease errors."
+        ),
+    ),
     Alert(
         name="AccessHygieneExemptionsExpired",
         expr='sum(access_hygiene_exemptions{state="expired"}) > 0',

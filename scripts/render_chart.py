@@ -269,6 +269,23 @@ def values_schema() -> Schema:
         ),
         "health": closed({"port": PORT}),
         "verbose": boolean("kopf --verbose."),
+        "replicaCount": integer("Operator replicas: one leads (writes), the others stand by warm.", minimum=1),
+        "leaderElection": closed(
+            {
+                "enabled": boolean("Elect a leader on a Lease (required for replicaCount > 1)."),
+                "leaseName": string("Lease name in the release namespace; empty means the full name."),
+                "leaseDurationSeconds": integer("How long a standby waits for an unrenewed Lease.", minimum=1),
+                "renewDeadlineSeconds": integer("A leader that cannot renew this long stops writing.", minimum=1),
+                "retryPeriodSeconds": integer("Seconds between renewals and attempts.", minimum=1),
+            },
+            "Leader election (docs/ha.md): client-go's defaults 15/10/2.",
+        ),
+        "podDisruptionBudget": closed(
+            {
+                "enabled": boolean("A PodDisruptionBudget when replicaCount > 1."),
+                "minAvailable": integer("Replicas a voluntary disruption leaves running.", minimum=1),
+            }
+        ),
         "serviceAccount": closed(
             {"name": string("ServiceAccount name; empty means the full name."), "annotations": string_map()}
         ),

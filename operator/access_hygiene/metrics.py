@@ -170,6 +170,8 @@ class _State:
     snapshot: _Snapshot | None = None
     managed_objects: Mapping[str, int] | None = None
     policies: Mapping[str, int] | None = None
+    # A standby (docs/ha.md) exports only that it does not lead: one replica's series, so sums never double.
+    leading: bool = True
 
 
 class _SnapshotCollector(Collector):
@@ -183,6 +185,9 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self._metrics.state  # one read: the whole scrape sees one snapshot
         yield from _build_info()
+        yield _leader_family(state.leading)
+        if not state.leading:
+            return
         if state.snapshot is not None:
             yield from state.snapshot.families()
         if state.managed_objects is not None:
@@ -197,6 +202,14 @@ def _build_info() -> Iterator[Metric]:
     info = GaugeMetricFamily(f"{PREFIX}_build_info", "Build information; always 1.", labels=["version"])
     info.add_metric([__version__], 1)
     yield info
+
+
+def _leader_family(leading: bool) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_leader", "1 on the replica that holds the leader Lease (and writes), 0 on a standby."
+    )
+    family.add_metric([], 1 if leading else 0)
+    return family
 
 
 def _gauge_family(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> GaugeMetricFamily:
@@ -429,6 +442,11 @@ class Metrics:
         for kind, count in written.items():
             self._admission_writes.labels(kind=kind).inc(count)
 
+    def set_leading(self, leading: bool) -> None:
+        """A standby's scrape holds its leader gauge (0) and process metrics; the leader's holds everything."""
+        with self._lock:
+            self.state = replace(self.state, leading=leading)
+
     def set_managed_objects(self, counts: Mapping[str, int]) -> None:
         frozen = _frozen(counts, MANAGED_KINDS)
         with self._lock:
@@ -483,7 +501,7 @@ class Metrics:
 
 # --- continuous mode (audit webhook): usage counters and unused grants ---------------------------------------
 
-AUDIT_EVENT_RESULTS = ("recorded", "ignored", "invalid", "dropped")
+AUDIT_EVENT_RESULTS = ("recorded", "ignored", "invalid", "dropped", "deferred")  # deferred: a standby found no leader
 USAGE_SUBJECT_STATES = ("judged", "observing", "incomplete")
 
 
@@ -526,7 +544,8 @@ class UsageMetrics(Collector):
         """code: the HTTP status, or "tls-failed" / "busy" for connections that got no HTTP answer."""
         self._requests.labels(code=code).inc()
 
-    def publish(self, snapshot: UsageSnapshot) -> None:
+    def publish(self, snapshot: UsageSnapshot | None) -> None:
+        """The latest judgement; None (a standby) exports none."""
         self.snapshot = snapshot
 
     def describe(self) -> Iterable[Metric]:

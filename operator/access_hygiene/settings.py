@@ -7,6 +7,12 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access_hygiene.engine.ground.context import AuditContext
+from access_hygiene.engine.leadership.lease import (
+    LEASE_DURATION_SECONDS,
+    RENEW_DEADLINE_SECONDS,
+    RETRY_PERIOD_SECONDS,
+    LeaseTiming,
+)
 from access_hygiene.engine.usage import DEFAULT_MAX_KEYS, DEFAULT_MAX_SUBJECTS
 
 
@@ -87,6 +93,9 @@ class OperatorSettings(BaseSettings):
         default="", description="CA bundle: kube-apiserver must present a client certificate signed by it."
     )
     audit_webhook_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    audit_webhook_advertise_host: str = Field(
+        default="", description="This replica's address (the Pod IP) standbys relay audit batches to when it leads."
+    )
     # Memory is bounded by the product (~240 B per record: 5000 x 128 is ~150 MiB at worst; docs/performance.md).
     usage_max_subjects: int = Field(
         default=DEFAULT_MAX_SUBJECTS, ge=1, description="ServiceAccounts whose usage is kept."
@@ -102,6 +111,31 @@ class OperatorSettings(BaseSettings):
     usage_interval_seconds: float = Field(
         default=30.0, gt=0, description="Seconds between judgements (metrics, status.unusedRules)."
     )
+
+    # High availability (docs/ha.md): replicas elect one leader on a Lease in operator_namespace; only it writes.
+    leader_election_enabled: bool = Field(
+        default=False, description="Elect a leader on a Lease; off: this process is the only replica and leads."
+    )
+    leader_election_lease_name: str = "access-hygiene"
+    leader_election_identity: str = Field(
+        default="", description="This replica's holder identity; empty: host name (a Pod's name) and process id."
+    )
+    leader_election_lease_duration_seconds: float = Field(default=LEASE_DURATION_SECONDS, gt=0)
+    leader_election_renew_deadline_seconds: float = Field(default=RENEW_DEADLINE_SECONDS, gt=0)
+    leader_election_retry_period_seconds: float = Field(default=RETRY_PERIOD_SECONDS, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_timing_consistent(self) -> "OperatorSettings":
+        self.lease_timing  # noqa: B018  (raises ValueError for an inconsistent timing)
+        return self
+
+    @property
+    def lease_timing(self) -> LeaseTiming:
+        return LeaseTiming(
+            lease_duration=self.leader_election_lease_duration_seconds,
+            renew_deadline=self.leader_election_renew_deadline_seconds,
+            retry_period=self.leader_election_retry_period_seconds,
+        )
 
     @model_validator(mode="after")
     def _audit_webhook_complete(self) -> "OperatorSettings":

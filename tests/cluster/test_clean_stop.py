@@ -30,9 +30,9 @@ STOPS_WITHIN = 15.0
 # kopf's verbose log when no task outlived the operator's own shutdown; otherwise kopf waits up to 5 s on
 # those "hung" tasks before cancelling them (a delay a pod pays on every rollout).
 NO_HUNG_TASKS = "Hung tasks stopping is skipped: no tasks given."
-# kopf's first API discovery is over once it watches AccessPolicies; a stop during that discovery leaves its
-# requests to kopf's hung-task wait (kopf does not cancel them), which is kopf's to fix, not a shutdown path of ours.
-STARTED = ("reacting to events", "Starting the watch-stream for accesspolicies")
+# kopf serves no resource (the controller holds the AccessPolicy finalizer, docs/ha.md): started means the
+# controller's watch cache is synced.
+STARTED = ("reacting to events",)
 CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
 
 

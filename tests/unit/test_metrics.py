@@ -605,3 +605,21 @@ def test_an_unchanged_result_republished_reuses_its_families_and_moves_only_the_
     text = generate_latest(metrics.registry).decode()
     assert builds == [len(first.findings), len(changed.findings)]
     assert strip(text) != strip(before)
+
+
+def test_a_standby_exports_its_leader_gauge_and_no_finding_and_the_takeover_exports_the_warm_scan() -> None:
+    metrics = Metrics(CollectorRegistry(), prebuild_after=None)
+    metrics.publish_scan(scan([finding("AH-RBAC-001", "critical", "", "admin", kind="ClusterRoleBinding")]))
+    metrics.set_managed_objects({"Role": 2})
+    metrics.set_leading(False)
+    standby = scrape(metrics)
+    assert series(standby, "access_hygiene_leader") == {(): 0.0}
+    assert "access_hygiene_build_info" in standby
+    # The admission floor is a plain gauge, 0 until this replica writes admission objects as leader.
+    kept = ("access_hygiene_leader", "access_hygiene_build_info", "access_hygiene_admission_floor_timestamp_seconds")
+    assert not [name for name in standby if name not in kept]
+    metrics.set_leading(True)  # the scan the standby kept is exported at once
+    leader = scrape(metrics)
+    assert series(leader, "access_hygiene_leader") == {(): 1.0}
+    assert sum(series(leader, "access_hygiene_violations").values()) == 1
+    assert series(leader, "access_hygiene_managed_objects")[(("kind", "Role"),)] == 2

@@ -485,3 +485,67 @@ def test_an_unreadable_token_file_is_logged_once_not_per_request(
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         f"Audit webhook token file {path} is unreadable"
     ] * 2
+
+
+# --- a standby relays to the leader (docs/ha.md) ---------------------------------------------------------------
+
+
+def test_a_standby_relays_batches_to_the_pinned_leader_and_asks_for_a_retry_without_one(tmp_path: Path) -> None:
+    import http.client
+    import ssl
+
+    from access_hygiene.k8s.audit_webhook import AuditWebhookServer, LeaderRelay, server_context
+    from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
+
+    ca = make_certs(tmp_path / "pki")
+    certs = make_audit_webhook_certs(tmp_path / "webhook", ca)
+    impostor = make_audit_webhook_certs(tmp_path / "impostor", make_certs(tmp_path / "other-pki"))
+    (tmp_path / "token").write_text("t0ken")
+    counted: dict[str, list[AuditRequest]] = {"leader": [], "standby": [], "impostor": []}
+    leading = {"leader": True, "standby": False, "impostor": True}
+    servers: dict[str, AuditWebhookServer] = {}
+    leader_url: dict[str, str | None] = {"url": None}
+
+    def start(name: str, serving: Any) -> None:
+        def sink(requests: list[AuditRequest]) -> dict[str, int]:
+            counted[name].extend(requests)
+            return {"recorded": len(requests)}
+
+        relay = LeaderRelay(
+            lambda: leading[name], lambda: leader_url["url"], str(certs.serving_cert), str(tmp_path / "token")
+        )
+        servers[name] = AuditWebhookServer(
+            "127.0.0.1", 0, server_context(str(serving.serving_cert), str(serving.serving_key)),
+            str(tmp_path / "token"), sink, lambda code: None, lambda result, count: None, 1 << 20, relay,
+        )  # fmt: skip
+        servers[name].start()
+
+    start("leader", certs)
+    start("standby", certs)
+    start("impostor", impostor)
+
+    def post_to_standby() -> tuple[int, str | None]:
+        context = ssl.create_default_context(cafile=str(ca.ca_cert))
+        connection = http.client.HTTPSConnection("127.0.0.1", servers["standby"].port, context=context, timeout=10)
+        try:
+            body = event_list(event("get", "configmaps"))
+            connection.request("POST", "/audit", body, {"Authorization": "Bearer t0ken"})
+            response = connection.getresponse()
+            return response.status, response.getheader("Retry-After")
+        finally:
+            connection.close()
+
+    try:
+        assert post_to_standby() == (503, "2")  # no leader advertised: the API server retries
+        leader_url["url"] = f"https://127.0.0.1:{servers['impostor'].port}/audit"
+        assert post_to_standby() == (503, "2")  # not this release's certificate: no token leaves
+        assert counted["impostor"] == []
+        leader_url["url"] = f"https://127.0.0.1:{servers['leader'].port}/audit"
+        assert post_to_standby() == (200, None)
+        assert [(r.verb, r.resource) for r in counted["leader"]] == [("get", "configmaps")]
+        assert len(counted["standby"]) == 1  # the standby counts what passed through it, for a takeover
+        leading["leader"] = False  # it lost the Lease meanwhile: a relayed batch is not relayed again
+        assert post_to_standby() == (503, "2")
+    finally:
+        for server in servers.values():
+            server.stop()

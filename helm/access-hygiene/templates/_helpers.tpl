@@ -92,3 +92,8 @@ true
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/* The leader-election Lease's name (docs/ha.md). */}}
+{{- define "access-hygiene.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "access-hygiene.fullname" .) -}}
+{{- end -}}

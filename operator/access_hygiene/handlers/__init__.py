@@ -1,9 +1,8 @@
-"""Thin kopf adapters. Importing this package registers every handler."""
+"""Thin kopf adapters. Importing this package registers every handler.
 
-from access_hygiene.handlers import lifecycle, policy
+kopf serves no resource: the event-driven controller (k8s/controller.py) reconciles AccessPolicies and holds
+their finalizer, behind the leader's write gate (docs/ha.md), so a standby replica's kopf never writes."""
 
-# isort: split
-# Registered after lifecycle: kopf runs start-up handlers in order, and admission needs the runtime.
-from access_hygiene.handlers import admission
+from access_hygiene.handlers import lifecycle
 
-__all__ = ["admission", "lifecycle", "policy"]
+__all__ = ["lifecycle"]

@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
 from access_hygiene.k8s.errors import quiet_retry_logs
+from access_hygiene.k8s.leader import LeaderElector, WriteGate, gated
 from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
 from access_hygiene.metrics import Metrics, UsageMetrics
@@ -84,19 +86,40 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics = Metrics(detailed=operator_settings.detailed_metrics)
     if operator_settings.metrics_port:
         metrics.serve(operator_settings.metrics_port, addr=operator_settings.metrics_addr)
-    api = with_pool_size(make_api_client(), operator_settings.workers + 8)
-    runtime = Runtime(settings=operator_settings, api=api, metrics=metrics)
+    # Every write of the operator passes one gate: open on the leader only (docs/ha.md).
+    gate = WriteGate(elected=operator_settings.leader_election_enabled)
+    metrics.set_leading(not gate.elected)
+    api = gated(with_pool_size(make_api_client(), operator_settings.workers + 8), gate)
+    runtime = Runtime(settings=operator_settings, api=api, metrics=metrics, gate=gate)
     managed = (MANAGED_BY_LABEL, MANAGED_BY_VALUE)  # counted for the managed-objects metric
     cache = WatchCache(make_watch_client(), watched_kinds(operator_settings), managed)
     if operator_settings.audit_webhook_enabled:  # continuous mode: audit webhook -> status.unusedRules, metrics
         usage_metrics = UsageMetrics(metrics.registry, detailed=operator_settings.detailed_metrics)
         try:  # before the watches and the controller: a bad certificate or a taken port stops the operator
-            runtime.usage = UsageMonitor(runtime.api, cache.state, operator_settings, usage_metrics, runtime.clock)
+            runtime.usage = UsageMonitor(
+                runtime.api, cache.state, operator_settings, usage_metrics, runtime.clock, gate
+            )
             runtime.usage.start()
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
             raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
-    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock)
+    runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock, gate)
     runtime.controller.start()
+    if gate.elected:  # after the controller: its watches warm up while the election runs
+        runtime.elector = LeaderElector(
+            make_api_client(),  # ungated: the Lease is written before this replica leads
+            gate,
+            operator_settings.operator_namespace,
+            operator_settings.leader_election_lease_name,
+            operator_settings.leader_election_identity or f"{socket.gethostname()}_{os.getpid()}",
+            operator_settings.lease_timing,
+            on_started_leading=runtime.controller.started_leading,
+            on_stopped_leading=runtime.controller.stopped_leading,
+            clock=runtime.clock,
+            annotations=advertised(operator_settings, runtime.usage),
+        )
+        if runtime.usage is not None:
+            runtime.usage.leader_url = lambda: runtime.elector.holder_annotation(AUDIT_WEBHOOK_ANNOTATION)
+        runtime.elector.start()
     memo["runtime"] = runtime
 
 
@@ -129,8 +152,36 @@ async def shutdown(memo: kopf.Memo, logger: Any, **_: Any) -> None:
     runtime = memo.get("runtime")
     if runtime is None:
         return
+    if runtime.elector is not None:  # hand over first: a successor starts at once, not a lease term later
+        await hand_over(runtime.elector, runtime.gate)
     if runtime.usage is not None:
         await runtime.usage.stop()
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()
+
+
+AUDIT_WEBHOOK_ANNOTATION = f"{API_GROUP}/audit-webhook"
+
+
+def advertised(settings: OperatorSettings, usage: UsageMonitor | None) -> dict[str, str]:
+    """What this replica puts on the Lease while it leads: where standbys relay audit batches."""
+    if usage is None or not settings.audit_webhook_advertise_host:
+        return {}
+    host = settings.audit_webhook_advertise_host
+    host = f"[{host}]" if ":" in host else host
+    return {AUDIT_WEBHOOK_ANNOTATION: f"https://{host}:{usage.server.port}/audit"}
+
+
+# How long a handover waits for writes already sent (bounded by their request timeout in the worst case).
+HANDOVER_DRAIN_SECONDS = 5.0
+
+
+async def hand_over(elector: LeaderElector, gate: WriteGate) -> None:
+    """Stop writing, let the writes in flight land, then release the Lease: no write of ours follows it."""
+    await elector.stop()
+    gate.close(final=True)
+    if not await asyncio.to_thread(gate.wait_drained, HANDOVER_DRAIN_SECONDS):
+        logging.getLogger(__name__).warning("Writes still in flight at shutdown; the Lease is left to expire.")
+        return
+    await asyncio.to_thread(elector.release)

@@ -17,6 +17,8 @@ class Runtime:
     metrics: Metrics
     controller: Any = None  # k8s.controller.Controller, set once the watch cache starts
     usage: Any = None  # k8s.usage_monitor.UsageMonitor, when the audit webhook is enabled
+    gate: Any = None  # k8s.leader.WriteGate: open on the leader (always, without election)
+    elector: Any = None  # k8s.leader.LeaderElector, when leader election is enabled
     clock: Clock = SYSTEM_CLOCK  # the one source of "now" for everything the operator runs
 
 

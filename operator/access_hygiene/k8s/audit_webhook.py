@@ -12,6 +12,9 @@ Authentication, at least one of (both when both are configured):
 - a bearer token (the webhook kubeconfig's `user.token`), read from a file (a mounted Secret; re-read when
   it changes), compared in constant time;
 - a client certificate signed by a given CA (`user.client-certificate`), verified by the TLS layer.
+With several replicas (docs/ha.md) only the leader's counters are judged: a standby that receives a batch relays
+it to the leader (see LeaderRelay) and answers with the leader's verdict; when no leader can take it, 503 with
+Retry-After, which kube-apiserver's webhook backend retries (it drops a batch only after its retries run out).
 Answers: 200 accepted (events that cannot be used are counted, not refused: the API server would retry the
 whole batch), 400 body that is not an audit EventList, 401 not authenticated, 404 other path, 405 other
 method, 411 no Content-Length, 413 body over the limit. Bad input never raises out of a request thread.
@@ -19,6 +22,7 @@ method, 411 no Content-Length, 413 body over the limit. Bad input never raises o
 
 import contextlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from access_hygiene.engine.usage.auditlog import AUDIT_API_VERSION, AuditRequest, LineError, parse_event
 
@@ -42,6 +47,9 @@ DISCARD_LIMIT_BYTES = 64 * 1024  # bodies of refused requests up to this size ar
 Sink = Callable[[list[AuditRequest]], dict[str, int]]
 RequestCounter = Callable[[str], None]
 EventCounter = Callable[[str, int], None]
+RELAYED_HEADER = "X-Access-Hygiene-Relayed"  # a relayed batch is never relayed again
+RETRY_AFTER_SECONDS = 2
+RELAY_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -195,6 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.count_events("invalid", 1)
             self._reply(400, batch.error)
             return
+        relayed = receiver.relay(body, relayed=bool(self.headers.get(RELAYED_HEADER)))
+        if relayed is False:
+            receiver.count_events("deferred", len(batch.requests))
+            self._reply(503, "no leader took the batch; retry", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return
+        # Relayed or not, this replica counts too: after a takeover it starts from what reached it.
         outcomes = receiver.sink(batch.requests) if batch.requests else {}
         receiver.count_events("invalid", batch.invalid)
         receiver.count_events("ignored", batch.ignored + outcomes.get("ignored", 0))
@@ -231,15 +245,26 @@ class _Server(ThreadingHTTPServer):
         count_request: RequestCounter,
         count_events: EventCounter,
         max_body_bytes: int,
+        relay: "LeaderRelay | None" = None,
     ) -> None:
         self.context = context
         self.token = token
         self.sink = sink
+        self._relay = relay
         self.count_request = count_request
         self.count_events = count_events
         self.max_body_bytes = max_body_bytes
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
+
+    def relay(self, body: bytes, *, relayed: bool) -> bool | None:
+        """None: record here (this replica leads, or runs alone); True: the leader took the batch; False: no leader
+        took it, the API server should retry."""
+        if self._relay is None:
+            return None
+        if relayed:  # relayed to a replica that no longer leads: refused, never relayed on (no loops)
+            return None if self._relay.leads() else False
+        return self._relay(body)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -298,10 +323,11 @@ class AuditWebhookServer:
         count_request: RequestCounter,
         count_events: EventCounter,
         max_body_bytes: int,
+        relay: "LeaderRelay | None" = None,
     ) -> None:
         self._address = (addr, port)
         self._args = (context, TokenFile(token_file) if token_file else None, sink, count_request, count_events,
-                      max_body_bytes)  # fmt: skip
+                      max_body_bytes, relay)  # fmt: skip
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -327,3 +353,60 @@ class AuditWebhookServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
+
+
+class LeaderRelay:
+    """A standby's way to the leader's receiver. `leads` says whether this replica leads (then nothing is relayed);
+    `leader_url` is the leader's advertised receiver (from the Lease), None when no valid holder advertises one.
+
+    The leader is authenticated by certificate pinning: every replica serves the same certificate (one Secret), so
+    the peer must present exactly ours. The standby authenticates with the bearer token kube-apiserver uses; with
+    client-certificate authentication only there is nothing to present, so nothing is relayed and the API server
+    retries until its batch reaches the leader (docs/ha.md)."""
+
+    def __init__(
+        self, leads: Callable[[], bool], leader_url: Callable[[], str | None], cert_file: str, token_file: str
+    ) -> None:
+        self.leads = leads
+        self.leader_url = leader_url
+        self.token = TokenFile(token_file) if token_file else None
+        with open(cert_file) as handle:
+            self.pinned = ssl.PEM_cert_to_DER_cert(handle.read())
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.context.check_hostname = False  # the pin below is stricter than a name check
+        self.context.verify_mode = ssl.CERT_NONE
+
+    def __call__(self, body: bytes) -> bool | None:
+        if self.leads():
+            return None
+        url = self.leader_url()
+        token = self.token.current() if self.token is not None else b""
+        if not url or not token:
+            return False
+        try:
+            return self._post(url, body, token.decode())
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            logger.debug(f"Audit batch not relayed to the leader at {url}: {error}")
+            return False
+
+    def _post(self, url: str, body: bytes, token: str) -> bool:
+        target = urlsplit(url)
+        connection = http.client.HTTPSConnection(
+            str(target.hostname), target.port or 443, context=self.context, timeout=RELAY_TIMEOUT_SECONDS
+        )
+        try:
+            connection.connect()
+            assert connection.sock is not None
+            if connection.sock.getpeercert(binary_form=True) != self.pinned:
+                raise ValueError("the peer does not present this release's audit webhook certificate")
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                RELAYED_HEADER: "1",
+            }
+            connection.request("POST", target.path or AUDIT_PATH, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status == 200
+        finally:
+            connection.close()

@@ -31,6 +31,7 @@ from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import (
     OWNER_KINDS,
     AdmissionWriter,
+    delete_admission,
     desired_admission,
     own_username,
     owner_of,
@@ -41,6 +42,7 @@ from access_hygiene.k8s.errors import (
     API_FAILURES,
     OUTAGE,
     RETRY_REASONS,
+    NotLeaderError,
     api_error_message,
     is_connection_error,
     is_transient,
@@ -48,6 +50,7 @@ from access_hygiene.k8s.errors import (
     retry_reason,
 )
 from access_hygiene.k8s.events import EventRecorder, render_policy_event
+from access_hygiene.k8s.leader import WriteGate
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.reports import ReportCrdWatch, ReportWriter
@@ -70,6 +73,10 @@ POLICY_KINDS = frozenset({"ServiceAccount", "Role", "RoleBinding", "NetworkPolic
 MANAGED_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")
 # What kopf and earlier versions of this operator left on Namespaces; removed once at start.
 LEGACY_FINALIZER = f"{API_GROUP}/cleanup"
+# What keeps a deleted AccessPolicy until its cluster-scoped objects (no owner GC) are removed. The name kopf
+# used when it held it, so policies created by earlier versions keep theirs.
+POLICY_FINALIZER = f"{API_GROUP}/cleanup"
+ADMISSION_OFF = ("admission-off",)  # work: remove admission objects an earlier configuration installed
 LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
 HEARTBEAT_SECONDS = 60.0
@@ -168,15 +175,18 @@ class Controller:
         settings: OperatorSettings,
         metrics: Metrics,
         clock: Clock = SYSTEM_CLOCK,
+        gate: WriteGate | None = None,
     ):
         self.api = api
         self.clock = clock
+        # Only the leader writes (k8s/leader.py); without election the gate is always open.
+        self.gate = gate if gate is not None else WriteGate(clock, elected=False)
         self.cache = cache
         self.state = cache.state
         self.settings = settings
         self.metrics = metrics
         self.audit = IncrementalAudit()
-        self.events = EventRecorder(api, clock=clock)
+        self.events = EventRecorder(api, clock=clock, may_post=self.gate.is_open)
         self.discovery = ServedResourcesCache()
         self.reports = ReportWriter(settings.report_max_results) if settings.write_reports else None
         self._reports_due = asyncio.Event()
@@ -250,6 +260,26 @@ class Controller:
         self.cache.stop()
         self.cache.api.close()
 
+    # Leadership (event loop) ------------------------------------------------------------------------
+
+    def started_leading(self) -> None:
+        """Take over from a full cache: the state stayed warm on the standby, so plan everything once
+        (level-triggered), write the reports and admission objects from scratch, export the findings."""
+        if self.reports is not None:
+            self.reports = ReportWriter(self.settings.report_max_results)  # what it wrote as leader before may be gone
+        if self.admission is not None:
+            self.admission = AdmissionWriter()
+            self._admission_identity = None
+            self._admission_due = True
+        self.metrics.set_leading(True)
+        if self.ready.is_set():
+            self._enqueue_takeover()
+            self._reports_due.set()
+            self._wake.set()
+
+    def stopped_leading(self) -> None:
+        self.metrics.set_leading(False)
+
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:
             self._changes.extend(changes)
@@ -281,7 +311,7 @@ class Controller:
             missing = [s.kind for s in self.state.specs if not self.state.is_synced(s.kind)]
             logger.warning(f"Watch cache not synced yet after 30s; waiting for: {', '.join(missing)}.")
         await asyncio.to_thread(self._initial_audit)
-        self._enqueue_everything()  # covers the direct work of what arrived so far: no await until ready is set
+        self._enqueue_takeover()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
         if self.admission is not None:  # at once, not at the first event: the floor may have moved while down
@@ -371,6 +401,9 @@ class Controller:
         return admission_relevant(changes, self._admission_keys, self.settings.grant_ceiling_cluster_role)
 
     async def _admission_step(self) -> None:
+        if not self.gate.is_open():
+            self._admission_due = True  # the takeover writes them
+            return
         # Shielded and remembered: stop() waits for a write in flight (a thread cannot be cancelled, and one
         # finishing after shutdown could re-create what a successor removed).
         self._admission_inflight = asyncio.ensure_future(asyncio.to_thread(self._sync_admission))
@@ -485,6 +518,8 @@ class Controller:
         while True:
             await self._reports_due.wait()
             self._reports_due.clear()
+            if not self.gate.is_open():
+                continue  # the takeover asks again
             if not self.reports.available:
                 continue  # the CRDs' watch sets it due again when they are served
             await self._coordinator_idle.wait()  # fresh events first
@@ -549,15 +584,27 @@ class Controller:
         for policy in self.state.objects("AccessPolicy"):
             self.queue.add(("policy", namespace_of(policy), name_of(policy)))
 
+    def _enqueue_takeover(self) -> None:
+        """Everything, plus what is done once per start of leadership (not at every drift re-check)."""
+        self._enqueue_everything()
+        if self.admission is None:
+            self.queue.add(ADMISSION_OFF)
+
     def _work_for(self, change: Change) -> set[WorkKey]:
         """Reconcile work a change asks for directly (the audit adds namespace-wide work on top)."""
         obj = change.new if change.new is not None else change.old
         assert obj is not None
         namespace = namespace_of(obj)
         if change.kind == "AccessPolicy":
-            old_generation = ((change.old or {}).get("metadata") or {}).get("generation")
-            new_generation = ((change.new or {}).get("metadata") or {}).get("generation")
-            if change.new is not None and (change.old is None or old_generation != new_generation):
+            old_meta = (change.old or {}).get("metadata") or {}
+            new_meta = (change.new or {}).get("metadata") or {}
+            finalizing = (new_meta.get("deletionTimestamp"), new_meta.get("finalizers")) != (
+                old_meta.get("deletionTimestamp"),
+                old_meta.get("finalizers"),
+            )
+            if change.new is not None and (
+                change.old is None or old_meta.get("generation") != new_meta.get("generation") or finalizing
+            ):
                 return {("policy", namespace, name_of(obj))}
             return set()
         if change.kind in POLICY_KINDS:  # an owned object changed, or a name a policy wants was freed/taken
@@ -591,12 +638,18 @@ class Controller:
             "policy": self._sync_policy,
             "namespace": self._sync_namespace,
             "legacy": self._remove_legacy_marks,
+            "admission-off": self._remove_admission,
         }
+        if not self.gate.is_open():
+            return  # a standby plans nothing; the takeover queues everything again
         started = time.monotonic()
         outcome = "success"
         try:
             outcome = await asyncio.to_thread(handlers[key[0]], key) or "success"
             OUTAGE.succeeded()
+        except NotLeaderError as error:  # the fence passed mid-work: the next leader redoes it from its cache
+            logger.info(f"{key[0].capitalize()} {'/'.join(key[1:])} stopped: {error}")
+            outcome = "error"
         except API_FAILURES as error:
             outcome = "error"
             if is_connection_error(error):
@@ -617,10 +670,25 @@ class Controller:
     def _sync_policy(self, key: WorkKey) -> str | None:
         _, namespace, name = key
         body = self.state.get("AccessPolicy", namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        if body is None:
+            return None
+        finalizers = list((body.get("metadata") or {}).get("finalizers") or [])
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            if POLICY_FINALIZER in finalizers:
+                self._finalize_policy(key, body, finalizers)
             return None
         if not self._accepts_content(namespace):
             return None  # a terminating namespace refuses new content; its objects go with it
+        if POLICY_FINALIZER not in finalizers:
+            # Server-side apply merges it into the list (a set): other finalizers stay.
+            resources.apply(
+                self.api,
+                {
+                    "apiVersion": body["apiVersion"],
+                    "kind": "AccessPolicy",
+                    "metadata": {"name": name, "namespace": namespace, "finalizers": [POLICY_FINALIZER]},
+                },
+            )
         findings = self.audit.findings_in(namespace)
         now = self.clock.now()
         result = sync_policy(self.api, body, self.settings, now, self.state, findings, self.discovery)
@@ -673,9 +741,32 @@ class Controller:
         resources.patch_json(self.api, "v1", "Namespace", name, operations)
         logger.info(f"Namespace {name}: removed the finalizer and annotations an earlier version added.")
 
-    async def cleanup_policy(self, body: dict[str, Any]) -> int:
-        self._refusals.pop(("policy", namespace_of(body), name_of(body)), None)
-        return await asyncio.to_thread(prune_policy_objects, self.api, body, self.state)
+    def _finalize_policy(self, key: WorkKey, body: dict[str, Any], finalizers: list[str]) -> None:
+        """A deleted AccessPolicy: remove what it generated (cluster-scoped objects have no owner GC), then
+        release it. The controller holds the finalizer, not kopf, so a standby never touches it (docs/ha.md)."""
+        self._refusals.pop(key, None)
+        deleted = prune_policy_objects(self.api, body, self.state)
+        metadata = body["metadata"]
+        index = finalizers.index(POLICY_FINALIZER)
+        resources.patch_json(
+            self.api,
+            body["apiVersion"],
+            "AccessPolicy",
+            metadata["name"],
+            [
+                # Guarded by the entry itself, not the resourceVersion: a status write meanwhile changes nothing here.
+                {"op": "test", "path": f"/metadata/finalizers/{index}", "value": POLICY_FINALIZER},
+                {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+            ],
+            metadata["namespace"],
+        )
+        logger.info(f"AccessPolicy {'/'.join(key[1:])} deleted; removed {deleted} generated object(s).")
+
+    def _remove_admission(self, _key: WorkKey) -> None:
+        """Admission is switched off: remove what an earlier configuration installed (once per takeover)."""
+        removed = delete_admission(self.api, self.settings)
+        if removed:
+            logger.info(f"Admission policies removed ({removed} objects): admission is switched off.")
 
 
 def admission_relevant(changes: Iterable[Change], owner_keys: frozenset[str], ceiling: str) -> bool:

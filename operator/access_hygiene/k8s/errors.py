@@ -25,7 +25,14 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Retry delay after a transient failure: short, with jitter so workers do not retry in lockstep.
 RETRY_DELAY_RANGE = (1.0, 3.0)
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
-API_FAILURES: tuple[type[Exception], ...] = (kubernetes.client.ApiException, *CONNECTION_ERRORS)
+
+
+class NotLeaderError(Exception):
+    """A write refused before it was sent: this replica does not hold the Lease, or its fence has passed
+    (k8s/leader.py). Never retried: the replica that takes over plans everything again."""
+
+
+API_FAILURES: tuple[type[Exception], ...] = (kubernetes.client.ApiException, *CONNECTION_ERRORS, NotLeaderError)
 
 logger = logging.getLogger(__name__)
 # A private generator: jitter must not draw from (or disturb) the global random state.
@@ -59,6 +66,8 @@ def is_transient(error: BaseException) -> bool:
 
 
 def to_kopf_error(error: BaseException, what: str) -> kopf.TemporaryError | kopf.PermanentError:
+    if isinstance(error, NotLeaderError):
+        return kopf.TemporaryError(f"{what}: {error}", delay=retry_delay())
     if is_connection_error(error):
         return kopf.TemporaryError(f"{what}: API server unreachable: {type(error).__name__}", delay=retry_delay())
     assert isinstance(error, kubernetes.client.ApiException)

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -111,9 +111,13 @@ class EventRecorder:
         backlog: int = 1000,
         startup_backlog: int = 200,
         clock: Clock = SYSTEM_CLOCK,
+        may_post: Callable[[], bool] = lambda: True,
     ) -> None:
         self.api = api
         self.clock = clock
+        # A standby (docs/ha.md) remembers what it would announce, so a takeover does not repeat the leader's
+        # Events, but posts nothing.
+        self.may_post = may_post
         self.rate = rate
         self.burst = burst
         self.dropped = 0
@@ -195,6 +199,11 @@ class EventRecorder:
                 if tokens < 1.0:
                     wait = (1.0 - tokens) / self.rate
                     self._wake.wait(wait)
+                    continue
+                if not self.may_post():
+                    self._announcements.clear()
+                    self._pending.clear()
+                    self._startup.clear()
                     continue
                 if self._announcements:
                     event = self._announcements.popleft()

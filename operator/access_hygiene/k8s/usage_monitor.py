@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +37,9 @@ from access_hygiene.engine.usage.judgement import (
     unused_rules_patch,
 )
 from access_hygiene.k8s import resources
-from access_hygiene.k8s.audit_webhook import AuditWebhookServer, server_context
+from access_hygiene.k8s.audit_webhook import AuditWebhookServer, LeaderRelay, server_context
 from access_hygiene.k8s.errors import API_FAILURES, api_error_message
+from access_hygiene.k8s.leader import WriteGate
 from access_hygiene.k8s.watch_cache import ClusterState
 from access_hygiene.metrics import UsageMetrics, UsageSnapshot
 from access_hygiene.models.status import UnusedRule
@@ -72,9 +74,11 @@ class UsageMonitor:
         settings: OperatorSettings,
         metrics: UsageMetrics,
         clock: Clock = SYSTEM_CLOCK,
+        gate: WriteGate | None = None,
     ) -> None:
         self.api = api
         self.clock = clock
+        self.gate = gate if gate is not None else WriteGate(clock, elected=False)
         self.state = state
         self.settings = settings
         self.metrics = metrics
@@ -82,6 +86,18 @@ class UsageMonitor:
             max_subjects=settings.usage_max_subjects, max_keys=settings.usage_max_keys_per_subject
         )
         self._lock = threading.Lock()
+        # The leader's receiver as its Lease advertises it (set by the operator once the election runs).
+        self.leader_url: Callable[[], str | None] = lambda: None
+        relay = (
+            LeaderRelay(
+                self.gate.is_open,
+                lambda: self.leader_url(),
+                settings.audit_webhook_cert_file,
+                settings.audit_webhook_token_file,
+            )
+            if self.gate.elected
+            else None
+        )
         self.server = AuditWebhookServer(
             settings.audit_webhook_addr,
             settings.audit_webhook_port,
@@ -93,6 +109,7 @@ class UsageMonitor:
             metrics.count_request,
             metrics.count_events,
             settings.audit_webhook_max_body_bytes,
+            relay,
         )
         self._task: asyncio.Task[None] | None = None
         self.judge_budget_seconds = JUDGE_BUDGET_SECONDS
@@ -122,6 +139,9 @@ class UsageMonitor:
         while True:
             await asyncio.sleep(self.settings.usage_interval_seconds)
             if not self.state.is_synced():
+                continue
+            if not self.gate.is_open():  # the leader judges, exports and writes; a standby only counts
+                self.metrics.publish(None)
                 continue
             try:
                 await asyncio.to_thread(self.sync, self.clock.now().timestamp())

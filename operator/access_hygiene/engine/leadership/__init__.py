@@ -1,0 +1,1 @@
+"""Leader election decisions, pure: who holds the Lease, whether to take or renew it, until when to write."""

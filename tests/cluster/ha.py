@@ -1,0 +1,210 @@
+"""Two (or more) `access-hygiene run` processes under identities of their own, electing a leader on a Lease: what
+tests/cluster/test_ha.py and benchmarks/ha_benchmark.py share."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from access_hygiene.clock import parse_instant
+from access_hygiene.localcluster.controlplane import ControlPlane, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
+OPERATOR_NAMESPACE = "access-hygiene"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
+    try:
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def replica_kubeconfig(control_plane: ControlPlane, api: kubernetes.client.ApiClient, name: str) -> tuple[Path, str]:
+    """A ServiceAccount of its own (cluster-admin, like the operator's test identity), its token in a kubeconfig:
+    the audit log tells each replica's requests apart by user name."""
+    core = kubernetes.client.CoreV1Api(api)
+    try:
+        core.create_namespaced_service_account(OPERATOR_NAMESPACE, {"metadata": {"name": name}})
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+    binding = {
+        "metadata": {"name": f"{name}-{OPERATOR_NAMESPACE}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": OPERATOR_NAMESPACE}],
+    }
+    try:
+        kubernetes.client.RbacAuthorizationV1Api(api).create_cluster_role_binding(binding)
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+    request = {"spec": {"audiences": [], "expirationSeconds": 86400}}
+    token = core.create_namespaced_service_account_token(name, OPERATOR_NAMESPACE, request).status.token
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{name}"
+    path = Path(str(control_plane.workdir)) / f"kubeconfig-{name}"
+    path.write_text(control_plane.render_kubeconfig(token, user))
+    return path, user
+
+
+@dataclass
+class Replica:
+    name: str
+    user: str
+    kubeconfig: Path
+    lease: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT / "operator"),
+            "KUBECONFIG": str(self.kubeconfig),
+            "ACCESS_HYGIENE_MODE": "audit",
+            "ACCESS_HYGIENE_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+            "ACCESS_HYGIENE_METRICS_PORT": str(self.port),
+            "ACCESS_HYGIENE_METRICS_ADDR": "127.0.0.1",
+            "ACCESS_HYGIENE_DRIFT_INTERVAL_SECONDS": "3600",
+            "ACCESS_HYGIENE_LEADER_ELECTION_ENABLED": "true",
+            "ACCESS_HYGIENE_LEADER_ELECTION_LEASE_NAME": self.lease,
+            "ACCESS_HYGIENE_LEADER_ELECTION_IDENTITY": self.name,
+            **self.env,
+        }
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [*CLI, "run", "--liveness", ""], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def metrics(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    def gauge(self, name: str, **labels: str) -> float | None:
+        text = self.metrics()
+        if text is None:
+            return None
+        return metric_sum(text, name, **labels)
+
+    def synced(self) -> bool:
+        return b"reacting to events" in self.log.read_bytes()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float | None:
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if not (line.startswith((name + "{", name + " "))):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def lease_holder(api: kubernetes.client.ApiClient, lease: str) -> str:
+    try:
+        body = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(lease, OPERATOR_NAMESPACE)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return ""
+        raise
+    return str(body.spec.holder_identity or "")
+
+
+def new_lease_name() -> str:
+    return f"ha-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Request:
+    at: datetime
+    user: str
+    verb: str
+    resource: str
+    namespace: str
+    name: str
+    code: int
+
+
+def audit_requests(audit_log: Path, users: set[str]) -> list[Request]:
+    """The users' requests from the API server's audit log (ResponseComplete), in order of receipt."""
+    found = []
+    with audit_log.open() as handle:
+        for line in handle:
+            event: dict[str, Any] = json.loads(line)
+            if event.get("stage") != "ResponseComplete" or event["user"]["username"] not in users:
+                continue
+            ref = event.get("objectRef") or {}
+            found.append(
+                Request(
+                    at=parse_instant(event["requestReceivedTimestamp"]),
+                    user=event["user"]["username"],
+                    verb=event["verb"],
+                    resource=str(ref.get("resource") or ""),
+                    namespace=str(ref.get("namespace") or ""),
+                    name=str(ref.get("name") or ""),
+                    code=int((event.get("responseStatus") or {}).get("code") or 0),
+                )
+            )
+    return sorted(found, key=lambda r: r.at)
+
+
+def writes_without_the_lease(requests: list[Request], lease: str) -> list[Request]:
+    """Writes (other than the Lease's own) by a user who did not hold the Lease when the API server received them:
+    the holder is whoever last wrote the Lease successfully (only a holder, or a taker, can)."""
+    holder = ""
+    offending = []
+    for request in requests:
+        if request.resource == "leases" and request.name == lease:
+            if request.verb in ("create", "update") and request.code < 300:
+                holder = request.user
+            continue
+        asked = request.resource.endswith("reviews")  # a question (who am I, may I), nothing stored
+        if request.verb in WRITE_VERBS and not asked and request.user != holder:
+            offending.append(request)
+    return offending
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> float:
+    """Seconds until predicate() is truthy; AssertionError after timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout}s")
