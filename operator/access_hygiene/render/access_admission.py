@@ -1,0 +1,364 @@
+"""Admission for just-in-time access (AccessEligibility, AccessRequest, AccessApproval): native
+ValidatingAdmissionPolicies and their bindings, always Deny, independent of the hygiene rules' admission mode.
+
+They guard the JIT kinds themselves, so they are always on and carry their own component label (the hygiene
+admission's pruning and switch-off never touch them) and no owner reference (turning hygiene admission off
+deletes its owner ClusterRole, and the garbage collector would take these with it).
+
+Where the facts come from (a policy sees the incoming object, one param object and the authorizer):
+- the requester and approver identity: `request.userInfo`, set by the API server;
+- a request's eligibility: paramKind AccessEligibility (a CRD: kubernetes/kubernetes#130887 stops only built-in
+  param informers), every eligibility selected and only the one the request names judged;
+- an approval's request: paramKind AccessRequest in the approval's namespace, only the named one judged. The
+  approval is judged against the request's `status.eligibility`, the operator's resolution of the eligibility
+  (roleRef, approvers, effective selfApproval: the operator alone knows whether the role is low-risk);
+- "holds what is granted": the approver may `bind` the role in the namespace, the exact check Kubernetes makes
+  before it lets anyone create that RoleBinding themselves (CEL `authorizer`).
+
+Pure: names in, manifest dicts out.
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from access_hygiene import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+
+ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+COMPONENT_VALUE = "access-admission"
+PREFIX = "access-hygiene"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# The spec fields of an AccessRequest that never change after create (spec.revoked may go false -> true).
+REQUEST_FIXED_FIELDS = ("eligibility", "requester", "duration", "startAt", "reason")
+Obj = dict[str, Any]
+
+REQUESTER_POLICY = f"{PREFIX}-accessrequest-requester"
+ELIGIBILITY_POLICY = f"{PREFIX}-accessrequest-eligibility"
+REQUEST_IMMUTABLE_POLICY = f"{PREFIX}-accessrequest-immutable"
+REQUEST_STATUS_POLICY = f"{PREFIX}-accessrequest-status"
+APPROVER_POLICY = f"{PREFIX}-accessapproval-approver"
+APPROVAL_POLICY = f"{PREFIX}-accessapproval-request"
+
+# CEL fragments about the caller (request.userInfo).
+_USERNAME = "request.userInfo.username"
+_GROUPS = "request.userInfo.?groups.orValue([])"
+
+
+def _cel(value: str) -> str:
+    return json.dumps(value)
+
+
+def caller_is(subject: str) -> str:
+    """CEL: the caller is `subject` ({kind, name, namespace}): a User by name, a ServiceAccount by its user name
+    form, a Group by membership."""
+    return (
+        f"(({subject}.kind == 'User' && {subject}.name == {_USERNAME}) || "
+        f"({subject}.kind == 'Group' && {subject}.name in {_GROUPS}) || "
+        f"({subject}.kind == 'ServiceAccount' && {_USERNAME} == 'system:serviceaccount:' + "
+        f"{subject}.?namespace.orValue('') + ':' + {subject}.name))"
+    )
+
+
+def identity_is_caller(identity: str) -> str:
+    """CEL: a single-identity field (User or ServiceAccount, never a Group) names the caller exactly."""
+    return (
+        f"(({identity}.kind == 'User' && {identity}.name == {_USERNAME}) || "
+        f"({identity}.kind == 'ServiceAccount' && {_USERNAME} == 'system:serviceaccount:' + "
+        f"{identity}.?namespace.orValue('') + ':' + {identity}.name))"
+    )
+
+
+def describe(identity: str) -> str:
+    """CEL string: `User alice`, `ServiceAccount ns/name`."""
+    return (
+        f"{identity}.kind + ' ' + ({identity}.kind == 'ServiceAccount' ? "
+        f"{identity}.?namespace.orValue('') + '/' : '') + {identity}.name"
+    )
+
+
+def _labels() -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, COMPONENT_LABEL: COMPONENT_VALUE}
+
+
+def selector() -> str:
+    """Finds every object this module renders."""
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{COMPONENT_LABEL}={COMPONENT_VALUE}"
+
+
+def _validation(expression: str, message_expression: str, message: str) -> Obj:
+    # `message` is what the API server shows if the message expression itself fails to evaluate.
+    return {
+        "expression": expression,
+        "messageExpression": message_expression,
+        "message": message,
+        "reason": "Forbidden",
+    }
+
+
+def _policy(
+    name: str,
+    resource: str,
+    operations: Sequence[str],
+    validations: Sequence[Obj],
+    variables: Sequence[tuple[str, str]] = (),
+    param_kind: str = "",
+) -> Obj:
+    spec: Obj = {
+        "failurePolicy": "Fail",
+        "matchConstraints": {
+            "resourceRules": [
+                {
+                    "apiGroups": [API_GROUP],
+                    "apiVersions": ["*"],
+                    "resources": [resource],
+                    "operations": list(operations),
+                }
+            ]
+        },
+        "validations": list(validations),
+    }
+    if variables:
+        spec["variables"] = [{"name": n, "expression": e} for n, e in variables]
+    if param_kind:
+        spec["paramKind"] = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": param_kind}
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": _labels()},
+        "spec": spec,
+    }
+
+
+def _binding(policy: str, *, with_params: bool = False) -> Obj:
+    spec: Obj = {"policyName": policy, "validationActions": ["Deny"]}
+    if with_params:
+        # Every object of the param kind (in the judged object's namespace, for a namespaced kind); each
+        # validation skips those the object does not name. Nothing found (none exists at all) is admitted: a
+        # request naming no existing eligibility, or an approval naming no existing request, grants nothing
+        # (the operator denies the request; the approval's request must exist and be Pending when judged).
+        spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": "Allow"}
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy, "labels": _labels()},
+        "spec": spec,
+    }
+
+
+def requester_policy() -> Obj:
+    """AccessRequest CREATE, no params: the requester is the caller; the duration is positive."""
+    requester = "object.spec.requester"
+    return _policy(
+        REQUESTER_POLICY,
+        "accessrequests",
+        ("CREATE",),
+        [
+            _validation(
+                f"{requester}.kind != 'Group'",
+                "'AccessRequest refused: spec.requester is a Group (' + " + requester + ".name + '); "
+                "a request is made by one identity, the caller: User or ServiceAccount'",
+                "AccessRequest refused: spec.requester must be a User or ServiceAccount",
+            ),
+            _validation(
+                f"{requester}.kind == 'Group' || {identity_is_caller(requester)}",
+                "'AccessRequest refused: spec.requester is ' + " + describe(requester) + " + ' but the request "
+                "is made by ' + " + _USERNAME + " + '; a request may only be made for oneself'",
+                "AccessRequest refused: spec.requester must be the user making the request",
+            ),
+            _validation(
+                "duration(object.spec.duration) > duration('0s')",
+                "'AccessRequest refused: spec.duration ' + object.spec.duration + ' must be greater than 0'",
+                "AccessRequest refused: spec.duration must be greater than 0",
+            ),
+        ],
+    )
+
+
+def eligibility_policy() -> Obj:
+    """AccessRequest CREATE against the AccessEligibility it names: subjects, namespaces, maxDuration."""
+    other = "params.metadata.name != object.spec.eligibility || "
+    eligibility = "' of AccessEligibility ' + params.metadata.name"
+    namespace = "object.metadata.namespace"
+    return _policy(
+        ELIGIBILITY_POLICY,
+        "accessrequests",
+        ("CREATE",),
+        [
+            _validation(
+                other + f"params.spec.subjects.exists(s, {caller_is('s')})",
+                "'AccessRequest refused: ' + " + _USERNAME + " + ' is not among the subjects' + " + eligibility,
+                "AccessRequest refused: the requester is not among the subjects of the AccessEligibility",
+            ),
+            _validation(
+                other + f"{namespace} in params.spec.namespaces",
+                "'AccessRequest refused: namespace ' + "
+                + namespace
+                + " + ' is not among the namespaces' + "
+                + eligibility
+                + " + ' (' + params.spec.namespaces.join(', ') + ')'",
+                "AccessRequest refused: the namespace is not among the namespaces of the AccessEligibility",
+            ),
+            _validation(
+                other + "duration(object.spec.duration) <= duration(params.spec.maxDuration)",
+                "'AccessRequest refused: spec.duration ' + object.spec.duration + ' exceeds maxDuration ' + "
+                "params.spec.maxDuration + " + eligibility,
+                "AccessRequest refused: spec.duration exceeds the maxDuration of the AccessEligibility",
+            ),
+        ],
+        param_kind="AccessEligibility",
+    )
+
+
+def _same(field: str) -> str:
+    new, old = f"object.spec.?{field}", f"oldObject.spec.?{field}"
+    return f"({new}.hasValue() == {old}.hasValue() && (!{new}.hasValue() || {new}.value() == {old}.value()))"
+
+
+def request_immutable_policy(fixed_fields: Sequence[str] = REQUEST_FIXED_FIELDS) -> Obj:
+    """AccessRequest UPDATE: the spec never changes after create, except spec.revoked false -> true. An approval
+    approves the request it saw, and an edit while the approval is on its way would change what it approves,
+    so this holds for pending requests too. Metadata (kopf's annotations, finalizers) may change."""
+    unchanged = " && ".join(_same(f) for f in fixed_fields)
+    revoked, was_revoked = "object.spec.?revoked.orValue(false)", "oldObject.spec.?revoked.orValue(false)"
+    return _policy(
+        REQUEST_IMMUTABLE_POLICY,
+        "accessrequests",
+        ("UPDATE",),
+        [
+            _validation(
+                unchanged,
+                "'AccessRequest ' + object.metadata.name + ' refused: its spec is immutable except spec.revoked "
+                "(create a new request to ask for something else)'",
+                "AccessRequest refused: its spec is immutable except spec.revoked",
+            ),
+            _validation(
+                f"{revoked} || !{was_revoked}",
+                "'AccessRequest ' + object.metadata.name + ' refused: spec.revoked cannot be set back to false "
+                "(create a new request)'",
+                "AccessRequest refused: spec.revoked cannot be set back to false",
+            ),
+        ],
+    )
+
+
+def request_status_policy(operator_username: str) -> Obj:
+    """accessrequests/status: only the operator writes it (an approval is judged against status.eligibility)."""
+    return _policy(
+        REQUEST_STATUS_POLICY,
+        "accessrequests/status",
+        ("UPDATE",),
+        [
+            _validation(
+                f"{_USERNAME} == {_cel(operator_username)}",
+                "'AccessRequest status is written by the access-hygiene operator only, not by ' + " + _USERNAME,
+                "AccessRequest status is written by the access-hygiene operator only",
+            )
+        ],
+    )
+
+
+def approver_policy() -> Obj:
+    """AccessApproval CREATE/UPDATE, no params: the approver is the caller; the spec never changes."""
+    approver = "object.spec.approver"
+    return _policy(
+        APPROVER_POLICY,
+        "accessapprovals",
+        ("CREATE", "UPDATE"),
+        [
+            _validation(
+                f"request.operation != 'CREATE' || {approver}.kind != 'Group'",
+                "'AccessApproval refused: spec.approver is a Group (' + " + approver + ".name + '); "
+                "an approval is made by one identity, the caller: User or ServiceAccount'",
+                "AccessApproval refused: spec.approver must be a User or ServiceAccount",
+            ),
+            _validation(
+                f"request.operation != 'CREATE' || {approver}.kind == 'Group' || {identity_is_caller(approver)}",
+                "'AccessApproval refused: spec.approver is ' + " + describe(approver) + " + ' but the approval "
+                "is made by ' + " + _USERNAME + " + '; one may only approve as oneself'",
+                "AccessApproval refused: spec.approver must be the user making the approval",
+            ),
+            _validation(
+                "request.operation != 'UPDATE' || object.spec == oldObject.spec",
+                "'AccessApproval ' + object.metadata.name + ' refused: an AccessApproval is immutable "
+                "(it records who decided what); create a new one'",
+                "AccessApproval refused: an AccessApproval is immutable",
+            ),
+        ],
+    )
+
+
+def approval_policy() -> Obj:
+    """AccessApproval CREATE against the AccessRequest it names (status.eligibility, written by the operator)."""
+    other = "params.metadata.name != object.spec.request || "
+    request = "' AccessRequest ' + params.metadata.name"
+    eligibility = "params.status.eligibility"
+    checked = f"{other}!has(params.status) || !has({eligibility}) || "
+    approve = "object.spec.decision != 'Approve' || "
+    role = f"{eligibility}.roleRef"
+    role_resource = f"({role}.kind == 'ClusterRole' ? 'clusterroles' : 'roles')"
+    may_bind = (
+        f"authorizer.group({_cel(RBAC_GROUP)}).resource({role_resource}).namespace(object.metadata.namespace)"
+        f".name({role}.name).check('bind').allowed()"
+    )
+    requester = "params.spec.requester"
+    return _policy(
+        APPROVAL_POLICY,
+        "accessapprovals",
+        ("CREATE",),
+        [
+            _validation(
+                other + f"has(params.status) && has({eligibility})",
+                "'AccessApproval refused:' + " + request + " + ' has not been checked by the operator yet "
+                "(no status.eligibility); retry in a few seconds'",
+                "AccessApproval refused: the AccessRequest has not been checked by the operator yet",
+            ),
+            _validation(
+                checked + "params.status.?state.orValue('') == 'Pending'",
+                "'AccessApproval refused:' + " + request + " + ' is ' + params.status.?state.orValue('new') + "
+                "', not Pending: it can no longer be decided'",
+                "AccessApproval refused: the AccessRequest is not Pending",
+            ),
+            _validation(
+                checked + f"{eligibility}.?approvers.orValue([]).exists(a, {caller_is('a')})",
+                "'AccessApproval refused: ' + " + _USERNAME + " + ' is not an approver of' + " + request + " + "
+                "' (AccessEligibility ' + params.spec.eligibility + ')'",
+                "AccessApproval refused: the caller is not an approver of the AccessRequest",
+            ),
+            _validation(
+                checked + approve + f"{eligibility}.?selfApproval.orValue(false) || !{identity_is_caller(requester)}",
+                "'AccessApproval refused: ' + " + _USERNAME + " + ' requested' + " + request + " + ' and may not "
+                "approve it (AccessEligibility ' + params.spec.eligibility + ' does not allow self-approval)'",
+                "AccessApproval refused: the requester may not approve their own request",
+            ),
+            _validation(
+                checked + approve + may_bind,
+                "'AccessApproval refused: ' + "
+                + _USERNAME
+                + " + ' may not bind ' + "
+                + role
+                + ".kind + ' ' + "
+                + role
+                + ".name + ' in namespace ' + object.metadata.namespace + ' (an approver must hold what "
+                "the request grants, or be allowed to bind it)'",
+                "AccessApproval refused: the approver may not bind the role the request grants",
+            ),
+        ],
+        param_kind="AccessRequest",
+    )
+
+
+def render_access_admission(operator_username: str) -> list[Obj]:
+    """Every JIT admission policy, each followed by its binding (policies before bindings when applied)."""
+    policies: list[tuple[Obj, bool]] = [
+        (requester_policy(), False),
+        (eligibility_policy(), True),
+        (request_immutable_policy(), False),
+        (request_status_policy(operator_username), False),
+        (approver_policy(), False),
+        (approval_policy(), True),
+    ]
+    objects: list[Obj] = []
+    for policy, with_params in policies:
+        objects += [policy, _binding(policy["metadata"]["name"], with_params=with_params)]
+    return objects
