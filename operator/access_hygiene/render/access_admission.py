@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from access_hygiene import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene.models.access import AccessRequestSpec
 
 ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -30,7 +31,9 @@ COMPONENT_VALUE = "access-admission"
 PREFIX = "access-hygiene"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 # The spec fields of an AccessRequest that never change after create (spec.revoked may go false -> true).
-REQUEST_FIXED_FIELDS = ("eligibility", "requester", "duration", "startAt", "reason")
+REQUEST_FIXED_FIELDS = tuple(
+    field.alias or name for name, field in AccessRequestSpec.model_fields.items() if name != "revoked"
+)
 Obj = dict[str, Any]
 
 REQUESTER_POLICY = f"{PREFIX}-accessrequest-requester"
@@ -49,31 +52,14 @@ def _cel(value: str) -> str:
     return json.dumps(value)
 
 
-def caller_is(subject: str) -> str:
-    """CEL: the caller is `subject` ({kind, name, namespace}): a User by name, a ServiceAccount by its user name
-    form, a Group by membership."""
+def subject_is(subject: str, identity: str) -> str:
+    """CEL: an RBAC-style Subject ({kind, name, namespace}) names an Identity: a User by name, a Group by
+    membership, a ServiceAccount by its user name form."""
     return (
-        f"(({subject}.kind == 'User' && {subject}.name == {_USERNAME}) || "
-        f"({subject}.kind == 'Group' && {subject}.name in {_GROUPS}) || "
-        f"({subject}.kind == 'ServiceAccount' && {_USERNAME} == 'system:serviceaccount:' + "
+        f"(({subject}.kind == 'User' && {subject}.name == {identity}.username) || "
+        f"({subject}.kind == 'Group' && {subject}.name in {identity}.?groups.orValue([])) || "
+        f"({subject}.kind == 'ServiceAccount' && {identity}.username == 'system:serviceaccount:' + "
         f"{subject}.?namespace.orValue('') + ':' + {subject}.name))"
-    )
-
-
-def identity_is_caller(identity: str) -> str:
-    """CEL: a single-identity field (User or ServiceAccount, never a Group) names the caller exactly."""
-    return (
-        f"(({identity}.kind == 'User' && {identity}.name == {_USERNAME}) || "
-        f"({identity}.kind == 'ServiceAccount' && {_USERNAME} == 'system:serviceaccount:' + "
-        f"{identity}.?namespace.orValue('') + ':' + {identity}.name))"
-    )
-
-
-def describe(identity: str) -> str:
-    """CEL string: `User alice`, `ServiceAccount ns/name`."""
-    return (
-        f"{identity}.kind + ' ' + ({identity}.kind == 'ServiceAccount' ? "
-        f"{identity}.?namespace.orValue('') + '/' : '') + {identity}.name"
     )
 
 
@@ -146,32 +132,31 @@ def _binding(policy: str, *, with_params: bool = False) -> Obj:
     }
 
 
+def _identity_validations(kind: str, field: str, verb: str) -> list[Obj]:
+    """The Identity in `field` is the caller: the same user name, no group the caller is not in."""
+    identity = f"object.spec.{field}"
+    extra_groups = f"{identity}.?groups.orValue([]).filter(g, !(g in {_GROUPS}))"
+    return [
+        _validation(
+            f"{identity}.username == {_USERNAME}",
+            f"'{kind} refused: spec.{field}.username is ' + {identity}.username + ' but the {verb} is made by ' + "
+            f"{_USERNAME} + '; one may only {verb} as oneself'",
+            f"{kind} refused: spec.{field}.username must be the user making the {verb}",
+        ),
+        _validation(
+            f"size({extra_groups}) == 0",
+            f"'{kind} refused: spec.{field}.groups names groups ' + {_USERNAME} + ' is not in: ' + "
+            f"{extra_groups}.join(', ')",
+            f"{kind} refused: spec.{field}.groups names groups the caller is not in",
+        ),
+    ]
+
+
 def requester_policy() -> Obj:
-    """AccessRequest CREATE, no params: the requester is the caller; the duration is positive."""
-    requester = "object.spec.requester"
+    """AccessRequest CREATE, no params: the requester is the caller. (Duration > 0 and <= 168h are the CRD
+    schema's own CEL rules, judged before admission.)"""
     return _policy(
-        REQUESTER_POLICY,
-        "accessrequests",
-        ("CREATE",),
-        [
-            _validation(
-                f"{requester}.kind != 'Group'",
-                "'AccessRequest refused: spec.requester is a Group (' + " + requester + ".name + '); "
-                "a request is made by one identity, the caller: User or ServiceAccount'",
-                "AccessRequest refused: spec.requester must be a User or ServiceAccount",
-            ),
-            _validation(
-                f"{requester}.kind == 'Group' || {identity_is_caller(requester)}",
-                "'AccessRequest refused: spec.requester is ' + " + describe(requester) + " + ' but the request "
-                "is made by ' + " + _USERNAME + " + '; a request may only be made for oneself'",
-                "AccessRequest refused: spec.requester must be the user making the request",
-            ),
-            _validation(
-                "duration(object.spec.duration) > duration('0s')",
-                "'AccessRequest refused: spec.duration ' + object.spec.duration + ' must be greater than 0'",
-                "AccessRequest refused: spec.duration must be greater than 0",
-            ),
-        ],
+        REQUESTER_POLICY, "accessrequests", ("CREATE",), _identity_validations("AccessRequest", "requester", "request")
     )
 
 
@@ -186,8 +171,9 @@ def eligibility_policy() -> Obj:
         ("CREATE",),
         [
             _validation(
-                other + f"params.spec.subjects.exists(s, {caller_is('s')})",
-                "'AccessRequest refused: ' + " + _USERNAME + " + ' is not among the subjects' + " + eligibility,
+                other + f"params.spec.subjects.exists(s, {subject_is('s', 'object.spec.requester')})",
+                "'AccessRequest refused: ' + object.spec.requester.username + ' is not among the subjects' + "
+                + eligibility,
                 "AccessRequest refused: the requester is not among the subjects of the AccessEligibility",
             ),
             _validation(
@@ -260,24 +246,16 @@ def request_status_policy(operator_username: str) -> Obj:
 
 def approver_policy() -> Obj:
     """AccessApproval CREATE/UPDATE, no params: the approver is the caller; the spec never changes."""
-    approver = "object.spec.approver"
+    on_create = [
+        {**v, "expression": f"request.operation != 'CREATE' || {v['expression']}"}
+        for v in _identity_validations("AccessApproval", "approver", "approval")
+    ]
     return _policy(
         APPROVER_POLICY,
         "accessapprovals",
         ("CREATE", "UPDATE"),
         [
-            _validation(
-                f"request.operation != 'CREATE' || {approver}.kind != 'Group'",
-                "'AccessApproval refused: spec.approver is a Group (' + " + approver + ".name + '); "
-                "an approval is made by one identity, the caller: User or ServiceAccount'",
-                "AccessApproval refused: spec.approver must be a User or ServiceAccount",
-            ),
-            _validation(
-                f"request.operation != 'CREATE' || {approver}.kind == 'Group' || {identity_is_caller(approver)}",
-                "'AccessApproval refused: spec.approver is ' + " + describe(approver) + " + ' but the approval "
-                "is made by ' + " + _USERNAME + " + '; one may only approve as oneself'",
-                "AccessApproval refused: spec.approver must be the user making the approval",
-            ),
+            *on_create,
             _validation(
                 "request.operation != 'UPDATE' || object.spec == oldObject.spec",
                 "'AccessApproval ' + object.metadata.name + ' refused: an AccessApproval is immutable "
@@ -320,15 +298,20 @@ def approval_policy() -> Obj:
                 "AccessApproval refused: the AccessRequest is not Pending",
             ),
             _validation(
-                checked + f"{eligibility}.?approvers.orValue([]).exists(a, {caller_is('a')})",
-                "'AccessApproval refused: ' + " + _USERNAME + " + ' is not an approver of' + " + request + " + "
+                checked + f"{eligibility}.?approvers.orValue([]).exists(a, {subject_is('a', 'object.spec.approver')})",
+                "'AccessApproval refused: ' + object.spec.approver.username + ' is not an approver of' + "
+                + request
+                + " + "
                 "' (AccessEligibility ' + params.spec.eligibility + ')'",
                 "AccessApproval refused: the caller is not an approver of the AccessRequest",
             ),
             _validation(
-                checked + approve + f"{eligibility}.?selfApproval.orValue(false) || !{identity_is_caller(requester)}",
-                "'AccessApproval refused: ' + " + _USERNAME + " + ' requested' + " + request + " + ' and may not "
-                "approve it (AccessEligibility ' + params.spec.eligibility + ' does not allow self-approval)'",
+                checked + approve + f"{eligibility}.?selfApproval.orValue(false) || "
+                f"object.spec.approver.username != {requester}.username",
+                "'AccessApproval refused: ' + object.spec.approver.username + ' requested' + "
+                + request
+                + " + ' and may not "
+                "approve it: self-approval is not allowed (AccessEligibility ' + params.spec.eligibility + ')'",
                 "AccessApproval refused: the requester may not approve their own request",
             ),
             _validation(
