@@ -100,6 +100,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime.access = AccessController(
         access_api, access_cache, cache.state, operator_settings, AccessMetrics(metrics.registry), runtime.clock
     )
+    runtime.controller.extra_findings = runtime.access.findings
+    runtime.access.on_findings_changed = runtime.controller.refresh_reports
     runtime.access.start()
     memo["runtime"] = runtime
 

@@ -26,6 +26,7 @@ import kubernetes
 
 from access_hygiene import API_GROUP, API_VERSION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
+from access_hygiene.engine.access.leftovers import LEFTOVER_RULE_ID, MAX_LEFTOVERS, find_leftovers, leftover_findings
 from access_hygiene.engine.access.state import (
     AccessEvent,
     GrantLimits,
@@ -40,6 +41,7 @@ from access_hygiene.k8s.errors import API_FAILURES, OUTAGE, api_error_message, i
 from access_hygiene.k8s.events import EventRecorder
 from access_hygiene.k8s.watch_cache import Change, ClusterState, WatchCache, WatchSpec
 from access_hygiene.metrics import AccessMetrics, AccessSnapshot
+from access_hygiene.models.findings import Finding
 from access_hygiene.render.access import ACCESS_REQUEST_LABEL, EXPIRES_ANNOTATION
 from access_hygiene.render.names import object_name
 from access_hygiene.settings import OperatorSettings
@@ -57,6 +59,7 @@ ACCESS_WATCHES: tuple[WatchSpec, ...] = (
     WatchSpec(RBAC_V1, "RoleBinding", label_selector=ACCESS_REQUEST_LABEL),
 )
 ROLE_KINDS = ("ClusterRole", "Role")
+LEFTOVER_KINDS = ("Secret", "RoleBinding", "Pod")  # read from the main cache (Secrets when it reads them)
 RESYNC_SECONDS = 60.0  # roles and the ceiling are read from the main cache: their changes are seen at this pace
 ACCESS_WORKERS = 4
 EVENT_RATE, EVENT_BURST = 50.0, 200
@@ -177,8 +180,8 @@ def _status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any
 
 
 class AccessController:
-    """Grants and revokes just-in-time access. Roles and the grant ceiling are read from the main watch cache
-    (`roles`), which already holds every ClusterRole and Role."""
+    """Grants and revokes just-in-time access. Roles, the grant ceiling and what a window may have left behind are
+    read from the main watch cache (`roles`), which already holds every ClusterRole, Role, RoleBinding and Pod."""
 
     def __init__(
         self,
@@ -204,6 +207,8 @@ class AccessController:
         self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
+        self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
+        self.on_findings_changed: Any = None  # Callable[[], None]: the reports writer's refresh
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -405,6 +410,8 @@ class AccessController:
         status = dict(decision.status)
         if decision.binding is not None:
             status = self._ensure_binding(decision, bindings, request_uid, status)
+        if decision.state in ("Expired", "Revoked"):
+            status = self._leftovers_of(request, status, now)
         if _status_changed(request.get("status"), status):
             resources.patch_merge(
                 self.api, GROUP_VERSION, "AccessRequest", name, {"status": status}, namespace, "status"
@@ -412,6 +419,36 @@ class AccessController:
         self._record_transition(request, decision, now)
         self._write_approval_statuses(namespace, approvals, decision, now)
         return decision.wake_at
+
+    def _leftovers_of(self, request: dict[str, Any], status: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """The ended window's leftovers (AH-GOV-005) into status, findings, and a Warning Event for new ones."""
+        namespace, name = _namespace(request), _name(request)
+        kind, _, role_name = str(status.get("role") or "").partition("/")
+        rules = self._role_rules(kind, role_name, namespace) or []
+        objects = [obj for k in LEFTOVER_KINDS for obj in self.roles.in_namespace(k, namespace)]
+        ended = {**request, "status": status}
+        found = find_leftovers(ended, rules, objects)
+        findings = leftover_findings(ended, found)
+        if self._leftovers.get((namespace, name), []) != findings:
+            if findings:
+                self._leftovers[(namespace, name)] = findings
+            else:
+                self._leftovers.pop((namespace, name), None)
+            if self.on_findings_changed is not None:
+                self.on_findings_changed()
+        if not found and not status.get("leftovers"):
+            return status
+        listed = {(item.get("kind"), item.get("name")) for item in status.get("leftovers") or []}
+        new = [f for f in findings if (f.object.kind, f.object.name) not in listed]
+        if new and self.settings.warning_events:
+            message = f"{LEFTOVER_RULE_ID}: " + "; ".join(f.message for f in new[:3])
+            event = AccessEvent("Warning", "AccessLeftover", message)
+            self.events.announce(render_access_event(request, event, now))
+        return {**status, "leftovers": [item.as_status() for item in found[:MAX_LEFTOVERS]]}
+
+    def findings(self) -> list[Finding]:
+        """Every AH-GOV-005 finding now (the reports add them to the audit's)."""
+        return [finding for group in list(self._leftovers.values()) for finding in group]
 
     def _delete_binding(
         self, binding: Mapping[str, Any], *, reason: str, status: Mapping[str, Any] | None = None
