@@ -344,3 +344,14 @@ def test_revocation_due_measures_from_the_expiry() -> None:
     assert revocation_due(at(31), T0 + timedelta(minutes=30)) is None
     assert revocation_due(at(31), T0 + timedelta(minutes=31, seconds=2)) == timedelta(seconds=2)
     assert revocation_due("garbage", T0) is None
+
+
+def test_an_approval_withdrawn_under_a_grant_revokes_it() -> None:
+    active = decide(request(), [approval()])
+    deleted = decide(request(active.status), [], minute=3)
+    assert (deleted.state, deleted.binding) == ("Revoked", None)
+    assert condition(deleted, "Active")["message"] == "the approval no longer counts: the approval was deleted"
+    not_an_approver = decide(request(active.status), [approval()], minute=3, elig=eligibility(approvers=[
+        {"kind": "User", "name": "carol"}]))  # fmt: skip
+    assert not_an_approver.state == "Revoked"
+    assert "bob is not an approver of AccessEligibility oncall" in condition(not_an_approver, "Active")["message"]

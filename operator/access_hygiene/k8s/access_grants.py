@@ -386,6 +386,9 @@ class AccessController:
         if request is None:  # deleted: its bindings go now (garbage collection would take its time)
             for binding in bindings:
                 self._delete_binding(binding, reason="request deleted")
+            self._announced.pop((namespace, name), None)
+            if self._leftovers.pop((namespace, name), None) is not None and self.on_findings_changed is not None:
+                self.on_findings_changed()
             return None
         spec = request.get("spec") or {}
         eligibility = self.state.get("AccessEligibility", "", str(spec.get("eligibility") or ""))

@@ -351,6 +351,12 @@ def _decide(
         outcome = ended("Revoked", "RevokedManually", f"spec.revoked set: access to {role} withdrawn")
         outcome.role, outcome.approvals = role, verdicts
         return outcome
+    if decision is None and grant_state:
+        # The approval was deleted, or its approver is no longer one: the grant does not survive it.
+        why = "; ".join(v.message for v in verdicts if not v.counted) or "the approval was deleted"
+        outcome = ended("Revoked", "ApprovalWithdrawn", f"the approval no longer counts: {why}")
+        outcome.role, outcome.approvals = role, verdicts
+        return outcome
     if decision is None:
         who = _describe_subjects(eligibility.approvers) or "the requester (self-approval)"
         ignored = [v.message for v in verdicts if not v.counted]
