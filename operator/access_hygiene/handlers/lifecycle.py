@@ -10,11 +10,12 @@ import kopf
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
+from access_hygiene.k8s.access_grants import ACCESS_WATCHES, AccessController
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
 from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
-from access_hygiene.metrics import Metrics, UsageMetrics
+from access_hygiene.metrics import AccessMetrics, Metrics, UsageMetrics
 from access_hygiene.settings import OperatorSettings
 
 
@@ -94,6 +95,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock)
     runtime.controller.start()
+    access_api = with_pool_size(make_api_client(), 8)  # its own pool: a revocation never waits for a connection
+    access_cache = WatchCache(make_watch_client(), ACCESS_WATCHES)
+    runtime.access = AccessController(
+        access_api, access_cache, cache.state, operator_settings, AccessMetrics(metrics.registry), runtime.clock
+    )
+    runtime.controller.extra_findings = runtime.access.findings
+    runtime.access.on_findings_changed = runtime.controller.refresh_reports
+    runtime.access.start()
     memo["runtime"] = runtime
 
 
@@ -104,6 +113,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         return
     if runtime.usage is not None:
         await runtime.usage.stop()
+    if runtime.access is not None:
+        await runtime.access.stop()
+        runtime.access.api.close()
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()

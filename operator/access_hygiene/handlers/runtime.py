@@ -17,6 +17,7 @@ class Runtime:
     metrics: Metrics
     controller: Any = None  # k8s.controller.Controller, set once the watch cache starts
     usage: Any = None  # k8s.usage_monitor.UsageMonitor, when the audit webhook is enabled
+    access: Any = None  # k8s.access_grants.AccessController (just-in-time access)
     clock: Clock = SYSTEM_CLOCK  # the one source of "now" for everything the operator runs
 
 

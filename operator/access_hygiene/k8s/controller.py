@@ -167,6 +167,8 @@ class Controller:
         self._admission_due = settings.admission_enabled
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
         self._admission_inflight: asyncio.Future[None] | None = None
+        # Findings produced outside the audit (just-in-time access leftovers, AH-GOV-005), added to the reports.
+        self.extra_findings: Callable[[], list[Finding]] | None = None
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -409,6 +411,8 @@ class Controller:
             await self._reports_due.wait()
             self._reports_due.clear()
             findings = self._published_findings  # what _publish just assembled: not a second totals()
+            if self.extra_findings is not None:
+                findings = [*findings, *self.extra_findings()]
             # A terminating namespace refuses new content (403): its report goes with it.
             findings = [f for f in findings if not f.namespace or self._accepts_content(f.namespace)]
             try:
@@ -420,6 +424,10 @@ class Controller:
             if not settled:  # the findings may not change again soon: do not wait for them to
                 self._reports_due.set()
             await asyncio.sleep(REPORTS_SECONDS)
+
+    def refresh_reports(self) -> None:
+        """Thread-safe: the extra findings changed, write the reports again."""
+        self._loop.call_soon_threadsafe(self._reports_due.set)
 
     def _managed_counts(self) -> dict[str, int]:
         return {kind: self.state.count_labelled(kind) for kind in MANAGED_KINDS}

@@ -213,6 +213,15 @@ class AccessRequestSpec(WireModel):
         return value
 
 
+class LeftoverRef(WireModel):
+    """An object created inside the grant's window that outlives it (rule AH-GOV-005)."""
+
+    kind: str
+    name: str
+    created_at: str
+    detail: str = ""
+
+
 class AccessRequestStatus(WireModel):
     observed_generation: int = 0
     state: AccessState | None = None
@@ -224,6 +233,11 @@ class AccessRequestStatus(WireModel):
     ended_at: str = Field(default="", description="When the access ended: expiry, revocation or denial.")
     bindings: list[str] = Field(default_factory=list, max_length=8)
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    leftovers: list[LeftoverRef] | None = Field(
+        default=None,
+        max_length=20,
+        description="After the window: objects created inside it that outlive it (AH-GOV-005), oldest first.",
+    )
 
 
 class AccessApprovalSpec(WireModel):
