@@ -393,16 +393,20 @@ def test_approvals_refused_with_their_exact_messages(env: Env) -> None:
 
 
 def test_self_approval_where_the_eligibility_allows_it(env: Env) -> None:
-    alice = env.people["alice"]
+    """Self-service for a low-risk role: the requester approves without being listed and without `bind`; anyone
+    else still needs both."""
+    alice, bob, carol = env.people["alice"], env.people["bob"], env.people["carol"]
     _admitted(alice.create(request_manifest(env, alice, "self-served", eligibility=env.self_service)))
     resolve(env, "self-served", eligibility=env.self_service)
-    # alice may not bind view herself: the bind check still applies to a self-approval.
     _denied(
-        alice.create(approval_manifest(env, alice, "self-served")),
+        carol.create(approval_manifest(env, carol, "self-served")),
         APPROVAL_POLICY,
-        f"AccessApproval refused: {alice.username} may not bind ClusterRole view in namespace {env.target} "
-        "(an approver must hold what the request grants, or be allowed to bind it)",
+        f"AccessApproval refused: {carol.username} is not an approver of AccessRequest self-served "
+        f"(AccessEligibility {env.self_service})",
     )
+    approval = _admitted(alice.create(approval_manifest(env, alice, "self-served")))
+    assert approval["spec"]["approver"]["username"] == alice.username
+    del bob
 
 
 # --- the CLI, as two users -----------------------------------------------------------------------------

@@ -222,9 +222,23 @@ class LeftoverRef(WireModel):
     detail: str = ""
 
 
+class ResolvedEligibility(WireModel):
+    """The operator's resolution of a request's eligibility, written on the request: what admission judges an
+    AccessApproval against (its policy sees the request, not the eligibility; render/access_admission.py)."""
+
+    role_ref: RoleRef
+    approvers: list[Subject] = Field(default_factory=list, max_length=64)
+    self_approval: bool = Field(
+        default=False, description="Effective: the eligibility allows it and the role is low-risk."
+    )
+
+
 class AccessRequestStatus(WireModel):
     observed_generation: int = 0
     state: AccessState | None = None
+    eligibility: ResolvedEligibility | None = Field(
+        default=None, description="The eligibility as the operator resolved it (absent: not checked yet)."
+    )
     role: str = Field(default="", max_length=300, description="Kind/name of the granted role (from the eligibility).")
     approved_by: str = Field(default="", max_length=253)
     approved_at: str = ""

@@ -132,16 +132,16 @@ def _binding(policy: str, *, with_params: bool = False) -> Obj:
     }
 
 
-def _identity_validations(kind: str, field: str, verb: str) -> list[Obj]:
+def _identity_validations(kind: str, field: str, noun: str, verb: str) -> list[Obj]:
     """The Identity in `field` is the caller: the same user name, no group the caller is not in."""
     identity = f"object.spec.{field}"
     extra_groups = f"{identity}.?groups.orValue([]).filter(g, !(g in {_GROUPS}))"
     return [
         _validation(
             f"{identity}.username == {_USERNAME}",
-            f"'{kind} refused: spec.{field}.username is ' + {identity}.username + ' but the {verb} is made by ' + "
+            f"'{kind} refused: spec.{field}.username is ' + {identity}.username + ' but the {noun} is made by ' + "
             f"{_USERNAME} + '; one may only {verb} as oneself'",
-            f"{kind} refused: spec.{field}.username must be the user making the {verb}",
+            f"{kind} refused: spec.{field}.username must be the user making the {noun}",
         ),
         _validation(
             f"size({extra_groups}) == 0",
@@ -156,7 +156,10 @@ def requester_policy() -> Obj:
     """AccessRequest CREATE, no params: the requester is the caller. (Duration > 0 and <= 168h are the CRD
     schema's own CEL rules, judged before admission.)"""
     return _policy(
-        REQUESTER_POLICY, "accessrequests", ("CREATE",), _identity_validations("AccessRequest", "requester", "request")
+        REQUESTER_POLICY,
+        "accessrequests",
+        ("CREATE",),
+        _identity_validations("AccessRequest", "requester", "request", "request"),
     )
 
 
@@ -248,7 +251,7 @@ def approver_policy() -> Obj:
     """AccessApproval CREATE/UPDATE, no params: the approver is the caller; the spec never changes."""
     on_create = [
         {**v, "expression": f"request.operation != 'CREATE' || {v['expression']}"}
-        for v in _identity_validations("AccessApproval", "approver", "approval")
+        for v in _identity_validations("AccessApproval", "approver", "approval", "approve")
     ]
     return _policy(
         APPROVER_POLICY,
@@ -267,7 +270,10 @@ def approver_policy() -> Obj:
 
 
 def approval_policy() -> Obj:
-    """AccessApproval CREATE against the AccessRequest it names (status.eligibility, written by the operator)."""
+    """AccessApproval CREATE against the AccessRequest it names (status.eligibility, written by the operator).
+
+    A self-approval, where the eligibility allows it and the operator judged the role low-risk, needs neither a
+    listed approver nor `bind` on the role: self-service for a low-risk role is the point of allowing it."""
     other = "params.metadata.name != object.spec.request || "
     request = "' AccessRequest ' + params.metadata.name"
     eligibility = "params.status.eligibility"
@@ -279,7 +285,11 @@ def approval_policy() -> Obj:
         f"authorizer.group({_cel(RBAC_GROUP)}).resource({role_resource}).namespace(object.metadata.namespace)"
         f".name({role}.name).check('bind').allowed()"
     )
-    requester = "params.spec.requester"
+    # Evaluated lazily, and only for the named request once it carries status.eligibility (after `checked`).
+    own = "(object.spec.approver.username == params.spec.requester.username)"
+    self_service = f"({own} && {eligibility}.?selfApproval.orValue(false))"
+    listed = f"{eligibility}.?approvers.orValue([]).exists(a, {subject_is('a', 'object.spec.approver')})"
+    approver = "object.spec.approver.username"
     return _policy(
         APPROVAL_POLICY,
         "accessapprovals",
@@ -287,43 +297,33 @@ def approval_policy() -> Obj:
         [
             _validation(
                 other + f"has(params.status) && has({eligibility})",
-                "'AccessApproval refused:' + " + request + " + ' has not been checked by the operator yet "
+                f"'AccessApproval refused:' + {request} + ' has not been checked by the operator yet "
                 "(no status.eligibility); retry in a few seconds'",
                 "AccessApproval refused: the AccessRequest has not been checked by the operator yet",
             ),
             _validation(
                 checked + "params.status.?state.orValue('') == 'Pending'",
-                "'AccessApproval refused:' + " + request + " + ' is ' + params.status.?state.orValue('new') + "
+                f"'AccessApproval refused:' + {request} + ' is ' + params.status.?state.orValue('new') + "
                 "', not Pending: it can no longer be decided'",
                 "AccessApproval refused: the AccessRequest is not Pending",
             ),
             _validation(
-                checked + f"{eligibility}.?approvers.orValue([]).exists(a, {subject_is('a', 'object.spec.approver')})",
-                "'AccessApproval refused: ' + object.spec.approver.username + ' is not an approver of' + "
-                + request
-                + " + "
+                checked + f"{own} || {listed}",
+                f"'AccessApproval refused: ' + {approver} + ' is not an approver of' + {request} + "
                 "' (AccessEligibility ' + params.spec.eligibility + ')'",
                 "AccessApproval refused: the caller is not an approver of the AccessRequest",
             ),
             _validation(
-                checked + approve + f"{eligibility}.?selfApproval.orValue(false) || "
-                f"object.spec.approver.username != {requester}.username",
-                "'AccessApproval refused: ' + object.spec.approver.username + ' requested' + "
-                + request
-                + " + ' and may not "
-                "approve it: self-approval is not allowed (AccessEligibility ' + params.spec.eligibility + ')'",
+                checked + approve + f"!{own} || {self_service}",
+                f"'AccessApproval refused: ' + {approver} + ' requested' + {request} + ' and may not approve it: "
+                "self-approval is not allowed (AccessEligibility ' + params.spec.eligibility + ')'",
                 "AccessApproval refused: the requester may not approve their own request",
             ),
             _validation(
-                checked + approve + may_bind,
-                "'AccessApproval refused: ' + "
-                + _USERNAME
-                + " + ' may not bind ' + "
-                + role
-                + ".kind + ' ' + "
-                + role
-                + ".name + ' in namespace ' + object.metadata.namespace + ' (an approver must hold what "
-                "the request grants, or be allowed to bind it)'",
+                checked + approve + f"{self_service} || {may_bind}",
+                f"'AccessApproval refused: ' + {approver} + ' may not bind ' + {role}.kind + ' ' + {role}.name + "
+                "' in namespace ' + object.metadata.namespace + ' (an approver must hold what the request grants, "
+                "or be allowed to bind it)'",
                 "AccessApproval refused: the approver may not bind the role the request grants",
             ),
         ],
