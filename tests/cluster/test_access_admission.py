@@ -26,6 +26,7 @@ import yaml
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import apply_access_admission
 from access_hygiene.k8s.crds import install_crd
+from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from access_hygiene.models.crd import ACCESS_KINDS
 from access_hygiene.render.access_admission import (
     APPROVAL_POLICY,
@@ -444,3 +445,17 @@ def test_cli_request_approve_list_revoke_as_two_users(env: Env) -> None:
     assert revoked.stdout == f"accessrequest.accesshygiene.io/{name} revoked\n", revoked.stderr
     stored = json.loads(alice.run("get", "accessrequest", name, "-n", env.target, "-o", "json").stdout)
     assert stored["spec"]["revoked"] is True
+
+
+def test_applied_at_start_only_where_the_operator_may(env: Env) -> None:
+    """Without permission to write admission policies (the chart's operator with admission off) nothing is
+    requested but the permission checks: the chart renders the policies itself."""
+    alice = env.people["alice"]
+    with kubernetes.config.new_client_from_config(config_file=str(alice.kubeconfig)) as api:
+        assert apply_access_admission(api) == 0
+    with env.cluster.api_client() as admin:
+        policy = resources.get(
+            admin, "admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", REQUEST_STATUS_POLICY
+        )
+    assert policy is not None
+    assert f'"{OPERATOR_USER}"' in policy["spec"]["validations"][0]["expression"]  # the applier's user name
