@@ -191,7 +191,7 @@ def main() -> int:
                   f"p50 {statistics.median(usable) * 1000:.0f} ms, max {max(usable) * 1000:.0f} ms")  # fmt: skip
 
             for size in [int(s) for s in args.together.split(",") if s]:
-                lead = 10 + size * 0.03  # time to create the requests and approvals before they start
+                lead = 15 + size * 0.06  # time to create the requests and approvals before they start
                 start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(lead))
                 names = [f"t{size}-{n}" for n in range(size)]
                 created = time.time()

@@ -62,7 +62,9 @@ ROLE_KINDS = ("ClusterRole", "Role")
 LEFTOVER_KINDS = ("Secret", "RoleBinding", "Pod")  # read from the main cache (Secrets when it reads them)
 RESYNC_SECONDS = 60.0  # roles and the ceiling are read from the main cache: their changes are seen at this pace
 ACCESS_WORKERS = 4
-EVENT_RATE, EVENT_BURST = 50.0, 200
+REVOKE_THREADS = 8  # DELETEs of grants expiring together run side by side (the API server answers each in ms)
+# Events are best effort and must not compete with a burst of revocations: a steady trickle.
+EVENT_RATE, EVENT_BURST = 20.0, 10
 
 
 class UrgentWorkQueue:
@@ -203,12 +205,14 @@ class AccessController:
         self.events = EventRecorder(api, rate=EVENT_RATE, burst=EVENT_BURST, clock=clock)
         self.ready = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=ACCESS_WORKERS, thread_name_prefix="access")
+        self._revoker = ThreadPoolExecutor(max_workers=REVOKE_THREADS, thread_name_prefix="access-revoke")
         self._loop = asyncio.get_running_loop()
         self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
         self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
         self.on_findings_changed: Any = None  # Callable[[], None]: the reports writer's refresh
+        metrics.set_source(self.snapshot)
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -216,7 +220,6 @@ class AccessController:
         self.state.set_listener(self._on_changes)
         self.cache.start()
         self.events.start()
-        self.metrics.set_source(self.snapshot)
         self._tasks.append(asyncio.create_task(self._run(), name="access-grants"))
         for number in range(ACCESS_WORKERS):
             self._tasks.append(asyncio.create_task(self._work(), name=f"access-grants-worker-{number}"))
@@ -231,6 +234,7 @@ class AccessController:
                 await task
         self.events.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._revoker.shutdown(wait=True, cancel_futures=True)
         await asyncio.to_thread(self.cache.stop)
 
     async def _run(self) -> None:
@@ -262,9 +266,9 @@ class AccessController:
             expires = ((binding.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION, "")
             request = ((binding.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL, "")
             key: Key = ("request", _namespace(binding), request)
-            if urgent_overdue and revocation_due(str(expires), now) is not None:
+            if urgent_overdue and revocation_due(str(expires), now) is not None and key not in overdue:
                 overdue.add(key)
-            self.queue.add(key, urgent=key in overdue)
+                self._due(key)  # revoked first, before everything else is looked at
         for request_obj in self.state.objects("AccessRequest"):
             self.queue.add(("request", _namespace(request_obj), _name(request_obj)))
         for eligibility in self.state.objects("AccessEligibility"):
@@ -319,8 +323,32 @@ class AccessController:
         self._timers[key] = (wake_at, self._loop.call_later(delay, self._due, key))
 
     def _due(self, key: Key) -> None:
+        """A grant's start or expiry, or an overdue grant found at start: a revocation is done at once, on threads
+        of its own (the DELETE only), before the request's queued work writes status and Events."""
         self._timers.pop(key, None)
-        self.queue.add(key, urgent=True)
+        future = self._loop.run_in_executor(self._revoker, self._revoke_now, key)
+        future.add_done_callback(lambda _: self.queue.add(key, urgent=True))
+
+    def _revoke_now(self, key: Key) -> None:
+        _, namespace, name = key
+        request = self.state.get("AccessRequest", namespace, name)
+        bindings = self._own_bindings(namespace, name)
+        if request is None or not bindings:
+            return
+        try:
+            decision = decide_request(
+                request,
+                self.state.get("AccessEligibility", "", str((request.get("spec") or {}).get("eligibility") or "")),
+                self._approvals_of(namespace, name),
+                self._role_rules,
+                self._limits(),
+                self.clock.now(),
+            )
+            for binding in bindings:
+                if _name(binding) != decision.binding_name and owned_by(binding, _uid(request)):
+                    self._delete_binding(binding, reason=decision.state, status=decision.status)
+        except Exception:  # the queued work right after retries it, with status and the error handling
+            logger.exception(f"Revocation of {namespace}/{name} failed; retrying.")
 
     # Work ---------------------------------------------------------------------------------------
 
@@ -371,6 +399,13 @@ class AccessController:
         if _status_changed(eligibility.get("status"), status):
             resources.patch_merge(self.api, GROUP_VERSION, "AccessEligibility", name, {"status": status}, "", "status")
 
+    def _approvals_of(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in self.state.in_namespace("AccessApproval", namespace)
+            if (a.get("spec") or {}).get("request") == name
+        ]
+
     def _own_bindings(self, namespace: str, request_name: str) -> list[dict[str, Any]]:
         return [
             b
@@ -392,11 +427,7 @@ class AccessController:
             return None
         spec = request.get("spec") or {}
         eligibility = self.state.get("AccessEligibility", "", str(spec.get("eligibility") or ""))
-        approvals = [
-            a
-            for a in self.state.in_namespace("AccessApproval", namespace)
-            if (a.get("spec") or {}).get("request") == name
-        ]
+        approvals = self._approvals_of(namespace, name)
         now = self.clock.now()
         decision = decide_request(request, eligibility, approvals, self._role_rules, self._limits(), now)
         request_uid = _uid(request)
@@ -490,6 +521,8 @@ class AccessController:
                     resources.apply(self.api, desired)
             return status
         if live is None:
+            if decision.wake_at is not None and self.clock.now() >= decision.wake_at:
+                return status  # decided just before the expiry, now past it: never create it late
             try:
                 self._create_binding(desired)
                 return status
