@@ -201,6 +201,7 @@ def test_the_urgent_lane_goes_first_and_a_key_is_never_worked_on_twice_at_once()
 def test_overdue_grants_and_active_grants_by_role_are_read_at_scrape_time(api_calls: Recorder) -> None:
     clock = FixedClock(T0 + timedelta(minutes=2))
     access, _ = run(clock, ELIGIBILITY, REQUEST, APPROVAL)
+    access.state.set_listener(None)  # its event loop is gone; the scrape reads the store alone
     access.state.upsert("RoleBinding", api_calls_binding(access))
     registry = access.registry  # type: ignore[attr-defined]
     active = registry.get_sample_value("access_hygiene_access_grants_active", {"role": "ClusterRole/pod-reader"})

@@ -15,6 +15,7 @@ never adopted: it is created with POST, never applied over).
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -26,7 +27,13 @@ import kubernetes
 
 from access_hygiene import API_GROUP, API_VERSION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
-from access_hygiene.engine.access.leftovers import LEFTOVER_RULE_ID, MAX_LEFTOVERS, find_leftovers, leftover_findings
+from access_hygiene.engine.access.leftovers import (
+    LEFTOVER_RULE_ID,
+    MAX_LEFTOVERS,
+    creatable_kinds,
+    find_leftovers,
+    leftover_findings,
+)
 from access_hygiene.engine.access.state import (
     AccessEvent,
     GrantLimits,
@@ -39,6 +46,7 @@ from access_hygiene.engine.access.state import (
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.errors import API_FAILURES, OUTAGE, api_error_message, is_connection_error, is_transient
 from access_hygiene.k8s.events import EventRecorder
+from access_hygiene.k8s.resources import Obj
 from access_hygiene.k8s.watch_cache import Change, ClusterState, WatchCache, WatchSpec
 from access_hygiene.metrics import AccessMetrics, AccessSnapshot
 from access_hygiene.models.findings import Finding
@@ -211,13 +219,16 @@ class AccessController:
         self._tasks: list[asyncio.Task[None]] = []
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
         self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
+        self._index_lock = threading.Lock()
+        self._approvals_index: dict[tuple[str, str], set[str]] = {}  # (namespace, request) -> approval names
+        self._bindings_index: dict[tuple[str, str], set[str]] = {}  # (namespace, request) -> grant binding names
         self.on_findings_changed: Any = None  # Callable[[], None]: the reports writer's refresh
         metrics.set_source(self.snapshot)
+        self.state.set_listener(self._on_changes)  # from the first LIST on: it keeps the indexes
 
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.state.set_listener(self._on_changes)
         self.cache.start()
         self.events.start()
         self._tasks.append(asyncio.create_task(self._run(), name="access-grants"))
@@ -277,7 +288,29 @@ class AccessController:
     # Events from the watch ----------------------------------------------------------------------
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
+        with self._index_lock:
+            for change in changes:
+                if change.kind in ("AccessApproval", "RoleBinding"):
+                    self._index(change)
         self._loop.call_soon_threadsafe(self._arrived, changes)
+
+    def _index(self, change: Change) -> None:
+        """Approvals and grant bindings by request, so a decision never scans a namespace of thousands."""
+        index = self._approvals_index if change.kind == "AccessApproval" else self._bindings_index
+        for obj, present in ((change.old, False), (change.new, True)):
+            if obj is None:
+                continue
+            if change.kind == "AccessApproval":
+                request = str((obj.get("spec") or {}).get("request") or "")
+            else:
+                request = str(((obj.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL) or "")
+            key = (_namespace(obj), request)
+            if present:
+                index.setdefault(key, set()).add(_name(obj))
+            elif key in index:
+                index[key].discard(_name(obj))
+                if not index[key]:
+                    del index[key]
 
     def _arrived(self, changes: list[Change]) -> None:
         if not self.ready.is_set():
@@ -399,19 +432,20 @@ class AccessController:
         if _status_changed(eligibility.get("status"), status):
             resources.patch_merge(self.api, GROUP_VERSION, "AccessEligibility", name, {"status": status}, "", "status")
 
-    def _approvals_of(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return [
-            a
-            for a in self.state.in_namespace("AccessApproval", namespace)
-            if (a.get("spec") or {}).get("request") == name
-        ]
+    def _indexed(self, kind: str, index: dict[tuple[str, str], set[str]], namespace: str, name: str) -> list[Obj]:
+        with self._index_lock:
+            names = sorted(index.get((namespace, name), ()))
+        found = [self.state.get(kind, namespace, item) for item in names]
+        return [obj for obj in found if obj is not None]
 
-    def _own_bindings(self, namespace: str, request_name: str) -> list[dict[str, Any]]:
-        return [
-            b
-            for b in self.state.in_namespace("RoleBinding", namespace)
-            if ((b.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL) == request_name
-        ]
+    def _approvals_of(self, namespace: str, name: str) -> list[Obj]:
+        approvals = self._indexed("AccessApproval", self._approvals_index, namespace, name)
+        return [a for a in approvals if (a.get("spec") or {}).get("request") == name]
+
+    def _own_bindings(self, namespace: str, request_name: str) -> list[Obj]:
+        bindings = self._indexed("RoleBinding", self._bindings_index, namespace, request_name)
+        return [b for b in bindings if ((b.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL)
+                == request_name]  # fmt: skip
 
     def _sync_request(self, namespace: str, name: str) -> datetime | None:
         """Decide one request and make it so: revocations first (the DELETE), then the grant, then status, approval
@@ -459,7 +493,8 @@ class AccessController:
         namespace, name = _namespace(request), _name(request)
         kind, _, role_name = str(status.get("role") or "").partition("/")
         rules = self._role_rules(kind, role_name, namespace) or []
-        objects = [obj for k in LEFTOVER_KINDS for obj in self.roles.in_namespace(k, namespace)]
+        kinds = creatable_kinds(rules)  # a read-only role leaves nothing: no namespace scan at all
+        objects = [obj for k in LEFTOVER_KINDS if k in kinds for obj in self.roles.in_namespace(k, namespace)]
         ended = {**request, "status": status}
         found = find_leftovers(ended, rules, objects)
         findings = leftover_findings(ended, found)
