@@ -70,7 +70,7 @@ ROLE_KINDS = ("ClusterRole", "Role")
 LEFTOVER_KINDS = ("Secret", "RoleBinding", "Pod")  # read from the main cache (Secrets when it reads them)
 RESYNC_SECONDS = 60.0  # roles and the ceiling are read from the main cache: their changes are seen at this pace
 ACCESS_WORKERS = 4
-REVOKE_THREADS = 8  # DELETEs of grants expiring together run side by side (the API server answers each in ms)
+REVOKE_THREADS = 8  # grants starting or expiring together: their POSTs/DELETEs run side by side
 # Events are best effort and must not compete with a burst of revocations: a steady trickle.
 EVENT_RATE, EVENT_BURST = 20.0, 10
 
@@ -359,16 +359,18 @@ class AccessController:
         """A grant's start or expiry, or an overdue grant found at start: a revocation is done at once, on threads
         of its own (the DELETE only), before the request's queued work writes status and Events."""
         self._timers.pop(key, None)
-        future = self._loop.run_in_executor(self._revoker, self._revoke_now, key)
+        future = self._loop.run_in_executor(self._revoker, self._act_now, key)
         future.add_done_callback(lambda _: self.queue.add(key, urgent=True))
 
-    def _revoke_now(self, key: Key) -> None:
+    def _act_now(self, key: Key) -> None:
+        """The time-critical half of a decision: delete what must go, create the grant that starts now. Status,
+        approvals and Events follow in the request's queued work."""
         _, namespace, name = key
         request = self.state.get("AccessRequest", namespace, name)
-        bindings = self._own_bindings(namespace, name)
-        if request is None or not bindings:
+        if request is None:
             return
         try:
+            bindings = self._own_bindings(namespace, name)
             decision = decide_request(
                 request,
                 self.state.get("AccessEligibility", "", str((request.get("spec") or {}).get("eligibility") or "")),
@@ -380,8 +382,10 @@ class AccessController:
             for binding in bindings:
                 if _name(binding) != decision.binding_name and owned_by(binding, _uid(request)):
                     self._delete_binding(binding, reason=decision.state, status=decision.status)
+            if decision.binding is not None:
+                self._ensure_binding(decision, bindings, _uid(request), dict(decision.status))
         except Exception:  # the queued work right after retries it, with status and the error handling
-            logger.exception(f"Revocation of {namespace}/{name} failed; retrying.")
+            logger.exception(f"Access {namespace}/{name}: the timed step failed; retrying.")
 
     # Work ---------------------------------------------------------------------------------------
 
@@ -564,6 +568,10 @@ class AccessController:
             except kubernetes.client.ApiException as error:
                 if error.status != 409:
                     raise
+            # Taken: by our own fast path a moment ago (the watch has not delivered it yet), or by someone else.
+            existing = resources.get(self.api, RBAC_V1, "RoleBinding", name, namespace)
+            if existing is not None and owned_by(existing, request_uid):
+                return status
         # A RoleBinding of that name exists and is not ours: never adopt it, say so.
         message = f"RoleBinding {namespace}/{name} exists and is not owned by this request; nothing was granted"
         conditions = [
