@@ -203,16 +203,14 @@ def main() -> int:
                 bindings = {f"ah-jit-{n}" for n in names}
                 wait_until(lambda names=bindings: names <= watch.added.keys(), max(0, expires - time.time()), 0.1)
                 rss_active = rss_mib(operator.pid)
-                started_ones = (
-                    bindings & watch.added.keys()
-                )  # a grant that could not start before its expiry never does
+                started_ones = bindings & watch.added.keys()  # one that could not start before its expiry never does
                 timeout = max(0, expires - time.time()) + 60
                 done = wait_until(lambda names=started_ones: names <= watch.deleted.keys(), timeout, 0.1)
                 starts = [watch.added[b] - start.timestamp() for b in bindings if b in watch.added]
                 lags = [watch.deleted[b] - expires for b in bindings if b in watch.deleted]
                 print(f"{size} grants ({duration} s) starting together: {len(started_ones)} started, "
-                      f"start lag p50 {percentile(starts, 0.5):.3f} s, p99 {percentile(starts, 0.99):.3f} s, max {max(starts):.3f} s; RSS with them active "
-                      f"{rss_active:.0f} MiB")  # fmt: skip
+                      f"start lag p50 {percentile(starts, 0.5):.3f} s, p99 {percentile(starts, 0.99):.3f} s, "
+                      f"max {max(starts):.3f} s; RSS with them active {rss_active:.0f} MiB")  # fmt: skip
                 print(f"{size} grants expiring together: revocation lag p50 {percentile(lags, 0.5):.3f} s, "
                       f"p99 {percentile(lags, 0.99):.3f} s, max {max(lags):.3f} s"
                       + ("" if done else f" ({len(lags)} of {len(started_ones)} deleted in time)"))  # fmt: skip
