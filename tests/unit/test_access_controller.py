@@ -196,3 +196,17 @@ def test_the_urgent_lane_goes_first_and_a_key_is_never_worked_on_twice_at_once()
 
     assert asyncio.run(body()) == [("request", "a", "2"), ("request", "a", "3"), ("request", "a", "1"),
                                    ("request", "a", "2")]  # fmt: skip
+
+
+def test_overdue_grants_and_active_grants_by_role_are_read_at_scrape_time(api_calls: Recorder) -> None:
+    clock = FixedClock(T0 + timedelta(minutes=2))
+    access, _ = run(clock, ELIGIBILITY, REQUEST, APPROVAL)
+    access.state.set_listener(None)  # its event loop is gone; the scrape reads the store alone
+    access.state.upsert("RoleBinding", api_calls_binding(access))
+    registry = access.registry  # type: ignore[attr-defined]
+    active = registry.get_sample_value("access_hygiene_access_grants_active", {"role": "ClusterRole/pod-reader"})
+    assert (active, registry.get_sample_value("access_hygiene_access_grants_overdue")) == (1.0, 0.0)
+    clock.advance(29 * 60 + 1.5)  # 1.5 s past the expiry, nothing revoked yet (the operator was away)
+    assert registry.get_sample_value("access_hygiene_access_grants_overdue") == 1.0
+    assert registry.get_sample_value("access_hygiene_access_grants_overdue_max_seconds") == 1.5
+    assert registry.get_sample_value("access_hygiene_access_requests", {"state": "Pending"}) == 1.0

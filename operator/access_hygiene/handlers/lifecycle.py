@@ -95,7 +95,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock)
     runtime.controller.start()
-    access_api = with_pool_size(make_api_client(), 8)  # its own pool: a revocation never waits for a connection
+    access_api = with_pool_size(make_api_client(), 16)  # its own pool: a revocation never waits for a connection
     access_cache = WatchCache(make_watch_client(), ACCESS_WATCHES)
     runtime.access = AccessController(
         access_api, access_cache, cache.state, operator_settings, AccessMetrics(metrics.registry), runtime.clock

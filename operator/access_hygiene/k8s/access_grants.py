@@ -15,6 +15,7 @@ never adopted: it is created with POST, never applied over).
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -26,7 +27,13 @@ import kubernetes
 
 from access_hygiene import API_GROUP, API_VERSION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.clock import SYSTEM_CLOCK, Clock
-from access_hygiene.engine.access.leftovers import LEFTOVER_RULE_ID, MAX_LEFTOVERS, find_leftovers, leftover_findings
+from access_hygiene.engine.access.leftovers import (
+    LEFTOVER_RULE_ID,
+    MAX_LEFTOVERS,
+    creatable_kinds,
+    find_leftovers,
+    leftover_findings,
+)
 from access_hygiene.engine.access.state import (
     AccessEvent,
     GrantLimits,
@@ -39,6 +46,7 @@ from access_hygiene.engine.access.state import (
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.errors import API_FAILURES, OUTAGE, api_error_message, is_connection_error, is_transient
 from access_hygiene.k8s.events import EventRecorder
+from access_hygiene.k8s.resources import Obj
 from access_hygiene.k8s.watch_cache import Change, ClusterState, WatchCache, WatchSpec
 from access_hygiene.metrics import AccessMetrics, AccessSnapshot
 from access_hygiene.models.findings import Finding
@@ -62,7 +70,9 @@ ROLE_KINDS = ("ClusterRole", "Role")
 LEFTOVER_KINDS = ("Secret", "RoleBinding", "Pod")  # read from the main cache (Secrets when it reads them)
 RESYNC_SECONDS = 60.0  # roles and the ceiling are read from the main cache: their changes are seen at this pace
 ACCESS_WORKERS = 4
-EVENT_RATE, EVENT_BURST = 50.0, 200
+REVOKE_THREADS = 8  # grants starting or expiring together: their POSTs/DELETEs run side by side
+# Events are best effort and must not compete with a burst of revocations: a steady trickle.
+EVENT_RATE, EVENT_BURST = 20.0, 10
 
 
 class UrgentWorkQueue:
@@ -203,20 +213,24 @@ class AccessController:
         self.events = EventRecorder(api, rate=EVENT_RATE, burst=EVENT_BURST, clock=clock)
         self.ready = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=ACCESS_WORKERS, thread_name_prefix="access")
+        self._revoker = ThreadPoolExecutor(max_workers=REVOKE_THREADS, thread_name_prefix="access-revoke")
         self._loop = asyncio.get_running_loop()
         self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
         self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
+        self._index_lock = threading.Lock()
+        self._approvals_index: dict[tuple[str, str], set[str]] = {}  # (namespace, request) -> approval names
+        self._bindings_index: dict[tuple[str, str], set[str]] = {}  # (namespace, request) -> grant binding names
         self.on_findings_changed: Any = None  # Callable[[], None]: the reports writer's refresh
+        metrics.set_source(self.snapshot)
+        self.state.set_listener(self._on_changes)  # from the first LIST on: it keeps the indexes
 
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.state.set_listener(self._on_changes)
         self.cache.start()
         self.events.start()
-        self.metrics.set_source(self.snapshot)
         self._tasks.append(asyncio.create_task(self._run(), name="access-grants"))
         for number in range(ACCESS_WORKERS):
             self._tasks.append(asyncio.create_task(self._work(), name=f"access-grants-worker-{number}"))
@@ -231,6 +245,7 @@ class AccessController:
                 await task
         self.events.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._revoker.shutdown(wait=True, cancel_futures=True)
         await asyncio.to_thread(self.cache.stop)
 
     async def _run(self) -> None:
@@ -262,9 +277,9 @@ class AccessController:
             expires = ((binding.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION, "")
             request = ((binding.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL, "")
             key: Key = ("request", _namespace(binding), request)
-            if urgent_overdue and revocation_due(str(expires), now) is not None:
+            if urgent_overdue and revocation_due(str(expires), now) is not None and key not in overdue:
                 overdue.add(key)
-            self.queue.add(key, urgent=key in overdue)
+                self._due(key)  # revoked first, before everything else is looked at
         for request_obj in self.state.objects("AccessRequest"):
             self.queue.add(("request", _namespace(request_obj), _name(request_obj)))
         for eligibility in self.state.objects("AccessEligibility"):
@@ -273,7 +288,29 @@ class AccessController:
     # Events from the watch ----------------------------------------------------------------------
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
+        with self._index_lock:
+            for change in changes:
+                if change.kind in ("AccessApproval", "RoleBinding"):
+                    self._index(change)
         self._loop.call_soon_threadsafe(self._arrived, changes)
+
+    def _index(self, change: Change) -> None:
+        """Approvals and grant bindings by request, so a decision never scans a namespace of thousands."""
+        index = self._approvals_index if change.kind == "AccessApproval" else self._bindings_index
+        for obj, present in ((change.old, False), (change.new, True)):
+            if obj is None:
+                continue
+            if change.kind == "AccessApproval":
+                request = str((obj.get("spec") or {}).get("request") or "")
+            else:
+                request = str(((obj.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL) or "")
+            key = (_namespace(obj), request)
+            if present:
+                index.setdefault(key, set()).add(_name(obj))
+            elif key in index:
+                index[key].discard(_name(obj))
+                if not index[key]:
+                    del index[key]
 
     def _arrived(self, changes: list[Change]) -> None:
         if not self.ready.is_set():
@@ -319,8 +356,36 @@ class AccessController:
         self._timers[key] = (wake_at, self._loop.call_later(delay, self._due, key))
 
     def _due(self, key: Key) -> None:
+        """A grant's start or expiry, or an overdue grant found at start: a revocation is done at once, on threads
+        of its own (the DELETE only), before the request's queued work writes status and Events."""
         self._timers.pop(key, None)
-        self.queue.add(key, urgent=True)
+        future = self._loop.run_in_executor(self._revoker, self._act_now, key)
+        future.add_done_callback(lambda _: self.queue.add(key, urgent=True))
+
+    def _act_now(self, key: Key) -> None:
+        """The time-critical half of a decision: delete what must go, create the grant that starts now. Status,
+        approvals and Events follow in the request's queued work."""
+        _, namespace, name = key
+        request = self.state.get("AccessRequest", namespace, name)
+        if request is None:
+            return
+        try:
+            bindings = self._own_bindings(namespace, name)
+            decision = decide_request(
+                request,
+                self.state.get("AccessEligibility", "", str((request.get("spec") or {}).get("eligibility") or "")),
+                self._approvals_of(namespace, name),
+                self._role_rules,
+                self._limits(),
+                self.clock.now(),
+            )
+            for binding in bindings:
+                if _name(binding) != decision.binding_name and owned_by(binding, _uid(request)):
+                    self._delete_binding(binding, reason=decision.state, status=decision.status)
+            if decision.binding is not None:
+                self._ensure_binding(decision, bindings, _uid(request), dict(decision.status))
+        except Exception:  # the queued work right after retries it, with status and the error handling
+            logger.exception(f"Access {namespace}/{name}: the timed step failed; retrying.")
 
     # Work ---------------------------------------------------------------------------------------
 
@@ -371,12 +436,20 @@ class AccessController:
         if _status_changed(eligibility.get("status"), status):
             resources.patch_merge(self.api, GROUP_VERSION, "AccessEligibility", name, {"status": status}, "", "status")
 
-    def _own_bindings(self, namespace: str, request_name: str) -> list[dict[str, Any]]:
-        return [
-            b
-            for b in self.state.in_namespace("RoleBinding", namespace)
-            if ((b.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL) == request_name
-        ]
+    def _indexed(self, kind: str, index: dict[tuple[str, str], set[str]], namespace: str, name: str) -> list[Obj]:
+        with self._index_lock:
+            names = sorted(index.get((namespace, name), ()))
+        found = [self.state.get(kind, namespace, item) for item in names]
+        return [obj for obj in found if obj is not None]
+
+    def _approvals_of(self, namespace: str, name: str) -> list[Obj]:
+        approvals = self._indexed("AccessApproval", self._approvals_index, namespace, name)
+        return [a for a in approvals if (a.get("spec") or {}).get("request") == name]
+
+    def _own_bindings(self, namespace: str, request_name: str) -> list[Obj]:
+        bindings = self._indexed("RoleBinding", self._bindings_index, namespace, request_name)
+        return [b for b in bindings if ((b.get("metadata") or {}).get("labels") or {}).get(ACCESS_REQUEST_LABEL)
+                == request_name]  # fmt: skip
 
     def _sync_request(self, namespace: str, name: str) -> datetime | None:
         """Decide one request and make it so: revocations first (the DELETE), then the grant, then status, approval
@@ -392,11 +465,7 @@ class AccessController:
             return None
         spec = request.get("spec") or {}
         eligibility = self.state.get("AccessEligibility", "", str(spec.get("eligibility") or ""))
-        approvals = [
-            a
-            for a in self.state.in_namespace("AccessApproval", namespace)
-            if (a.get("spec") or {}).get("request") == name
-        ]
+        approvals = self._approvals_of(namespace, name)
         now = self.clock.now()
         decision = decide_request(request, eligibility, approvals, self._role_rules, self._limits(), now)
         request_uid = _uid(request)
@@ -428,7 +497,8 @@ class AccessController:
         namespace, name = _namespace(request), _name(request)
         kind, _, role_name = str(status.get("role") or "").partition("/")
         rules = self._role_rules(kind, role_name, namespace) or []
-        objects = [obj for k in LEFTOVER_KINDS for obj in self.roles.in_namespace(k, namespace)]
+        kinds = creatable_kinds(rules)  # a read-only role leaves nothing: no namespace scan at all
+        objects = [obj for k in LEFTOVER_KINDS if k in kinds for obj in self.roles.in_namespace(k, namespace)]
         ended = {**request, "status": status}
         found = find_leftovers(ended, rules, objects)
         findings = leftover_findings(ended, found)
@@ -490,12 +560,18 @@ class AccessController:
                     resources.apply(self.api, desired)
             return status
         if live is None:
+            if decision.wake_at is not None and self.clock.now() >= decision.wake_at:
+                return status  # decided just before the expiry, now past it: never create it late
             try:
                 self._create_binding(desired)
                 return status
             except kubernetes.client.ApiException as error:
                 if error.status != 409:
                     raise
+            # Taken: by our own fast path a moment ago (the watch has not delivered it yet), or by someone else.
+            existing = resources.get(self.api, RBAC_V1, "RoleBinding", name, namespace)
+            if existing is not None and owned_by(existing, request_uid):
+                return status
         # A RoleBinding of that name exists and is not ours: never adopt it, say so.
         message = f"RoleBinding {namespace}/{name} exists and is not owned by this request; nothing was granted"
         conditions = [

@@ -101,6 +101,10 @@ def find_leftovers(
     start, end = window
     namespace = str((request.get("metadata") or {}).get("namespace") or "")
     kinds = creatable_kinds(role_rules)
+    if not kinds:
+        return []
+    # Kubernetes writes creationTimestamp as YYYY-MM-DDTHH:MM:SSZ, which sorts as text: parse only the window's.
+    first, last = start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
     found = []
     for obj in objects:
         kind = str(obj.get("kind") or "")
@@ -109,6 +113,9 @@ def find_leftovers(
             continue
         if (metadata.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
             continue  # the operator's own (the grant binding itself among them)
+        text = str(metadata.get("creationTimestamp") or "")
+        if len(text) == len(first) and text.endswith("Z") and not first <= text <= last:
+            continue
         try:
             created = parse_instant(str(metadata.get("creationTimestamp") or ""))
         except ValueError:
