@@ -74,3 +74,23 @@ def test_every_validation_has_a_static_fallback_message() -> None:
             assert validation["message"]
             assert validation["messageExpression"]
             assert validation["reason"] == "Forbidden"
+
+
+def test_a_pending_request_carries_the_eligibility_approvals_are_judged_against() -> None:
+    """status.eligibility (the approval policy's only source for the eligibility): role and approvers copied,
+    self-approval effective only when the eligibility allows it and the role is low-risk; absent when the
+    eligibility is unknown (admission then refuses approvals: "not checked yet")."""
+    from tests.unit.test_access_state import decide, eligibility, request
+
+    pending = decide(request())
+    assert pending.state == "Pending"
+    assert pending.status["eligibility"] == {
+        "roleRef": {"kind": "ClusterRole", "name": "pod-reader"},
+        "approvers": [{"kind": "User", "name": "bob"}, {"kind": "Group", "name": "sre"}],
+        "selfApproval": False,
+    }
+    low_risk = decide(request(), elig=eligibility(selfApproval=True))
+    assert low_risk.status["eligibility"]["selfApproval"] is True
+    risky = decide(request(), elig=eligibility(selfApproval=True, roleRef={"kind": "ClusterRole", "name": "deployer"}))
+    assert risky.status["eligibility"]["selfApproval"] is False
+    assert "eligibility" not in decide(request(), no_eligibility=True).status

@@ -29,6 +29,7 @@ from access_hygiene.models.access import (
     AccessRequestStatus,
     AccessState,
     Identity,
+    ResolvedEligibility,
     RoleRef,
     Subject,
     parse_duration,
@@ -184,6 +185,8 @@ class _Outcome:
     binding: dict[str, Any] | None = None
     wake_at: datetime | None = None
     approvals: list[ApprovalVerdict] = field(default_factory=list)
+    # What admission judges approvals against (status.eligibility; render/access_admission.py).
+    resolved: ResolvedEligibility | None = None
 
 
 _TRANSITION_EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
@@ -324,6 +327,11 @@ def _decide(
 
     verdict = judge_role(eligibility.role_ref, namespace, roles, limits)
     role = eligibility.role_ref.describe()
+    resolved = ResolvedEligibility(
+        role_ref=eligibility.role_ref,
+        approvers=eligibility.approvers,
+        self_approval=eligibility.self_approval and verdict.self_approval_allowed,
+    )
     grant_state = previous_state in ("Approved", "Active")
     if grant_state and role_seen and role_seen != role:
         changed = f"AccessEligibility {eligibility_name} now grants {role}, not {role_seen}"
@@ -364,7 +372,7 @@ def _decide(
             f"; ignored: {'; '.join(ignored)}" if ignored else ""
         )
         return _Outcome("Pending", ("Unknown", "AwaitingApproval", waiting), ("False", "NotApproved", waiting), role,
-                        approvals=verdicts)  # fmt: skip
+                        approvals=verdicts, resolved=resolved)  # fmt: skip
     approved_at, approval = decision
     approver = approval.approver.username
     comment = f": {approval.comment}" if approval.comment else ""
@@ -381,7 +389,8 @@ def _decide(
         "Approved",
         f"approved by {approver} at {format_time(approved_at)}{comment}",
     )
-    common: dict[str, Any] = {"role": role, "approved_by": approver, "approved_at": approved_at, "approvals": verdicts}
+    common: dict[str, Any] = {"role": role, "approved_by": approver, "approved_at": approved_at, "approvals": verdicts,
+                              "resolved": resolved}  # fmt: skip
     if now < start:
         scheduled = f"starts at {format_time(start)} (spec.startAt), ends at {format_time(expires)}"
         return _Outcome("Approved", approved, ("False", "Scheduled", scheduled), expires_at=expires, wake_at=start,
@@ -432,6 +441,7 @@ def decide_request(
     status = AccessRequestStatus(
         observed_generation=generation,
         state=outcome.state,
+        eligibility=outcome.resolved,
         role=outcome.role,
         approved_by=outcome.approved_by,
         approved_at=format_time(outcome.approved_at) if outcome.approved_at else "",
