@@ -37,6 +37,8 @@ from access_hygiene.render.access_admission import (
     REQUEST_STATUS_POLICY,
     REQUESTER_POLICY,
 )
+from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -460,6 +462,103 @@ def test_applied_at_start_only_where_the_operator_may(env: Env) -> None:
         )
     assert policy is not None
     assert f'"{OPERATOR_USER}"' in policy["spec"]["validations"][0]["expression"]  # the applier's user name
+
+
+def test_end_to_end_with_the_operator_as_two_users_through_the_cli(env: Env) -> None:
+    """The real operator resolves the request (status.eligibility), bob approves through the CLI, alice can list
+    pods (`kubectl auth can-i` and a real request), then revokes through the CLI and cannot any more."""
+    alice, bob = env.people["alice"], env.people["bob"]
+    role, elig = f"jit-pod-reader-{env.target}", f"pods-{env.target}"
+    rbac = "rbac.authorization.k8s.io/v1"
+    with env.cluster.api_client() as admin:
+        resources.apply(admin, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+        resources.apply(
+            admin,
+            {
+                "apiVersion": rbac,
+                "kind": "ClusterRole",
+                "metadata": {"name": role},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+            },
+        )
+        bind = [
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterroles"],
+                "resourceNames": [role],
+                "verbs": ["bind"],
+            }
+        ]
+        resources.apply(
+            admin,
+            {
+                "apiVersion": rbac,
+                "kind": "Role",
+                "metadata": {"name": "bind-pods", "namespace": env.target},
+                "rules": bind,
+            },
+        )
+        resources.apply(
+            admin,
+            {
+                "apiVersion": rbac,
+                "kind": "RoleBinding",
+                "metadata": {"name": "bind-pods", "namespace": env.target},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bind-pods"},
+                "subjects": [{"kind": "User", "name": bob.username}],
+            },
+        )
+        resources.request(
+            admin,
+            "POST",
+            f"/apis/{GROUP_VERSION}/accesseligibilities",
+            body=_eligibility(
+                elig,
+                {
+                    "subjects": [{"kind": "User", "name": alice.username}],
+                    "roleRef": {"kind": "ClusterRole", "name": role},
+                    "namespaces": [env.target],
+                    "maxDuration": "1h",
+                    "approvers": [{"kind": "User", "name": bob.username}],
+                },
+            ),
+        )
+
+        def status(name: str) -> dict[str, Any]:
+            found = resources.get(admin, GROUP_VERSION, "AccessRequest", name, env.target) or {}
+            return dict(found.get("status") or {})
+
+        def can_list_pods() -> str:
+            return alice.run("auth", "can-i", "list", "pods", "-n", env.target).stdout.strip()
+
+        assert can_list_pods() == "no"
+        with running_operator(env.cluster.control_plane.operator_kubeconfig, dict(OPERATOR_ENV)):
+            created = alice.cli("request", elig, "-n", env.target, "--duration", "10m", "--reason", "e2e")
+            assert created.returncode == 0, created.stderr
+            name = created.stdout.split("/", 1)[1].split()[0]
+            resolved = wait_for(lambda: status(name).get("eligibility"))
+            assert resolved == {
+                "roleRef": {"kind": "ClusterRole", "name": role},
+                "approvers": [{"kind": "User", "name": bob.username}],
+                "selfApproval": False,
+            }
+            approved = bob.cli("approve", name, "-n", env.target)
+            assert approved.returncode == 0, approved.stderr
+            wait_for(lambda: status(name).get("state") == "Active")
+            wait_for(lambda: can_list_pods() == "yes")
+            assert alice.run("get", "pods", "-n", env.target).returncode == 0
+            row = next(
+                line.split()
+                for line in alice.cli("list", "-n", env.target).stdout.splitlines()
+                if line.startswith(name + " ")
+            )
+            assert row[1:4] == [alice.username, f"ClusterRole/{role}", "Active"]
+            assert row[4] == "in"  # EXPIRES: "in 9m" or "in 10m"
+            revoked = alice.cli("revoke", name, "-n", env.target)
+            assert revoked.returncode == 0, revoked.stderr
+            wait_for(lambda: status(name).get("state") == "Revoked")
+            wait_for(lambda: can_list_pods() == "no")
+            assert alice.run("get", "pods", "-n", env.target).returncode != 0
 
 
 def test_approval_with_a_thousand_requests_in_the_namespace(env: Env) -> None:
