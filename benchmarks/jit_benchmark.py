@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.crds import install_crd
@@ -76,17 +77,20 @@ class BindingWatch:
         version = rbac.list_namespaced_role_binding(NAMESPACE, label_selector=LABEL).metadata.resource_version
         while not self._stop.is_set():
             watch = kubernetes.watch.Watch()
-            for event in watch.stream(rbac.list_namespaced_role_binding, NAMESPACE, label_selector=LABEL,
-                                      resource_version=version, timeout_seconds=30):  # fmt: skip
-                seen = time.time()
-                obj = event["object"]
-                version = obj.metadata.resource_version
-                if event["type"] == "ADDED":
-                    self.added.setdefault(obj.metadata.name, seen)
-                elif event["type"] == "DELETED":
-                    self.deleted.setdefault(obj.metadata.name, seen)
-                if self._stop.is_set():
-                    break
+            try:
+                for event in watch.stream(rbac.list_namespaced_role_binding, NAMESPACE, label_selector=LABEL,
+                                          resource_version=version, timeout_seconds=30):  # fmt: skip
+                    seen = time.time()
+                    obj = event["object"]
+                    version = obj.metadata.resource_version
+                    if event["type"] == "ADDED":
+                        self.added.setdefault(obj.metadata.name, seen)
+                    elif event["type"] == "DELETED":
+                        self.deleted.setdefault(obj.metadata.name, seen)
+                    if self._stop.is_set():
+                        break
+            except urllib3.exceptions.ProtocolError:
+                continue  # the server ended the stream: resume from the last version
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,10 +194,10 @@ def main() -> int:
             print(f"request -> usable after approval ({args.usable} one after another): "
                   f"p50 {statistics.median(usable) * 1000:.0f} ms, max {max(usable) * 1000:.0f} ms")  # fmt: skip
 
-            for size in [int(s) for s in args.together.split(",") if s]:
+            for round_number, size in enumerate(int(s) for s in args.together.split(",") if s):
                 lead = 15 + size * 0.06  # time to create the requests and approvals before they start
                 start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(lead))
-                names = [f"t{size}-{n}" for n in range(size)]
+                names = [f"t{round_number}-{size}-{n}" for n in range(size)]
                 created = time.time()
                 duration = max(args.duration, round(size * 0.06))  # long enough for every grant to start first
                 create_all(api, [request_body(n, username, f"{duration}s", stamp(start)) for n in names])

@@ -217,6 +217,9 @@ class AccessController:
         self._loop = asyncio.get_running_loop()
         self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._timed_inflight = 0  # timed steps (grant at start, revoke at expiry) running now
+        self._timed_idle = asyncio.Event()
+        self._timed_idle.set()
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
         self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
         self._index_lock = threading.Lock()
@@ -359,8 +362,16 @@ class AccessController:
         """A grant's start or expiry, or an overdue grant found at start: a revocation is done at once, on threads
         of its own (the DELETE only), before the request's queued work writes status and Events."""
         self._timers.pop(key, None)
+        self._timed_inflight += 1
+        self._timed_idle.clear()
         future = self._loop.run_in_executor(self._revoker, self._act_now, key)
-        future.add_done_callback(lambda _: self.queue.add(key, urgent=True))
+        future.add_done_callback(lambda _: self._timed_done(key))
+
+    def _timed_done(self, key: Key) -> None:
+        self._timed_inflight -= 1
+        if not self._timed_inflight:
+            self._timed_idle.set()
+        self.queue.add(key, urgent=True)
 
     def _act_now(self, key: Key) -> None:
         """The time-critical half of a decision: delete what must go, create the grant that starts now. Status,
@@ -392,6 +403,7 @@ class AccessController:
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            await self._timed_idle.wait()  # status writes wait while grants start or expire: they go first
             try:
                 await self._handle(key)
             finally:
