@@ -75,7 +75,7 @@ test-future-clock: $(VENV)/.installed controlplane
 # Regenerate every generated artefact: CRD, bootstrap ClusterRoles (from a real kube-apiserver), RBAC rule
 # reference, dashboard/alerts, OpenReports CRDs, then chart schema, chart CRDs, deploy/.
 generate: $(VENV)/.installed controlplane
-	$(BIN)/access-hygiene crd > crds/accesspolicies.accesshygiene.io.yaml
+	$(BIN)/access-hygiene crd --out-dir crds
 	$(PY) scripts/generate_bootstrap_roles.py
 	$(BIN)/access-hygiene rules --prefix AH-RBAC -o markdown > docs/rbac-rules.md
 	$(PY) -m monitoring

@@ -570,3 +570,78 @@ class UsageMetrics(Collector):
             "state",
             _frozen(snapshot.subjects, USAGE_SUBJECT_STATES),
         )
+
+
+# Just-in-time access (k8s/access_grants.py). Roles are labels: bounded by the eligibilities an administrator
+# writes, never by the number of requests.
+REVOCATION_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+ACCESS_STATES = ("Pending", "Approved", "Active", "Expired", "Revoked", "Denied")
+
+
+@dataclass(frozen=True)
+class AccessSnapshot:
+    """Just-in-time access as of a scrape, read from the operator's cache with the clock's now."""
+
+    active_by_role: Mapping[str, int] = field(default_factory=dict)
+    requests_by_state: Mapping[str, int] = field(default_factory=dict)
+    overdue: int = 0  # grant RoleBindings still present after their expiry
+    oldest_overdue_seconds: float = 0.0
+
+
+class AccessMetrics(Collector):
+    """Grants by role, requests by state, overdue grants (computed at scrape), revocation lag (observed)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._source: Any = None  # Callable[[], AccessSnapshot], set by the access controller once it runs
+        self._revocation_lag = Histogram(
+            f"{PREFIX}_access_revocation_lag_seconds",
+            "Time from a grant's expiry (or revocation decision) to the deletion of its RoleBinding.",
+            buckets=REVOCATION_LAG_BUCKETS,
+            registry=registry,
+        )
+        self._transitions = PromCounter(
+            f"{PREFIX}_access_transitions_total",
+            "AccessRequest state transitions the operator recorded, by new state.",
+            ["state"],
+            registry=registry,
+        )
+        registry.register(self)
+
+    def set_source(self, source: Any) -> None:
+        self._source = source
+
+    def observe_revocation(self, lag_seconds: float) -> None:
+        self._revocation_lag.observe(max(lag_seconds, 0.0))
+
+    def count_transition(self, state: str) -> None:
+        self._transitions.labels(state=state if state in ACCESS_STATES else OTHER_OUTCOME).inc()
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot: AccessSnapshot = self._source() if self._source is not None else AccessSnapshot()
+        active = GaugeMetricFamily(
+            f"{PREFIX}_access_grants_active",
+            "Just-in-time grants whose RoleBinding exists now, by role.",
+            labels=["role"],
+        )
+        for role, count in sorted(snapshot.active_by_role.items()):
+            active.add_metric([role], count)
+        yield active
+        yield _gauge_family(
+            "access_requests",
+            "AccessRequests by state.",
+            "state",
+            _frozen(snapshot.requests_by_state, ACCESS_STATES),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_access_grants_overdue",
+            "Grant RoleBindings still present after their expiry (should be 0 within a second).",
+            value=snapshot.overdue,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_access_grants_overdue_max_seconds",
+            "How long past its expiry the most overdue grant RoleBinding is (0: none).",
+            value=snapshot.oldest_overdue_seconds,
+        )

@@ -54,6 +54,11 @@ OPERATOR_NEEDS: list[Access] = [
     ("patch", "accesshygiene.io", "accesspolicies", "", "shop"),
     ("patch", "accesshygiene.io", "accesspolicies", "status", "shop"),
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
+    # Just-in-time access: watch the kinds, write request status (grants: the rolebindings rule above).
+    ("watch", "accesshygiene.io", "accesseligibilities", "", ""),
+    ("watch", "accesshygiene.io", "accessrequests", "", ""),
+    ("watch", "accesshygiene.io", "accessapprovals", "", ""),
+    ("patch", "accesshygiene.io", "accessrequests", "status", "shop"),
     ("create", "", "events", "", "shop"),
     ("create", "events.k8s.io", "events", "", "shop"),
     # reports.enabled (default): findings as OpenReports objects.
@@ -93,6 +98,13 @@ OPERATOR_MUST_NOT: list[Access] = [
     ("delete", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
     ("create", "accesshygiene.io", "accesspolicies", "", "shop"),
     ("delete", "accesshygiene.io", "accesspolicies", "", "shop"),
+    ("create", "accesshygiene.io", "accessrequests", "", "shop"),
+    ("create", "accesshygiene.io", "accessapprovals", "", "shop"),
+    ("update", "accesshygiene.io", "accessapprovals", "", "shop"),
+    ("create", "accesshygiene.io", "accesseligibilities", "", ""),
+    ("delete", "accesshygiene.io", "accessrequests", "", "shop"),
+    # The JIT admission policies come with the chart; the operator writes none while admission is off.
+    ("create", "admissionregistration.k8s.io", "validatingadmissionpolicies", "", ""),
     ("create", "apps", "deployments", "", "shop"),
     ("create", "certificates.k8s.io", "certificatesigningrequests", "", ""),
     ("update", "openreports.io", "reports", "", "shop"),

@@ -17,7 +17,8 @@ from scripts import render_chart
 from scripts.render_chart import CHART, NAMESPACE, helm_template
 
 from access_hygiene.handlers.health import READINESS_PATH
-from access_hygiene.models.crd import build_crd
+from access_hygiene.models.crd import ACCESS_KINDS, build_crd
+from access_hygiene.render.access_admission import render_access_admission
 from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 from access_hygiene.settings import OperatorSettings
 from tests.contract.chart import render
@@ -59,6 +60,12 @@ OPERATOR_PERMISSIONS = {
     ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
     ("accesshygiene.io", "accesspolicies"): {"get", "list", "watch", "patch"},
     ("accesshygiene.io", "accesspolicies/status"): {"get", "patch"},
+    ("accesshygiene.io", "accesseligibilities"): {"get", "list", "watch", "patch"},
+    ("accesshygiene.io", "accessrequests"): {"get", "list", "watch", "patch"},
+    ("accesshygiene.io", "accessapprovals"): {"get", "list", "watch", "patch"},
+    ("accesshygiene.io", "accesseligibilities/status"): {"get", "patch"},
+    ("accesshygiene.io", "accessrequests/status"): {"get", "patch"},
+    ("accesshygiene.io", "accessapprovals/status"): {"get", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("openreports.io", "reports"): {"get", "list", "create", "patch", "delete"},
     ("openreports.io", "clusterreports"): {"get", "list", "create", "patch", "delete"},
@@ -107,6 +114,38 @@ def test_parameters_crd_template_is_generated() -> None:
     )
 
 
+def test_access_templates_are_generated() -> None:
+    for crd_name, path in render_chart.access_crd_template_paths().items():
+        assert path.read_text() == render_chart.render_access_crd_template(crd_name), (
+            "run `python scripts/render_chart.py`"
+        )
+    assert render_chart.ACCESS_ADMISSION_TEMPLATE_PATH.read_text() == render_chart.render_access_admission_template(), (
+        "run `python scripts/render_chart.py`"
+    )
+
+
+def test_chart_has_the_access_crds_and_admission(helm: Path) -> None:
+    """The JIT CRDs are the generated ones (kept on uninstall like the AccessPolicy CRD); the JIT admission
+    policies are rendered whatever admission.enabled says, the status guard naming the chart's ServiceAccount."""
+    docs = render(helm)
+    for definition in ACCESS_KINDS:
+        generated = build_crd(definition)
+        crd = the(docs, "CustomResourceDefinition", definition.crd_name)
+        assert crd["spec"] == generated["spec"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    username = f"system:serviceaccount:{NAMESPACE}:access-hygiene"
+    expected = render_access_admission(username)
+    for args in ([], ["--set", "admission.enabled=true"]):
+        rendered = [d for d in render(helm, *args) if d["kind"].startswith("ValidatingAdmissionPolicy")]
+        access = [
+            d for d in rendered if d["metadata"]["labels"].get("app.kubernetes.io/component") == "access-admission"
+        ]
+        by_name = {(d["kind"], d["metadata"]["name"]): d for d in access}
+        assert by_name == {(d["kind"], d["metadata"]["name"]): d for d in expected}
+    crds_off = render(helm, "--set", "crds.install=false")
+    assert not [d for d in crds_off if d["kind"] == "CustomResourceDefinition" and "access" in d["metadata"]["name"]]
+
+
 def test_deploy_manifest_is_the_rendered_chart(helm: Path) -> None:
     assert render_chart.DEPLOY_PATH.read_text() == render_chart.render_deploy(helm), (
         "run `python scripts/render_chart.py`"
@@ -144,7 +183,8 @@ def test_deploy_manifest_puts_namespaced_objects_in_the_namespace() -> None:
     docs = [d for d in yaml.safe_load_all(render_chart.DEPLOY_PATH.read_text()) if d]
     assert docs[0]["kind"] == "Namespace"
     assert docs[0]["metadata"]["name"] == NAMESPACE
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}  # fmt: skip
     for doc in docs:
         if doc["kind"] not in cluster_scoped:
             assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]["name"]

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "rbac_query": ("who-can", "explain"),
     "suggest_cmd": ("suggest",),
     "unused_cmd": ("unused",),
+    "access_cmd": ("access",),
 }
 
 

@@ -12,13 +12,14 @@ import kopf
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.handlers.runtime import Runtime, runtime_of
+from access_hygiene.k8s.access_grants import ACCESS_WATCHES, AccessController
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
 from access_hygiene.k8s.controller import Controller, watched_kinds
 from access_hygiene.k8s.errors import quiet_retry_logs
 from access_hygiene.k8s.leader import LeaderElector, WriteGate, gated
 from access_hygiene.k8s.usage_monitor import UsageMonitor
 from access_hygiene.k8s.watch_cache import WatchCache, make_watch_client
-from access_hygiene.metrics import Metrics, UsageMetrics
+from access_hygiene.metrics import AccessMetrics, Metrics, UsageMetrics
 from access_hygiene.settings import OperatorSettings
 
 
@@ -104,7 +105,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             raise kopf.PermanentError(f"The audit webhook could not start: {error}") from error
     runtime.controller = Controller(runtime.api, cache, operator_settings, metrics, runtime.clock, gate)
     runtime.controller.start()
+    access_api = gated(
+        with_pool_size(make_api_client(), 16), gate
+    )  # its own pool: a revocation never waits for a connection
+    access_cache = WatchCache(make_watch_client(), ACCESS_WATCHES)
+    runtime.access = AccessController(
+        access_api, access_cache, cache.state, operator_settings, AccessMetrics(metrics.registry), runtime.clock
+    )
+    runtime.controller.extra_findings = runtime.access.findings
+    runtime.access.on_findings_changed = runtime.controller.refresh_reports
+    runtime.access.gate = gate
+    runtime.access.start()
     if gate.elected:  # after the controller: its watches warm up while the election runs
+
+        def started_leading() -> None:
+            runtime.controller.started_leading()
+            runtime.access.started_leading()
+
         runtime.elector = LeaderElector(
             make_api_client(),  # ungated: the Lease is written before this replica leads
             gate,
@@ -112,7 +129,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             operator_settings.leader_election_lease_name,
             operator_settings.leader_election_identity or f"{socket.gethostname()}_{os.getpid()}",
             operator_settings.lease_timing,
-            on_started_leading=runtime.controller.started_leading,
+            on_started_leading=started_leading,
             on_stopped_leading=runtime.controller.stopped_leading,
             clock=runtime.clock,
             annotations=advertised(operator_settings, runtime.usage),
@@ -156,6 +173,9 @@ async def shutdown(memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await hand_over(runtime.elector, runtime.gate)
     if runtime.usage is not None:
         await runtime.usage.stop()
+    if runtime.access is not None:
+        await runtime.access.stop()
+        runtime.access.api.close()
     await runtime_of(memo).controller.stop()
     runtime.metrics.shutdown()  # the HTTP server and the background builder thread
     runtime.api.close()

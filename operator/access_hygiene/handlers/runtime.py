@@ -19,6 +19,7 @@ class Runtime:
     usage: Any = None  # k8s.usage_monitor.UsageMonitor, when the audit webhook is enabled
     gate: Any = None  # k8s.leader.WriteGate: open on the leader (always, without election)
     elector: Any = None  # k8s.leader.LeaderElector, when leader election is enabled
+    access: Any = None  # k8s.access_grants.AccessController (just-in-time access)
     clock: Clock = SYSTEM_CLOCK  # the one source of "now" for everything the operator runs
 
 

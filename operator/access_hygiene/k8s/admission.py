@@ -20,6 +20,7 @@ from access_hygiene.engine.audit.runner import load_rules
 from access_hygiene.engine.ground.exemptions import Exemption, exemptions_in
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s import resources
+from access_hygiene.render.access_admission import render_access_admission
 from access_hygiene.render.admission import (
     ADMISSION_API_VERSION,
     RULE_LABEL,
@@ -327,3 +328,35 @@ def delete_admission(api: kubernetes.client.ApiClient, settings: OperatorSetting
         time.sleep(POLICY_RELOAD_SECONDS)
         removed += resources.delete(api, PARAMETERS_API_VERSION, PARAMETERS_KIND, PARAMETERS_NAME)
     return removed
+
+
+def may_apply_access_admission(api: kubernetes.client.ApiClient) -> bool:
+    """May the operator write admission policies and bindings (SelfSubjectAccessReview)? The chart renders the
+    just-in-time access policies itself and grants this only with hygiene admission on."""
+    for resource in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        for verb in ("create", "patch"):
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {"group": "admissionregistration.k8s.io", "resource": resource, "verb": verb}
+                },
+            }
+            path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            if not (resources.request(api, "POST", path, body=review).get("status") or {}).get("allowed"):
+                return False
+    return True
+
+
+def apply_access_admission(api: kubernetes.client.ApiClient) -> int:
+    """Apply the just-in-time access policies (always on, whatever the hygiene admission mode; policies before
+    their bindings) when the operator may; returns how many objects were applied (0: not permitted, the chart
+    installs them)."""
+    if not may_apply_access_admission(api):
+        return 0
+    manifests = render_access_admission(own_username(api))
+    ordered = [m for m in manifests if not str(m["kind"]).endswith("Binding")]
+    ordered += [m for m in manifests if str(m["kind"]).endswith("Binding")]
+    for manifest in ordered:
+        resources.apply(api, manifest)
+    return len(ordered)

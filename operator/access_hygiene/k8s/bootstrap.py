@@ -1,4 +1,4 @@
-"""Putting the operator's prerequisites into a cluster: CRD, grant ceiling, manifests from files."""
+"""Putting the operator's prerequisites into a cluster: CRDs, grant ceiling, manifests from files."""
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -9,13 +9,14 @@ import yaml
 
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.crds import install_crd
-from access_hygiene.models.crd import build_crd
+from access_hygiene.models.crd import build_crds
 from access_hygiene.render.admission_parameters import parameters_crd
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 
 
 def install_prerequisites(api: kubernetes.client.ApiClient, ceiling_role: str) -> None:
-    install_crd(api, build_crd())
+    for crd in build_crds():
+        install_crd(api, crd)
     install_crd(api, parameters_crd())  # the admission parameters' kind (installed early: k8s/admission.py)
     resources.apply(api, render_grant_ceiling_role(ceiling_role))
 

@@ -31,6 +31,7 @@ from access_hygiene.k8s import resources
 from access_hygiene.k8s.admission import (
     OWNER_KINDS,
     AdmissionWriter,
+    apply_access_admission,
     delete_admission,
     desired_admission,
     own_username,
@@ -77,6 +78,7 @@ LEGACY_FINALIZER = f"{API_GROUP}/cleanup"
 # used when it held it, so policies created by earlier versions keep theirs.
 POLICY_FINALIZER = f"{API_GROUP}/cleanup"
 ADMISSION_OFF = ("admission-off",)  # work: remove admission objects an earlier configuration installed
+ACCESS_ADMISSION = ("access-admission",)  # work: the just-in-time access policies, always on
 LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
 HEARTBEAT_SECONDS = 60.0
@@ -220,6 +222,8 @@ class Controller:
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
         self._admission_inflight: asyncio.Future[float] | None = None
         self._gc_thresholds: tuple[int, int, int] = gc.get_threshold()
+        # Findings produced outside the audit (just-in-time access leftovers, AH-GOV-005), added to the reports.
+        self.extra_findings: Callable[[], list[Finding]] | None = None
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -524,6 +528,8 @@ class Controller:
                 continue  # the CRDs' watch sets it due again when they are served
             await self._coordinator_idle.wait()  # fresh events first
             findings = self._published_findings  # what _publish just assembled: not a second totals()
+            if self.extra_findings is not None:
+                findings = [*findings, *self.extra_findings()]
             # A terminating namespace refuses new content (403): its report goes with it.
             closing = {name_of(ns) for ns in self.state.objects("Namespace") if not self._accepts_content(name_of(ns))}
             if closing:
@@ -560,6 +566,10 @@ class Controller:
         self.reports.available = served
         self._reports_due.set()
 
+    def refresh_reports(self) -> None:
+        """Thread-safe: the extra findings changed, write the reports again."""
+        self._loop.call_soon_threadsafe(self._reports_due.set)
+
     def _managed_counts(self) -> dict[str, int]:
         return {kind: self.state.count_labelled(kind) for kind in MANAGED_KINDS}
 
@@ -589,6 +599,7 @@ class Controller:
         self._enqueue_everything()
         if self.admission is None:
             self.queue.add(ADMISSION_OFF)
+        self.queue.add(ACCESS_ADMISSION)
 
     def _work_for(self, change: Change) -> set[WorkKey]:
         """Reconcile work a change asks for directly (the audit adds namespace-wide work on top)."""
@@ -639,6 +650,7 @@ class Controller:
             "namespace": self._sync_namespace,
             "legacy": self._remove_legacy_marks,
             "admission-off": self._remove_admission,
+            "access-admission": self._install_access_admission,
         }
         if not self.gate.is_open():
             return  # a standby plans nothing; the takeover queues everything again
@@ -767,6 +779,13 @@ class Controller:
         removed = delete_admission(self.api, self.settings)
         if removed:
             logger.info(f"Admission policies removed ({removed} objects): admission is switched off.")
+
+    def _install_access_admission(self, _key: WorkKey) -> None:
+        """The just-in-time access policies guard their own kinds: always on, whatever admission.enabled says
+        (once per takeover; the chart installs them itself when the operator may not)."""
+        applied = apply_access_admission(self.api)
+        if applied:
+            logger.info(f"Just-in-time access admission policies applied ({applied} objects).")
 
 
 def admission_relevant(changes: Iterable[Change], owner_keys: frozenset[str], ceiling: str) -> bool:

@@ -1,19 +1,130 @@
-"""Generates the AccessPolicy CustomResourceDefinition from the pydantic models.
+"""Generates the accesshygiene.io CustomResourceDefinitions (AccessPolicy, and the just-in-time access kinds)
+from the pydantic models.
 
 Pydantic's JSON schema is not a structural schema: $refs are inlined, titles dropped,
 Optional[X] becomes X (absence is how Kubernetes says "unset"), and defaults that depend
 on metadata are left to the operator.
 """
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from access_hygiene import API_GROUP, API_VERSION
+from access_hygiene.models.access import (
+    AccessApprovalSpec,
+    AccessApprovalStatus,
+    AccessEligibilitySpec,
+    AccessEligibilityStatus,
+    AccessRequestSpec,
+    AccessRequestStatus,
+)
 from access_hygiene.models.policy import AccessPolicySpec
 from access_hygiene.models.status import AccessPolicyStatus
 
 PLURAL = "accesspolicies"
 KIND = "AccessPolicy"
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
+
+
+@dataclass(frozen=True)
+class KindDefinition:
+    """What a CRD says besides its schema: names, scope, printer columns, descriptions."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_name: str
+    scope: Literal["Namespaced", "Cluster"]
+    spec_model: type[Any]
+    status_model: type[Any]
+    description: str
+    columns: tuple[tuple[str, str, str], ...]  # (name, type, jsonPath)
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{API_GROUP}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.crd_name}.yaml"
+
+
+_AGE = ("Age", "date", ".metadata.creationTimestamp")
+_READY = ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status')
+
+ACCESS_POLICY = KindDefinition(
+    kind=KIND,
+    plural=PLURAL,
+    singular="accesspolicy",
+    short_name="ap",
+    scope="Namespaced",
+    spec_model=AccessPolicySpec,
+    status_model=AccessPolicyStatus,
+    description="Declares what one application may access; the operator generates its ServiceAccount, "
+    "Role/RoleBinding and NetworkPolicies.",
+    columns=(
+        _READY,
+        ("Mode", "string", ".status.mode"),
+        ("ServiceAccount", "string", ".status.serviceAccount"),
+        ("Violations", "integer", ".status.violations"),
+        _AGE,
+    ),
+)
+ACCESS_ELIGIBILITY = KindDefinition(
+    kind="AccessEligibility",
+    plural="accesseligibilities",
+    singular="accesseligibility",
+    short_name="acel",
+    scope="Cluster",
+    spec_model=AccessEligibilitySpec,
+    status_model=AccessEligibilityStatus,
+    description="Who may request just-in-time access to a role, where, for how long, and who approves.",
+    columns=(
+        ("Role", "string", ".spec.roleRef.name"),
+        ("MaxDuration", "string", ".spec.maxDuration"),
+        _READY,
+        ("SelfApproval", "boolean", ".status.selfApproval.allowed"),
+        _AGE,
+    ),
+)
+ACCESS_REQUEST = KindDefinition(
+    kind="AccessRequest",
+    plural="accessrequests",
+    singular="accessrequest",
+    short_name="acreq",
+    scope="Namespaced",
+    spec_model=AccessRequestSpec,
+    status_model=AccessRequestStatus,
+    description="A request for just-in-time access in this namespace under an AccessEligibility; the operator "
+    "binds the role for the approved window only.",
+    columns=(
+        ("Requester", "string", ".spec.requester.username"),
+        ("Role", "string", ".status.role"),
+        ("Namespace", "string", ".metadata.namespace"),
+        ("State", "string", ".status.state"),
+        ("Expires", "string", ".status.expiresAt"),
+        _AGE,
+    ),
+)
+ACCESS_APPROVAL = KindDefinition(
+    kind="AccessApproval",
+    plural="accessapprovals",
+    singular="accessapproval",
+    short_name="acapp",
+    scope="Namespaced",
+    spec_model=AccessApprovalSpec,
+    status_model=AccessApprovalStatus,
+    description="A decision (Approve or Deny) on one AccessRequest of this namespace.",
+    columns=(
+        ("Request", "string", ".spec.request"),
+        ("Approver", "string", ".spec.approver.username"),
+        ("Decision", "string", ".spec.decision"),
+        _AGE,
+    ),
+)
+# Every CRD of the accesshygiene.io group, in install order.
+KINDS = (ACCESS_POLICY, ACCESS_ELIGIBILITY, ACCESS_REQUEST, ACCESS_APPROVAL)
+ACCESS_KINDS = (ACCESS_ELIGIBILITY, ACCESS_REQUEST, ACCESS_APPROVAL)
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
@@ -64,23 +175,17 @@ def spec_schema() -> dict[str, Any]:
     return _schema_of(AccessPolicySpec)
 
 
-def build_crd() -> dict[str, Any]:
-    spec = spec_schema()
-    spec["description"] = AccessPolicySpec.__doc__
-    status = _schema_of(AccessPolicyStatus)
+def build_crd(definition: KindDefinition = ACCESS_POLICY) -> dict[str, Any]:
+    spec = _schema_of(definition.spec_model)
+    spec["description"] = definition.spec_model.__doc__
+    status = _schema_of(definition.status_model)
     status["description"] = "Observed state, written by the operator."
-    columns = [
-        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-        {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
-        {"name": "ServiceAccount", "type": "string", "jsonPath": ".status.serviceAccount"},
-        {"name": "Violations", "type": "integer", "jsonPath": ".status.violations"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    columns = [{"name": name, "type": kind, "jsonPath": path} for name, kind, path in definition.columns]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": definition.crd_name,
             "labels": {
                 "app.kubernetes.io/name": "access-hygiene",
                 "app.kubernetes.io/part-of": "access-hygiene",
@@ -88,13 +193,13 @@ def build_crd() -> dict[str, Any]:
         },
         "spec": {
             "group": API_GROUP,
-            "scope": "Namespaced",
+            "scope": definition.scope,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": "accesspolicy",
-                "shortNames": ["ap"],
+                "kind": definition.kind,
+                "listKind": f"{definition.kind}List",
+                "plural": definition.plural,
+                "singular": definition.singular,
+                "shortNames": [definition.short_name],
                 "categories": ["access-hygiene"],
             },
             "versions": [
@@ -107,8 +212,7 @@ def build_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "Declares what one application may access; the operator "
-                            "generates its ServiceAccount, Role/RoleBinding and NetworkPolicies.",
+                            "description": definition.description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -125,8 +229,13 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render_crd_yaml() -> str:
+def build_crds() -> list[dict[str, Any]]:
+    """Every CRD of the group, in install order."""
+    return [build_crd(definition) for definition in KINDS]
+
+
+def render_crd_yaml(definition: KindDefinition = ACCESS_POLICY) -> str:
     import yaml  # local: models stay import-light for the operator hot path
 
     header = "# Generated from access_hygiene.models by `access-hygiene crd`. Do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return header + yaml.safe_dump(build_crd(definition), sort_keys=False, width=120)

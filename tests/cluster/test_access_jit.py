@@ -1,0 +1,446 @@
+"""Just-in-time access against the real control plane: two token identities (ServiceAccounts alice and bob),
+request, approve, use, expiry, refused after; revocation lag measured; operator stopped before an expiry and
+started after it; eligibility withdrawn while pending and while active; 1,000 requests at once.
+
+Admission (who may create what) is jitadmit's part and is not installed here: these tests exercise the operator."""
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+from access_hygiene.k8s import resources
+from access_hygiene.k8s.crds import install_crd
+from access_hygiene.models.crd import ACCESS_KINDS
+from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
+from tests.conftest import REPO_ROOT, Cluster
+
+pytestmark = pytest.mark.cluster
+
+GV = "accesshygiene.io/v1alpha1"
+ROLE = "jit-pod-reader"
+SA_PREFIX = "system:serviceaccount"
+SYNCED = "Just-in-time access: caches synced"
+
+
+def report(line: str) -> None:
+    """Figures the tests measure, collected in one file for the closing note (pytest -s shows them too)."""
+    print(line)
+    with (REPO_ROOT / ".pytest_cache" / "jit-figures.txt").open("a") as out:
+        out.write(line + "\n")
+
+
+@pytest.fixture(scope="module")
+def jit_cluster(crd_installed: Cluster) -> Cluster:
+    with crd_installed.api_client() as api:
+        for definition in ACCESS_KINDS:
+            install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
+        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+        resources.apply(
+            api,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": ROLE},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+            },
+        )
+        resources.apply(
+            api,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "jit-participant"},
+                "rules": [
+                    {
+                        "apiGroups": ["accesshygiene.io"],
+                        "resources": ["accessrequests", "accessapprovals"],
+                        "verbs": ["get", "list", "watch", "create", "patch"],
+                    },
+                    {"apiGroups": ["accesshygiene.io"], "resources": ["accesseligibilities"], "verbs": ["get", "list"]},
+                ],
+            },
+        )
+    (REPO_ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    return crd_installed
+
+
+@pytest.fixture
+def operator_for_jit(jit_cluster: Cluster) -> Iterator[KopfRunner]:
+    with running_operator(jit_cluster.control_plane.operator_kubeconfig, dict(OPERATOR_ENV)) as runner:
+        yield runner
+
+
+class Identity:
+    """A ServiceAccount with a token: a second person, as the API server authenticates them."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        self.username = f"{SA_PREFIX}:{namespace}:{name}"
+        with cluster.api_client() as admin:
+            core = kubernetes.client.CoreV1Api(admin)
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+            request = {
+                "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"], "expirationSeconds": 3600}
+            }
+            token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+            resources.apply(
+                admin,
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": f"jit-participant-{name}", "namespace": namespace},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "jit-participant",
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                },
+            )
+        self.api = cluster.client_for_token(str(token), name)
+
+    def can_list_pods(self) -> bool:
+        """`kubectl auth can-i list pods` as this identity."""
+        attributes = {"namespace": self.namespace, "verb": "list", "resource": "pods"}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": attributes}}  # fmt: skip
+        result = resources.request(
+            self.api, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review
+        )
+        return bool(result["status"]["allowed"])
+
+    def list_pods(self) -> bool:
+        """A real request: True when it succeeds, False when RBAC refuses it (403)."""
+        try:
+            resources.request(self.api, "GET", f"/api/v1/namespaces/{self.namespace}/pods")
+        except kubernetes.client.ApiException as error:
+            if error.status == 403:
+                return False
+            raise
+        return True
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return resources.create(self.api, manifest)
+
+
+def eligibility(name: str, namespace: str, requester: Identity, approver: Identity, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": GV,
+        "kind": "AccessEligibility",
+        "metadata": {"name": name},
+        "spec": {
+            "subjects": [{"kind": "ServiceAccount", "name": requester.name, "namespace": requester.namespace}],
+            "roleRef": {"kind": "ClusterRole", "name": ROLE},
+            "namespaces": [namespace],
+            "maxDuration": "1h",
+            "approvers": [{"kind": "ServiceAccount", "name": approver.name, "namespace": approver.namespace}],
+            **extra,
+        },
+    }
+
+
+def access_request(name: str, namespace: str, eligibility_name: str, username: str, duration: str) -> dict[str, Any]:
+    return {
+        "apiVersion": GV,
+        "kind": "AccessRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"eligibility": eligibility_name, "requester": {"username": username}, "duration": duration,
+                 "reason": "incident 42"},
+    }  # fmt: skip
+
+
+def approval(name: str, namespace: str, request_name: str, username: str, decision: str = "Approve") -> dict[str, Any]:
+    return {
+        "apiVersion": GV,
+        "kind": "AccessApproval",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"request": request_name, "approver": {"username": username}, "decision": decision},
+    }
+
+
+def status_of(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    obj = resources.get(api, GV, "AccessRequest", name, namespace) or {}
+    return dict(obj.get("status") or {})
+
+
+def state_is(api: Any, namespace: str, name: str, state: str) -> dict[str, Any] | None:
+    status = status_of(api, namespace, name)
+    return status if status.get("state") == state else None
+
+
+def binding_exists(api: Any, namespace: str, name: str) -> bool:
+    return resources.get(api, "rbac.authorization.k8s.io/v1", "RoleBinding", f"ah-jit-{name}", namespace) is not None
+
+
+def parse(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def wait_gone_after(api: Any, namespace: str, name: str, expires_at: float, timeout: float = 30.0) -> float:
+    """Poll (every 20 ms) until the grant binding is gone; the lag after expires_at in seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not binding_exists(api, namespace, name):
+            return time.time() - expires_at
+        time.sleep(0.02)
+    raise AssertionError(f"RoleBinding ah-jit-{name} still present {timeout}s after expiry")
+
+
+def events_for(api: Any, namespace: str, name: str) -> list[str]:
+    events = resources.request(api, "GET", f"/api/v1/namespaces/{namespace}/events").get("items") or []
+    return [e["reason"] for e in events if e["involvedObject"].get("name") == name]
+
+
+@pytest.fixture
+def people(jit_cluster: Cluster, namespace: str) -> tuple[Identity, Identity]:
+    return Identity(jit_cluster, namespace, "alice"), Identity(jit_cluster, namespace, "bob")
+
+
+def test_request_approve_use_expire_refused(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    alice, bob = people
+    elig = f"e-{uuid.uuid4().hex[:6]}"
+    with jit_cluster.api_client() as admin:
+        resources.apply(admin, eligibility(elig, namespace, alice, bob))
+        wait_for(lambda: resources.get(admin, GV, "AccessEligibility", elig).get("status", {}).get("conditions"))  # type: ignore[union-attr]
+        ready = resources.get(admin, GV, "AccessEligibility", elig)["status"]["conditions"][0]  # type: ignore[index]
+        assert (ready["status"], ready["message"]) == ("True", f"grants ClusterRole/{ROLE} in {namespace} for up to 1h")
+        assert not alice.can_list_pods()
+        assert not alice.list_pods()
+
+        alice.create(access_request("fix", namespace, elig, alice.username, "8s"))
+        pending = wait_for(lambda: state_is(admin, namespace, "fix", "Pending"))
+        assert pending["role"] == f"ClusterRole/{ROLE}"
+        assert not alice.list_pods()
+
+        approved_at = time.time()
+        bob.create(approval("ok", namespace, "fix", bob.username))
+        wait_for(alice.list_pods, timeout=10, interval=0.02)
+        usable_after = time.time() - approved_at
+        assert alice.can_list_pods()
+        active = status_of(admin, namespace, "fix")
+        assert (active["state"], active["approvedBy"], active["bindings"]) == ("Active", bob.username, ["ah-jit-fix"])
+        binding = resources.get(admin, "rbac.authorization.k8s.io/v1", "RoleBinding", "ah-jit-fix", namespace)
+        assert binding is not None
+        assert binding["metadata"]["ownerReferences"][0]["kind"] == "AccessRequest"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "alice", "namespace": namespace}]
+
+        expires = parse(active["expiresAt"])
+        lag = wait_gone_after(admin, namespace, "fix", expires)
+        wait_for(lambda: not alice.list_pods(), timeout=5, interval=0.02)
+        refused_after = time.time() - expires
+        assert not alice.can_list_pods()
+        expired = wait_for(lambda: state_is(admin, namespace, "fix", "Expired"))
+        assert expired["endedAt"] == active["expiresAt"]
+        assert expired["bindings"] == []
+        wait_for(lambda: {"AccessGranted", "AccessExpired"} <= set(events_for(admin, namespace, "fix")))
+        report(f"flow: request->usable after approval {usable_after:.3f} s; binding deleted {lag:.3f} s after expiry; "
+               f"real request refused {refused_after:.3f} s after expiry")  # fmt: skip
+        assert lag < 1.0, f"revocation lag {lag:.3f} s"
+
+
+class OperatorProcess:
+    """`access-hygiene run` as its own process (SIGKILL-able), logging to a file."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            liveness = sock.getsockname()[1]
+        env = {**os.environ, **OPERATOR_ENV, "KUBECONFIG": str(kubeconfig)}
+        command = [sys.executable, "-m", "access_hygiene.cli.main", "run", "--liveness",
+                   f"http://127.0.0.1:{liveness}/healthz"]  # fmt: skip
+        self.log = log
+        self.started = time.time()
+        with log.open("w") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+
+    def wait_for_line(self, text: str, timeout: float = 60.0) -> float:
+        """When `text` first appeared in the log (polled every 20 ms)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.log.read_text():
+                return time.time()
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def test_operator_killed_before_expiry_revokes_within_a_second_of_its_return(
+    jit_cluster: Cluster, namespace: str, people: tuple[Identity, Identity], tmp_path: Path
+) -> None:
+    alice, bob = people
+    elig = f"e-{uuid.uuid4().hex[:6]}"
+    kubeconfig: Path = jit_cluster.control_plane.operator_kubeconfig
+    with jit_cluster.api_client() as admin:
+        resources.apply(admin, eligibility(elig, namespace, alice, bob))
+        first = OperatorProcess(kubeconfig, tmp_path / "first.log")
+        try:
+            first.wait_for_line(SYNCED)
+            alice.create(access_request("outage", namespace, elig, alice.username, "6s"))
+            bob.create(approval("ok", namespace, "outage", bob.username))
+            active = wait_for(lambda: state_is(admin, namespace, "outage", "Active"))
+        finally:
+            first.kill()  # SIGKILL: no shutdown handler runs
+        expires = parse(active["expiresAt"])
+        time.sleep(max(0.0, expires - time.time()) + 2.0)
+        assert binding_exists(admin, namespace, "outage"), "nothing revokes while the operator is away"
+        assert alice.list_pods()  # the overdue grant still works: why the overdue metric and its alert exist
+        second = OperatorProcess(kubeconfig, tmp_path / "second.log")
+        try:
+            synced = second.wait_for_line(SYNCED)
+            gone = synced + wait_gone_after(admin, namespace, "outage", synced)
+            wait_for(lambda: state_is(admin, namespace, "outage", "Expired"))
+            assert not alice.list_pods()
+        finally:
+            second.stop()
+        report(f"restart (SIGKILL before expiry, started {time.time() - expires:.0f} s after it): overdue grant "
+               f"revoked {gone - second.started:.3f} s after the process started, {gone - synced:.3f} s after its "
+               f"caches synced")  # fmt: skip
+        assert gone - synced < 1.0
+
+
+def test_eligibility_withdrawn_while_pending_denies_and_while_active_revokes(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    alice, bob = people
+    pending_elig, active_elig = f"p-{uuid.uuid4().hex[:6]}", f"a-{uuid.uuid4().hex[:6]}"
+    with jit_cluster.api_client() as admin:
+        resources.apply(admin, eligibility(pending_elig, namespace, alice, bob))
+        resources.apply(admin, eligibility(active_elig, namespace, alice, bob))
+        alice.create(access_request("waiting", namespace, pending_elig, alice.username, "10m"))
+        alice.create(access_request("working", namespace, active_elig, alice.username, "10m"))
+        bob.create(approval("ok", namespace, "working", bob.username))
+        wait_for(lambda: state_is(admin, namespace, "waiting", "Pending"))
+        wait_for(lambda: state_is(admin, namespace, "working", "Active"))
+        assert alice.list_pods()
+
+        resources.delete(admin, GV, "AccessEligibility", pending_elig)
+        denied = wait_for(lambda: state_is(admin, namespace, "waiting", "Denied"))
+        assert denied["conditions"][1]["message"] == f"AccessEligibility {pending_elig} was deleted"
+
+        narrowed = eligibility(active_elig, namespace, alice, bob)
+        narrowed["spec"]["namespaces"] = ["somewhere-else"]
+        resources.apply(admin, narrowed)
+        revoked = wait_for(lambda: state_is(admin, namespace, "working", "Revoked"))
+        assert revoked["conditions"][1]["reason"] == "NamespaceNotEligible"
+        wait_for(lambda: not binding_exists(admin, namespace, "working"), timeout=5)
+        wait_for(lambda: not alice.list_pods(), timeout=5)
+
+        resources.apply(admin, eligibility(active_elig, namespace, alice, bob))  # restored: stays revoked
+        time.sleep(1.0)
+        assert status_of(admin, namespace, "working")["state"] == "Revoked"
+        assert not binding_exists(admin, namespace, "working")
+
+
+def test_manual_revoke_and_a_foreign_binding_is_never_adopted(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    alice, bob = people
+    elig = f"e-{uuid.uuid4().hex[:6]}"
+    with jit_cluster.api_client() as admin:
+        resources.apply(admin, eligibility(elig, namespace, alice, bob))
+        foreign = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "ah-jit-taken", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "someone"}],
+        }
+        resources.create(admin, foreign)
+        alice.create(access_request("taken", namespace, elig, alice.username, "10m"))
+        bob.create(approval("ok", namespace, "taken", bob.username))
+        conflict = wait_for(
+            lambda: (
+                (status_of(admin, namespace, "taken").get("conditions") or [{}, {}])[1].get("reason")
+                == "BindingConflict"
+            )
+        )
+        assert conflict
+        live = resources.get(admin, "rbac.authorization.k8s.io/v1", "RoleBinding", "ah-jit-taken", namespace)
+        assert live is not None
+        assert live["subjects"] == foreign["subjects"]
+        assert "ownerReferences" not in live["metadata"]
+
+        alice.create(access_request("fix", namespace, elig, alice.username, "10m"))
+        bob.create(approval("ok2", namespace, "fix", bob.username))
+        wait_for(lambda: state_is(admin, namespace, "fix", "Active"))
+        resources.patch_merge(alice.api, GV, "AccessRequest", "fix", {"spec": {"revoked": True}}, namespace)
+        revoked = wait_for(lambda: state_is(admin, namespace, "fix", "Revoked"))
+        assert revoked["conditions"][1]["reason"] == "RevokedManually"
+        wait_for(lambda: not alice.list_pods(), timeout=5)
+        assert resources.get(admin, "rbac.authorization.k8s.io/v1", "RoleBinding", "ah-jit-taken", namespace)
+
+
+def test_a_thousand_requests_at_once(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    alice, bob = people
+    elig = f"e-{uuid.uuid4().hex[:6]}"
+    count = 1000
+    with jit_cluster.api_client() as admin:
+        resources.apply(admin, eligibility(elig, namespace, alice, bob))
+        started = time.time()
+        with ThreadPoolExecutor(8) as pool:  # at once: eight writers, as a burst of people would be
+            list(pool.map(lambda n: resources.create(admin, access_request(f"r{n}", namespace, elig, alice.username,
+                                                                           "90s")), range(count)))  # fmt: skip
+            list(pool.map(lambda n: resources.create(admin, approval(f"a{n}", namespace, f"r{n}", bob.username)),
+                          range(count)))  # fmt: skip
+        created = time.time() - started
+
+        def active() -> int:
+            items = resources.request(admin, "GET", f"/apis/{GV}/namespaces/{namespace}/accessrequests")["items"]
+            return sum(1 for item in items if (item.get("status") or {}).get("state") == "Active")
+
+        wait_for(lambda: active() == count, timeout=120, interval=1.0)
+        all_active = time.time() - started
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        items = resources.request(admin, "GET", f"/apis/{GV}/namespaces/{namespace}/accessrequests")["items"]
+        latest_expiry = max(parse(i["status"]["expiresAt"]) for i in items)
+        bindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings"
+        selector = {"labelSelector": "accesshygiene.io/access-request"}
+
+        def remaining() -> int:
+            return len(resources.request(admin, "GET", bindings.format(namespace), query=selector)["items"])
+
+        time.sleep(max(0.0, latest_expiry - time.time()))
+        wait_for(lambda: remaining() == 0, timeout=60, interval=0.05)
+        all_gone_after = time.time() - latest_expiry
+
+        def expired() -> int:
+            items = resources.request(admin, "GET", f"/apis/{GV}/namespaces/{namespace}/accessrequests")["items"]
+            return sum(1 for item in items if (item.get("status") or {}).get("state") == "Expired")
+
+        wait_for(lambda: expired() == count, timeout=120, interval=1.0)
+        assert not alice.list_pods()
+        report(f"1,000 requests: created with approvals in {created:.1f} s, all Active {all_active:.1f} s after the "
+               f"first create; every binding gone {all_gone_after:.3f} s after the last expiry; test process max RSS "
+               f"{rss_mib:.0f} MiB (operator in-process, with the client)")  # fmt: skip
