@@ -244,9 +244,10 @@ def test_operator_pod_is_admitted_under_restricted_pod_security(release: Release
         def operator_pods() -> list[Any]:
             return list(core.list_namespaced_pod(release.namespace, label_selector=selector).items)
 
-        (pod,) = wait_for(operator_pods)
-        assert pod.spec.security_context.run_as_non_root is True
-        assert pod.spec.service_account_name == release.service_account
+        pods = wait_for(lambda: len(operator_pods()) == 2 and operator_pods())  # replicaCount 2 (docs/ha.md)
+        for pod in pods:
+            assert pod.spec.security_context.run_as_non_root is True
+            assert pod.spec.service_account_name == release.service_account
 
 
 def test_token_authenticates_as_the_chart_service_account(release: Release, as_operator: Any) -> None:

@@ -34,13 +34,14 @@ def test_options_of_the_in_process_operator_are_refused_with_node() -> None:
 
 def test_helm_values_use_the_local_image_never_pulled_and_narrow_the_api_server_egress() -> None:
     values = install_values("localhost/access-hygiene:0a1b2c", 41234)
-    assert values[::2] == ["--set"] * 5
+    assert values[::2] == ["--set"] * 6
     assert values[1::2] == [
         "image.repository=localhost/access-hygiene",
         "image.tag=0a1b2c",
         "image.pullPolicy=Never",
         f"networkPolicy.apiServer.cidrs={{{API_ADDRESS}/32}}",
         "networkPolicy.apiServer.ports={41234}",
+        "replicaCount=1",  # one node (docs/ha.md: the chart's default is 2)
     ]
 
 

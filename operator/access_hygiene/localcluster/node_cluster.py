@@ -31,8 +31,8 @@ def chart_dir() -> Path:
 
 
 def install_values(image_ref: str, api_port: int) -> list[str]:
-    """helm `--set` arguments: the locally built image (never pulled) and the chart's NetworkPolicy egress narrowed
-    to the API server's address as pods reach it (after DNAT: the relay at API_ADDRESS) and its port."""
+    """helm `--set` arguments: the locally built image (never pulled), the chart's NetworkPolicy egress narrowed
+    to the API server's address as pods reach it (after DNAT: the relay at API_ADDRESS) and its port, one replica."""
     repository, tag = image_ref.rsplit(":", 1)
     values = {
         "image.repository": repository,
@@ -40,6 +40,8 @@ def install_values(image_ref: str, api_port: int) -> list[str]:
         "image.pullPolicy": "Never",
         "networkPolicy.apiServer.cidrs": f"{{{API_ADDRESS}/32}}",
         "networkPolicy.apiServer.ports": f"{{{api_port}}}",
+        # One node: a second replica adds no availability, and the one printed /metrics URL is the leader's.
+        "replicaCount": "1",
     }
     return [argument for key, value in values.items() for argument in ("--set", f"{key}={value}")]
 
