@@ -58,11 +58,15 @@ def fresh_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Cluster) -> Cluster:
-    """The AccessPolicy CRD, applied from the committed file and Established."""
+    """The accesshygiene.io CRDs (AccessPolicy and the just-in-time access kinds), applied from the committed files
+    and Established: the operator watches them all (a kind whose CRD is missing is looked for again and again)."""
     from access_hygiene.k8s.crds import install_crd
+    from access_hygiene.models.crd import KINDS
 
     with cluster.api_client() as api:
         install_crd(api, yaml.safe_load(CRD_PATH.read_text()))
+        for definition in KINDS:
+            install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
     return cluster
 
 
