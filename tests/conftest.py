@@ -58,12 +58,17 @@ def fresh_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Cluster) -> Cluster:
-    """The AccessPolicy CRD, applied from the committed file and Established; the admission parameters' CRD."""
+    """The accesshygiene.io CRDs (AccessPolicy and the just-in-time access kinds), applied from the committed files
+    and Established: the operator watches them all (a kind whose CRD is missing is looked for again and again);
+    the admission parameters' CRD."""
     from access_hygiene.k8s.crds import install_crd
+    from access_hygiene.models.crd import KINDS
     from access_hygiene.render.admission_parameters import parameters_crd
 
     with cluster.api_client() as api:
         install_crd(api, yaml.safe_load(CRD_PATH.read_text()))
+        for definition in KINDS:
+            install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
         install_crd(api, parameters_crd())
     return cluster
 

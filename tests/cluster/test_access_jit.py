@@ -444,3 +444,65 @@ def test_a_thousand_requests_at_once(
         report(f"1,000 requests: created with approvals in {created:.1f} s, all Active {all_active:.1f} s after the "
                f"first create; every binding gone {all_gone_after:.3f} s after the last expiry; test process max RSS "
                f"{rss_mib:.0f} MiB (operator in-process, with the client)")  # fmt: skip
+
+
+MINTER_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["create"]},
+]
+
+
+def test_what_the_grantee_created_inside_the_window_is_reported_after_it_and_nothing_is_removed(
+    jit_cluster: Cluster, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    """A token Secret and a RoleBinding made with the grant outlive it: AH-GOV-005 in status.leftovers and a Warning
+    Event; an object made before the window is not listed; nothing is deleted."""
+    from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
+
+    alice, bob = people
+    elig = f"e-{uuid.uuid4().hex[:6]}"
+    env = {**OPERATOR_ENV, "ACCESS_HYGIENE_ALLOWED_SENSITIVE_CAPABILITIES": '["rbac-write"]',
+           "ACCESS_HYGIENE_READ_SECRET_METADATA": "true"}  # fmt: skip
+    token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                    "metadata": {"annotations": {"kubernetes.io/service-account.name": "alice"}}}  # fmt: skip
+    with jit_cluster.api_client() as admin:
+        wider = [*DEFAULT_GRANT_CEILING_RULES, *MINTER_RULES[1:]]
+        resources.apply(admin, render_grant_ceiling_role("access-hygiene-grant-ceiling", wider))
+        resources.apply(admin, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                "metadata": {"name": "jit-minter"}, "rules": MINTER_RULES})  # fmt: skip
+        before = {**token_secret, "metadata": {**token_secret["metadata"], "name": "before", "namespace": namespace}}
+        resources.create(admin, before)
+        minter = eligibility(elig, namespace, alice, bob)
+        minter["spec"]["roleRef"]["name"] = "jit-minter"
+        resources.apply(admin, minter)
+        try:
+            with running_operator(jit_cluster.control_plane.operator_kubeconfig, env):
+                time.sleep(1.1)  # "before" is created in an earlier second than the window starts
+                alice.create(access_request("mint", namespace, elig, alice.username, "10s"))
+                bob.create(approval("ok", namespace, "mint", bob.username))
+                active = wait_for(lambda: state_is(admin, namespace, "mint", "Active"))
+                wait_for(alice.list_pods, timeout=10, interval=0.05)
+                alice.create({**token_secret, "metadata": {**token_secret["metadata"], "name": "kept-token",
+                                                           "namespace": namespace}})  # fmt: skip
+                bob_subject = {"kind": "ServiceAccount", "name": "bob", "namespace": namespace}
+                alice.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                              "metadata": {"name": "kept-binding", "namespace": namespace},
+                              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": "jit-minter"},
+                              "subjects": [bob_subject]})  # fmt: skip
+                expired = wait_for(lambda: (state_is(admin, namespace, "mint", "Expired") or {}).get("leftovers"),
+                                   timeout=30)  # fmt: skip
+                wait_for(lambda: "AccessLeftover" in events_for(admin, namespace, "mint"))
+        finally:
+            resources.apply(admin, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+        assert active["role"] == "ClusterRole/jit-minter"
+        assert sorted((item["kind"], item["name"]) for item in expired) == [
+            ("RoleBinding", "kept-binding"),
+            ("Secret", "kept-token"),
+        ]
+        assert next(item for item in expired if item["kind"] == "RoleBinding")["detail"] == (
+            f"binds ClusterRole/jit-minter to ServiceAccount {namespace}/bob"
+        )
+        assert resources.get(admin, "v1", "Secret", "kept-token", namespace) is not None
+        assert resources.get(admin, "rbac.authorization.k8s.io/v1", "RoleBinding", "kept-binding", namespace)

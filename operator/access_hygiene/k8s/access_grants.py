@@ -256,8 +256,8 @@ class AccessController:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.events.stop()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._revoker.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._executor, self._revoker):  # a call in flight finishes (threads cannot be cancelled)
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.cache.stop)
 
     async def _run(self) -> None:

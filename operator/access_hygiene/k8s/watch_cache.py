@@ -279,10 +279,12 @@ class Reflector:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
-    @property
-    def _accept(self) -> str:
+    def _accept(self, watch: bool = False) -> str:
         if self.spec.metadata_only:
-            return "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+            # A watch streams single objects: its metadata-only form is PartialObjectMetadata, not the List form
+            # (with which new Secrets never reached the cache after the first LIST).
+            form = "PartialObjectMetadata" if watch else "PartialObjectMetadataList"
+            return f"application/json;as={form};g=meta.k8s.io;v=v1,application/json"
         return "application/json"
 
     def _query(self, **extra: str) -> dict[str, str]:
@@ -330,7 +332,8 @@ class Reflector:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def _request(self, query: dict[str, str], *, timeout: tuple[float, float]) -> Any:
-        return open_response(self.api, "GET", self.rtype.path(), query=query, accept=self._accept, timeout=timeout)
+        accept = self._accept(watch=query.get("watch") == "true")
+        return open_response(self.api, "GET", self.rtype.path(), query=query, accept=accept, timeout=timeout)
 
     def _relist(self) -> str:
         items: list[Obj] = []
