@@ -204,9 +204,9 @@ class Controller:
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.state.set_listener(self._on_changes)
         self._gc_thresholds = gc.get_threshold()  # put back at stop(): the process may go on (in-process tests)
         gc.set_threshold(*GC_THRESHOLDS)
-        self.state.set_listener(self._on_changes)
         self.cache.start()
         if self.settings.warning_events:
             self.events.start()
@@ -217,6 +217,7 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._work(), name=f"access-hygiene-worker-{number}"))
 
     async def stop(self) -> None:
+        gc.set_threshold(*self._gc_thresholds)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -227,7 +228,6 @@ class Controller:
                 await self._admission_inflight
         self.events.stop()
         await asyncio.to_thread(self.cache.stop)
-        gc.set_threshold(*self._gc_thresholds)
 
     def _on_changes(self, changes: list[Change]) -> None:  # reflector threads
         with self._changes_lock:
