@@ -2,7 +2,8 @@
 
 import pytest
 
-from access_hygiene.engine.planning.policy_status import set_condition, status_changed
+from access_hygiene.engine.planning.policy_status import status_changed
+from access_hygiene.models.status import set_condition
 
 pytestmark = pytest.mark.unit
 

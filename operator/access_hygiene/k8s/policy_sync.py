@@ -17,7 +17,6 @@ from access_hygiene.engine.planning.policy_status import (
     api_server_degradation,
     count_policy_findings,
     dns_degradation,
-    set_condition,
     status_to_wire,
 )
 from access_hygiene.engine.planning.validation import manifest_problems
@@ -32,7 +31,7 @@ from access_hygiene.k8s.discovery import ServedResourcesCache
 from access_hygiene.k8s.errors import api_error_message
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import AccessPolicySpec, ResolvedPolicy, resolve_policy
-from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange
+from access_hygiene.models.status import AccessPolicyStatus, ConditionStatus, GeneratedRef, PlannedChange, set_condition
 from access_hygiene.render.policy import POLICY_UID_LABEL, ClusterFacts, render_policy
 from access_hygiene.settings import OperatorSettings
 

@@ -1,6 +1,7 @@
 """AccessPolicy status: conditions with observedGeneration, generated objects, planned changes, unused rules."""
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -16,6 +17,32 @@ class Condition(WireModel):
     message: str = ""
     observed_generation: int = 0
     last_transition_time: str = ""
+
+
+def set_condition(
+    previous: Sequence[Mapping[str, Any]],
+    *,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> Condition:
+    """A condition whose lastTransitionTime only moves when its status changes (AccessPolicy and the
+    just-in-time access kinds alike)."""
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = now
+    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
+        since = str(old["lastTransitionTime"])
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=since,
+    )
 
 
 class GeneratedRef(WireModel):

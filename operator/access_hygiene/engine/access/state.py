@@ -35,7 +35,7 @@ from access_hygiene.models.access import (
     parse_duration,
     service_account_username,
 )
-from access_hygiene.models.status import Condition, ConditionStatus
+from access_hygiene.models.status import Condition, ConditionStatus, set_condition
 from access_hygiene.render.access import render_grant_binding
 
 # (kind, name, namespace) -> the role's rules, None when it does not exist. Namespace is "" for a ClusterRole.
@@ -154,18 +154,8 @@ def _condition(
     generation: int,
     now: str,
 ) -> Condition:
-    # lastTransitionTime moves only when the status flips (as engine/planning/policy_status.set_condition).
-    old = next((c for c in previous if c.get("type") == type_), None)
-    since = now
-    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
-        since = str(old["lastTransitionTime"])
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        observed_generation=generation,
-        last_transition_time=since,
+    return set_condition(
+        previous, type_=type_, status=status, reason=reason, message=message, generation=generation, now=now
     )
 
 

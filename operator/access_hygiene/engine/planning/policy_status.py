@@ -14,34 +14,9 @@ from access_hygiene.engine.ground.network_policies import (
 from access_hygiene.engine.ground.snapshot import Obj, name_of
 from access_hygiene.models.findings import Finding
 from access_hygiene.models.policy import ResolvedPolicy
-from access_hygiene.models.status import AccessPolicyStatus, Condition, ConditionStatus
+from access_hygiene.models.status import AccessPolicyStatus
 from access_hygiene.render.namespace import DNS_ALLOW_NAME
 from access_hygiene.render.policy import generated_name
-
-
-def set_condition(
-    previous: Sequence[Mapping[str, Any]],
-    *,
-    type_: str,
-    status: ConditionStatus,
-    reason: str,
-    message: str,
-    generation: int,
-    now: str,
-) -> Condition:
-    """A condition whose lastTransitionTime only moves when its status changes."""
-    old = next((c for c in previous if c.get("type") == type_), None)
-    since = now
-    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
-        since = str(old["lastTransitionTime"])
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        observed_generation=generation,
-        last_transition_time=since,
-    )
 
 
 def status_to_wire(status: AccessPolicyStatus) -> dict[str, Any]:
