@@ -73,6 +73,10 @@ _FINDING_KEY = attrgetter("rule_id", "severity", "namespace", "exempted")
 _CAPABILITY_KEY = attrgetter("namespace", "service_account", "capability")
 ViolationKey = tuple[str, str, str]  # rule_id, severity, namespace class
 ExemptedKey = tuple[str, str]  # rule_id, namespace class
+FindingKey = tuple[str, Severity, str, bool]  # rule_id, severity, namespace, exempted
+CapabilityKey = tuple[str, str, str]  # namespace, ServiceAccount, capability
+# One scope's findings and capabilities: the very sequences of the audit's result for the scope.
+ScopeSequences = tuple[Sequence[Finding], Sequence[SubjectCapability]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class ScanResult:
     duration_seconds: float
     # namespace -> "privileged" | "exempt" (engine/ground/namespace_classes.py); namespaces not listed are "other".
     namespace_classes: Mapping[str, str] = field(default_factory=dict)
+    # The same findings and capabilities by scope (their concatenation is `findings` and `subject_capabilities`),
+    # or None. Given, the bounded families are kept up to date from the scopes whose sequences are not the ones
+    # counted last (compared by identity: the audit replaces a scope's result, never changes one in place).
+    by_scope: Mapping[str, ScopeSequences] | None = None
 
 
 def scope_label(namespace: str) -> str:
@@ -123,9 +131,17 @@ class _Snapshot:
     whose content is the previous one's (the controller's heartbeat republishes an unchanged result every minute)
     shares the previous families: only the scan's time and duration are new."""
 
-    def __init__(self, scan: ScanResult, *, detailed: bool, previous: "_Snapshot | None" = None) -> None:
+    def __init__(
+        self,
+        scan: ScanResult,
+        *,
+        detailed: bool,
+        previous: "_Snapshot | None" = None,
+        scope_counts: "_ScopeCounts | None" = None,
+    ) -> None:
         self.scan = scan
         self.detailed = detailed
+        self._scope_counts = scope_counts  # the running counts a scan with `by_scope` is built from
         self._content: tuple[tuple[Metric, ...], tuple[Metric, ...]] | None = None
         self._lock = threading.Lock()
         # The snapshot whose content this one shares (the first of a run of unchanged scans), or None.
@@ -145,10 +161,18 @@ class _Snapshot:
     def _own_content(self) -> tuple[tuple[Metric, ...], tuple[Metric, ...]]:
         with self._lock:
             if self._content is None:
-                aggregated = tuple(_aggregated_families(self.scan))
+                aggregated = self._aggregated()
                 detailed = tuple(_detailed_families(self.scan)) if self.detailed else ()
                 self._content = (aggregated, detailed)
             return self._content
+
+    def _aggregated(self) -> tuple[Metric, ...]:
+        if self.scan.by_scope is None or self._scope_counts is None:
+            return tuple(_aggregated_families(self.scan))
+        classes = _class_lookup(self.scan.namespace_classes)
+        with self._scope_counts.lock:  # the counts move on with the next scan built: read them now
+            counts = self._scope_counts.advance(self.scan.by_scope, classes)
+            return tuple(_bounded_families(self.scan, classes, counts))
 
 
 def _same_content(a: ScanResult, b: ScanResult) -> bool:
@@ -228,9 +252,18 @@ def _labelled_family(
     return family
 
 
-def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
-    """The default, bounded families: nothing here grows with the number of namespaces or subjects."""
-    classes = _class_lookup(scan.namespace_classes)
+@dataclass(frozen=True)
+class _Counts:
+    """What the bounded families export about findings and capabilities, before the family objects."""
+
+    active: Mapping[ViolationKey, int]
+    exempted: Mapping[ExemptedKey, int]
+    per_namespace: Mapping[str, int]  # active findings by namespace
+    by_capability: Mapping[tuple[str, str], int]  # (capability, namespace class) -> ServiceAccounts
+    per_subject: Mapping[tuple[str, str], int]  # (namespace, ServiceAccount) -> capabilities held
+
+
+def _counts_from_scratch(scan: ScanResult, classes: Mapping[str, str]) -> _Counts:
     active: Counter[ViolationKey] = Counter()
     exempted: Counter[ExemptedKey] = Counter()
     per_namespace: Counter[str] = Counter()
@@ -241,18 +274,137 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         else:
             active[(rule_id, str(severity), namespace_class)] += count
             per_namespace[namespace] += count
+    # Distinct (namespace, ServiceAccount, capability) triples, then C-level counts over them.
+    held: set[CapabilityKey] = set(map(_CAPABILITY_KEY, scan.subject_capabilities))
+    by_capability: Counter[tuple[str, str]] = Counter()
+    for (namespace, capability), count in Counter(map(itemgetter(0, 2), held)).items():
+        by_capability[(capability, classes.get(namespace, OTHER))] += count
+    per_subject: Counter[tuple[str, str]] = Counter(map(itemgetter(0, 1), held))
+    return _Counts(active, exempted, per_namespace, by_capability, per_subject)
 
+
+def _shift(counts: dict[Any, int], key: Any, delta: int) -> None:
+    """Add delta to a count, dropping it at zero: a series with no finding left is absent, as from scratch."""
+    value = counts.get(key, 0) + delta
+    if value:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
+class _ScopeCounts:
+    """The counts behind the bounded families, kept up to date scope by scope, so that a publish after a
+    re-audit costs what changed, not every finding (issue 26). Each scope's findings and capabilities are counted
+    when their sequences change; the counts are held by namespace, and summed by namespace class, so a changed
+    scope (or a namespace whose class changed) moves only its own namespaces' counts. Equal to
+    `_counts_from_scratch` after any sequence of scans (a property test holds it). Not thread-safe: `lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._sources: dict[str, ScopeSequences] = {}  # what each scope's counts were taken from
+        self._scope_findings: dict[str, Counter[FindingKey]] = {}
+        self._scope_held: dict[str, Counter[CapabilityKey]] = {}
+        self._classes: Mapping[str, str] = _class_lookup({})  # the lookup the class sums were made with
+        self._namespace_findings: dict[str, dict[tuple[str, Severity, bool], int]] = {}
+        self._held: dict[CapabilityKey, int] = {}  # how many scopes report each triple (it is held if any)
+        self._namespace_capabilities: dict[str, dict[str, int]] = {}  # namespace -> capability -> ServiceAccounts
+        self._per_subject: dict[tuple[str, str], int] = {}
+        self._per_namespace: dict[str, int] = {}
+        self._active: dict[ViolationKey, int] = {}
+        self._exempted: dict[ExemptedKey, int] = {}
+        self._by_capability: dict[tuple[str, str], int] = {}
+
+    def advance(self, by_scope: Mapping[str, ScopeSequences], classes: Mapping[str, str]) -> _Counts:
+        """Bring the counts to these scopes and namespace classes; returns them (read them under `lock`)."""
+        changed = [scope for scope in self._sources if scope not in by_scope]
+        for scope, sequences in by_scope.items():
+            counted = self._sources.get(scope)
+            if counted is None or counted[0] is not sequences[0] or counted[1] is not sequences[1]:
+                changed.append(scope)
+        touched: set[str] = set()
+        if classes != self._classes:
+            touched.update(namespace for namespace, _ in self._classes.items() ^ classes.items())
+        fresh: dict[str, tuple[Counter[FindingKey], Counter[CapabilityKey]]] = {}
+        for scope in changed:
+            current = by_scope.get(scope)
+            findings: Counter[FindingKey] = Counter(map(_FINDING_KEY, current[0])) if current else Counter()
+            held: Counter[CapabilityKey] = Counter(map(_CAPABILITY_KEY, current[1])) if current else Counter()
+            fresh[scope] = (findings, held)
+            touched.update(key[2] for key in self._scope_findings.get(scope, ()))
+            touched.update(key[2] for key in findings)
+            touched.update(key[0] for key in self._scope_held.get(scope, ()))
+            touched.update(key[0] for key in held)
+        for namespace in touched:
+            self._sum_by_class(namespace, -1)
+        for scope, (findings, held) in fresh.items():
+            self._count_scope(scope, -1)
+            if scope in by_scope:
+                self._sources[scope] = by_scope[scope]
+                self._scope_findings[scope], self._scope_held[scope] = findings, held
+                self._count_scope(scope, +1)
+            else:
+                del self._sources[scope], self._scope_findings[scope], self._scope_held[scope]
+        self._classes = dict(classes)
+        for namespace in touched:
+            self._sum_by_class(namespace, +1)
+        return _Counts(self._active, self._exempted, self._per_namespace, self._by_capability, self._per_subject)
+
+    def _count_scope(self, scope: str, sign: int) -> None:
+        """Add (sign 1) or withdraw (-1) a scope's counts from the per-namespace counts."""
+        for (rule_id, severity, namespace, is_exempted), count in self._scope_findings.get(scope, {}).items():
+            by_key = self._namespace_findings.setdefault(namespace, {})
+            _shift(by_key, (rule_id, severity, is_exempted), sign * count)
+            if not by_key:
+                del self._namespace_findings[namespace]
+        for triple, count in self._scope_held.get(scope, {}).items():
+            before = self._held.get(triple, 0)
+            _shift(self._held, triple, sign * count)
+            if bool(before) != (triple in self._held):  # the triple began or ceased to be held
+                namespace, sa, capability = triple
+                step = 1 if before == 0 else -1
+                by_capability = self._namespace_capabilities.setdefault(namespace, {})
+                _shift(by_capability, capability, step)
+                if not by_capability:
+                    del self._namespace_capabilities[namespace]
+                _shift(self._per_subject, (namespace, sa), step)
+
+    def _sum_by_class(self, namespace: str, sign: int) -> None:
+        """Add (sign 1) or withdraw (-1) a namespace's counts from the sums by namespace class (its current class)."""
+        namespace_class = self._classes.get(namespace, OTHER)
+        active = 0
+        for (rule_id, severity, is_exempted), count in self._namespace_findings.get(namespace, {}).items():
+            if is_exempted:
+                _shift(self._exempted, (rule_id, namespace_class), sign * count)
+            else:
+                _shift(self._active, (rule_id, str(severity), namespace_class), sign * count)
+                active += count
+        for capability, count in self._namespace_capabilities.get(namespace, {}).items():
+            _shift(self._by_capability, (capability, namespace_class), sign * count)
+        if sign > 0 and active:
+            self._per_namespace[namespace] = active
+        elif sign < 0:
+            self._per_namespace.pop(namespace, None)
+
+
+def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
+    """The default, bounded families, counted from all of the scan's findings and capabilities."""
+    classes = _class_lookup(scan.namespace_classes)
+    return _bounded_families(scan, classes, _counts_from_scratch(scan, classes))
+
+
+def _bounded_families(scan: ScanResult, classes: Mapping[str, str], counts: _Counts) -> Iterator[Metric]:
+    """The default, bounded families: nothing here grows with the number of namespaces or subjects."""
     yield _labelled_family(
         "violations",
         "Active (not exempted) findings in the latest scan, by rule, severity and namespace class.",
         ["rule_id", "severity", "namespace_class"],
-        sorted(active.items()),
+        sorted(counts.active.items()),
     )
     yield _labelled_family(
         "violations_exempted",
         "Findings suppressed by a valid exemption in the latest scan, by rule and namespace class.",
         ["rule_id", "namespace_class"],
-        sorted(exempted.items()),
+        sorted(counts.exempted.items()),
     )
     yield _labelled_family(
         "top_namespace_violations",
@@ -260,21 +412,14 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         ["namespace", "namespace_class"],
         (
             ((scope_label(namespace), classes.get(namespace, OTHER)), count)
-            for namespace, count in _top(per_namespace, TOP_NAMESPACES)
+            for namespace, count in _top(counts.per_namespace, TOP_NAMESPACES)
         ),
     )
-
-    # Distinct (namespace, ServiceAccount, capability) triples, then C-level counts over them.
-    held: set[tuple[str, str, str]] = set(map(_CAPABILITY_KEY, scan.subject_capabilities))
-    by_capability: Counter[tuple[str, str]] = Counter()
-    for (namespace, capability), count in Counter(map(itemgetter(0, 2), held)).items():
-        by_capability[(capability, classes.get(namespace, OTHER))] += count
-    per_subject: Counter[tuple[str, str]] = Counter(map(itemgetter(0, 1), held))
     yield _labelled_family(
         "serviceaccounts_with_capability",
         "ServiceAccounts that effectively hold a sensitive capability, by capability and namespace class.",
         ["capability", "namespace_class"],
-        sorted(by_capability.items()),
+        sorted(counts.by_capability.items()),
     )
     yield _labelled_family(
         "top_serviceaccount_capabilities",
@@ -282,7 +427,7 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         ["namespace", "serviceaccount", "namespace_class"],
         (
             ((namespace, sa, classes.get(namespace, OTHER)), count)
-            for (namespace, sa), count in _top(per_subject, TOP_SERVICEACCOUNTS)
+            for (namespace, sa), count in _top(counts.per_subject, TOP_SERVICEACCOUNTS)
         ),
     )
 
@@ -376,6 +521,7 @@ class Metrics:
         self._published = threading.Event()
         self._stopping = threading.Event()
         self._prebuilder: threading.Thread | None = None
+        self._scope_counts = _ScopeCounts()
         if registry is None:
             registry = CollectorRegistry()
             # Our own registry (not the global one) so a second instance never collides; add process basics.
@@ -426,7 +572,9 @@ class Metrics:
         result is kept as is, so the caller must not mutate its sequences or mappings afterwards.
         """
         with self._lock:
-            snapshot = _Snapshot(result, detailed=self.detailed, previous=self.state.snapshot)
+            snapshot = _Snapshot(
+                result, detailed=self.detailed, previous=self.state.snapshot, scope_counts=self._scope_counts
+            )
             self.state = replace(self.state, snapshot=snapshot)
         self._published.set()
 
