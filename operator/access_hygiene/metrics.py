@@ -21,6 +21,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any
@@ -122,7 +123,16 @@ def _frozen(counts: Mapping[str, int], defaults: Iterable[str]) -> Mapping[str, 
 
 def _top(counts: Mapping[Any, int], limit: int) -> list[tuple[Any, int]]:
     """The `limit` largest counts; ties broken by key so the same scan always exports the same series."""
-    return heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+    if len(counts) <= limit:
+        return sorted(counts.items(), key=_by_count_then_key)
+    # The limit-th largest count, found in C, leaves a few candidates to order (not every ServiceAccount).
+    threshold = heapq.nlargest(limit, counts.values())[-1]
+    candidates = [item for item in counts.items() if item[1] >= threshold]
+    return sorted(candidates, key=_by_count_then_key)[:limit]
+
+
+def _by_count_then_key(item: tuple[Any, int]) -> tuple[int, Any]:
+    return -item[1], item[0]
 
 
 class _Snapshot:
@@ -431,11 +441,14 @@ def _bounded_families(scan: ScanResult, classes: Mapping[str, str], counts: _Cou
         ),
     )
 
+    # (control, namespace class, in place) counted in C: one entry per governed namespace and control.
+    keys = scan.namespace_controls.keys()
+    namespace_classes = map(classes.get, map(itemgetter(0), keys), repeat(OTHER))
+    counted = Counter(zip(map(itemgetter(1), keys), namespace_classes, scan.namespace_controls.values(), strict=True))
     controls: Counter[tuple[str, str, str]] = Counter()
-    for (namespace, control), in_place in scan.namespace_controls.items():
-        namespace_class = classes.get(namespace, OTHER)
+    for (control, namespace_class, in_place), count in counted.items():
         for state in CONTROL_STATES:  # both states are exported, 0 included, so ratios never divide by nothing
-            controls[(control, namespace_class, state)] += int((state == "in-place") == in_place)
+            controls[(control, namespace_class, state)] += count if (state == "in-place") == in_place else 0
     yield _labelled_family(
         "namespaces_by_control",
         "Governed namespaces where a hygiene control is in place or missing, by namespace class.",

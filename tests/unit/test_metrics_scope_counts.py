@@ -1,6 +1,7 @@
 """Per-scope metric counts (issue 26): a publish recounts only the scopes whose result changed, and exports
 exactly what a count from scratch over all findings and capabilities exports."""
 
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from access_hygiene.metrics import Metrics, ScanResult, ScopeSequences
+from access_hygiene.metrics import Metrics, ScanResult, ScopeSequences, _top
 from access_hygiene.models.findings import Finding, SubjectCapability
 from tests.unit.test_metrics import finding, scan, scrape, series
 
@@ -152,3 +153,10 @@ def test_a_publish_recounts_only_the_scopes_whose_sequences_changed() -> None:
     assert series(samples, "access_hygiene_serviceaccounts_with_capability") == {
         (("capability", "exec"), ("namespace_class", "other")): 2.0
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text("ab", max_size=3), st.integers(1, 4)), st.integers(1, 5))
+def test_the_top_counts_are_the_largest_ties_broken_by_key(counts: dict[str, int], limit: int) -> None:
+    expected = heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+    assert _top(counts, limit) == expected
