@@ -302,6 +302,12 @@ def _shift(counts: dict[Any, int], key: Any, delta: int) -> None:
         counts.pop(key, None)
 
 
+def _scope_counts(sequences: ScopeSequences | None) -> tuple[Counter[FindingKey], Counter[CapabilityKey]]:
+    if sequences is None:
+        return Counter(), Counter()
+    return Counter(map(_FINDING_KEY, sequences[0])), Counter(map(_CAPABILITY_KEY, sequences[1]))
+
+
 class _ScopeCounts:
     """The counts behind the bounded families, kept up to date scope by scope, so that a publish after a
     re-audit costs what changed, not every finding (issue 26). Each scope's findings and capabilities are counted
@@ -312,8 +318,6 @@ class _ScopeCounts:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._sources: dict[str, ScopeSequences] = {}  # what each scope's counts were taken from
-        self._scope_findings: dict[str, Counter[FindingKey]] = {}
-        self._scope_held: dict[str, Counter[CapabilityKey]] = {}
         self._classes: Mapping[str, str] = _class_lookup({})  # the lookup the class sums were made with
         self._namespace_findings: dict[str, dict[tuple[str, Severity, bool], int]] = {}
         self._held: dict[CapabilityKey, int] = {}  # how many scopes report each triple (it is held if any)
@@ -334,39 +338,36 @@ class _ScopeCounts:
         touched: set[str] = set()
         if classes != self._classes:
             touched.update(namespace for namespace, _ in self._classes.items() ^ classes.items())
-        fresh: dict[str, tuple[Counter[FindingKey], Counter[CapabilityKey]]] = {}
-        for scope in changed:
-            current = by_scope.get(scope)
-            findings: Counter[FindingKey] = Counter(map(_FINDING_KEY, current[0])) if current else Counter()
-            held: Counter[CapabilityKey] = Counter(map(_CAPABILITY_KEY, current[1])) if current else Counter()
-            fresh[scope] = (findings, held)
-            touched.update(key[2] for key in self._scope_findings.get(scope, ()))
-            touched.update(key[2] for key in findings)
-            touched.update(key[0] for key in self._scope_held.get(scope, ()))
-            touched.update(key[0] for key in held)
+        # A changed scope's old counts are taken again from the sequences they came from (kept anyway): holding
+        # every scope's counts as well would cost more memory than the recount of a few scopes costs time.
+        moves = [(_scope_counts(self._sources.get(scope)), _scope_counts(by_scope.get(scope))) for scope in changed]
+        for old_and_new in moves:
+            for findings, held in old_and_new:
+                touched.update(key[2] for key in findings)
+                touched.update(key[0] for key in held)
         for namespace in touched:
             self._sum_by_class(namespace, -1)
-        for scope, (findings, held) in fresh.items():
-            self._count_scope(scope, -1)
+        for (old_findings, old_held), (findings, held) in moves:
+            self._count_scope(old_findings, old_held, -1)
+            self._count_scope(findings, held, +1)
+        for scope in changed:
             if scope in by_scope:
                 self._sources[scope] = by_scope[scope]
-                self._scope_findings[scope], self._scope_held[scope] = findings, held
-                self._count_scope(scope, +1)
             else:
-                del self._sources[scope], self._scope_findings[scope], self._scope_held[scope]
+                del self._sources[scope]
         self._classes = dict(classes)
         for namespace in touched:
             self._sum_by_class(namespace, +1)
         return _Counts(self._active, self._exempted, self._per_namespace, self._by_capability, self._per_subject)
 
-    def _count_scope(self, scope: str, sign: int) -> None:
+    def _count_scope(self, findings: Counter[FindingKey], held: Counter[CapabilityKey], sign: int) -> None:
         """Add (sign 1) or withdraw (-1) a scope's counts from the per-namespace counts."""
-        for (rule_id, severity, namespace, is_exempted), count in self._scope_findings.get(scope, {}).items():
+        for (rule_id, severity, namespace, is_exempted), count in findings.items():
             by_key = self._namespace_findings.setdefault(namespace, {})
             _shift(by_key, (rule_id, severity, is_exempted), sign * count)
             if not by_key:
                 del self._namespace_findings[namespace]
-        for triple, count in self._scope_held.get(scope, {}).items():
+        for triple, count in held.items():
             before = self._held.get(triple, 0)
             _shift(self._held, triple, sign * count)
             if bool(before) != (triple in self._held):  # the triple began or ceased to be held
