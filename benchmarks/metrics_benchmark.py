@@ -11,7 +11,10 @@ capabilities per ServiceAccount, hygiene controls per namespace), then prints:
 - scrape time (median and max over --scrapes GETs through the real HTTP endpoint, with the Accept and
   Accept-Encoding headers Prometheus sends, gzip included): right after a publish, --quiet seconds
   after a publish (no event in between: the usual case for a 30 s scrape interval), and again on
-  the same scan.
+  the same scan,
+- the cost of a publish after one scope's result changed (issue 26): publish_scan plus the build of the
+  families (what the metrics thread does after a burst), median over --changed-scope-runs, counted from
+  scratch (no `by_scope`, as before issue 26) and from the per-scope counts.
 Not a timed test: figures depend on the machine.
 """
 
@@ -23,6 +26,7 @@ import statistics
 import sys
 import time
 import urllib.request
+from collections import defaultdict
 from typing import Any
 
 from access_hygiene.metrics import Metrics, ScanResult
@@ -111,6 +115,48 @@ def synthetic_scan(namespaces: int, service_accounts: int, role_bindings: int, s
     )
 
 
+def by_scope(result: ScanResult) -> dict[str, tuple[list[Finding], list[SubjectCapability]]]:
+    """The scan's findings and capabilities by scope (their namespace), as the audit keeps them."""
+    scopes: dict[str, tuple[list[Finding], list[SubjectCapability]]] = defaultdict(lambda: ([], []))
+    for f in result.findings:
+        scopes[f.namespace][0].append(f)
+    for c in result.subject_capabilities:
+        scopes[c.namespace][1].append(c)
+    return dict(scopes)
+
+
+def changed_scope_publishes(result: ScanResult, runs: int, per_scope: bool) -> list[float]:
+    """Seconds of publish_scan plus the families' build, each after one scope's result changed."""
+    metrics = Metrics(prebuild_after=None)
+    scopes = by_scope(result)
+
+    def publish(at: float) -> float:
+        ordered = [scopes[scope] for scope in sorted(scopes)]
+        scan = dataclasses.replace(
+            result,
+            findings=[f for found, _ in ordered for f in found],
+            subject_capabilities=[c for _, held in ordered for c in held],
+            completed_at=at,
+            by_scope=dict(scopes) if per_scope else None,
+        )
+        started = time.perf_counter()
+        metrics.publish_scan(scan)
+        snapshot = metrics.state.snapshot
+        assert snapshot is not None
+        snapshot.families()  # what the metrics thread does once the burst settles
+        return time.perf_counter() - started
+
+    publish(0.0)  # the first publish counts everything either way
+    times = []
+    names = sorted(name for name in scopes if name)
+    for run in range(runs):
+        name = names[run * 7919 % len(names)]
+        found, held = scopes[name]
+        scopes[name] = (found[1:] if run % 2 == 0 and found else [*found, *found[:1]], list(held))  # a new result
+        times.append(publish(float(run + 1)))
+    return times
+
+
 def scrape(url: str) -> tuple[float, bytes, int]:
     request = urllib.request.Request(url, headers=PROMETHEUS_HEADERS)
     started = time.perf_counter()
@@ -137,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detailed", action="store_true", help="export the opt-in per-subject/per-object series")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quiet", type=float, default=3.0, help="seconds between a publish and a settled scrape")
+    parser.add_argument("--changed-scope-runs", type=int, default=9, help="publishes after one scope changed")
     args = parser.parse_args(argv)
 
     result = synthetic_scan(args.namespaces, args.service_accounts, args.role_bindings, args.seed)
@@ -175,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         metrics.shutdown()
     ours, total = series_count(body)
+    for label, per_scope in (("from scratch", False), ("per-scope counts", True)):
+        times = changed_scope_publishes(result, max(args.changed_scope_runs, 1), per_scope)
+        print(
+            f"one scope changed, publish + build ({label}): median {statistics.median(times) * 1000:.1f} ms, "
+            f"max {max(times) * 1000:.1f} ms over {len(times)} runs"
+        )
     print(f"publish_scan:  median {statistics.median(publish_times) * 1000:.2f} ms over {len(publish_times)} calls")
     print(f"series:        {ours} access_hygiene_* ({total} in total)")
     print(f"scrape size:   {len(body):,} bytes ({wire_bytes:,} bytes gzip on the wire)")

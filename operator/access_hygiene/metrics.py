@@ -21,6 +21,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any
@@ -73,6 +74,10 @@ _FINDING_KEY = attrgetter("rule_id", "severity", "namespace", "exempted")
 _CAPABILITY_KEY = attrgetter("namespace", "service_account", "capability")
 ViolationKey = tuple[str, str, str]  # rule_id, severity, namespace class
 ExemptedKey = tuple[str, str]  # rule_id, namespace class
+FindingKey = tuple[str, Severity, str, bool]  # rule_id, severity, namespace, exempted
+CapabilityKey = tuple[str, str, str]  # namespace, ServiceAccount, capability
+# One scope's findings and capabilities: the very sequences of the audit's result for the scope.
+ScopeSequences = tuple[Sequence[Finding], Sequence[SubjectCapability]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ class ScanResult:
     duration_seconds: float
     # namespace -> "privileged" | "exempt" (engine/ground/namespace_classes.py); namespaces not listed are "other".
     namespace_classes: Mapping[str, str] = field(default_factory=dict)
+    # The same findings and capabilities by scope (their concatenation is `findings` and `subject_capabilities`),
+    # or None. Given, the bounded families are kept up to date from the scopes whose sequences are not the ones
+    # counted last (compared by identity: the audit replaces a scope's result, never changes one in place).
+    by_scope: Mapping[str, ScopeSequences] | None = None
 
 
 def scope_label(namespace: str) -> str:
@@ -114,7 +123,16 @@ def _frozen(counts: Mapping[str, int], defaults: Iterable[str]) -> Mapping[str, 
 
 def _top(counts: Mapping[Any, int], limit: int) -> list[tuple[Any, int]]:
     """The `limit` largest counts; ties broken by key so the same scan always exports the same series."""
-    return heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+    if len(counts) <= limit:
+        return sorted(counts.items(), key=_by_count_then_key)
+    # The limit-th largest count, found in C, leaves a few candidates to order (not every ServiceAccount).
+    threshold = heapq.nlargest(limit, counts.values())[-1]
+    candidates = [item for item in counts.items() if item[1] >= threshold]
+    return sorted(candidates, key=_by_count_then_key)[:limit]
+
+
+def _by_count_then_key(item: tuple[Any, int]) -> tuple[int, Any]:
+    return -item[1], item[0]
 
 
 class _Snapshot:
@@ -123,9 +141,17 @@ class _Snapshot:
     whose content is the previous one's (the controller's heartbeat republishes an unchanged result every minute)
     shares the previous families: only the scan's time and duration are new."""
 
-    def __init__(self, scan: ScanResult, *, detailed: bool, previous: "_Snapshot | None" = None) -> None:
+    def __init__(
+        self,
+        scan: ScanResult,
+        *,
+        detailed: bool,
+        previous: "_Snapshot | None" = None,
+        scope_counts: "_ScopeCounts | None" = None,
+    ) -> None:
         self.scan = scan
         self.detailed = detailed
+        self._scope_counts = scope_counts  # the running counts a scan with `by_scope` is built from
         self._content: tuple[tuple[Metric, ...], tuple[Metric, ...]] | None = None
         self._lock = threading.Lock()
         # The snapshot whose content this one shares (the first of a run of unchanged scans), or None.
@@ -145,10 +171,18 @@ class _Snapshot:
     def _own_content(self) -> tuple[tuple[Metric, ...], tuple[Metric, ...]]:
         with self._lock:
             if self._content is None:
-                aggregated = tuple(_aggregated_families(self.scan))
+                aggregated = self._aggregated()
                 detailed = tuple(_detailed_families(self.scan)) if self.detailed else ()
                 self._content = (aggregated, detailed)
             return self._content
+
+    def _aggregated(self) -> tuple[Metric, ...]:
+        if self.scan.by_scope is None or self._scope_counts is None:
+            return tuple(_aggregated_families(self.scan))
+        classes = _class_lookup(self.scan.namespace_classes)
+        with self._scope_counts.lock:  # the counts move on with the next scan built: read them now
+            counts = self._scope_counts.advance(self.scan.by_scope, classes)
+            return tuple(_bounded_families(self.scan, classes, counts))
 
 
 def _same_content(a: ScanResult, b: ScanResult) -> bool:
@@ -228,9 +262,18 @@ def _labelled_family(
     return family
 
 
-def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
-    """The default, bounded families: nothing here grows with the number of namespaces or subjects."""
-    classes = _class_lookup(scan.namespace_classes)
+@dataclass(frozen=True)
+class _Counts:
+    """What the bounded families export about findings and capabilities, before the family objects."""
+
+    active: Mapping[ViolationKey, int]
+    exempted: Mapping[ExemptedKey, int]
+    per_namespace: Mapping[str, int]  # active findings by namespace
+    by_capability: Mapping[tuple[str, str], int]  # (capability, namespace class) -> ServiceAccounts
+    per_subject: Mapping[tuple[str, str], int]  # (namespace, ServiceAccount) -> capabilities held
+
+
+def _counts_from_scratch(scan: ScanResult, classes: Mapping[str, str]) -> _Counts:
     active: Counter[ViolationKey] = Counter()
     exempted: Counter[ExemptedKey] = Counter()
     per_namespace: Counter[str] = Counter()
@@ -241,18 +284,138 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         else:
             active[(rule_id, str(severity), namespace_class)] += count
             per_namespace[namespace] += count
+    # Distinct (namespace, ServiceAccount, capability) triples, then C-level counts over them.
+    held: set[CapabilityKey] = set(map(_CAPABILITY_KEY, scan.subject_capabilities))
+    by_capability: Counter[tuple[str, str]] = Counter()
+    for (namespace, capability), count in Counter(map(itemgetter(0, 2), held)).items():
+        by_capability[(capability, classes.get(namespace, OTHER))] += count
+    per_subject: Counter[tuple[str, str]] = Counter(map(itemgetter(0, 1), held))
+    return _Counts(active, exempted, per_namespace, by_capability, per_subject)
 
+
+def _shift(counts: dict[Any, int], key: Any, delta: int) -> None:
+    """Add delta to a count, dropping it at zero: a series with no finding left is absent, as from scratch."""
+    value = counts.get(key, 0) + delta
+    if value:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
+def _scope_counts(sequences: ScopeSequences | None) -> tuple[Counter[FindingKey], Counter[CapabilityKey]]:
+    if sequences is None:
+        return Counter(), Counter()
+    return Counter(map(_FINDING_KEY, sequences[0])), Counter(map(_CAPABILITY_KEY, sequences[1]))
+
+
+class _ScopeCounts:
+    """The counts behind the bounded families, kept up to date scope by scope, so that a publish after a
+    re-audit costs what changed, not every finding (issue 26). Each scope's findings and capabilities are counted
+    when their sequences change; the counts are held by namespace, and summed by namespace class, so a changed
+    scope (or a namespace whose class changed) moves only its own namespaces' counts. Equal to
+    `_counts_from_scratch` after any sequence of scans (a property test holds it). Not thread-safe: `lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._sources: dict[str, ScopeSequences] = {}  # what each scope's counts were taken from
+        self._classes: Mapping[str, str] = _class_lookup({})  # the lookup the class sums were made with
+        self._namespace_findings: dict[str, dict[tuple[str, Severity, bool], int]] = {}
+        self._held: dict[CapabilityKey, int] = {}  # how many scopes report each triple (it is held if any)
+        self._namespace_capabilities: dict[str, dict[str, int]] = {}  # namespace -> capability -> ServiceAccounts
+        self._per_subject: dict[tuple[str, str], int] = {}
+        self._per_namespace: dict[str, int] = {}
+        self._active: dict[ViolationKey, int] = {}
+        self._exempted: dict[ExemptedKey, int] = {}
+        self._by_capability: dict[tuple[str, str], int] = {}
+
+    def advance(self, by_scope: Mapping[str, ScopeSequences], classes: Mapping[str, str]) -> _Counts:
+        """Bring the counts to these scopes and namespace classes; returns them (read them under `lock`)."""
+        changed = [scope for scope in self._sources if scope not in by_scope]
+        for scope, sequences in by_scope.items():
+            counted = self._sources.get(scope)
+            if counted is None or counted[0] is not sequences[0] or counted[1] is not sequences[1]:
+                changed.append(scope)
+        touched: set[str] = set()
+        if classes != self._classes:
+            touched.update(namespace for namespace, _ in self._classes.items() ^ classes.items())
+        # A changed scope's old counts are taken again from the sequences they came from (kept anyway): holding
+        # every scope's counts as well would cost more memory than the recount of a few scopes costs time.
+        moves = [(_scope_counts(self._sources.get(scope)), _scope_counts(by_scope.get(scope))) for scope in changed]
+        for old_and_new in moves:
+            for findings, held in old_and_new:
+                touched.update(key[2] for key in findings)
+                touched.update(key[0] for key in held)
+        for namespace in touched:
+            self._sum_by_class(namespace, -1)
+        for (old_findings, old_held), (findings, held) in moves:
+            self._count_scope(old_findings, old_held, -1)
+            self._count_scope(findings, held, +1)
+        for scope in changed:
+            if scope in by_scope:
+                self._sources[scope] = by_scope[scope]
+            else:
+                del self._sources[scope]
+        self._classes = dict(classes)
+        for namespace in touched:
+            self._sum_by_class(namespace, +1)
+        return _Counts(self._active, self._exempted, self._per_namespace, self._by_capability, self._per_subject)
+
+    def _count_scope(self, findings: Counter[FindingKey], held: Counter[CapabilityKey], sign: int) -> None:
+        """Add (sign 1) or withdraw (-1) a scope's counts from the per-namespace counts."""
+        for (rule_id, severity, namespace, is_exempted), count in findings.items():
+            by_key = self._namespace_findings.setdefault(namespace, {})
+            _shift(by_key, (rule_id, severity, is_exempted), sign * count)
+            if not by_key:
+                del self._namespace_findings[namespace]
+        for triple, count in held.items():
+            before = self._held.get(triple, 0)
+            _shift(self._held, triple, sign * count)
+            if bool(before) != (triple in self._held):  # the triple began or ceased to be held
+                namespace, sa, capability = triple
+                step = 1 if before == 0 else -1
+                by_capability = self._namespace_capabilities.setdefault(namespace, {})
+                _shift(by_capability, capability, step)
+                if not by_capability:
+                    del self._namespace_capabilities[namespace]
+                _shift(self._per_subject, (namespace, sa), step)
+
+    def _sum_by_class(self, namespace: str, sign: int) -> None:
+        """Add (sign 1) or withdraw (-1) a namespace's counts from the sums by namespace class (its current class)."""
+        namespace_class = self._classes.get(namespace, OTHER)
+        active = 0
+        for (rule_id, severity, is_exempted), count in self._namespace_findings.get(namespace, {}).items():
+            if is_exempted:
+                _shift(self._exempted, (rule_id, namespace_class), sign * count)
+            else:
+                _shift(self._active, (rule_id, str(severity), namespace_class), sign * count)
+                active += count
+        for capability, count in self._namespace_capabilities.get(namespace, {}).items():
+            _shift(self._by_capability, (capability, namespace_class), sign * count)
+        if sign > 0 and active:
+            self._per_namespace[namespace] = active
+        elif sign < 0:
+            self._per_namespace.pop(namespace, None)
+
+
+def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
+    """The default, bounded families, counted from all of the scan's findings and capabilities."""
+    classes = _class_lookup(scan.namespace_classes)
+    return _bounded_families(scan, classes, _counts_from_scratch(scan, classes))
+
+
+def _bounded_families(scan: ScanResult, classes: Mapping[str, str], counts: _Counts) -> Iterator[Metric]:
+    """The default, bounded families: nothing here grows with the number of namespaces or subjects."""
     yield _labelled_family(
         "violations",
         "Active (not exempted) findings in the latest scan, by rule, severity and namespace class.",
         ["rule_id", "severity", "namespace_class"],
-        sorted(active.items()),
+        sorted(counts.active.items()),
     )
     yield _labelled_family(
         "violations_exempted",
         "Findings suppressed by a valid exemption in the latest scan, by rule and namespace class.",
         ["rule_id", "namespace_class"],
-        sorted(exempted.items()),
+        sorted(counts.exempted.items()),
     )
     yield _labelled_family(
         "top_namespace_violations",
@@ -260,21 +423,14 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         ["namespace", "namespace_class"],
         (
             ((scope_label(namespace), classes.get(namespace, OTHER)), count)
-            for namespace, count in _top(per_namespace, TOP_NAMESPACES)
+            for namespace, count in _top(counts.per_namespace, TOP_NAMESPACES)
         ),
     )
-
-    # Distinct (namespace, ServiceAccount, capability) triples, then C-level counts over them.
-    held: set[tuple[str, str, str]] = set(map(_CAPABILITY_KEY, scan.subject_capabilities))
-    by_capability: Counter[tuple[str, str]] = Counter()
-    for (namespace, capability), count in Counter(map(itemgetter(0, 2), held)).items():
-        by_capability[(capability, classes.get(namespace, OTHER))] += count
-    per_subject: Counter[tuple[str, str]] = Counter(map(itemgetter(0, 1), held))
     yield _labelled_family(
         "serviceaccounts_with_capability",
         "ServiceAccounts that effectively hold a sensitive capability, by capability and namespace class.",
         ["capability", "namespace_class"],
-        sorted(by_capability.items()),
+        sorted(counts.by_capability.items()),
     )
     yield _labelled_family(
         "top_serviceaccount_capabilities",
@@ -282,15 +438,18 @@ def _aggregated_families(scan: ScanResult) -> Iterator[Metric]:
         ["namespace", "serviceaccount", "namespace_class"],
         (
             ((namespace, sa, classes.get(namespace, OTHER)), count)
-            for (namespace, sa), count in _top(per_subject, TOP_SERVICEACCOUNTS)
+            for (namespace, sa), count in _top(counts.per_subject, TOP_SERVICEACCOUNTS)
         ),
     )
 
+    # (control, namespace class, in place) counted in C: one entry per governed namespace and control.
+    keys = scan.namespace_controls.keys()
+    namespace_classes = map(classes.get, map(itemgetter(0), keys), repeat(OTHER))
+    counted = Counter(zip(map(itemgetter(1), keys), namespace_classes, scan.namespace_controls.values(), strict=True))
     controls: Counter[tuple[str, str, str]] = Counter()
-    for (namespace, control), in_place in scan.namespace_controls.items():
-        namespace_class = classes.get(namespace, OTHER)
+    for (control, namespace_class, in_place), count in counted.items():
         for state in CONTROL_STATES:  # both states are exported, 0 included, so ratios never divide by nothing
-            controls[(control, namespace_class, state)] += int((state == "in-place") == in_place)
+            controls[(control, namespace_class, state)] += count if (state == "in-place") == in_place else 0
     yield _labelled_family(
         "namespaces_by_control",
         "Governed namespaces where a hygiene control is in place or missing, by namespace class.",
@@ -376,6 +535,7 @@ class Metrics:
         self._published = threading.Event()
         self._stopping = threading.Event()
         self._prebuilder: threading.Thread | None = None
+        self._scope_counts = _ScopeCounts()
         if registry is None:
             registry = CollectorRegistry()
             # Our own registry (not the global one) so a second instance never collides; add process basics.
@@ -426,7 +586,9 @@ class Metrics:
         result is kept as is, so the caller must not mutate its sequences or mappings afterwards.
         """
         with self._lock:
-            snapshot = _Snapshot(result, detailed=self.detailed, previous=self.state.snapshot)
+            snapshot = _Snapshot(
+                result, detailed=self.detailed, previous=self.state.snapshot, scope_counts=self._scope_counts
+            )
             self.state = replace(self.state, snapshot=snapshot)
         self._published.set()
 

@@ -494,6 +494,8 @@ class Controller:
             if findings_changed or self._totals is None:
                 self._totals = self.audit.totals()
             totals = self._totals
+            # Each scope's own sequences: the metrics recount only the scopes whose sequences are new.
+            by_scope = {scope: (result.findings, result.capabilities) for scope, result in self.audit.scopes.items()}
         namespaces = ClusterSnapshot(namespaces=self.state.objects("Namespace"))
         classes = namespace_classes(namespaces, self.settings.audit_context(now=self.clock.now()))
         self.metrics.publish_scan(
@@ -503,6 +505,7 @@ class Controller:
                 namespace_controls=totals.controls,
                 exemptions=totals.exemptions,
                 namespace_classes=classes,
+                by_scope=by_scope,
                 completed_at=self.clock.now().timestamp(),
                 duration_seconds=seconds,
             )
