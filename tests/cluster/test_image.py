@@ -124,7 +124,10 @@ def installed(image: BuiltImage, image_cluster: Cluster) -> Installed:
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE, "labels": labels}})
     helm(image_cluster, "install", RELEASE, str(CHART),
          "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-         "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}")  # fmt: skip
+         "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}",
+         # One Pod: this tier runs the image without a node (localcluster/podrun.py); two replicas and their
+         # leader election are tests/cluster/test_ha.py's.
+         "--set", "replicaCount=1")  # fmt: skip
     control_plane = image_cluster.control_plane
     access = ApiAccess(control_plane.server, control_plane.ca_cert, control_plane.admin_token)
     return Installed(image_cluster, access, metrics_port, health_port)

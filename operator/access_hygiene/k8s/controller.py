@@ -695,14 +695,21 @@ class Controller:
         if not self._accepts_content(namespace):
             return None  # a terminating namespace refuses new content; its objects go with it
         if POLICY_FINALIZER not in finalizers:
-            # Server-side apply merges it into the list (a set): other finalizers stay.
-            resources.apply(
+            # A merge patch of the whole list, guarded by the resourceVersion (a conflict is retried): not a
+            # server-side apply, which would also drop every field this field manager applied before and leaves
+            # out now (`access-hygiene local --examples` applies the examples' specs under the same manager).
+            resources.patch_merge(
                 self.api,
+                body["apiVersion"],
+                "AccessPolicy",
+                name,
                 {
-                    "apiVersion": body["apiVersion"],
-                    "kind": "AccessPolicy",
-                    "metadata": {"name": name, "namespace": namespace, "finalizers": [POLICY_FINALIZER]},
+                    "metadata": {
+                        "resourceVersion": body["metadata"]["resourceVersion"],
+                        "finalizers": [*finalizers, POLICY_FINALIZER],
+                    }
                 },
+                namespace,
             )
         findings = self.audit.findings_in(namespace)
         now = self.clock.now()
