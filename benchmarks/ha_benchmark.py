@@ -3,9 +3,13 @@ control plane, with the shipped Lease timing (15/10/2 s).
 
     python benchmarks/ha_benchmark.py [--kills 20] [--handovers 5] [--idle-seconds 60]
 
+- The leader's renewal interval (renewTime on the Lease, polled for 20 s).
 - kill -9 of the leader, --kills times: seconds from the kill until the Lease names the standby (p50, max), and
-  from that takeover until a cluster-admin binding created right after the kill is in the new leader's /metrics.
-  The killed replica is restarted (it becomes the standby) before the next round.
+  from that takeover until a cluster-admin binding created right after the kill is in the new leader's /metrics;
+  and, on the Lease's times (same machine, same clock), the killed leader's last renewal -> the kill and -> the
+  standby's acquireTime. The killed replica is restarted before the next round; the kill waits until that replica
+  stands by (it logs that it has seen the holder's record: its count of the term has started) and then 4-6 s more,
+  so the standby has watched renewals and the kill falls anywhere in a renewal cycle.
 - SIGTERM of the leader, --handovers times: seconds from the signal until the standby holds the Lease.
 - The standby while idle: its RSS, and its API requests over --idle-seconds from the API server's audit log
   (by verb: the Lease watch every retry period, no LIST after start, no write).
@@ -13,7 +17,9 @@ Not a timed test: figures depend on the machine (state it when quoting them).
 """
 
 import argparse
+import itertools
 import json
+import random
 import signal
 import statistics
 import sys
@@ -22,6 +28,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import yaml
@@ -41,6 +48,7 @@ from tests.cluster.ha import (  # noqa: E402
     writes_without_the_lease,
 )
 
+from access_hygiene.engine.leadership.lease import RETRY_PERIOD_SECONDS  # noqa: E402
 from access_hygiene.k8s import resources  # noqa: E402
 from access_hygiene.k8s.crds import install_crd  # noqa: E402
 from access_hygiene.localcluster import ControlPlane  # noqa: E402
@@ -57,15 +65,35 @@ def rss_mib(replica: Replica) -> float:
     return float("nan")
 
 
+STANDING_BY = b"Standing by: Lease"  # k8s/leader.py logs it once the standby has seen the holder's record
+
+
+def logged_since_start(replica: Replica, started_at: dict[str, int], text: bytes) -> bool:
+    """`text` in what the replica's current process wrote (its log file is appended across restarts)."""
+    with replica.log.open("rb") as log:
+        log.seek(started_at.get(replica.name, 0))
+        return text in log.read()
+
+
 def pair(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tuple[Replica, Replica]:
+    """Both replicas running and synced, one leading and the other standing by: it has seen the leader's record,
+    so its count of the term has started (a kill before that is not a standby's failover: the count would start
+    after the kill)."""
+    started_at: dict[str, int] = {}
     for replica in replicas:
         if replica.process is None or replica.process.poll() is not None:
             replica.process = None
+            started_at[replica.name] = replica.log.stat().st_size if replica.log.exists() else 0
             replica.start()
-    wait_until(lambda: all(r.synced() for r in replicas), timeout=120, interval=0.2)
+    wait_until(
+        lambda: all(logged_since_start(r, started_at, b"reacting to events") for r in replicas),
+        timeout=120,
+        interval=0.2,
+    )
     wait_until(lambda: lease_holder(api, replicas[0].lease) in {r.name for r in replicas}, timeout=30)
     leader = next(r for r in replicas if r.name == lease_holder(api, r.lease))
     standby = next(r for r in replicas if r is not leader)
+    wait_until(lambda: logged_since_start(standby, started_at, STANDING_BY), timeout=30, interval=0.05)
     wait_until(lambda: standby.gauge("access_hygiene_leader") == 0, timeout=30)
     return leader, standby
 
@@ -96,13 +124,34 @@ def idle_round(api: kubernetes.client.ApiClient, replicas: list[Replica], audit_
     }
 
 
-def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tuple[float, float]:
-    """(kill -> takeover, takeover -> the binding created after the kill in the new leader's /metrics)."""
+def lease_spec(api: kubernetes.client.ApiClient, lease: str) -> Any:
+    return kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(lease, OPERATOR_NAMESPACE).spec
+
+
+def renewal_intervals(api: kubernetes.client.ApiClient, lease: str, seconds: float) -> list[float]:
+    """Seconds between the holder's successive renewTimes, polled for `seconds`."""
+    renewals: list[datetime] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        renewed = lease_spec(api, lease).renew_time
+        if not renewals or renewed != renewals[-1]:
+            renewals.append(renewed)
+        time.sleep(0.05)
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(renewals)]
+
+
+def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tuple[float, float, float, float]:
+    """(kill -> takeover, takeover -> the binding created after the kill in the new leader's /metrics,
+    the killed leader's last renewal -> kill, that renewal -> the standby's acquireTime). Wall times on the
+    Lease and the kill come from the same machine's clock."""
     leader, standby = pair(api, replicas)
+    # A steady standby: it has seen renewals through its watch, and the kill falls anywhere in a renewal cycle.
+    time.sleep(random.uniform(2 * RETRY_PERIOD_SECONDS, 3 * RETRY_PERIOD_SECONDS))
     name = f"risky-{uuid.uuid4().hex[:8]}"
     rbac = kubernetes.client.RbacAuthorizationV1Api(api)
     leader.signal(signal.SIGKILL)
     killed = time.monotonic()
+    killed_wall = datetime.now(UTC)
     rbac.create_cluster_role_binding(
         {
             "metadata": {"name": name},
@@ -110,8 +159,20 @@ def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tup
             "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": "default"}],
         }
     )
-    wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=40, interval=0.01)
+    last_renewal: datetime | None = None
+
+    def taken() -> bool:
+        nonlocal last_renewal
+        spec = lease_spec(api, leader.lease)
+        if spec.holder_identity == leader.name:
+            last_renewal = spec.renew_time  # a renewal in flight at the kill may land after it
+            return False
+        return bool(spec.holder_identity == standby.name)
+
+    wait_until(taken, timeout=40, interval=0.01)
     took_over = time.monotonic()
+    acquired = lease_spec(api, leader.lease).acquire_time
+    assert last_renewal is not None
     wait_until(
         lambda: (standby.gauge("access_hygiene_violations", rule_id="AH-RBAC-001") or 0) > 0, timeout=30, interval=0.01
     )
@@ -120,7 +181,12 @@ def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tup
     leader.process.wait()
     leader.process = None
     rbac.delete_cluster_role_binding(name)
-    return took_over - killed, exported - took_over
+    return (
+        took_over - killed,
+        exported - took_over,
+        (killed_wall - last_renewal).total_seconds(),
+        (acquired - last_renewal).total_seconds(),
+    )
 
 
 def sigterm_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> float:
@@ -157,9 +223,13 @@ def main() -> int:
             replicas.append(Replica(f"replica-{name}", user, path, lease, workdir / f"replica-{name}.log"))
         try:
             results.append(idle_round(api, replicas, control_plane.audit_log_path, args.idle_seconds))
+            pair(api, replicas)
+            results.append(summary("leader: between renewals (s)", renewal_intervals(api, lease, 20.0)))
             rounds = [kill_round(api, replicas) for _ in range(args.kills)]
             results.append(summary("kill -9 -> standby holds the Lease (s)", [r[0] for r in rounds]))
             results.append(summary("takeover -> binding in the new leader's /metrics (s)", [r[1] for r in rounds]))
+            results.append(summary("killed leader's last renewal -> kill (s)", [r[2] for r in rounds]))
+            results.append(summary("killed leader's last renewal -> standby's acquireTime (s)", [r[3] for r in rounds]))
             handovers = [sigterm_round(api, replicas) for _ in range(args.handovers)]
             results.append(summary("SIGTERM -> standby holds the Lease (s)", handovers))
         finally:

@@ -2,6 +2,7 @@
 in-memory Lease endpoint with the API server's optimistic concurrency (a stale resourceVersion is a 409)."""
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -260,3 +261,31 @@ def test_a_gate_closed_for_shutdown_stays_closed_when_a_late_renewal_lands() -> 
     gate.close(final=True)
     gate.open_until(fence(clock.now(), TIMING))  # a renewal thread that outlived the cancelled election task
     assert not gate.is_open()
+
+
+def attempt(candidate: LeaderElector) -> bool:
+    """One turn of the election loop without its waits: attempt, transition, announce."""
+    leads = candidate._try_acquire_or_renew()
+    candidate._transition(leads)
+    candidate._announce_standby(leads)
+    return leads
+
+
+def test_a_standby_counts_the_term_from_its_first_sight_of_the_record_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, clock, log = LeaseServer(), pinned_clock(), []
+    a, b = elector(server, "a", clock, WriteGate(clock), log), elector(server, "b", clock, WriteGate(clock), log)
+    assert attempt(a)  # a's last renewal
+    clock.advance(1.5)  # b starts (and first reads the Lease) 1.5 s after it: a is lost in between
+    caplog.set_level(logging.INFO, logger="access_hygiene.k8s.leader")
+    assert not attempt(b)
+    assert not attempt(b)
+    standing_by = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Standing by")]
+    assert standing_by == ["Standing by: Lease ops/access-hygiene held by a; taking it if not renewed within 15 s."]
+    clock.advance(14.9)  # 16.4 s after a's renewal, but b has counted 14.9 s of the term
+    assert not attempt(b)
+    clock.advance(0.1)
+    assert attempt(b)
+    assert log == ["a leads", "b leads"]
+    assert len([r for r in caplog.records if r.getMessage().startswith("Standing by")]) == 1

@@ -199,6 +199,7 @@ class LeaderElector:
         self._holder_annotations: dict[str, str] = {}
         self._observation: Observation | None = None
         self._observed_once = False
+        self._standing_by_for = ""  # the holder last announced in the log while standing by
         self.leading = False
         self.transitions = 0  # times this process started leading
         self._task: asyncio.Task[None] | None = None
@@ -230,6 +231,7 @@ class LeaderElector:
                 logger.warning(f"Lease {self.namespace}/{self.name}: {type(error).__name__}: {error}")
                 leads = self.gate.is_open()  # keep leading until the fence passes, then stop
             self._transition(leads)
+            self._announce_standby(leads)
             if leads:
                 await asyncio.sleep(self.timing.retry_period)
             else:
@@ -251,6 +253,21 @@ class LeaderElector:
             self.gate.close()
             logger.warning(f"No longer leading (Lease {self.namespace}/{self.name}): writes stop.")
             self._on_stopped()
+
+    def _announce_standby(self, leads: bool) -> None:
+        """Log once per holder that this replica stands by: from then on it counts the holder's term (from when
+        this process first saw the record, so a leader lost before that is replaced a whole term later)."""
+        observation = self._observation
+        if leads or observation is None or not held_by_other(self.identity, observation, self.clock.now()):
+            self._standing_by_for = ""
+            return
+        holder = observation.record.holder
+        if holder != self._standing_by_for:
+            self._standing_by_for = holder
+            logger.info(
+                f"Standing by: Lease {self.namespace}/{self.name} held by {holder}; taking it if not renewed "
+                f"within {observation.record.lease_duration_seconds} s."
+            )
 
     # Lease I/O (worker thread) --------------------------------------------------------------------------------
 
