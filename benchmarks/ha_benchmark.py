@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
@@ -52,9 +51,9 @@ from access_hygiene.engine.leadership.lease import RETRY_PERIOD_SECONDS  # noqa:
 from access_hygiene.k8s import resources  # noqa: E402
 from access_hygiene.k8s.crds import install_crd  # noqa: E402
 from access_hygiene.localcluster import ControlPlane  # noqa: E402
+from access_hygiene.models.crd import build_crds  # noqa: E402
+from access_hygiene.render.admission_parameters import parameters_crd  # noqa: E402
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role  # noqa: E402
-
-CRD = ROOT / "crds" / "accesspolicies.accesshygiene.io.yaml"
 
 
 def rss_mib(replica: Replica) -> float:
@@ -212,7 +211,10 @@ def main() -> int:
         ControlPlane(audit_log=True) as control_plane,
         kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig)) as api,
     ):
-        install_crd(api, yaml.safe_load(CRD.read_text()))
+        # Every CRD of ours, as the chart installs them: a watched kind whose CRD is missing is looked for again
+        # every few seconds (a LIST), which is not what a standby at rest does on an installed cluster.
+        for crd in (*build_crds(), parameters_crd()):
+            install_crd(api, crd)
         resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
         ensure_namespace(api, OPERATOR_NAMESPACE)
         workdir = Path(str(control_plane.workdir))

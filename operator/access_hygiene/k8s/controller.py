@@ -230,6 +230,7 @@ class Controller:
     def start(self) -> None:
         for reason in RETRY_REASONS:  # every reason present from the start, at 0
             self.metrics.count_api_retry(reason, 0)
+        OUTAGE.reset()  # a run starts knowing of no outage (an earlier in-process run may have stopped in one)
         OUTAGE.set_listener(self.metrics.count_api_retry)
         self._gc_thresholds = gc.get_threshold()  # put back at stop(): the process may go on (in-process tests)
         gc.set_threshold(*GC_THRESHOLDS)

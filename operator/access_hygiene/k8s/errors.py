@@ -182,7 +182,7 @@ class OutageLog:
             self._failures = 0
 
     def reset(self) -> None:
-        """Forget any outage in progress (tests)."""
+        """Forget any outage in progress (a new run of the controller in the same process; tests)."""
         with self._lock:
             if self._recovering is not None:
                 self._recovering.cancel()
