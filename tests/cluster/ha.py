@@ -70,6 +70,7 @@ class Replica:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0  # where this run's lines begin in the appended log
 
     def start(self) -> None:
         env = {
@@ -86,6 +87,8 @@ class Replica:
             "ACCESS_HYGIENE_LEADER_ELECTION_IDENTITY": self.name,
             **self.env,
         }
+        # The log is appended across restarts: this run's lines start here (synced() reads only those).
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*CLI, "run", "--liveness", ""], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -122,7 +125,10 @@ class Replica:
         return metric_sum(text, name, **labels)
 
     def synced(self) -> bool:
-        return b"reacting to events" in self.log.read_bytes()
+        """This run of the replica (not an earlier one in the same log) has synced its watch cache."""
+        with self.log.open("rb") as log:
+            log.seek(self._log_start)
+            return b"reacting to events" in log.read()
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float | None:
