@@ -27,6 +27,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
 OPERATOR_NAMESPACE = "access-hygiene"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+LEASE_DURATION = 15.0  # as shipped (settings, chart)
+# The standby takes an unrenewed Lease lease_duration after it *saw* the last renewal (client-go's semantics: its
+# own clock), which came at most a retry period (2 s) before the kill: 13-15 s after it, plus the latency of writing
+# the Lease when the kill lands just after a renewal. benchmarks/ha_benchmark.py measured 13.07-15.04 s (p50 14.33)
+# on this 2-core machine; the bound leaves that write 0.5 s.
+KILL_TAKEOVER_WITHIN = LEASE_DURATION + 0.5
 
 
 def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> None:

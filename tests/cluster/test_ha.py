@@ -19,6 +19,7 @@ import pytest
 
 from access_hygiene.engine.usage.replica import comparable
 from tests.cluster.ha import (
+    KILL_TAKEOVER_WITHIN,
     OPERATOR_NAMESPACE,
     Replica,
     Webhook,
@@ -36,12 +37,6 @@ from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
 
-LEASE_DURATION = 15.0  # as shipped (settings, chart)
-# The standby takes an unrenewed Lease lease_duration after it *saw* the last renewal (client-go's semantics: its
-# own clock), which came at most a retry period (2 s) before the kill: 13-15 s after it, plus the latency of writing
-# the Lease when the kill lands just after a renewal. benchmarks/ha_benchmark.py measured 13.07-15.04 s (p50 14.33)
-# on this 2-core machine; the bound leaves that write 0.5 s.
-KILL_TAKEOVER_WITHIN = LEASE_DURATION + 0.5
 RELEASE_TAKEOVER_WITHIN = 2.0
 FINDING_AFTER_TAKEOVER_WITHIN = 1.0
 
