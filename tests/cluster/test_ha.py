@@ -207,8 +207,10 @@ def service_account_batches(cluster: Cluster, api: kubernetes.client.ApiClient) 
         found = [json.loads(line) for line in log.read_text().splitlines() if f'"{username}"' in line]
         return [e for e in found if e["user"]["username"] == username and e["stage"] == "ResponseComplete"]
 
-    wait_until(lambda: sum(e["verb"] == "list" and (e.get("objectRef") or {}).get("resource") == "services" for e in events()),
-               timeout=10, interval=0.2)  # fmt: skip
+    def listed_services() -> bool:
+        return any(e["verb"] == "list" and (e.get("objectRef") or {}).get("resource") == "services" for e in events())
+
+    wait_until(listed_services, timeout=10, interval=0.2)
     items = events()
     batches = [
         json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "EventList", "items": items[i : i + 3]}).encode()
