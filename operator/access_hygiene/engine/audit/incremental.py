@@ -26,7 +26,7 @@ from access_hygiene.engine.ground.selectors import selector_matches
 from access_hygiene.engine.ground.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.engine.rbac.capabilities import service_account_capabilities
-from access_hygiene.engine.rbac.permissions import is_bootstrap
+from access_hygiene.engine.rbac.permissions import KEPT_PERMISSIONS, KeptPermissions, is_bootstrap
 from access_hygiene.models.findings import Finding, SubjectCapability
 
 CLUSTER = ""
@@ -405,12 +405,16 @@ class IncrementalAudit:
     def __init__(self) -> None:
         self.index = DependencyIndex()
         self.scopes: dict[str, ScopeResult] = {}
+        # What the permission index derives from each binding and role, kept from one audit to the next: a
+        # cluster-scope re-audit would otherwise derive all ClusterRoleBindings and ClusterRoles again.
+        self.kept_permissions = KeptPermissions()
 
     def observe(self, kind: str, old: Obj | None, new: Obj | None) -> set[str]:
         return self.index.observe(kind, old, new)
 
     def full(self, source: ObjectSource, ctx: AuditContext, snapshot: ClusterSnapshot) -> None:
         """Recompute everything (start, relist safety net, periodic expiry check)."""
+        ctx.cache[KEPT_PERMISSIONS] = self.kept_permissions
         self.scopes = audit_scopes(snapshot, ctx, None)
 
     def update(
@@ -424,6 +428,7 @@ class IncrementalAudit:
             snapshot = None
         if snapshot is None:
             snapshot = scoped_snapshot(source, self.index, scopes)
+        ctx.cache[KEPT_PERMISSIONS] = self.kept_permissions
         fresh = audit_scopes(snapshot, ctx, scopes)
         changed: set[str] = set()
         for scope in scopes:
