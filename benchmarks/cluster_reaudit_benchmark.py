@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+import tracemalloc
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=15, help="timed ClusterRoleBinding changes")
     parser.add_argument("--warmup", type=int, default=3, help="untimed changes first")
     parser.add_argument("--profile-rules", action="store_true", help="each rule's CPU time over the timed changes")
+    parser.add_argument(
+        "--memory", action="store_true", help="trace allocations: what the parts kept across re-audits hold at the end"
+    )
     args = parser.parse_args()
 
     counts = {key: max(1, round(value * args.scale)) for key, value in SCALE.items()}
@@ -171,13 +175,15 @@ def main() -> None:
         + ", ".join(f"{kind} {state.count(kind)}" for kind in sorted(by_kind) if state.count(kind)),
         flush=True,
     )
-    ctx = OperatorSettings().audit_context(now=SYSTEM_CLOCK.now())
+    settings = OperatorSettings()
+    if args.memory:
+        tracemalloc.start()
     audit = IncrementalAudit()
     started = time.perf_counter()
     for change in pending:
         audit.observe(change.kind, change.old, change.new)
     pending.clear()
-    audit.full(state, ctx, state.snapshot())
+    audit.full(state, settings.audit_context(now=SYSTEM_CLOCK.now()), state.snapshot())
     findings = len(audit.totals().findings)
     gc.set_threshold(*GC_THRESHOLDS)  # as the controller runs: its thresholds, start-up's objects frozen
     gc.freeze()
@@ -216,9 +222,9 @@ def main() -> None:
         for change in pending:
             scopes |= audit.observe(change.kind, change.old, change.new)
         pending.clear()
-        snapshot = scoped_snapshot(state, audit.index, scopes)
+        snapshot = scoped_snapshot(state, audit.index, scopes)  # as the controller's _reaudit does
         taken = time.thread_time()
-        audit.update(state, ctx, scopes, snapshot)
+        audit.update(state, settings.audit_context(now=SYSTEM_CLOCK.now()), scopes, snapshot)  # a context each time
         finished = time.thread_time()
         if step >= args.warmup:
             totals.append(finished - started)
@@ -229,6 +235,17 @@ def main() -> None:
             )
         else:
             rule_times.clear()
+
+    kept = getattr(audit, "kept_permissions", None)
+    if kept is not None:
+        print(f"bindings taken from earlier builds: {kept.reused}, derived afresh: {kept.derived} (start-up included)")
+    if args.memory and kept is not None:
+        gc.collect()
+        holding = tracemalloc.get_traced_memory()[0]
+        audit.kept_permissions = type(kept)()
+        del kept
+        gc.collect()
+        print(f"the kept parts held {(holding - tracemalloc.get_traced_memory()[0]) / 2**20:.1f} MiB at the end")
 
     def spread(values: list[float]) -> str:
         ms = sorted(v * 1000 for v in values)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from access_hygiene.engine.audit.incremental import IncrementalAudit
+from access_hygiene.engine.audit.incremental import CLUSTER, IncrementalAudit
 from access_hygiene.engine.ground.context import AuditContext
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot, name_of, namespace_of
 from access_hygiene.engine.rbac.permissions import (
@@ -204,16 +204,25 @@ def test_generations_keep_what_was_used_within_the_last_two_and_nothing_older() 
     assert len(memo) <= 2 * memo.limit
 
 
-def test_the_incremental_audit_keeps_its_parts_and_a_plain_audit_builds_from_scratch() -> None:
+def test_the_incremental_audit_keeps_its_parts_for_its_re_audits_only() -> None:
     objects = [POOL[(key, 0)] for key in KEYS]
     snapshot = ClusterSnapshot.from_objects(objects)
     plain = AuditContext(now=PINNED_NOW)
     assert permission_index(snapshot, plain)._kept is None
     audit = IncrementalAudit()
-    ctx = AuditContext(now=PINNED_NOW)
-    audit.full(_Source(objects), ctx, snapshot)
-    assert ctx.cache[KEPT_PERMISSIONS] is audit.kept_permissions
-    assert audit.kept_permissions.derived == sum(1 for kind, _, _ in KEYS if kind.endswith("Binding"))
+    for obj in objects:
+        audit.observe(str(obj["kind"]), None, obj)
+    start = AuditContext(now=PINNED_NOW)
+    audit.full(_Source(objects), start, snapshot)
+    assert KEPT_PERMISSIONS not in start.cache  # a whole cluster's bindings would fill them for nothing
+    kept = audit.kept_permissions
+    first, second = AuditContext(now=PINNED_NOW), AuditContext(now=PINNED_NOW)
+    audit.update(_Source(objects), first, {CLUSTER})
+    assert first.cache[KEPT_PERMISSIONS] is kept
+    assert kept.derived >= sum(1 for kind, _, _ in KEYS if kind == "ClusterRoleBinding")
+    assert not kept.reused
+    audit.update(_Source(objects), second, {CLUSTER})
+    assert kept.reused == kept.derived == len(second.cache["permissions"].bindings)
 
 
 def test_resolution_with_a_label_index_equals_testing_every_role() -> None:

@@ -373,7 +373,7 @@ def _capability_order(capability: SubjectCapability) -> tuple[str, str, str]:
 def audit_scopes(snapshot: ClusterSnapshot, ctx: AuditContext, scopes: set[str] | None) -> dict[str, ScopeResult]:
     """Audit a (sub-)snapshot and partition the results by scope; scopes=None keeps every scope."""
     findings = run_audit(snapshot, ctx)
-    capabilities = service_account_capabilities(snapshot, ctx)
+    capabilities = service_account_capabilities(snapshot, ctx, scopes)  # (only those of the scopes are kept)
     controls = namespace_controls(snapshot, ctx)
     keep = scopes
     results: dict[str, ScopeResult] = defaultdict(ScopeResult)
@@ -413,8 +413,8 @@ class IncrementalAudit:
         return self.index.observe(kind, old, new)
 
     def full(self, source: ObjectSource, ctx: AuditContext, snapshot: ClusterSnapshot) -> None:
-        """Recompute everything (start, relist safety net, periodic expiry check)."""
-        ctx.cache[KEPT_PERMISSIONS] = self.kept_permissions
+        """Recompute everything (start, relist safety net, periodic expiry check). Without the kept permission
+        parts: a whole cluster's bindings would fill them with what the next re-audits mostly do not need."""
         self.scopes = audit_scopes(snapshot, ctx, None)
 
     def update(

@@ -558,7 +558,7 @@ def _expand(subject: Subject, binding: Binding, rule: PolicyRule) -> Iterator[Gr
 
 
 KEPT_PERMISSIONS = "kept_permissions"  # the AuditContext.cache key of a KeptPermissions
-KEPT_PER_GENERATION = 4096  # bindings (and as many roles, subjects) kept per generation: at most twice that
+KEPT_PER_GENERATION = 2048  # bindings (and as many roles, subjects) kept per generation: at most twice that
 RESOLUTIONS_KEPT = 3  # ClusterRole sets whose resolved rules are kept (the cluster scope's, and a few subsets)
 _Key = TypeVar("_Key", bound=Hashable)
 _Value = TypeVar("_Value")
@@ -616,8 +616,11 @@ class KeptPermissions:
         self._parsed = Generations(limit)
         self._roles: Generations[tuple[str, str], tuple[Obj, RuleSet]] = Generations(limit)
         self._bindings: Generations[tuple[str, str], _KeptBinding] = Generations(limit)
-        self._subjects: Generations[SubjectKey, Subject] = Generations(limit)
-        self._refs: Generations[tuple[str, str, str], ObjectRef] = Generations(limit)
+        # Shared by the objects derived afresh only: smaller (a kept binding holds its own)
+        pooled = max(1, limit // 4)
+        self._subjects: Generations[SubjectKey, Subject] = Generations(pooled)
+        self._refs: Generations[tuple[str, str, str], ObjectRef] = Generations(pooled)
+        self._rule_pool: Generations[PolicyRule, PolicyRule] = Generations(pooled)
         # ids of a ClusterRole list (objects kept alive) -> the list, its resolved RuleSets by name; latest last
         self._resolutions: dict[tuple[int, ...], tuple[list[Obj], dict[str, RuleSet]]] = {}
         self.reused = 0  # bindings taken from earlier builds (for benchmarks and tests)
@@ -635,10 +638,22 @@ class KeptPermissions:
         entry = self._parsed.get(key)
         if entry is None or entry[0] is not obj:
             shipped = _shipped_rules().get(id(obj))
-            rules = shipped[1] if shipped is not None and shipped[0] is obj else own_rules(obj)
+            rules = shipped[1] if shipped is not None and shipped[0] is obj else self._shared(own_rules(obj))
             entry = (obj, rules, tuple(dict.fromkeys(rules)))
             self._parsed.put(key, entry)
         return entry
+
+    def _shared(self, rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:
+        """The rules with each one an equal rule kept before, if any: roles repeat a few rule shapes (a chart's
+        roles in every namespace), and a parsed rule holds five sets."""
+        shared = []
+        for rule in rules:
+            known = self._rule_pool.get(rule)
+            if known is None:
+                self._rule_pool.put(rule, rule)
+                known = rule
+            shared.append(known)
+        return tuple(shared)
 
     def _cluster_role_rules(self, cluster_roles: list[Obj]) -> dict[str, RuleSet]:
         """resolve_cluster_roles() as RuleSets: the same dict while the list holds the same objects; after a change,
