@@ -35,7 +35,7 @@ from access_hygiene.clock import SYSTEM_CLOCK
 from access_hygiene.engine.audit.incremental import IncrementalAudit, scoped_snapshot
 from access_hygiene.engine.audit.runner import load_rules
 from access_hygiene.engine.catalogue.registry import RULES
-from access_hygiene.engine.ground.snapshot import trim_object
+from access_hygiene.engine.ground.snapshot import name_of, namespace_of, trim_object
 from access_hygiene.engine.rbac import permissions
 from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.k8s.controller import GC_THRESHOLDS, WATCHED_KINDS
@@ -149,6 +149,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--changes", type=int, default=15, help="timed ClusterRoleBinding changes")
     parser.add_argument("--warmup", type=int, default=3, help="untimed changes first")
+    parser.add_argument(
+        "--change",
+        choices=("clusterrolebinding", "clusterrole", "accesspolicy"),
+        default="clusterrolebinding",
+        help="what changes: the probe ClusterRoleBinding (created, deleted), a ClusterRole's rules, a policy's spec",
+    )
     parser.add_argument("--profile-rules", action="store_true", help="each rule's CPU time over the timed changes")
     parser.add_argument(
         "--memory", action="store_true", help="trace allocations: what the parts kept across re-audits hold at the end"
@@ -210,7 +216,24 @@ def main() -> None:
     previous: dict[str, Any] | None = None
     for step in range(args.warmup + args.changes):
         serial += 1
-        if previous is None:
+        if args.change == "clusterrole":  # a ClusterRole that ~40 bindings use gains and loses a rule, in turn
+            role = state.get("ClusterRole", "", "cr-0005")
+            assert role is not None
+            rules = [*role["rules"][:2], *([] if step % 2 else [{"apiGroups": [""], "resources": ["secrets"],
+                                                                 "verbs": ["get"]}])]  # fmt: skip
+            state.upsert("ClusterRole", as_cached({**role, "rules": rules}, serial))
+        elif args.change == "accesspolicy":  # the declared rules of a policy whose ServiceAccount a ClusterRoleBinding
+            # binds change (AH-GOV-001 reads them: the cluster scope is re-audited)
+            policy = next(p for p in state.objects("AccessPolicy") if audit.index.cluster_bound(namespace_of(p)))
+            policy = state.get("AccessPolicy", namespace_of(policy), name_of(policy))  # (the latest version)
+            assert policy is not None
+            verbs = ["get"] if step % 2 else ["get", "list"]
+            spec = {
+                **policy["spec"],
+                "rbac": {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]},
+            }
+            state.upsert("AccessPolicy", as_cached({**policy, "spec": spec}, serial))
+        elif previous is None:
             previous = probe_binding(step, serial)
             state.upsert("ClusterRoleBinding", previous)
         else:
@@ -252,7 +275,7 @@ def main() -> None:
         return f"median {statistics.median(ms):.0f} ms (min {ms[0]:.0f}, max {ms[-1]:.0f})"
 
     print(f"scopes of one change: {len(scopes)}; sub-snapshot: {sizes[-1][0]} bindings, {sizes[-1][1]} ClusterRoles")
-    print(f"one ClusterRoleBinding change, {args.changes} timed (CPU time of the re-audit thread):")
+    print(f"one {args.change} change, {args.changes} timed (CPU time of the re-audit thread):")
     print(f"  whole re-audit:            {spread(totals)}")
     print(f"  of which the sub-snapshot: {spread(snapshots)}")
     print(f"  of which the index build:  {spread(index_times)}")
