@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -225,11 +224,6 @@ class Controller:
         self._admission_keys: frozenset[str] = frozenset()  # the owner-exemption keys last written
         self._admission_inflight: asyncio.Future[float] | None = None
         self._gc_thresholds: tuple[int, int, int] = gc.get_threshold()
-        # Threads of their own: asyncio's default executor has min(32, cores + 4) threads (6 on two cores) for all
-        # the loop hands off, so 16 workers reconciled 6 at a time and a re-audit (a fresh event's finding) waited
-        # behind reconciles blocked on the API server.
-        self._reconcile_threads = ThreadPoolExecutor(settings.workers, thread_name_prefix="access-hygiene-reconcile")
-        self._audit_thread = ThreadPoolExecutor(1, thread_name_prefix="access-hygiene-audit")
         # Findings produced outside the audit (just-in-time access leftovers, AH-GOV-005), added to the reports.
         self.extra_findings: Callable[[], list[Finding]] | None = None
 
@@ -264,8 +258,6 @@ class Controller:
                 await self._admission_inflight
         self.events.stop()
         await asyncio.to_thread(self._stop_watches)
-        for pool in (self._reconcile_threads, self._audit_thread):
-            pool.shutdown(wait=False, cancel_futures=True)  # (a thread in flight cannot be cancelled: it finishes)
         gc.set_threshold(*self._gc_thresholds)
 
     def _stop_watches(self) -> None:
@@ -327,7 +319,7 @@ class Controller:
         while not await asyncio.to_thread(self.state.wait_synced, 30.0):
             missing = [s.kind for s in self.state.specs if not self.state.is_synced(s.kind)]
             logger.warning(f"Watch cache not synced yet after 30s; waiting for: {', '.join(missing)}.")
-        await self._loop.run_in_executor(self._audit_thread, self._initial_audit)
+        await asyncio.to_thread(self._initial_audit)
         self._enqueue_takeover()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
@@ -355,7 +347,7 @@ class Controller:
             await self._process(self._drain())
             if time.monotonic() >= self._published_at + HEARTBEAT_SECONDS and not OUTAGE.in_outage:
                 # Idle but watching: the result is still current, so say so (the "scan stalled" alert reads it).
-                await self._loop.run_in_executor(self._audit_thread, self._publish, 0.0, False)
+                await asyncio.to_thread(self._publish, 0.0, False)
 
     def _expiry_deadline(self) -> float:
         with self._audit_lock:
@@ -405,7 +397,7 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DIRECT_WORK_FIRST_SECONDS):
                     await self.queue.wait_settled(direct)
-        audited, changed = await self._loop.run_in_executor(self._audit_thread, self._reaudit, scopes)
+        audited, changed = await asyncio.to_thread(self._reaudit, scopes)
         work: set[WorkKey] = {("namespace", ns) for ns in audited if ns != CLUSTER}
         for ns in changed - {CLUSTER}:  # a policy's status follows its namespace's findings
             work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
@@ -675,7 +667,7 @@ class Controller:
         started = time.monotonic()
         outcome = "success"
         try:
-            outcome = await self._loop.run_in_executor(self._reconcile_threads, handlers[key[0]], key) or "success"
+            outcome = await asyncio.to_thread(handlers[key[0]], key) or "success"
             OUTAGE.succeeded()
         except NotLeaderError as error:  # the fence passed mid-work: the next leader redoes it from its cache
             logger.info(f"{key[0].capitalize()} {'/'.join(key[1:])} stopped: {error}")
