@@ -185,14 +185,14 @@ def main() -> None:
     if args.memory:
         tracemalloc.start()
     audit = IncrementalAudit()
+    gc.set_threshold(*GC_THRESHOLDS)  # the controller's, set before its start-up audit
     started = time.perf_counter()
     for change in pending:
         audit.observe(change.kind, change.old, change.new)
     pending.clear()
     audit.full(state, settings.audit_context(now=SYSTEM_CLOCK.now()), state.snapshot())
     findings = len(audit.totals().findings)
-    gc.set_threshold(*GC_THRESHOLDS)  # as the controller runs: its thresholds, start-up's objects frozen
-    gc.freeze()
+    gc.freeze()  # as the controller does after its start-up audit
     print(f"start-up audit: {time.perf_counter() - started:.1f} s wall, {findings} findings", flush=True)
 
     index_build = Timed(permissions.PermissionIndex, "build").install()
