@@ -39,6 +39,7 @@ RECONNECT_DELAY_RANGE = (0.2, 1.5)  # first retry after a failure; grows to MAX_
 # events wait for it); refused connections cost the server nothing.
 MAX_RECONNECT_DELAY = 2.0
 ABSENT_KIND_POLL = 0.5  # how often a reflector waiting for its kind's CRD checks whether it was stopped
+ABSENT_KIND_DELAY = 5.0  # an optional kind whose CRD is established but not served: looked for again after 5-10 s
 CRD_API_VERSION, CRD_KIND = "apiextensions.k8s.io/v1", "CustomResourceDefinition"
 
 
@@ -334,16 +335,19 @@ class Reflector:
                     OUTAGE.retried(retry_reason(error))
                 elif isinstance(error, kubernetes.client.ApiException) and error.status == 404 and self.spec.optional:
                     self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced
-                    self._await_definition()  # LIST again once its CRD is established, not every few seconds
-                    delay = RECONNECT_DELAY_RANGE[0]
+                    # LIST again once its CRD is established, not every few seconds; when it already was (a CRD
+                    # without our version), in 5-10 s as before.
+                    appeared = self._await_definition()
+                    delay = RECONNECT_DELAY_RANGE[0] if appeared else ABSENT_KIND_DELAY
                 else:
                     logger.warning(f"Watch of {self.spec.kind} failed: {type(error).__name__}: {error}; retrying.")
                 self._stop.wait(_JITTER.uniform(delay, delay * 2))
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
-    def _await_definition(self) -> None:
+    def _await_definition(self) -> bool:
         """Block until the kind's CustomResourceDefinition is established (or the reflector stops), from a watch on
-        that one object: an absent CRD costs one idle watch, not a LIST of the kind every few seconds."""
+        that one object: an absent CRD costs one idle watch, not a LIST of the kind every few seconds. Whether it
+        had to wait for it (False: established already, or stopped)."""
         group = self.spec.api_version.partition("/")[0]
         name = f"{self.rtype.plural}.{group}"
         definitions = ClusterState([WatchSpec(CRD_API_VERSION, CRD_KIND, field_selector=f"metadata.name={name}")])
@@ -357,12 +361,17 @@ class Reflector:
         watch = Reflector(self.api, definitions.specs[0], definitions)
         watch.start()
         try:
+            while not definitions.is_synced() and not self._stop.is_set():
+                definitions.wait_synced(ABSENT_KIND_POLL)
+            if any(crd_established(crd) for crd in definitions.objects(CRD_KIND)):
+                return False  # (read here: the listener may not have run yet)
             while not served.wait(ABSENT_KIND_POLL) and not self._stop.is_set():
                 pass
         finally:
             watch.stop()
         if served.is_set():
             logger.info(f"{self.spec.kind} is served (its CustomResourceDefinition {name} is established).")
+        return served.is_set()
 
     def _request(self, query: dict[str, str], *, timeout: tuple[float, float]) -> Any:
         accept = self._accept(watch=query.get("watch") == "true")
