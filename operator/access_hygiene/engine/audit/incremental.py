@@ -455,12 +455,15 @@ class IncrementalAudit:
         ordered = [self.scopes[scope] for scope in sorted(self.scopes)]
         findings = list(chain.from_iterable(r.findings for r in ordered))  # C-level: ~40,000 at each publish
         capabilities = list(chain.from_iterable(r.capabilities for r in ordered))
-        controls = {k: v for r in self.scopes.values() for k, v in r.controls.items()}
+        # In (namespace, control) order: a scope's controls are its own namespace's, so sorting each scope's few
+        # in scope order gives it without sorting all ~10,000 together (31 of the 54 ms of totals at full scale).
+        controls = {key: r.controls[key] for r in ordered for key in sorted(r.controls)}
         exemptions: Counter[str] = Counter()
         for r in self.scopes.values():
-            exemptions.update(r.exemptions)
+            if r.exemptions:  # (most scopes have none)
+                exemptions.update(r.exemptions)
         base = dict.fromkeys(("active", "expired", "invalid"), 0)
-        return AuditTotals(findings, capabilities, dict(sorted(controls.items())), {**base, **exemptions})
+        return AuditTotals(findings, capabilities, controls, {**base, **exemptions})
 
     def next_expiry(self) -> tuple[datetime, set[str]] | None:
         """The earliest exemption expiry and the scopes it happens in."""
