@@ -558,7 +558,7 @@ def _expand(subject: Subject, binding: Binding, rule: PolicyRule) -> Iterator[Gr
 
 
 KEPT_PERMISSIONS = "kept_permissions"  # the AuditContext.cache key of a KeptPermissions
-KEPT_PER_GENERATION = 2048  # bindings (and as many roles, subjects) kept per generation: at most twice that
+KEPT_PER_GENERATION = 2048  # bindings (and as many roles) kept per generation: at most twice that in all
 RESOLUTIONS_KEPT = 3  # ClusterRole sets whose resolved rules are kept (the cluster scope's, and a few subsets)
 _Key = TypeVar("_Key", bound=Hashable)
 _Value = TypeVar("_Value")
@@ -585,10 +585,6 @@ class Generations(Generic[_Key, _Value]):
         if len(self.fresh) >= self.limit and key not in self.fresh:
             self.old, self.fresh = self.fresh, {}
         self.fresh[key] = value
-
-    def discard(self, key: _Key) -> None:
-        self.fresh.pop(key, None)
-        self.old.pop(key, None)
 
     def __len__(self) -> int:
         return len(self.fresh) + len(self.old)
