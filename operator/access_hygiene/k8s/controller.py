@@ -210,7 +210,9 @@ class Controller:
         self._index_lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._changes: list[Change] = []
-        self._direct: set[WorkKey] = set()  # direct work queued on arrival since the coordinator last looked
+        # The work of policies a user changed, queued on arrival since the coordinator last looked: the re-audit waits
+        # for it (bounded). Not the work our own writes' echoes ask for: a fresh event's finding would wait for it.
+        self._direct: set[WorkKey] = set()
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -309,11 +311,13 @@ class Controller:
         if self.ready.is_set():
             for change in changes:
                 keys = self._work_for(change)
-                self._direct |= keys
                 # A policy whose spec a user changed goes ahead of the start-up backlog and of the echoes of our
                 # own writes (thousands of keys for a minute after a start at scale).
+                urgent = change.kind == "AccessPolicy"
+                if urgent:
+                    self._direct |= keys
                 for key in sorted(keys):
-                    self.queue.add(key, urgent=change.kind == "AccessPolicy")
+                    self.queue.add(key, urgent=urgent)
         self._wake.set()
 
     def _drain(self) -> list[Change]:
@@ -384,8 +388,8 @@ class Controller:
         with self._index_lock:
             for change in changes:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
-        # Direct work (a policy changed, a generated object was touched; queued on arrival) goes first: the
-        # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
+        # Direct work (a policy changed; queued on arrival) goes first: the re-audit waits for it (bounded), and the
+        # policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
         expired = upcoming is not None and upcoming[0] <= self.clock.now()
@@ -625,9 +629,11 @@ class Controller:
         if change.kind == "AccessPolicy":
             old_meta = (change.old or {}).get("metadata") or {}
             new_meta = (change.new or {}).get("metadata") or {}
-            finalizing = (new_meta.get("deletionTimestamp"), new_meta.get("finalizers")) != (
-                old_meta.get("deletionTimestamp"),
-                old_meta.get("finalizers"),
+            # Deleted, or our finalizer removed (put it back); not the echo of our adding it (a second reconcile of
+            # every policy at start-up), nor another finalizer's coming and going.
+            finalizing = new_meta.get("deletionTimestamp") != old_meta.get("deletionTimestamp") or (
+                POLICY_FINALIZER in (old_meta.get("finalizers") or [])
+                and POLICY_FINALIZER not in (new_meta.get("finalizers") or [])
             )
             if change.new is not None and (
                 change.old is None or old_meta.get("generation") != new_meta.get("generation") or finalizing
