@@ -90,6 +90,12 @@ REPORT_WRITES_PER_STEP = 25
 # How long a re-audit waits for the direct work of the same batch (a policy's own reconcile) to finish first.
 DIRECT_WORK_FIRST_SECONDS = 1.0
 ADMISSION_RETRY_SECONDS = 5.0
+# Fresh events first: a change in a scope our own workers wrote to within this window is taken for the echo of
+# those writes. Echo scopes are re-audited ECHO_SCOPES_PER_STEP at a time, and a step ends early when changes arrive,
+# so an event from elsewhere waits for one step, not for the whole backlog of echoes (thousands of scopes for a
+# minute after a start at scale). A user's change in such a scope is still audited, one step later at most.
+ECHO_WINDOW_SECONDS = 3.0
+ECHO_SCOPES_PER_STEP = 32
 OWNER_KIND_NAMES = frozenset(kind for _, kind in OWNER_KINDS)
 # The cyclic collector's thresholds. Python's default (a collection every 700 net allocations) ran one every few
 # milliseconds of a re-audit, which allocates findings by the thousand, and a full pass every few re-audits: 30 % of
@@ -213,6 +219,8 @@ class Controller:
         # The work of policies a user changed, queued on arrival since the coordinator last looked: the re-audit waits
         # for it (bounded). Not the work our own writes' echoes ask for: a fresh event's finding would wait for it.
         self._direct: set[WorkKey] = set()
+        self._echo_until: dict[str, float] = {}  # scope -> until when a change there is taken for our echo
+        self._echo_backlog: dict[str, None] = {}  # echo scopes not re-audited yet, oldest first
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -384,24 +392,61 @@ class Controller:
         gc.freeze()
 
     async def _process(self, changes: list[Change]) -> None:
-        scopes: set[str] = set()
+        fresh: set[str] = set()
+        echo: set[str] = set()
+        now = time.monotonic()
         with self._index_lock:
             for change in changes:
-                scopes |= self.audit.observe(change.kind, change.old, change.new)
+                scopes = self.audit.observe(change.kind, change.old, change.new)
+                (echo if self._echo_until.get(_home_of(change), 0.0) > now else fresh).update(scopes)
         # Direct work (a policy changed; queued on arrival) goes first: the re-audit waits for it (bounded), and the
         # policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
         expired = upcoming is not None and upcoming[0] <= self.clock.now()
         if upcoming is not None and expired:
-            scopes |= upcoming[1]
+            fresh |= upcoming[1]
         admission_due = self.admission is not None and (
             self._admission_due or expired or self._admission_relevant(changes)
         )
-        if scopes:
-            await self._audit_and_queue(scopes, direct)
-        if admission_due:  # after the re-audit: the floor reads the exemption expiries it found passed
+        if fresh:
+            await self._audit_and_queue(fresh, direct)
+            direct = []
+        for scope in sorted(echo - fresh):
+            self._echo_backlog.setdefault(scope, None)
+        for scope in fresh:
+            self._echo_backlog.pop(scope, None)  # (just audited)
+        while self._echo_backlog:
+            step = list(self._echo_backlog)[:ECHO_SCOPES_PER_STEP]
+            for scope in step:
+                del self._echo_backlog[scope]
+            await self._audit_and_queue(set(step), direct)
+            direct = []
+            if self._echo_backlog and self._arrivals_waiting():
+                self._wake.set()  # the coordinator comes back for the rest after what arrived
+                break
+        if admission_due and self._echo_backlog:
+            self._admission_due = True  # after the rest: the floor reads the expiries the re-audits find passed
+        elif admission_due:  # after the re-audit: the floor reads the exemption expiries it found passed
             await self._admission_step()
+
+    def _arrivals_waiting(self) -> bool:
+        with self._changes_lock:
+            return bool(self._changes)
+
+    def _mark_echo_window(self, key: WorkKey) -> None:
+        """The scopes a work key writes to: their changes for the next ECHO_WINDOW_SECONDS are taken for echoes."""
+        if key[0] in ("namespace", "legacy"):
+            scopes = [key[1]]
+        elif key[0] == "policy":
+            body = self.state.get("AccessPolicy", key[1], key[2]) or {}
+            cluster_rules = ((body.get("spec") or {}).get("rbac") or {}).get("clusterRules")
+            scopes = [key[1], CLUSTER] if cluster_rules else [key[1]]
+        else:
+            return
+        until = time.monotonic() + ECHO_WINDOW_SECONDS
+        for scope in scopes:
+            self._echo_until[scope] = until
 
     async def _audit_and_queue(self, scopes: set[str], direct: list[WorkKey]) -> None:
         if direct and len(self.queue) <= self.settings.workers:  # (behind a backlog it would not run soon)
@@ -678,6 +723,7 @@ class Controller:
             return  # a standby plans nothing; the takeover queues everything again
         started = time.monotonic()
         outcome = "success"
+        self._mark_echo_window(key)  # (the echoes of the first writes arrive before the handler returns)
         try:
             outcome = await self._loop.run_in_executor(self._work_threads, handlers[key[0]], key) or "success"
             OUTAGE.succeeded()
@@ -699,6 +745,7 @@ class Controller:
             outcome = "error"
             logger.exception(f"{key[0].capitalize()} {'/'.join(key[1:])} failed; retrying after the drift interval.")
         finally:
+            self._mark_echo_window(key)
             self.metrics.observe_reconcile(key[0], outcome, time.monotonic() - started)
 
     def _sync_policy(self, key: WorkKey) -> str | None:
@@ -836,6 +883,13 @@ def admission_relevant(changes: Iterable[Change], owner_keys: frozenset[str], ce
                     if f"{ref.get('kind')}.{namespace}.{ref.get('name')}" in owner_keys:
                         return True
     return False
+
+
+def _home_of(change: Change) -> str:
+    """The scope an object lives in: its namespace, a Namespace's own name, CLUSTER for other cluster-scoped kinds."""
+    obj = change.new if change.new is not None else change.old
+    assert obj is not None
+    return name_of(obj) if change.kind == "Namespace" else namespace_of(obj)
 
 
 def _has_legacy_marks(namespace: dict[str, Any]) -> bool:
