@@ -50,43 +50,48 @@ def report(line: str) -> None:
 @pytest.fixture(scope="module")
 def jit_cluster(crd_installed: Cluster) -> Cluster:
     with crd_installed.api_client() as api:
-        for definition in ACCESS_KINDS:
-            install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
-        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
-        resources.apply(
-            api,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": ROLE},
-                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-            },
-        )
-        resources.apply(
-            api,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": "jit-participant"},
-                "rules": [
-                    {
-                        "apiGroups": ["accesshygiene.io"],
-                        "resources": ["accessrequests", "accessapprovals"],
-                        "verbs": ["get", "list", "watch", "create", "patch"],
-                    },
-                    {"apiGroups": ["accesshygiene.io"], "resources": ["accesseligibilities"], "verbs": ["get", "list"]},
-                    # Admission: an approver must be allowed to bind the role it approves (render/access_admission.py).
-                    {
-                        "apiGroups": ["rbac.authorization.k8s.io"],
-                        "resources": ["clusterroles"],
-                        "resourceNames": [ROLE, "jit-minter"],
-                        "verbs": ["bind"],
-                    },
-                ],
-            },
-        )
+        install_jit_kinds(api)
     (REPO_ROOT / ".pytest_cache").mkdir(exist_ok=True)
     return crd_installed
+
+
+def install_jit_kinds(api: kubernetes.client.ApiClient) -> None:
+    """The JIT CRDs, the grant ceiling, the role granted and the participants' ClusterRole."""
+    for definition in ACCESS_KINDS:
+        install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
+    resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+    resources.apply(
+        api,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": ROLE},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        },
+    )
+    resources.apply(
+        api,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "jit-participant"},
+            "rules": [
+                {
+                    "apiGroups": ["accesshygiene.io"],
+                    "resources": ["accessrequests", "accessapprovals"],
+                    "verbs": ["get", "list", "watch", "create", "patch"],
+                },
+                {"apiGroups": ["accesshygiene.io"], "resources": ["accesseligibilities"], "verbs": ["get", "list"]},
+                # Admission: an approver must be allowed to bind the role it approves (render/access_admission.py).
+                {
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["clusterroles"],
+                    "resourceNames": [ROLE, "jit-minter"],
+                    "verbs": ["bind"],
+                },
+            ],
+        },
+    )
 
 
 @pytest.fixture
@@ -394,6 +399,34 @@ def test_eligibility_withdrawn_while_pending_denies_and_while_active_revokes(
         time.sleep(1.0)
         assert status_of(admin, namespace, "working")["state"] == "Revoked"
         assert not binding_exists(admin, namespace, "working")
+
+
+def test_a_request_naming_a_missing_eligibility_is_admitted_then_denied_by_name(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    """Admission cannot refuse it (a binding's param is fixed and each param is judged alone: no validation sees
+    that none is named, docs/just-in-time-access.md); the operator denies it once ELIGIBILITY_GRACE has passed."""
+    from access_hygiene.engine.access.state import ELIGIBILITY_GRACE
+
+    alice, _ = people
+    missing = f"missing-{uuid.uuid4().hex[:6]}"
+    with jit_cluster.api_client() as admin:
+        created = alice.create(access_request("typo", namespace, missing, alice.username, "10m"))
+        pending = wait_for(lambda: state_is(admin, namespace, "typo", "Pending"), timeout=10)
+        assert pending["conditions"][0]["reason"] == "EligibilityNotFound"
+        denied = wait_for(lambda: state_is(admin, namespace, "typo", "Denied"),
+                          timeout=ELIGIBILITY_GRACE.total_seconds() + 20)  # fmt: skip
+        message = (
+            f"AccessEligibility {missing} does not exist (still missing 10s after the request was created): nothing "
+            "grants this request; create a new one naming an existing AccessEligibility"
+        )
+        assert [(c["type"], c["status"], c["reason"], c["message"]) for c in denied["conditions"]] == [
+            ("Approved", "False", "EligibilityNotFound", message),
+            ("Active", "False", "EligibilityNotFound", message),
+        ]
+        assert parse(denied["endedAt"]) >= parse(created["metadata"]["creationTimestamp"]) + 10
+        assert not binding_exists(admin, namespace, "typo")
+        wait_for(lambda: "AccessDenied" in events_for(admin, namespace, "typo"), timeout=30)
 
 
 def test_manual_revoke_and_a_foreign_binding_is_never_adopted(
