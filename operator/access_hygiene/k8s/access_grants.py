@@ -411,6 +411,12 @@ class AccessController:
                 self._ensure_binding(decision, bindings, _uid(request), dict(decision.status))
         except NotLeaderError:
             return  # the next leader revokes it from its cache
+        except API_FAILURES as error:
+            if is_connection_error(error):  # an outage: logged once for all callers; the queued work retries
+                OUTAGE.failed(error)
+                return
+            detail = api_error_message(error) if isinstance(error, kubernetes.client.ApiException) else error
+            logger.warning(f"Access {namespace}/{name}: the timed step failed ({detail}); retrying.")
         except Exception:  # the queued work right after retries it, with status and the error handling
             logger.exception(f"Access {namespace}/{name}: the timed step failed; retrying.")
 
