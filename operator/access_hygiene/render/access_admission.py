@@ -364,7 +364,8 @@ def creator_stamp_policy(operator_username: str) -> list[Obj]:
             f"oldObject.metadata.?annotations[?{key}].orValue('')",
         ),
         ("current", f"object.metadata.?annotations[?{key}].orValue('')"),
-        ("path", f"'/metadata/annotations/' + jsonpatch.escapeKey({key})"),
+        # JSON Pointer escaping ("/" is "~1") done here: jsonpatch.escapeKey is not declared in variables.
+        ("path", _cel("/metadata/annotations/" + CREATED_BY_ANNOTATION.replace("~", "~0").replace("/", "~1"))),
     ]
     patch = (
         "variables.stamp == variables.current ? [] : "
