@@ -136,6 +136,20 @@ def prepare(api: kubernetes.client.ApiClient) -> tuple[str, str]:
     return str(token.status.token), username
 
 
+def drop_jit_validation(api: kubernetes.client.ApiClient) -> None:
+    """Remove the JIT ValidatingAdmissionPolicyBindings the operator applied at start (it applies them again only
+    when it restarts). They judge the creates of requests and approvals, never a grant or a revocation, and the
+    approval policy takes every request of the namespace as a param (0.5-1 ms each, docs/just-in-time-access.md):
+    1,000 approvals in one namespace of 1,000 requests would cost ~15 min of API server CPU to set a round up.
+    Their cost is tests/cluster/test_access_admission.py's; the creator stamp (mutating) stays."""
+    path = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+    selector = {"labelSelector": "app.kubernetes.io/component=access-admission"}
+    for binding in resources.request(api, "GET", path, query=selector)["items"]:
+        resources.delete(api, "admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding",
+                         binding["metadata"]["name"])  # fmt: skip
+    time.sleep(2.0)  # kube-apiserver reloads policies on a 1 s tick
+
+
 def create_all(api: kubernetes.client.ApiClient, bodies: list[dict[str, Any]]) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda body: resources.create(api, body), bodies))
@@ -175,6 +189,7 @@ def main() -> int:
             if not wait_until(lambda: "access_hygiene_access_requests" in metric_text(), 120, 0.5):
                 raise SystemExit("the operator did not start (see /tmp/jit-benchmark-operator.log)")
             time.sleep(3.0)  # let start-up settle (the first audit)
+            drop_jit_validation(api)
             print(f"operator RSS idle: {rss_mib(operator.pid):.0f} MiB")
             watch = BindingWatch(api)
             alice = ControlPlaneClient(plane, token)

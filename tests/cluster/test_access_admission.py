@@ -222,7 +222,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
         }))  # fmt: skip
     operator = kubernetes.config.new_client_from_config(config_file=str(cluster.control_plane.operator_kubeconfig))
     with operator:
-        assert apply_access_admission(operator) == 12
+        assert apply_access_admission(operator) == 14  # 6 policies, their bindings, the creator stamp and its binding
     environment = Env(cluster, target, other, people, eligibility, self_service)
     _wait_for_policies(environment)
     yield environment

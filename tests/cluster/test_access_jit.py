@@ -26,6 +26,8 @@ from kopf.testing import KopfRunner
 
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.crds import install_crd
+from access_hygiene.localcluster.controlplane import ADMIN_USER
+from access_hygiene.models.access import CREATED_BY_ANNOTATION as CREATED_BY
 from access_hygiene.models.crd import ACCESS_KINDS
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
@@ -50,43 +52,48 @@ def report(line: str) -> None:
 @pytest.fixture(scope="module")
 def jit_cluster(crd_installed: Cluster) -> Cluster:
     with crd_installed.api_client() as api:
-        for definition in ACCESS_KINDS:
-            install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
-        resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
-        resources.apply(
-            api,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": ROLE},
-                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-            },
-        )
-        resources.apply(
-            api,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": "jit-participant"},
-                "rules": [
-                    {
-                        "apiGroups": ["accesshygiene.io"],
-                        "resources": ["accessrequests", "accessapprovals"],
-                        "verbs": ["get", "list", "watch", "create", "patch"],
-                    },
-                    {"apiGroups": ["accesshygiene.io"], "resources": ["accesseligibilities"], "verbs": ["get", "list"]},
-                    # Admission: an approver must be allowed to bind the role it approves (render/access_admission.py).
-                    {
-                        "apiGroups": ["rbac.authorization.k8s.io"],
-                        "resources": ["clusterroles"],
-                        "resourceNames": [ROLE, "jit-minter"],
-                        "verbs": ["bind"],
-                    },
-                ],
-            },
-        )
+        install_jit_kinds(api)
     (REPO_ROOT / ".pytest_cache").mkdir(exist_ok=True)
     return crd_installed
+
+
+def install_jit_kinds(api: kubernetes.client.ApiClient) -> None:
+    """The JIT CRDs, the grant ceiling, the role granted and the participants' ClusterRole."""
+    for definition in ACCESS_KINDS:
+        install_crd(api, yaml.safe_load((REPO_ROOT / "crds" / definition.file_name).read_text()))
+    resources.apply(api, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
+    resources.apply(
+        api,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": ROLE},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        },
+    )
+    resources.apply(
+        api,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "jit-participant"},
+            "rules": [
+                {
+                    "apiGroups": ["accesshygiene.io"],
+                    "resources": ["accessrequests", "accessapprovals"],
+                    "verbs": ["get", "list", "watch", "create", "patch"],
+                },
+                {"apiGroups": ["accesshygiene.io"], "resources": ["accesseligibilities"], "verbs": ["get", "list"]},
+                # Admission: an approver must be allowed to bind the role it approves (render/access_admission.py).
+                {
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["clusterroles"],
+                    "resourceNames": [ROLE, "jit-minter"],
+                    "verbs": ["bind"],
+                },
+            ],
+        },
+    )
 
 
 @pytest.fixture
@@ -396,6 +403,34 @@ def test_eligibility_withdrawn_while_pending_denies_and_while_active_revokes(
         assert not binding_exists(admin, namespace, "working")
 
 
+def test_a_request_naming_a_missing_eligibility_is_admitted_then_denied_by_name(
+    jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
+) -> None:
+    """Admission cannot refuse it (a binding's param is fixed and each param is judged alone: no validation sees
+    that none is named, docs/just-in-time-access.md); the operator denies it once ELIGIBILITY_GRACE has passed."""
+    from access_hygiene.engine.access.state import ELIGIBILITY_GRACE
+
+    alice, _ = people
+    missing = f"missing-{uuid.uuid4().hex[:6]}"
+    with jit_cluster.api_client() as admin:
+        created = alice.create(access_request("typo", namespace, missing, alice.username, "10m"))
+        pending = wait_for(lambda: state_is(admin, namespace, "typo", "Pending"), timeout=10)
+        assert pending["conditions"][0]["reason"] == "EligibilityNotFound"
+        denied = wait_for(lambda: state_is(admin, namespace, "typo", "Denied"),
+                          timeout=ELIGIBILITY_GRACE.total_seconds() + 20)  # fmt: skip
+        message = (
+            f"AccessEligibility {missing} does not exist (still missing 10s after the request was created): nothing "
+            "grants this request; create a new one naming an existing AccessEligibility"
+        )
+        assert [(c["type"], c["status"], c["reason"], c["message"]) for c in denied["conditions"]] == [
+            ("Approved", "False", "EligibilityNotFound", message),
+            ("Active", "False", "EligibilityNotFound", message),
+        ]
+        assert parse(denied["endedAt"]) >= parse(created["metadata"]["creationTimestamp"]) + 10
+        assert not binding_exists(admin, namespace, "typo")
+        wait_for(lambda: "AccessDenied" in events_for(admin, namespace, "typo"), timeout=30)
+
+
 def test_manual_revoke_and_a_foreign_binding_is_never_adopted(
     jit_cluster: Cluster, operator_for_jit: KopfRunner, namespace: str, people: tuple[Identity, Identity]
 ) -> None:
@@ -524,56 +559,99 @@ MINTER_RULES = [
 ]
 
 
-def test_what_the_grantee_created_inside_the_window_is_reported_after_it_and_nothing_is_removed(
-    jit_cluster: Cluster, namespace: str, people: tuple[Identity, Identity]
+def stamped(api: Any, namespace: str) -> bool:
+    """The creator stamp (a MutatingAdmissionPolicy the operator applies at start) is live: a server-side dry-run
+    create of a Secret comes back annotated with the caller's name."""
+    probe = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stamp-probe", "namespace": namespace}}
+    made = resources.request(api, "POST", f"/api/v1/namespaces/{namespace}/secrets", query={"dryRun": "All"},
+                             body=probe)  # fmt: skip
+    return (made["metadata"].get("annotations") or {}).get(CREATED_BY) == ADMIN_USER
+
+
+@pytest.mark.parametrize("mode", ["audit", "enforce"])
+def test_what_the_grantee_created_inside_the_window_is_reported_after_it_and_removed_in_enforce_mode(
+    jit_cluster: Cluster, namespace: str, people: tuple[Identity, Identity], mode: str
 ) -> None:
-    """A token Secret and a RoleBinding made with the grant outlive it: AH-GOV-005 in status.leftovers and a Warning
-    Event; an object made before the window is not listed; nothing is deleted."""
+    """A token Secret and a RoleBinding alice made with the grant outlive it: AH-GOV-005 in status.leftovers (with
+    uid and creator, stamped by admission) and a Warning Event; in enforce mode (the namespace's label) both are
+    then removed, with a Normal Event. A Secret and a RoleBinding another user (the admin) made in the same
+    namespace inside the window are reported too (the role could have made them) and never removed; an object
+    made before the window is not listed."""
     from access_hygiene.render.grant_ceiling import DEFAULT_GRANT_CEILING_RULES
 
     alice, bob = people
     elig = f"e-{uuid.uuid4().hex[:6]}"
     env = {**OPERATOR_ENV, "ACCESS_HYGIENE_ALLOWED_SENSITIVE_CAPABILITIES": '["rbac-write"]',
            "ACCESS_HYGIENE_READ_SECRET_METADATA": "true"}  # fmt: skip
-    token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+    token_secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                     "metadata": {"annotations": {"kubernetes.io/service-account.name": "alice"}}}  # fmt: skip
+    bob_subject = {"kind": "ServiceAccount", "name": "bob", "namespace": namespace}
+
+    def secret(name: str) -> dict[str, Any]:
+        return {**token_secret, "metadata": {**token_secret["metadata"], "name": name, "namespace": namespace}}
+
+    def binding(name: str) -> dict[str, Any]:
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "jit-minter"},
+                "subjects": [bob_subject]}  # fmt: skip
+
     with jit_cluster.api_client() as admin:
+        if mode == "enforce":
+            resources.patch_merge(admin, "v1", "Namespace", namespace,
+                                  {"metadata": {"labels": {"accesshygiene.io/mode": "enforce"}}})  # fmt: skip
         wider = [*DEFAULT_GRANT_CEILING_RULES, *MINTER_RULES[1:]]
         resources.apply(admin, render_grant_ceiling_role("access-hygiene-grant-ceiling", wider))
         resources.apply(admin, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                                 "metadata": {"name": "jit-minter"}, "rules": MINTER_RULES})  # fmt: skip
-        before = {**token_secret, "metadata": {**token_secret["metadata"], "name": "before", "namespace": namespace}}
-        resources.create(admin, before)
+        resources.create(admin, secret("before"))
         minter = eligibility(elig, namespace, alice, bob)
         minter["spec"]["roleRef"]["name"] = "jit-minter"
         resources.apply(admin, minter)
         try:
             with running_operator(jit_cluster.control_plane.operator_kubeconfig, env):
+                wait_for(lambda: stamped(admin, namespace), timeout=30)
                 time.sleep(1.1)  # "before" is created in an earlier second than the window starts
                 alice.create(access_request("mint", namespace, elig, alice.username, "10s"))
                 bob.create(approval("ok", namespace, "mint", bob.username))
                 active = wait_for(lambda: state_is(admin, namespace, "mint", "Active"))
                 wait_for(alice.list_pods, timeout=10, interval=0.05)
-                alice.create({**token_secret, "metadata": {**token_secret["metadata"], "name": "kept-token",
-                                                           "namespace": namespace}})  # fmt: skip
-                bob_subject = {"kind": "ServiceAccount", "name": "bob", "namespace": namespace}
-                alice.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                              "metadata": {"name": "kept-binding", "namespace": namespace},
-                              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                          "name": "jit-minter"},
-                              "subjects": [bob_subject]})  # fmt: skip
+                made = [alice.create(secret("kept-token")), alice.create(binding("kept-binding"))]
+                others = [resources.create(admin, secret("admins-token")), resources.create(admin, binding("admins"))]
                 expired = wait_for(lambda: (state_is(admin, namespace, "mint", "Expired") or {}).get("leftovers"),
                                    timeout=30)  # fmt: skip
                 wait_for(lambda: "AccessLeftover" in events_for(admin, namespace, "mint"))
+                if mode == "enforce":
+                    removed = wait_for(lambda: [item for item in status_of(admin, namespace, "mint")["leftovers"]
+                                                if item.get("removedAt")], timeout=30)  # fmt: skip
+                    wait_for(lambda: "AccessLeftoverRemoved" in events_for(admin, namespace, "mint"))
+                else:
+                    time.sleep(3.0)  # what enforce mode would have removed by now stays
+                final = status_of(admin, namespace, "mint")["leftovers"]
         finally:
             resources.apply(admin, render_grant_ceiling_role("access-hygiene-grant-ceiling"))
         assert active["role"] == "ClusterRole/jit-minter"
-        assert sorted((item["kind"], item["name"]) for item in expired) == [
-            ("RoleBinding", "kept-binding"),
-            ("Secret", "kept-token"),
+        assert sorted((item["kind"], item["name"], item["createdBy"]) for item in expired) == [
+            ("RoleBinding", "admins", ADMIN_USER),
+            ("RoleBinding", "kept-binding", alice.username),
+            ("Secret", "admins-token", ADMIN_USER),
+            ("Secret", "kept-token", alice.username),
         ]
-        assert next(item for item in expired if item["kind"] == "RoleBinding")["detail"] == (
+        uids = {obj["metadata"]["name"]: obj["metadata"]["uid"] for obj in [*made, *others]}
+        assert all(item["uid"] == uids[item["name"]] for item in expired)
+        assert next(item for item in expired if item["name"] == "kept-binding")["detail"] == (
             f"binds ClusterRole/jit-minter to ServiceAccount {namespace}/bob"
         )
-        assert resources.get(admin, "v1", "Secret", "kept-token", namespace) is not None
-        assert resources.get(admin, "rbac.authorization.k8s.io/v1", "RoleBinding", "kept-binding", namespace)
+        for obj in others:  # another user's, in the same namespace and window: never removed
+            assert resources.get(admin, obj["apiVersion"], obj["kind"], obj["metadata"]["name"], namespace)
+        assert resources.get(admin, "v1", "Secret", "before", namespace)
+        alices = [(obj["apiVersion"], obj["kind"], obj["metadata"]["name"]) for obj in made]
+        if mode == "enforce":
+            assert sorted(item["name"] for item in removed) == ["kept-binding", "kept-token"]
+            assert sorted(item["name"] for item in final if item.get("removedAt")) == ["kept-binding", "kept-token"]
+            for api_version, kind, name in alices:
+                wait_for(lambda: resources.get(admin, api_version, kind, name, namespace) is None, timeout=10)  # noqa: B023
+        else:
+            assert not [item for item in final if item.get("removedAt")]
+            for api_version, kind, name in alices:
+                assert resources.get(admin, api_version, kind, name, namespace)

@@ -403,10 +403,12 @@ def test_no_wildcards_and_no_escalation_verbs(helm: Path, args: list[str]) -> No
     [
         ([], None, {"get", "list", "watch"}),
         (["--set", "secretMetadata.enabled=true"], {"list", "watch"}, {"get", "list", "watch"}),
+        (["--set", "secretMetadata.enabled=true", "--set", "mode=enforce"], {"list", "watch", "delete"},
+         {"get", "list", "watch"}),
         (["--set", "rbac.clusterRules.enabled=true"], None, {"get", "list", "watch", "create", "patch", "update",
                                                              "delete"}),
     ],
-    ids=["defaults", "secret-metadata", "cluster-rules"],
+    ids=["defaults", "secret-metadata", "secret-metadata-enforce", "cluster-rules"],
 )  # fmt: skip
 def test_sensitive_permissions_follow_their_toggles(
     helm: Path, args: list[str], secrets: set[str] | None, cluster_rbac: set[str]

@@ -94,3 +94,28 @@ def test_a_pending_request_carries_the_eligibility_approvals_are_judged_against(
     risky = decide(request(), elig=eligibility(selfApproval=True, roleRef={"kind": "ClusterRole", "name": "deployer"}))
     assert risky.status["eligibility"]["selfApproval"] is False
     assert "eligibility" not in decide(request(), no_eligibility=True).status
+
+
+def test_the_creator_stamp_mutates_secrets_and_rolebindings_on_create_and_update_and_never_refuses() -> None:
+    """What JIT leftovers are attributed by (engine/access/leftovers.py). Its CEL runs in
+    tests/cluster/test_access_jit.py (stamped on create, restored on update, another user's objects not removed)."""
+    from access_hygiene.render.access_admission import CREATOR_STAMP_POLICY, creator_stamp_policy
+
+    policy, binding = creator_stamp_policy(OPERATOR)
+    assert (policy["kind"], binding["kind"]) == ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": CREATOR_STAMP_POLICY}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Ignore"  # a failed stamp leaves the object unattributed: never removed
+    assert [(r["apiGroups"], r["resources"], r["operations"]) for r in spec["matchConstraints"]["resourceRules"]] == [
+        ([""], ["secrets"], ["CREATE", "UPDATE"]),
+        (["rbac.authorization.k8s.io"], ["rolebindings"], ["CREATE", "UPDATE"]),
+    ]
+    assert spec["matchConditions"] == [
+        {"name": "not-the-operator", "expression": f'request.userInfo.username != "{OPERATOR}"'}
+    ]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert "request.userInfo.username" in variables["stamp"]  # set on create by the API server, ...
+    assert "oldObject.metadata" in variables["stamp"]  # ... kept as it was on update
+    for manifest in (policy, binding):
+        assert manifest["metadata"]["labels"][COMPONENT_LABEL] == "access-admission"
+        assert "ownerReferences" not in manifest["metadata"]

@@ -59,6 +59,7 @@ APPROVAL = {
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.statuses: list[dict[str, Any]] = []  # the status of each status PATCH
 
     def writes(self) -> list[tuple[str, ...]]:
         return list(self.calls)
@@ -79,6 +80,7 @@ def api_calls(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     def patch_merge(api: Any, api_version: str, kind: str, name: str, patch: Any, namespace: str = "",
                     subresource: str = "") -> dict[str, Any]:  # fmt: skip
         recorder.calls.append(("PATCH", f"{kind} {namespace}/{name}/{subresource}", patch["status"].get("state", "")))
+        recorder.statuses.append(patch["status"])
         return {}
 
     monkeypatch.setattr(resources, "request", request)
@@ -210,3 +212,61 @@ def test_overdue_grants_and_active_grants_by_role_are_read_at_scrape_time(api_ca
     assert registry.get_sample_value("access_hygiene_access_grants_overdue") == 1.0
     assert registry.get_sample_value("access_hygiene_access_grants_overdue_max_seconds") == 1.5
     assert registry.get_sample_value("access_hygiene_access_requests", {"state": "Pending"}) == 1.0
+
+
+MINTER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+          "metadata": {"name": "minter", "resourceVersion": "1"},
+          "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]}  # fmt: skip
+ENDED = {"state": "Expired", "role": "ClusterRole/minter", "startedAt": stamp(1), "expiresAt": stamp(31),
+         "endedAt": stamp(31), "approvedAt": stamp(1), "approvedBy": "bob", "observedGeneration": 1}  # fmt: skip
+
+
+def token(name: str, uid: str, creator: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": name, "namespace": "shop", "uid": uid, "resourceVersion": "1",
+                         "creationTimestamp": stamp(10),
+                         "annotations": {"kubernetes.io/service-account.name": "default",
+                                         "accesshygiene.io/created-by": creator}}}  # fmt: skip
+
+
+def sync_ended(mode: str, status: dict[str, Any], *secrets: dict[str, Any]) -> AccessController:
+    async def body() -> AccessController:
+        access = controller(FixedClock(T0 + timedelta(minutes=40)), ELIGIBILITY, {**REQUEST, "status": status})
+        access.settings = OperatorSettings(mode=mode)  # type: ignore[call-arg]
+        access.roles.upsert("ClusterRole", MINTER)
+        for secret in secrets:
+            access.roles.upsert("Secret", secret)
+        access._sync_request("shop", "fix")
+        return access
+
+    return asyncio.run(body())
+
+
+@pytest.mark.parametrize("mode", ["audit", "enforce"])
+def test_leftovers_are_recorded_first_and_in_enforce_mode_only_the_requesters_recorded_ones_removed_after(
+    api_calls: Recorder, mode: str
+) -> None:
+    alices, admins = token("kept", "u-a", "alice"), token("admins", "u-b", "admin")
+    sync_ended(mode, ENDED, alices, admins)  # the first pass after the expiry records, removes nothing
+    assert not [call for call in api_calls.writes() if call[0] == "DELETE"]
+    [recorded] = api_calls.statuses
+    assert [(item["name"], item["uid"], item["createdBy"]) for item in recorded["leftovers"]] == [
+        ("admins", "u-b", "admin"),
+        ("kept", "u-a", "alice"),
+    ]
+    api_calls.calls.clear()
+    api_calls.statuses.clear()
+    access = sync_ended(mode, {**ENDED, "leftovers": recorded["leftovers"]}, alices, admins)  # the record is stored
+    deletes = [call for call in api_calls.writes() if call[0] == "DELETE"]
+    if mode == "audit":
+        assert (deletes, api_calls.statuses) == ([], [])  # a no-op: nothing written
+        return
+    assert deletes == [("DELETE", "Secret shop/kept", "u-a")]  # by uid; the admin's is never touched
+    [after] = api_calls.statuses
+    assert [(item["name"], item.get("removedAt")) for item in after["leftovers"]] == [
+        ("admins", None),
+        ("kept", stamp(40)),
+    ]
+    messages = [finding.message for finding in access.findings()]
+    assert messages[1].endswith(f"outlived it: removed at {stamp(40)} (enforce mode)")
+    assert messages[0].endswith("and outlives it")

@@ -228,10 +228,33 @@ def test_eligibility_withdrawn_while_pending_denies_and_while_active_revokes() -
     assert condition(withdrawn_active, "Active")["reason"] == "EligibilityWithdrawn"
 
 
-def test_an_eligibility_not_seen_yet_keeps_the_request_pending() -> None:
-    decision = decide(request(), no_eligibility=True)
-    assert decision.state == "Pending"
-    assert condition(decision, "Approved")["reason"] == "EligibilityNotFound"
+def test_an_eligibility_not_seen_yet_keeps_the_request_pending_for_a_grace_then_denies_it_by_name() -> None:
+    waiting = decide(request(), minute=0.1, no_eligibility=True)  # 6 s after the request was created
+    assert (waiting.state, waiting.wake_at) == ("Pending", T0 + timedelta(seconds=10))
+    assert condition(waiting, "Approved")["reason"] == "EligibilityNotFound"
+    deny_at = format_time(T0 + timedelta(seconds=10))
+    assert condition(waiting, "Approved")["message"] == (
+        f"AccessEligibility oncall does not exist (yet); the request is denied at {deny_at} unless it appears"
+    )
+    appeared = decide(request(waiting.status), minute=0.15)
+    assert appeared.state == "Pending"
+    assert condition(appeared, "Approved")["reason"] == "AwaitingApproval"
+
+    denied = decide(request(waiting.status), minute=10 / 60, no_eligibility=True)  # at the grace's end exactly
+    assert (denied.state, denied.binding, denied.wake_at) == ("Denied", None, None)
+    message = (
+        "AccessEligibility oncall does not exist (still missing 10s after the request was created): nothing grants "
+        "this request; create a new one naming an existing AccessEligibility"
+    )
+    for type_ in ("Approved", "Active"):
+        assert (condition(denied, type_)["status"], condition(denied, type_)["reason"]) == (
+            "False",
+            "EligibilityNotFound",
+        )
+        assert condition(denied, type_)["message"] == message
+    assert denied.status["endedAt"] == at(10 / 60)
+    assert [(e.type, e.reason, e.message) for e in denied.events] == [("Warning", "AccessDenied", message)]
+    assert decide(request(denied.status), minute=5).state == "Denied"  # final, even once the eligibility exists
 
 
 @pytest.mark.parametrize(

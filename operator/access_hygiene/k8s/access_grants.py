@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +31,12 @@ from access_hygiene.clock import SYSTEM_CLOCK, Clock
 from access_hygiene.engine.access.leftovers import (
     LEFTOVER_RULE_ID,
     MAX_LEFTOVERS,
+    Leftover,
     creatable_kinds,
     find_leftovers,
     leftover_findings,
+    recorded_leftovers,
+    removable_leftovers,
 )
 from access_hygiene.engine.access.state import (
     AccessEvent,
@@ -54,6 +58,7 @@ from access_hygiene.k8s.errors import (
 )
 from access_hygiene.k8s.events import EventRecorder
 from access_hygiene.k8s.leader import WriteGate
+from access_hygiene.k8s.namespace_sync import namespace_mode
 from access_hygiene.k8s.resources import Obj
 from access_hygiene.k8s.watch_cache import Change, ClusterState, WatchCache, WatchSpec
 from access_hygiene.metrics import AccessMetrics, AccessSnapshot
@@ -406,6 +411,12 @@ class AccessController:
                 self._ensure_binding(decision, bindings, _uid(request), dict(decision.status))
         except NotLeaderError:
             return  # the next leader revokes it from its cache
+        except API_FAILURES as error:
+            if is_connection_error(error):  # an outage: logged once for all callers; the queued work retries
+                OUTAGE.failed(error)
+                return
+            detail = api_error_message(error) if isinstance(error, kubernetes.client.ApiException) else error
+            logger.warning(f"Access {namespace}/{name}: the timed step failed ({detail}); retrying.")
         except Exception:  # the queued work right after retries it, with status and the error handling
             logger.exception(f"Access {namespace}/{name}: the timed step failed; retrying.")
 
@@ -529,7 +540,8 @@ class AccessController:
         return decision.wake_at
 
     def _leftovers_of(self, request: dict[str, Any], status: dict[str, Any], now: datetime) -> dict[str, Any]:
-        """The ended window's leftovers (AH-GOV-005) into status, findings, and a Warning Event for new ones."""
+        """The ended window's leftovers (AH-GOV-005) into status (the grant's record), findings, and a Warning
+        Event for new ones; in enforce mode, the recorded ones admission attributes to the requester removed."""
         namespace, name = _namespace(request), _name(request)
         kind, _, role_name = str(status.get("role") or "").partition("/")
         rules = self._role_rules(kind, role_name, namespace) or []
@@ -537,7 +549,19 @@ class AccessController:
         objects = [obj for k in LEFTOVER_KINDS if k in kinds for obj in self.roles.in_namespace(k, namespace)]
         ended = {**request, "status": status}
         found = find_leftovers(ended, rules, objects)
-        findings = leftover_findings(ended, found)
+        removed = [item for item in recorded_leftovers(request) if item.removed_at]
+        removed_now = []
+        if self._enforcing(namespace):
+            # Only what the stored record lists (request as the API server holds it): a leftover is recorded by
+            # one pass and removed by the next, never deleted without its record.
+            for item in removable_leftovers(request, lambda k, n: self.roles.get(k, namespace, n)):
+                if self._remove_leftover(request, item):
+                    removed_now.append(replace(item, removed_at=format_time(now)))
+        removed += removed_now
+        gone = {item.uid for item in removed}
+        listed = sorted([*removed, *(item for item in found if not item.uid or item.uid not in gone)],
+                        key=lambda item: (item.created_at, item.kind, item.name))  # fmt: skip
+        findings = leftover_findings(ended, listed)
         if self._leftovers.get((namespace, name), []) != findings:
             if findings:
                 self._leftovers[(namespace, name)] = findings
@@ -545,15 +569,49 @@ class AccessController:
                 self._leftovers.pop((namespace, name), None)
             if self.on_findings_changed is not None:
                 self.on_findings_changed()
-        if not found and not status.get("leftovers"):
+        if not listed and not status.get("leftovers"):
             return status
-        listed = {(item.get("kind"), item.get("name")) for item in status.get("leftovers") or []}
-        new = [f for f in findings if (f.object.kind, f.object.name) not in listed]
-        if new and self.settings.warning_events:
-            message = f"{LEFTOVER_RULE_ID}: " + "; ".join(f.message for f in new[:3])
-            event = AccessEvent("Warning", "AccessLeftover", message)
-            self.events.announce(render_access_event(request, event, now))
-        return {**status, "leftovers": [item.as_status() for item in found[:MAX_LEFTOVERS]]}
+        recorded = {(item.get("kind"), item.get("name")) for item in status.get("leftovers") or []}
+        new = [f for f, item in zip(findings, listed, strict=True)
+               if (item.kind, item.name) not in recorded and not item.removed_at]  # fmt: skip
+        if self.settings.warning_events:
+            if new:
+                message = f"{LEFTOVER_RULE_ID}: " + "; ".join(f.message for f in new[:3])
+                self.events.announce(
+                    render_access_event(request, AccessEvent("Warning", "AccessLeftover", message), now)
+                )
+            if removed_now:
+                what = ", ".join(f"{item.kind} {item.name} (uid {item.uid}, created by {item.created_by})"
+                                 for item in removed_now)  # fmt: skip
+                message = f"{LEFTOVER_RULE_ID}: removed what the grant left behind (enforce mode): {what}"
+                event = AccessEvent("Normal", "AccessLeftoverRemoved", message)
+                self.events.announce(render_access_event(request, event, now))
+        return {**status, "leftovers": [item.as_status() for item in listed[:MAX_LEFTOVERS]]}
+
+    def _enforcing(self, namespace: str) -> bool:
+        home = self.roles.get("Namespace", "", namespace)
+        return (namespace_mode(home, self.settings) if home is not None else self.settings.mode) == "enforce"
+
+    def _remove_leftover(self, request: Mapping[str, Any], item: Leftover) -> bool:
+        """Delete one recorded leftover, only the recorded incarnation (uid precondition). False when it is gone
+        already, was replaced (409) or the operator may not delete it (403: said in the log)."""
+        api_version = "v1" if item.kind == "Secret" else RBAC_V1
+        try:
+            deleted = resources.delete(self.api, api_version, item.kind, item.name, item.namespace, uid=item.uid)
+        except kubernetes.client.ApiException as error:
+            if error.status not in (403, 409):
+                raise
+            logger.warning(
+                f"{item.kind} {item.namespace}/{item.name}, left by AccessRequest {_name(request)}, not removed: "
+                f"{api_error_message(error)}"
+            )
+            return False
+        if deleted:
+            logger.info(
+                f"{item.kind} {item.namespace}/{item.name} (uid {item.uid}, created by {item.created_by} during "
+                f"AccessRequest {_name(request)}) removed (enforce mode)."
+            )
+        return deleted
 
     def findings(self) -> list[Finding]:
         """Every AH-GOV-005 finding now (the reports add them to the audit's)."""

@@ -20,7 +20,7 @@ from access_hygiene.engine.audit.runner import load_rules
 from access_hygiene.engine.ground.exemptions import Exemption, exemptions_in
 from access_hygiene.engine.ground.snapshot import ClusterSnapshot
 from access_hygiene.k8s import resources
-from access_hygiene.render.access_admission import render_access_admission
+from access_hygiene.render.access_admission import creator_stamp_policy, render_access_admission
 from access_hygiene.render.admission import (
     ADMISSION_API_VERSION,
     RULE_LABEL,
@@ -354,9 +354,20 @@ def apply_access_admission(api: kubernetes.client.ApiClient) -> int:
     installs them)."""
     if not may_apply_access_admission(api):
         return 0
-    manifests = render_access_admission(own_username(api))
+    username = own_username(api)
+    manifests = render_access_admission(username)
     ordered = [m for m in manifests if not str(m["kind"]).endswith("Binding")]
     ordered += [m for m in manifests if str(m["kind"]).endswith("Binding")]
     for manifest in ordered:
         resources.apply(api, manifest)
-    return len(ordered)
+    # The creator stamp JIT leftovers are attributed by (MutatingAdmissionPolicy, admissionregistration.k8s.io/v1
+    # from kube-apiserver 1.36): where it is not served, leftovers are reported and never removed.
+    stamp = creator_stamp_policy(username)
+    try:
+        for manifest in stamp:
+            resources.apply(api, manifest)
+    except kubernetes.client.ApiException as error:
+        if error.status not in (403, 404):  # not served, or not ours to write (the chart installs it)
+            raise
+        return len(ordered)
+    return len(ordered) + len(stamp)

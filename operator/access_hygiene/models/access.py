@@ -45,6 +45,9 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 UserName = Annotated[str, Field(min_length=1, max_length=253)]
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+# Stamped by admission (a MutatingAdmissionPolicy, render/access_admission.py) on every Secret and RoleBinding
+# created: the username of whoever created it, kept unchanged on update. What attributes a grant's leftovers.
+CREATED_BY_ANNOTATION = "accesshygiene.io/created-by"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -214,12 +217,22 @@ class AccessRequestSpec(WireModel):
 
 
 class LeftoverRef(WireModel):
-    """An object created inside the grant's window that outlives it (rule AH-GOV-005)."""
+    """An object created inside the grant's window that outlives it (rule AH-GOV-005). This list is the grant's
+    record: in enforce mode only an object listed here, with this uid and created by the requester (createdBy,
+    stamped by admission), is ever removed."""
 
     kind: str
     name: str
     created_at: str
     detail: str = ""
+    uid: str = Field(default="", max_length=64)
+    created_by: str = Field(
+        default="",
+        max_length=253,
+        description=f"Who created it, as the API server authenticated them (the {CREATED_BY_ANNOTATION} annotation "
+        "admission stamps; empty: created before the stamp existed, never removed).",
+    )
+    removed_at: str = Field(default="", description="When the operator removed it (enforce mode).")
 
 
 class ResolvedEligibility(WireModel):

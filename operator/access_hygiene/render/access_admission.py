@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from access_hygiene import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from access_hygiene.models.access import AccessRequestSpec
+from access_hygiene.models.access import CREATED_BY_ANNOTATION, AccessRequestSpec
 
 ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -42,6 +42,7 @@ REQUEST_IMMUTABLE_POLICY = f"{PREFIX}-accessrequest-immutable"
 REQUEST_STATUS_POLICY = f"{PREFIX}-accessrequest-status"
 APPROVER_POLICY = f"{PREFIX}-accessapproval-approver"
 APPROVAL_POLICY = f"{PREFIX}-accessapproval-request"
+CREATOR_STAMP_POLICY = f"{PREFIX}-creator-stamp"
 
 # CEL fragments about the caller (request.userInfo).
 _USERNAME = "request.userInfo.username"
@@ -345,3 +346,64 @@ def render_access_admission(operator_username: str) -> list[Obj]:
     for policy, with_params in policies:
         objects += [policy, _binding(policy["metadata"]["name"], with_params=with_params)]
     return objects
+
+
+def creator_stamp_policy(operator_username: str) -> list[Obj]:
+    """A MutatingAdmissionPolicy (and its binding) that writes who created each Secret and RoleBinding into its
+    accesshygiene.io/created-by annotation (request.userInfo.username, set by the API server) and keeps it as it
+    was on every update (a stamp cannot be added, changed or removed afterwards). What attributes a just-in-time
+    grant's leftovers to its requester (engine/access/leftovers.py). No clock, no param: one CEL evaluation per
+    write of those kinds. failurePolicy Ignore: a stamp that fails leaves the object unattributed (reported, never
+    removed) and never refuses a write cluster-wide. The operator's own writes are not stamped: its objects are
+    never leftovers, and its reconciles stay free of a field it does not declare."""
+    key = _cel(CREATED_BY_ANNOTATION)
+    variables = [
+        (
+            "stamp",
+            f"request.operation == 'CREATE' ? request.userInfo.username : "
+            f"oldObject.metadata.?annotations[?{key}].orValue('')",
+        ),
+        ("current", f"object.metadata.?annotations[?{key}].orValue('')"),
+        # JSON Pointer escaping ("/" is "~1") done here: jsonpatch.escapeKey is not declared in variables.
+        ("path", _cel("/metadata/annotations/" + CREATED_BY_ANNOTATION.replace("~", "~0").replace("/", "~1"))),
+    ]
+    patch = (
+        "variables.stamp == variables.current ? [] : "
+        "variables.stamp == '' ? [JSONPatch{op: 'remove', path: variables.path}] : "
+        "has(object.metadata.annotations) ? [JSONPatch{op: 'add', path: variables.path, value: variables.stamp}] : "
+        # (spaced so that no "}}" appears: the chart template embeds this text)
+        f"[JSONPatch{{op: 'add', path: '/metadata/annotations', value: {{{key}: variables.stamp}} }}]"
+    )
+    rules = [("", "secrets"), (RBAC_GROUP, "rolebindings")]
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": CREATOR_STAMP_POLICY, "labels": _labels()},
+        "spec": {
+            "failurePolicy": "Ignore",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [group],
+                        "apiVersions": ["*"],
+                        "resources": [resource],
+                        "operations": ["CREATE", "UPDATE"],
+                    }
+                    for group, resource in rules
+                ]
+            },
+            "matchConditions": [
+                {"name": "not-the-operator", "expression": f"{_USERNAME} != {_cel(operator_username)}"}
+            ],
+            "variables": [{"name": n, "expression": e} for n, e in variables],
+            "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": patch}}],
+        },
+    }
+    binding = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": CREATOR_STAMP_POLICY, "labels": _labels()},
+        "spec": {"policyName": CREATOR_STAMP_POLICY},
+    }
+    return [policy, binding]

@@ -40,6 +40,11 @@ from access_hygiene.render.access import render_grant_binding
 
 # (kind, name, namespace) -> the role's rules, None when it does not exist. Namespace is "" for a ClusterRole.
 RoleLookup = Callable[[str, str, str], Sequence[Mapping[str, Any]] | None]
+# A request naming an eligibility that does not exist is admitted (admission cannot tell, see
+# docs/just-in-time-access.md) and denied by the operator once this long has passed since its creation without
+# the eligibility appearing: an eligibility and a request applied together may reach the operator's watches in
+# either order, and Denied is final.
+ELIGIBILITY_GRACE = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ def _time(value: Any) -> datetime | None:
         return parse_instant(str(value))
     except ValueError:
         return None
+
+
+def _seconds(span: timedelta) -> str:
+    return f"{span.total_seconds():g}s"
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -307,8 +316,21 @@ def _decide(
             withdrawn = f"AccessEligibility {eligibility_name} was deleted"
             return ended("Revoked" if previous_state in ("Approved", "Active") else "Denied", "EligibilityWithdrawn",
                          withdrawn)  # fmt: skip
-        waiting = f"AccessEligibility {eligibility_name} does not exist (yet); nothing can be approved"
-        return _Outcome("Pending", ("Unknown", "EligibilityNotFound", waiting), ("False", "NotApproved", waiting))
+        created = _time(metadata.get("creationTimestamp"))
+        deny_at = None if created is None else created + ELIGIBILITY_GRACE
+        if deny_at is None or now >= deny_at:
+            missing = (
+                f"AccessEligibility {eligibility_name} does not exist (still missing {_seconds(ELIGIBILITY_GRACE)} "
+                "after the request was created): nothing grants this request; create a new one naming an existing "
+                "AccessEligibility"
+            )
+            return ended("Denied", "EligibilityNotFound", missing)
+        waiting = (
+            f"AccessEligibility {eligibility_name} does not exist (yet); the request is denied at "
+            f"{format_time(deny_at)} unless it appears"
+        )
+        return _Outcome("Pending", ("Unknown", "EligibilityNotFound", waiting), ("False", "NotApproved", waiting),
+                        wake_at=deny_at)  # fmt: skip
     try:
         eligibility = AccessEligibilitySpec.model_validate(eligibility_obj.get("spec") or {})
     except ValidationError as error:
