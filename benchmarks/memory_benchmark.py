@@ -20,10 +20,12 @@ was written compressed), and a few re-audits as events cause them. Prints:
 """
 
 import argparse
+import ctypes
 import gc
 import hashlib
 import json
 import sys
+import threading
 import time
 import tracemalloc
 import types
@@ -471,19 +473,32 @@ class Stages:
             print(f"| {label} | {seconds:.1f} | {rss:.0f} MiB | {hwm:.0f} MiB | {traced} |")
 
 
-def load_cache(pages: dict[str, list[bytes]], settings: OperatorSettings) -> tuple[ClusterState, list[Change]]:
-    """Each kind's pages parsed and prepared by the watch cache's own code, then stored as its LIST would be."""
+def load_cache(pages: dict[str, list[bytes]], threads: bool) -> tuple[ClusterState, list[Change], list[Reflector]]:
+    """Each kind's pages parsed and prepared by the watch cache's own code (its reflectors, kept as the operator
+    keeps them), then stored as its LIST would be; threads: each kind in a thread of its own, as the reflectors
+    run (glibc gives each thread that allocates an arena of its own)."""
     specs = list(WATCHED_KINDS)
     state = ClusterState(specs, counted_label=(MANAGED_BY_LABEL, MANAGED_BY_VALUE))
     changes: list[Change] = []
     state.set_listener(changes.extend)
-    for spec in specs:
-        reflector = Reflector(None, spec, state)  # type: ignore[arg-type]  # never started: _prepare only
-        kind_pages = pages.pop(spec.kind, [])  # consumed: the JSON is gone once stored, as after a LIST
+    reflectors = [Reflector(None, spec, state) for spec in specs]  # type: ignore[arg-type]  # _prepare only
+
+    def relist(reflector: Reflector) -> None:
+        kind_pages = pages.pop(reflector.spec.kind, [])  # consumed: the JSON is gone once stored, as after a LIST
         items = [reflector._prepare(item) for page in kind_pages for item in json.loads(page)["items"]]
         del kind_pages
-        state.replace(spec.kind, items)
-    return state, changes
+        state.replace(reflector.spec.kind, items)
+
+    if threads:
+        running = [threading.Thread(target=relist, args=(reflector,)) for reflector in reflectors]
+        for thread in running:
+            thread.start()
+        for thread in running:
+            thread.join()
+    else:
+        for reflector in reflectors:
+            relist(reflector)
+    return state, changes, reflectors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rss-only", action="store_true", help="no tracemalloc (it doubles the time): VmRSS only")
     parser.add_argument("--top", type=int, default=20, help="allocation sites to print (tracemalloc)")
+    parser.add_argument("--threads", action="store_true", help="parse each kind in a thread, as the reflectors do")
+    parser.add_argument("--policy-writes", type=int, default=3, help="status writes to every AccessPolicy")
     parser.add_argument("--events", type=int, default=20, help="re-audits after start, as events cause them")
     args = parser.parse_args(argv)
     traced = not args.rss_only
@@ -506,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         tracemalloc.start(12)
     base = tracemalloc.take_snapshot() if traced else None
     stages = Stages(traced)
-    state, changes = stages.run("watch cache loaded (LIST pages)", lambda: load_cache(pages, settings))
+    state, changes, reflectors = stages.run("watch cache loaded (LIST pages)", lambda: load_cache(pages, args.threads))
     audit = IncrementalAudit()
     ctx = settings.audit_context(now=NOW)
 
@@ -540,23 +557,44 @@ def main(argv: list[str] | None = None) -> int:
     stages.run("reports written (start-up sync)", lambda: writer.sync(None, totals.findings))  # type: ignore[arg-type]
     namespaces = sorted(name_of(ns) for ns in state.objects("Namespace"))
 
-    def events() -> None:
+    def reaudit(scopes: set[str]) -> None:
         nonlocal totals
+        snapshot = scoped_snapshot(state, audit.index, scopes)
+        changed = audit.update(state, ctx, scopes, snapshot)
+        if changed:
+            totals = audit.totals()
+        recorder.record([f for s in scopes for f in audit.findings_in(s)], lambda kind, ns, name: "uid", scopes)
+        publish()
+        writer.sync(None, totals.findings, changed)  # type: ignore[arg-type]
+
+    def events() -> None:
         for number in range(args.events):
             scopes = {namespaces[(number * 97) % len(namespaces)]}
-            if number % 5 == 0:
-                scopes.add(CLUSTER)
-            snapshot = scoped_snapshot(state, audit.index, scopes)
-            changed = audit.update(state, ctx, scopes, snapshot)
-            if changed:
-                totals = audit.totals()
-            recorder.record([f for s in scopes for f in audit.findings_in(s)], lambda kind, ns, name: "uid", scopes)
-            publish()
-            writer.sync(None, totals.findings, changed)  # type: ignore[arg-type]
+            reaudit(scopes | {CLUSTER} if number % 5 == 0 else scopes)
+
+    def policy_writes() -> None:
+        """What the operator's writes to its policies do (finalizer, status: a new resourceVersion each), followed
+        by re-audits of the cluster scope, which reads every policy."""
+        for round_number in range(args.policy_writes):
+            for policy in state.objects("AccessPolicy"):
+                metadata = {
+                    **policy["metadata"],
+                    "resourceVersion": f"{policy['metadata']['resourceVersion']}.{round_number}",
+                }
+                status = {**policy["status"], "violations": round_number + 1}
+                written = {**policy, "metadata": metadata, "status": status}
+                audit.observe("AccessPolicy", policy, written)  # (the cluster re-audit below reads every policy)
+                state.upsert("AccessPolicy", written)
+            reaudit({CLUSTER})
 
     stages.run(f"{args.events} re-audits (every 5th with the cluster scope)", events)
+    stages.run(f"{args.policy_writes} status writes to every policy, cluster re-audits", policy_writes)
     after = tracemalloc.take_snapshot() if traced else None
     stages.print()
+    gc.collect()
+    before_trim = rss_mib()
+    trimmed = ctypes.CDLL("libc.so.6").malloc_trim(0) if sys.platform == "linux" else 0
+    print(f"\nVmRSS {before_trim:.0f} MiB; after malloc_trim(0) (returned: {trimmed}) {rss_mib():.0f} MiB")
     findings = totals.findings
     print(f"\nactive findings {sum(not f.exempted for f in findings)} (all {len(findings)}), capabilities "
           f"{len(totals.capabilities)}, scopes {len(audit.scopes)}, reports {len(writer._written or {})}")  # fmt: skip
@@ -565,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     scope_results = list(audit.scopes.values())
     holders: list[tuple[str, Callable[[], Iterable[Any]]]] = [
         ("watch cache objects (ClusterState)", lambda: [state._objects]),
+        ("watch cache: shared values (reflectors)", lambda: [vars(r).get("_shared") for r in reflectors]),
         ("findings (audit results by scope)", lambda: [r.findings for r in scope_results]),
         (
             "capabilities, controls, exemptions",
