@@ -65,6 +65,18 @@ def test_starting_over_past_the_limit_changes_no_value(values: list[Any], limit:
         assert len(shared) <= limit
 
 
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(VALUES, min_size=2, max_size=8))
+def test_containers_whose_hashes_collide_keep_their_own_content(values: list[Any]) -> None:
+    from access_hygiene.k8s import watch_cache
+
+    shared = SharedValues()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(watch_cache, "hash", lambda _: 0, raising=False)  # every container collides with the first
+        for value in values * 2:
+            assert _exact(shared.value(_decoded(value))) == _exact(value)
+
+
 def test_scalars_equal_across_types_are_not_shared() -> None:
     shared = SharedValues()
     forms = [{"port": 1}, {"port": True}, {"port": 1.0}, {"port": "1"}, [1], [True], [1.0]]

@@ -87,14 +87,14 @@ class SharedValues:
     Safe because the store's objects are read-only (its contract) and a shared container equals, item for item and
     type for type, each one it stands for. An object's top-level dict and metadata stay its own (uid, version).
 
-    A container is known by its items, those that are containers by identity: each is a known one already (the walk
-    is bottom-up), kept alive by the entry that names it. All forgotten at once past `limit`. One per reflector
-    (one thread)."""
+    A container is known by its items, those that are containers by identity (each is a known one already: the walk
+    is bottom-up): by the hash of those, then compared item for item (most containers are seen once, and a hash
+    costs less to keep than the items). All forgotten at once past `limit`. One per reflector (one thread)."""
 
     def __init__(self, limit: int = SHARED_CONTAINERS_LIMIT) -> None:
         self.limit = limit
-        self._dicts: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._lists: dict[tuple[Any, ...], list[Any]] = {}
+        self._dicts: dict[int, dict[str, Any]] = {}
+        self._lists: dict[int, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._dicts) + len(self._lists)
@@ -116,22 +116,31 @@ class SharedValues:
             return sys.intern(value) if len(value) <= _SHARED_UP_TO else value
         if isinstance(value, dict):
             items = {sys.intern(key): self.value(item) for key, item in value.items()}
-            key = tuple(chain.from_iterable((name, _token(item)) for name, item in items.items()))
-            return self._known(self._dicts, key, items)
+            return self._known(self._dicts, _dict_items(items), items)
         if isinstance(value, list):
             entries = [self.value(item) for item in value]
-            return self._known(self._lists, tuple(map(_token, entries)), entries)
+            return self._known(self._lists, _list_items(entries), entries)
         return value
 
-    def _known(self, known: dict[tuple[Any, ...], Any], key: tuple[Any, ...], fresh: Any) -> Any:
-        found = known.get(key)
+    def _known(self, known: dict[int, Any], items: tuple[Any, ...], fresh: Any) -> Any:
+        digest = hash(items)
+        found = known.get(digest)
         if found is not None:
-            return found
+            same = _dict_items(found) if isinstance(found, dict) else _list_items(found)
+            return found if same == items else fresh  # (another content with the same hash: rare, not shared)
         if len(self._dicts) + len(self._lists) >= self.limit:
             self._dicts.clear()
             self._lists.clear()
-        known[key] = fresh
+        known[digest] = fresh
         return fresh
+
+
+def _dict_items(value: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(chain.from_iterable((name, _token(item)) for name, item in value.items()))
+
+
+def _list_items(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(map(_token, value))
 
 
 def _token(value: Any) -> Any:
