@@ -20,7 +20,6 @@ was written compressed), and a few re-audits as events cause them. Prints:
 """
 
 import argparse
-import ctypes
 import gc
 import hashlib
 import json
@@ -51,6 +50,7 @@ from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles  
 from access_hygiene.k8s import reports as reports_module  # noqa: E402
 from access_hygiene.k8s.controller import WATCHED_KINDS  # noqa: E402
 from access_hygiene.k8s.events import EventRecorder  # noqa: E402
+from access_hygiene.k8s.memory import release_free_memory  # noqa: E402
 from access_hygiene.k8s.reports import ReportWriter  # noqa: E402
 from access_hygiene.k8s.watch_cache import Change, ClusterState, Reflector  # noqa: E402
 from access_hygiene.metrics import Metrics, ScanResult  # noqa: E402
@@ -279,7 +279,8 @@ def workload_objects(served: Served, deployment: Obj, index: int) -> Iterator[Ob
             "qosClass": "BestEffort",
         },
     }
-    yield served.metadata(pod, manager="kube-scheduler")
+    if spec["replicas"]:  # (the light profile's Deployments have none)
+        yield served.metadata(pod, manager="kube-scheduler")
 
 
 def policy_objects(served: Served, policy: Obj) -> Iterator[Obj]:
@@ -385,12 +386,13 @@ def system_objects(served: Served) -> Iterator[Obj]:
     )
 
 
-def served_population(scale: float) -> Iterator[Obj]:
-    """The realistic population at this scale, each object as the API server would serve it."""
+def served_population(scale: float, profile: str) -> Iterator[Obj]:
+    """The profile's population (benchmarks/live_scale.py) at this scale, each object as the API server would
+    serve it."""
     counts = {key: max(1, round(value * scale)) for key, value in live_scale.SCALE.items()}
     served = Served()
     yield from system_objects(served)
-    for index, obj in enumerate(live_scale.realistic_population(counts)):
+    for index, obj in enumerate(live_scale.PROFILES[profile].build(counts)):
         kind = obj["kind"]
         if kind == "Namespace":
             yield from namespace_objects(served, obj)
@@ -402,10 +404,10 @@ def served_population(scale: float) -> Iterator[Obj]:
             yield served.metadata(obj, generation=kind in ("ClusterRole", "Role"))
 
 
-def json_pages(scale: float) -> dict[str, list[bytes]]:
+def json_pages(scale: float, profile: str) -> dict[str, list[bytes]]:
     """Every watched kind's LIST pages as the API server sends them (JSON bytes)."""
     by_kind: dict[str, list[Obj]] = {}
-    for obj in served_population(scale):
+    for obj in served_population(scale, profile):
         by_kind.setdefault(obj["kind"], []).append(obj)
     pages: dict[str, list[bytes]] = {}
     for kind, items in by_kind.items():
@@ -504,6 +506,7 @@ def load_cache(pages: dict[str, list[bytes]], threads: bool) -> tuple[ClusterSta
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--profile", choices=sorted(live_scale.PROFILES), default="realistic")
     parser.add_argument("--rss-only", action="store_true", help="no tracemalloc (it doubles the time): VmRSS only")
     parser.add_argument("--top", type=int, default=20, help="allocation sites to print (tracemalloc)")
     parser.add_argument("--threads", action="store_true", help="parse each kind in a thread, as the reflectors do")
@@ -512,9 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     traced = not args.rss_only
     settings = OperatorSettings()
-    print(f"machine: load average {Path('/proc/loadavg').read_text().split()[:3]}; scale {args.scale}")
+    print(f"machine: load average {Path('/proc/loadavg').read_text().split()[:3]}; {args.profile}, scale {args.scale}")
     print(f"VmRSS after imports {rss_mib():.0f} MiB")
-    pages = json_pages(args.scale)
+    pages = json_pages(args.scale, args.profile)
     page_bytes = sum(len(p) for kind_pages in pages.values() for p in kind_pages)
     objects = sum(len(json.loads(p)["items"]) for ps in pages.values() for p in ps)
     print(f"population: {objects} objects, {page_bytes / 2**20:.0f} MiB of JSON")
@@ -554,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     api = FakeApi()
     vars(reports_module)["request"] = api
     writer = ReportWriter(settings.report_max_results)
+    writer.available = live_scale.PROFILES[args.profile].report_crds  # the light profile has no report CRDs
     stages.run("reports written (start-up sync)", lambda: writer.sync(None, totals.findings))  # type: ignore[arg-type]
     namespaces = sorted(name_of(ns) for ns in state.objects("Namespace"))
 
@@ -593,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     stages.print()
     gc.collect()
     before_trim = rss_mib()
-    trimmed = ctypes.CDLL("libc.so.6").malloc_trim(0) if sys.platform == "linux" else 0
-    print(f"\nVmRSS {before_trim:.0f} MiB; after malloc_trim(0) (returned: {trimmed}) {rss_mib():.0f} MiB")
+    returned = release_free_memory()  # what the controller does once its queue drains (k8s/memory.py)
+    print(f"\nVmRSS {before_trim:.0f} MiB; after malloc_trim(0) (pages returned: {returned}) {rss_mib():.0f} MiB")
     findings = totals.findings
     print(f"\nactive findings {sum(not f.exempted for f in findings)} (all {len(findings)}), capabilities "
           f"{len(totals.capabilities)}, scopes {len(audit.scopes)}, reports {len(writer._written or {})}")  # fmt: skip
