@@ -2,6 +2,7 @@
 item for item and type for type, what the API server sent (trimmed), whatever it shares."""
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -133,3 +134,13 @@ def test_the_reflector_stores_the_trimmed_object_and_status_churn_is_still_dropp
     assert update["spec"] is stored["spec"]  # type: ignore[index]  # the unchanged part is the stored one
     state.upsert("Pod", update)
     assert state.unchanged_updates == 1
+
+
+def test_an_objects_uid_and_resource_version_are_not_interned() -> None:
+    binding = role_binding("a", "app")
+    binding["metadata"]["resourceVersion"] = "123456"
+    obj = SharedValues().object(_decoded(binding))
+    assert obj == binding
+    assert obj["metadata"]["uid"] is not sys.intern("u-a")  # (each object has its own: sharing would gain nothing)
+    assert obj["metadata"]["resourceVersion"] is not sys.intern("123456")
+    assert obj["metadata"]["name"] is sys.intern("a")

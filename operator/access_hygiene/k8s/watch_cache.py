@@ -77,6 +77,9 @@ _SHARED_UP_TO = 64  # characters: names, kinds, label keys and values, verbs; no
 # How many distinct containers a reflector remembers before it starts over: its memory is bounded by that, not by
 # everything it ever saw (objects already stored keep what they share).
 SHARED_CONTAINERS_LIMIT = 50_000
+# Metadata values each object has its own of: interning them would share nothing and cost the process's table of
+# interned strings a slot each (110,000 of them at full scale, a 7 MiB table).
+_UNIQUE = frozenset({"uid", "resourceVersion"})
 
 
 class SharedValues:
@@ -108,7 +111,7 @@ class SharedValues:
     def _own(self, value: Any) -> Any:
         if not isinstance(value, dict):
             return self.value(value)
-        return {sys.intern(key): self.value(item) for key, item in value.items()}
+        return {sys.intern(key): item if key in _UNIQUE else self.value(item) for key, item in value.items()}
 
     def value(self, value: Any) -> Any:
         """The value with its short strings and its containers shared."""
