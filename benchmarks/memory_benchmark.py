@@ -4,15 +4,18 @@ asserts nothing.
     python benchmarks/memory_benchmark.py                  # full scale, tracemalloc on (a few minutes)
     python benchmarks/memory_benchmark.py --rss-only       # VmRSS without tracemalloc's overhead
     python benchmarks/memory_benchmark.py --scale 0.1      # development
+    python benchmarks/memory_benchmark.py --profile light  # live_scale.py's other population
 
-The population is benchmarks/live_scale.py's realistic one, shaped as the API server serves it (uid,
-resourceVersion, managedFields, defaulted pod specs, the controller-manager's ReplicaSets and Pending Pods with
+The population is benchmarks/live_scale.py's realistic one (or --profile light), shaped as the API server serves
+it (uid, resourceVersion, managedFields, defaulted pod specs, the controller-manager's ReplicaSets and Pending Pods with
 their token volume, the control plane's default ServiceAccounts and bootstrap RBAC, the objects the operator
 generates for each AccessPolicy and namespace, policy status), serialised to JSON pages and fed through the watch
-cache's own preparation (k8s/watch_cache.py: trim, shared strings) into a ClusterState. Then what the controller
+cache's own preparation (k8s/watch_cache.py: trim, shared values; --threads: a thread per kind, as the reflectors
+run) into a ClusterState. Then what the controller
 does at start (k8s/controller.py): the full audit (engine/audit/incremental.py), the Events' seed, a publish and
 the metrics' families (metrics.py), the policy reports written (k8s/reports.py, the API a stand-in that keeps what
-was written compressed), and a few re-audits as events cause them. Prints:
+was written compressed), re-audits as events cause them (--events), status writes to every policy
+(--policy-writes) and the release of freed memory the controller makes once its queue drains. Prints:
 - VmRSS after each stage (the operator's RSS once converged is what the live benchmark reports);
 - MiB per holder: what each long-lived structure reaches (sys.getsizeof over gc.get_referents), each object
   counted once, for the first holder that reaches it in the order printed;
