@@ -2,8 +2,9 @@
 
 The C allocator (glibc's malloc, under Python's own for blocks over 512 bytes) keeps what a burst freed for later
 use: the LIST pages and the first audit's intermediates at start, the responses of the start-up writes. Python never
-asks for it back; malloc_trim(0) does (free pages are returned, nothing in use moves). In-process on the realistic
-population (benchmarks/memory_benchmark.py) it takes VmRSS from 259 to 238 MiB after start-up.
+asks for it back; malloc_trim(0) does (free pages are returned, nothing in use moves). On the realistic population
+at full scale: 6 MiB in-process (benchmarks/memory_benchmark.py), 15 MiB live once the operator has been quiet for
+a while (docs/performance.md, "Memory on the realistic population").
 """
 
 import ctypes
