@@ -13,6 +13,9 @@ control plane, with the shipped Lease timing (15/10/2 s).
 - SIGTERM of the leader, --handovers times: seconds from the signal until the standby holds the Lease.
 - The standby while idle: its RSS, and its API requests over --idle-seconds from the API server's audit log
   (by verb: the Lease watch every retry period, no LIST after start, no write).
+- With --audit-webhook every replica serves the audit webhook and the standby follows the leader's usage counters
+  (docs/ha.md): before each kill one audit batch (a ServiceAccount of its own) is posted to the leader only, and
+  after the takeover the new leader's counters must hold it exactly once ("usage batches lost at kill -9").
 Not a timed test: figures depend on the machine (state it when quoting them).
 """
 
@@ -38,14 +41,18 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 from tests.cluster.ha import (  # noqa: E402
     OPERATOR_NAMESPACE,
     Replica,
+    Webhook,
+    advertised_webhook,
     audit_requests,
     ensure_namespace,
     lease_holder,
+    make_webhook,
     new_lease_name,
     replica_kubeconfig,
     wait_until,
     writes_without_the_lease,
 )
+from tests.unit.audit_events import event  # noqa: E402
 
 from access_hygiene.engine.leadership.lease import RETRY_PERIOD_SECONDS  # noqa: E402
 from access_hygiene.k8s import resources  # noqa: E402
@@ -107,8 +114,15 @@ def summary(name: str, values: list[float]) -> dict[str, float | int | str]:
     }
 
 
-def idle_round(api: kubernetes.client.ApiClient, replicas: list[Replica], audit_log: Path, seconds: float) -> dict:
+FOLLOWING = b"Audit usage mirror: following the leader's counters"  # k8s/usage_mirror.py
+
+
+def idle_round(
+    api: kubernetes.client.ApiClient, replicas: list[Replica], audit_log: Path, seconds: float, mirror: bool
+) -> dict:
     leader, standby = pair(api, replicas)
+    if mirror:  # idle with the mirror connection open
+        wait_until(lambda: standby.logged(FOLLOWING), timeout=30, interval=0.1)
     time.sleep(10)  # start-up settles (first reports, first Events)
     since = datetime.now(UTC)
     time.sleep(seconds)
@@ -139,13 +153,26 @@ def renewal_intervals(api: kubernetes.client.ApiClient, lease: str, seconds: flo
     return [(b - a).total_seconds() for a, b in itertools.pairwise(renewals)]
 
 
-def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tuple[float, float, float, float]:
+def usage_batch(user: str) -> bytes:
+    items = [event("get", "configmaps", name="settings", user=user), event("list", "pods", user=user)]
+    return json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "EventList", "items": items}).encode()
+
+
+def kill_round(
+    api: kubernetes.client.ApiClient, replicas: list[Replica], webhook: Webhook | None = None
+) -> tuple[float, float, float, float, int]:
     """(kill -> takeover, takeover -> the binding created after the kill in the new leader's /metrics,
-    the killed leader's last renewal -> kill, that renewal -> the standby's acquireTime). Wall times on the
+    the killed leader's last renewal -> kill, that renewal -> the standby's acquireTime, usage batches lost: posted
+    to the killed leader and answered 200 but not exactly once in the new leader's counters). Wall times on the
     Lease and the kill come from the same machine's clock."""
     leader, standby = pair(api, replicas)
     # A steady standby: it has seen renewals through its watch, and the kill falls anywhere in a renewal cycle.
     time.sleep(random.uniform(2 * RETRY_PERIOD_SECONDS, 3 * RETRY_PERIOD_SECONDS))
+    user = f"system:serviceaccount:bench:kill-{uuid.uuid4().hex[:8]}"
+    if webhook is not None:
+        url = advertised_webhook(api, leader.lease)
+        assert url
+        assert webhook.post(url, usage_batch(user)) == 200
     name = f"risky-{uuid.uuid4().hex[:8]}"
     rbac = kubernetes.client.RbacAuthorizationV1Api(api)
     leader.signal(signal.SIGKILL)
@@ -176,6 +203,12 @@ def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tup
         lambda: (standby.gauge("access_hygiene_violations", rule_id="AH-RBAC-001") or 0) > 0, timeout=30, interval=0.01
     )
     exported = time.monotonic()
+    lost = 0
+    if webhook is not None:
+        wait_until(lambda: advertised_webhook(api, leader.lease) not in (None, url), timeout=10)
+        counters = webhook.counters(str(advertised_webhook(api, leader.lease)))
+        kept = [s for s in counters["subjects"] if s["user"] == user]
+        lost = 0 if len(kept) == 1 and kept[0]["requests"] == 2 else 1
     assert leader.process is not None
     leader.process.wait()
     leader.process = None
@@ -185,6 +218,7 @@ def kill_round(api: kubernetes.client.ApiClient, replicas: list[Replica]) -> tup
         exported - took_over,
         (killed_wall - last_renewal).total_seconds(),
         (acquired - last_renewal).total_seconds(),
+        lost,
     )
 
 
@@ -205,6 +239,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--handovers", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--audit-webhook", action="store_true", help="replicas serve the audit webhook (mirror)")
     args = parser.parse_args()
     results: list[dict] = []
     with (
@@ -219,19 +254,26 @@ def main() -> int:
         ensure_namespace(api, OPERATOR_NAMESPACE)
         workdir = Path(str(control_plane.workdir))
         lease = new_lease_name()
+        webhook = make_webhook(workdir / "webhook") if args.audit_webhook else None
         replicas = []
         for name in ("a", "b"):
             path, user = replica_kubeconfig(control_plane, api, f"replica-{name}")
-            replicas.append(Replica(f"replica-{name}", user, path, lease, workdir / f"replica-{name}.log"))
+            env = dict(webhook.env) if webhook is not None else {}
+            replicas.append(Replica(f"replica-{name}", user, path, lease, workdir / f"replica-{name}.log", env=env))
         try:
-            results.append(idle_round(api, replicas, control_plane.audit_log_path, args.idle_seconds))
+            results.append(
+                idle_round(api, replicas, control_plane.audit_log_path, args.idle_seconds, webhook is not None)
+            )
             pair(api, replicas)
             results.append(summary("leader: between renewals (s)", renewal_intervals(api, lease, 20.0)))
-            rounds = [kill_round(api, replicas) for _ in range(args.kills)]
+            rounds = [kill_round(api, replicas, webhook) for _ in range(args.kills)]
             results.append(summary("kill -9 -> standby holds the Lease (s)", [r[0] for r in rounds]))
             results.append(summary("takeover -> binding in the new leader's /metrics (s)", [r[1] for r in rounds]))
             results.append(summary("killed leader's last renewal -> kill (s)", [r[2] for r in rounds]))
             results.append(summary("killed leader's last renewal -> standby's acquireTime (s)", [r[3] for r in rounds]))
+            if webhook is not None:
+                results.append({"what": "usage batches lost at kill -9", "lost": sum(r[4] for r in rounds),
+                                 "of": len(rounds)})  # fmt: skip
             handovers = [sigterm_round(api, replicas) for _ in range(args.handovers)]
             results.append(summary("SIGTERM -> standby holds the Lease (s)", handovers))
         finally:

@@ -602,7 +602,7 @@ class Sampler:
         if directory is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
-        py_spy = Path(sys.executable).parent / "py-spy"
+        py_spy = py_spy_binary()
         output = directory / f"{phase}.txt"
         command = [str(py_spy), "record", "--pid", str(pid), "--rate", "50", "--nonblocking"]
         command += ["--format", "raw", "--output", str(output)]
@@ -929,6 +929,10 @@ def table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def py_spy_binary() -> Path:
+    return Path(sys.executable).parent / "py-spy"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("realistic", "light", "both"), default="both")
@@ -947,6 +951,8 @@ def main() -> None:
         "--python-args", default="", help="interpreter arguments for the operator, e.g. '-m memray run -o out.bin'"
     )
     args = parser.parse_args()
+    if args.py_spy and not py_spy_binary().exists():  # before the populations, not after minutes of them
+        parser.error(f"--py-spy needs {py_spy_binary()} (pip install py-spy)")
     chosen = ["light", "realistic"] if args.profile == "both" else [args.profile]
     load = os.getloadavg()
     print(

@@ -1,9 +1,11 @@
 """Two (or more) `access-hygiene run` processes under identities of their own, electing a leader on a Lease: what
 tests/cluster/test_ha.py and benchmarks/ha_benchmark.py share."""
 
+import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -17,12 +19,20 @@ from typing import Any
 import kubernetes
 
 from access_hygiene.clock import parse_instant
+from access_hygiene.k8s.usage_mirror import MIRROR_PATH, pinned_socket
+from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
 from access_hygiene.localcluster.controlplane import ControlPlane, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
 OPERATOR_NAMESPACE = "access-hygiene"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+LEASE_DURATION = 15.0  # as shipped (settings, chart)
+# The standby takes an unrenewed Lease lease_duration after it *saw* the last renewal (client-go's semantics: its
+# own clock), which came at most a retry period (2 s) before the kill: 13-15 s after it, plus the latency of writing
+# the Lease when the kill lands just after a renewal. benchmarks/ha_benchmark.py measured 13.07-15.04 s (p50 14.33)
+# on this 2-core machine; the bound leaves that write 0.5 s.
+KILL_TAKEOVER_WITHIN = LEASE_DURATION + 0.5
 
 
 def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
@@ -126,9 +136,13 @@ class Replica:
 
     def synced(self) -> bool:
         """This run of the replica (not an earlier one in the same log) has synced its watch cache."""
+        return self.logged(b"reacting to events")
+
+    def logged(self, text: bytes) -> bool:
+        """`text` is in what this run of the replica wrote (not an earlier run in the same appended log)."""
         with self.log.open("rb") as log:
             log.seek(self._log_start)
-            return b"reacting to events" in log.read()
+            return text in log.read()
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float | None:
@@ -214,3 +228,74 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> float:
             return time.monotonic() - started
         time.sleep(interval)
     raise AssertionError(f"not within {timeout}s")
+
+
+# The audit webhook on every replica (docs/ha.md): one serving certificate and one token for the release, a port
+# of each replica's own, the address each advertises on the Lease while it leads.
+AUDIT_WEBHOOK_ANNOTATION = "accesshygiene.io/audit-webhook"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    token: str
+    cert: Path
+    env: dict[str, str]
+
+    def pinned(self) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(self.cert.read_text())
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False  # pinned below, as a standby pins the leader
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def post(self, url: str, body: bytes) -> int:
+        """POST an audit EventList as kube-apiserver's webhook backend does (bearer token)."""
+        secure = pinned_socket(url, self.context(), self.pinned(), 10.0)
+        target = url.split("/", 3)
+        connection = http.client.HTTPSConnection(target[2])
+        connection.sock = secure
+        try:
+            connection.request("POST", "/audit", body, {"Authorization": f"Bearer {self.token}"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    def counters(self, url: str) -> dict[str, Any]:
+        """The usage counters of the replica at `url` as it hands them to a standby (the mirror's snapshot)."""
+        secure = pinned_socket(url, self.context(), self.pinned(), 10.0)
+        try:
+            host = url.split("/", 3)[2]
+            secure.sendall(f"GET {MIRROR_PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.token}\r\n"
+                           "X-Access-Hygiene-Replica: test\r\n\r\n".encode())  # fmt: skip
+            stream = secure.makefile("rb")
+            status = stream.readline()
+            assert status.split()[1] == b"200", status
+            while stream.readline().strip():
+                pass
+            return dict(json.loads(stream.readline()))
+        finally:
+            secure.close()
+
+
+def make_webhook(directory: Path) -> Webhook:
+    certs = make_audit_webhook_certs(directory / "webhook", make_certs(directory / "pki"))
+    token = uuid.uuid4().hex
+    token_file = directory / "webhook-token"
+    token_file.write_text(token)
+    env = {
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_ENABLED": "true",
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_ADDR": "127.0.0.1",
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_PORT": "0",
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_ADVERTISE_HOST": "127.0.0.1",
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_CERT_FILE": str(certs.serving_cert),
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_KEY_FILE": str(certs.serving_key),
+        "ACCESS_HYGIENE_AUDIT_WEBHOOK_TOKEN_FILE": str(token_file),
+    }
+    return Webhook(token, certs.serving_cert, env)
+
+
+def advertised_webhook(api: kubernetes.client.ApiClient, lease: str) -> str | None:
+    body = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(lease, OPERATOR_NAMESPACE)
+    return (body.metadata.annotations or {}).get(AUDIT_WEBHOOK_ANNOTATION)

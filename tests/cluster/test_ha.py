@@ -2,23 +2,32 @@
 of their own elect one leader on a Lease (the shipped 15/10/2 s timing). Killing the leader hands over within the
 lease duration, and a risky binding created right after the kill is in the new leader's /metrics within a second
 of its takeover (its state stayed warm); SIGTERM hands over at once; a paused leader (SIGSTOP, as a partition
-looks to the API server) is replaced and, resumed, writes nothing before it leads again. Over the whole module the
-API server's audit log shows no write from a replica that did not hold the Lease when the write arrived."""
+looks to the API server) is replaced and, resumed, writes nothing before it leads again. Every replica serves the
+audit webhook: usage the leader alone received is in the new leader's counters after a kill -9, exactly as a single
+replica sent the same batches counts it. Over the whole module the API server's audit log shows no write from a
+replica that did not hold the Lease when the write arrived."""
 
+import json
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
 
+from access_hygiene.engine.usage.replica import comparable
 from tests.cluster.ha import (
+    KILL_TAKEOVER_WITHIN,
     OPERATOR_NAMESPACE,
     Replica,
+    Webhook,
+    advertised_webhook,
     audit_requests,
     ensure_namespace,
     lease_holder,
+    make_webhook,
     new_lease_name,
     replica_kubeconfig,
     wait_until,
@@ -28,18 +37,19 @@ from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
 
-LEASE_DURATION = 15.0  # as shipped (settings, chart)
-# The standby takes an unrenewed Lease lease_duration after it *saw* the last renewal (client-go's semantics: its
-# own clock), which came at most a retry period (2 s) before the kill: 13-15 s after it, plus the latency of writing
-# the Lease when the kill lands just after a renewal. benchmarks/ha_benchmark.py measured 13.07-15.04 s (p50 14.33)
-# on this 2-core machine; the bound leaves that write 0.5 s.
-KILL_TAKEOVER_WITHIN = LEASE_DURATION + 0.5
 RELEASE_TAKEOVER_WITHIN = 2.0
 FINDING_AFTER_TAKEOVER_WITHIN = 1.0
 
 
 @pytest.fixture(scope="module")
-def replicas(crd_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Replica]]:
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Webhook:
+    return make_webhook(tmp_path_factory.mktemp("ha-webhook"))
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    crd_installed: Cluster, tmp_path_factory: pytest.TempPathFactory, webhook: Webhook
+) -> Iterator[list[Replica]]:
     from access_hygiene.k8s import resources
     from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 
@@ -50,7 +60,7 @@ def replicas(crd_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -
         ensure_namespace(api, OPERATOR_NAMESPACE)
         made = [replica_kubeconfig(crd_installed.control_plane, api, f"replica-{n}") for n in ("a", "b")]
     started = [
-        Replica(f"replica-{n}", user, path, lease, workdir / f"replica-{n}.log")
+        Replica(f"replica-{n}", user, path, lease, workdir / f"replica-{n}.log", env=dict(webhook.env))
         for n, (path, user) in zip(("a", "b"), made, strict=True)
     ]
     try:
@@ -168,6 +178,103 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_when_it_resumes_until_it
         time.sleep(3)  # time for a wrongful write to show in the audit log (checked when the module ends)
         assert lease_holder(api, leader.lease) == standby.name
         kubernetes.client.CoreV1Api(api).delete_namespace(name)
+
+
+FOLLOWING = b"Audit usage mirror: following the leader's counters"  # k8s/usage_mirror.py, on a standby
+
+
+def service_account_batches(cluster: Cluster, api: kubernetes.client.ApiClient) -> tuple[str, list[bytes]]:
+    """A ServiceAccount bound to `edit` makes a few requests; their events from the API server's own audit log, as
+    the EventLists its webhook backend would post (three events each)."""
+    from tests.cluster.test_usage_suggest import bind_edit, sa_token
+
+    namespace, name = "default", f"usage-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    bind_edit(api, namespace, name)
+    username = f"system:serviceaccount:{namespace}:{name}"
+    with cluster.client_for_token(sa_token(api, namespace, name), username) as app:
+        as_app = kubernetes.client.CoreV1Api(app)
+        wait_until(lambda: _allowed(lambda: as_app.list_namespaced_pod(namespace)), timeout=10, interval=0.2)
+        as_app.read_namespaced_config_map("kube-root-ca.crt", namespace)
+        as_app.create_namespaced_config_map(namespace, {"metadata": {"name": name}})
+        as_app.read_namespaced_config_map(name, namespace)
+        as_app.delete_namespaced_config_map(name, namespace)
+        as_app.list_namespaced_service(namespace)
+    log = cluster.control_plane.audit_log_path
+
+    def events() -> list[dict[str, Any]]:
+        found = [json.loads(line) for line in log.read_text().splitlines() if f'"{username}"' in line]
+        return [e for e in found if e["user"]["username"] == username and e["stage"] == "ResponseComplete"]
+
+    def listed_services() -> bool:
+        return any(e["verb"] == "list" and (e.get("objectRef") or {}).get("resource") == "services" for e in events())
+
+    wait_until(listed_services, timeout=10, interval=0.2)
+    items = events()
+    batches = [
+        json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "EventList", "items": items[i : i + 3]}).encode()
+        for i in range(0, len(items), 3)
+    ]
+    return username, batches
+
+
+def _allowed(call: Any) -> bool:
+    try:
+        call()
+    except kubernetes.client.ApiException as error:
+        if error.status != 403:  # the binding reaches the authorizer's cache a moment later
+            raise
+        return False
+    return True
+
+
+def single_replica_counters(cluster: Cluster, webhook: Webhook, batches: list[bytes], workdir: Any) -> dict[str, Any]:
+    """The counters of one replica (on a Lease of its own, so it leads alone) that received every batch."""
+    with cluster.api_client() as api:
+        path, user = replica_kubeconfig(cluster.control_plane, api, "replica-solo")
+    solo = Replica("replica-solo", user, path, new_lease_name(), workdir / "replica-solo.log", env=dict(webhook.env))
+    solo.start()
+    try:
+        wait_until(lambda: solo.gauge("access_hygiene_leader") == 1, timeout=90, interval=0.2)
+        with cluster.api_client() as api:
+            url = advertised_webhook(api, solo.lease)
+        assert url
+        for body in batches:
+            assert webhook.post(url, body) == 200
+        return webhook.counters(url)
+    finally:
+        solo.stop()
+
+
+def test_usage_only_the_leader_received_is_in_the_new_leaders_counters_after_kill_9_and_counted_once(
+    cluster: Cluster, replicas: list[Replica], webhook: Webhook, tmp_path: Any
+) -> None:
+    leader, standby = running_pair(cluster, replicas)
+    with cluster.api_client() as api:
+        username, batches = service_account_batches(cluster, api)
+        wait_until(lambda: standby.logged(FOLLOWING), timeout=30, interval=0.1)
+        url = advertised_webhook(api, leader.lease)
+        assert url
+        delivered = time.monotonic()
+        for body in batches:  # to the leader only, as kube-apiserver posts them
+            assert webhook.post(url, body) == 200
+        leader.signal(signal.SIGKILL)
+        wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=KILL_TAKEOVER_WITHIN + 5)
+        wait_until(lambda: advertised_webhook(api, leader.lease) not in (None, url), timeout=5)
+        new_url = advertised_webhook(api, leader.lease)
+        assert new_url
+        after_takeover = webhook.counters(new_url)
+        observed_for = time.monotonic() - delivered
+    assert leader.process is not None
+    leader.process.wait()
+    leader.process = None
+    single = single_replica_counters(cluster, webhook, batches, tmp_path)
+    assert username in comparable(single)["subjects"]
+    assert comparable(single)["subjects"][username]["requests"] >= 5
+    assert comparable(after_takeover) == comparable(single)  # every request, none twice, no other difference
+    first_age = next(s["firstAge"] for s in after_takeover["subjects"] if s["user"] == username)
+    assert first_age >= observed_for - 1.0, "the observation window restarted at the takeover"
 
 
 def test_no_write_came_from_a_replica_without_the_lease_and_nothing_failed(

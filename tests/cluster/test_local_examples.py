@@ -10,6 +10,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from access_hygiene import FIELD_MANAGER
+from access_hygiene.k8s.bootstrap import USER_FIELD_MANAGER
 from access_hygiene.localcluster.controlplane import free_port
 from tests.cluster.conftest import wait_for
 from tests.conftest import REPO_ROOT
@@ -71,6 +73,13 @@ def test_local_examples_keep_the_namespace_labels(tmp_path: Path) -> None:
                 networking = kubernetes.client.NetworkingV1Api(api)
                 wait_for(lambda: networking.list_namespaced_network_policy("enf").items, timeout=60)
                 assert core.read_namespace("enf").metadata.labels["accesshygiene.io/mode"] == "enforce"
+                # The manifests are the user's, applied under a manager of their own: the operator's applies (same
+                # namespace, its annotations) never own, and so can never relinquish, the user's labels.
+                owners = {e.manager: e.fields_v1 for e in core.read_namespace("enf").metadata.managed_fields}
+                assert "f:labels" in owners[USER_FIELD_MANAGER]["f:metadata"]
+                assert "f:labels" not in (owners.get(FIELD_MANAGER) or {}).get("f:metadata", {})
+                after = core.read_namespaced_config_map("after", "enf").metadata.managed_fields
+                assert {e.manager for e in after} == {USER_FIELD_MANAGER}
         finally:
             process.send_signal(signal.SIGINT)
             try:

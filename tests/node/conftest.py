@@ -31,7 +31,8 @@ def node_cluster() -> Iterator[NodeCluster]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    with ControlPlane(advertise_address=API_ADDRESS) as control_plane, Node(control_plane) as node:
+    # The audit log: test_ha_on_node.py counts the operator Pods' writes by Pod.
+    with ControlPlane(advertise_address=API_ADDRESS, audit_log=True) as control_plane, Node(control_plane) as node:
         print(f"\nNode up: {', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())}")
         yield NodeCluster(control_plane, node)
 

@@ -335,3 +335,14 @@ def test_passed_expiries_give_the_admission_floor() -> None:
     later = datetime(2026, 1, 1, 13, tzinfo=UTC)  # b's expiry passes: the floor moves to it
     audit.update(SnapshotSource(snapshot), AuditContext(now=later), {"b"})
     assert parameter_floor(audit.passed_expiries(), later) == later
+
+
+def test_totals_give_controls_in_namespace_and_control_order() -> None:
+    source = MutableSource()
+    audit = IncrementalAudit()
+    for obj in POOL:
+        audit.observe(str(obj["kind"]), source.put(obj), obj)
+    audit.full(source, CTX, source.snapshot())
+    controls = audit.totals().controls
+    assert len({namespace for namespace, _ in controls}) > 3
+    assert list(controls) == sorted(controls)

@@ -289,3 +289,33 @@ def test_a_standby_counts_the_term_from_its_first_sight_of_the_record_and_says_s
     assert attempt(b)
     assert log == ["a leads", "b leads"]
     assert len([r for r in caplog.records if r.getMessage().startswith("Standing by")]) == 1
+
+
+def test_a_handover_stops_exporting_as_the_leader_before_it_releases_the_lease() -> None:
+    """A rolling upgrade scrapes the old leader and its successor side by side: the old one must not export its
+    findings as the leader once the successor can take the Lease."""
+    import asyncio
+
+    from access_hygiene.handlers.lifecycle import hand_over
+    from access_hygiene.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.set_leading(True)
+    gate = WriteGate(pinned_clock())
+    gate.open_until(PINNED_NOW + timedelta(seconds=5))
+    seen_at_release: list[bool] = []
+
+    class Elector:
+        async def stop(self) -> None:
+            pass
+
+        def release(self) -> bool:
+            seen_at_release.append(metrics.state.leading)
+            return True
+
+    try:
+        asyncio.run(hand_over(Elector(), gate, metrics))  # type: ignore[arg-type]
+    finally:
+        metrics.shutdown()
+    assert seen_at_release == [False]
+    assert not gate.is_open()

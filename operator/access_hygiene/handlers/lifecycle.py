@@ -170,7 +170,7 @@ async def shutdown(memo: kopf.Memo, logger: Any, **_: Any) -> None:
     if runtime is None:
         return
     if runtime.elector is not None:  # hand over first: a successor starts at once, not a lease term later
-        await hand_over(runtime.elector, runtime.gate)
+        await hand_over(runtime.elector, runtime.gate, runtime.metrics)
     if runtime.usage is not None:
         await runtime.usage.stop()
     if runtime.access is not None:
@@ -197,10 +197,12 @@ def advertised(settings: OperatorSettings, usage: UsageMonitor | None) -> dict[s
 HANDOVER_DRAIN_SECONDS = 5.0
 
 
-async def hand_over(elector: LeaderElector, gate: WriteGate) -> None:
-    """Stop writing, let the writes in flight land, then release the Lease: no write of ours follows it."""
+async def hand_over(elector: LeaderElector, gate: WriteGate, metrics: Metrics) -> None:
+    """Stop writing and stop exporting as the leader, let the writes in flight land, then release the Lease: no
+    write of ours follows it, and the successor's findings are never scraped beside ours (a rolling upgrade)."""
     await elector.stop()
     gate.close(final=True)
+    metrics.set_leading(False)
     if not await asyncio.to_thread(gate.wait_drained, HANDOVER_DRAIN_SECONDS):
         logging.getLogger(__name__).warning("Writes still in flight at shutdown; the Lease is left to expire.")
         return

@@ -32,10 +32,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from access_hygiene.engine.usage.auditlog import AUDIT_API_VERSION, AuditRequest, LineError, parse_event
+from access_hygiene.engine.usage.replica import HEARTBEAT
+from access_hygiene.k8s.usage_mirror import HEARTBEAT_SECONDS, MIRROR_PATH, Subscription, SubscriptionClosedError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,19 @@ EventCounter = Callable[[str, int], None]
 RELAYED_HEADER = "X-Access-Hygiene-Relayed"  # a relayed batch is never relayed again
 RETRY_AFTER_SECONDS = 2
 RELAY_TIMEOUT_SECONDS = 5.0
+REPLICA_HEADER = "X-Access-Hygiene-Replica"  # who subscribes to the mirror (logs)
+HEARTBEAT_LINE = json.dumps({"kind": HEARTBEAT}).encode() + b"\n"
+
+
+class MirrorSource(Protocol):
+    """The leader's counters as standbys follow them (k8s/usage_mirror.py)."""
+
+    def subscribe(self, name: str) -> tuple[Subscription, bytes] | None:
+        """A subscription and the snapshot line that starts it; None when this replica does not lead."""
+
+    def unsubscribe(self, subscription: Subscription) -> None: ...
+
+    def leads(self) -> bool: ...
 
 
 @dataclass
@@ -208,8 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.count_events("deferred", len(batch.requests))
             self._reply(503, "no leader took the batch; retry", {"Retry-After": str(RETRY_AFTER_SECONDS)})
             return
-        # Relayed or not, this replica counts too: after a takeover it starts from what reached it.
-        outcomes = receiver.sink(batch.requests) if batch.requests else {}
+        # Relayed, this replica counts it unless it follows the leader's counters (the batch comes back mirrored).
+        sink = receiver.sink_relayed if relayed else receiver.sink
+        outcomes = sink(batch.requests) if batch.requests else {}
         receiver.count_events("invalid", batch.invalid)
         receiver.count_events("ignored", batch.ignored + outcomes.get("ignored", 0))
         receiver.count_events("recorded", outcomes.get("recorded", 0))
@@ -229,7 +245,50 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._reply(405, "only POST", {"Allow": "POST"})
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method  # noqa: N815
+
+    def do_GET(self) -> None:
+        receiver = self.server
+        if self.path.split("?", 1)[0] != MIRROR_PATH or receiver.mirror is None:
+            self._refuse_method()
+            return
+        self.close_connection = True
+        # The mirror hands out every ServiceAccount's usage: a bearer token is required (a client certificate
+        # alone is what kube-apiserver has, never a replica).
+        if receiver.token is None or not receiver.token.matches(self.headers.get("Authorization")):
+            self._reply(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="access-hygiene"'})
+            return
+        name = str(self.headers.get(REPLICA_HEADER) or self.client_address[0])[:253]
+        subscribed = receiver.mirror.subscribe(name)
+        if subscribed is None:
+            self._reply(503, "this replica does not lead", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return
+        subscription, snapshot = subscribed
+        try:
+            self._stream(subscription, snapshot, receiver.mirror)
+        except (OSError, ValueError, SubscriptionClosedError) as error:
+            logger.info(f"Audit usage mirror: {subscription.name} no longer follows ({type(error).__name__}).")
+        finally:
+            receiver.mirror.unsubscribe(subscription)
+
+    def _stream(self, subscription: Subscription, snapshot: bytes, source: MirrorSource) -> None:
+        self.server.count_request("200")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(snapshot)
+        while source.leads():
+            frame = subscription.next_frame(HEARTBEAT_SECONDS)
+            if frame is None:
+                self.wfile.write(HEARTBEAT_LINE)
+                continue
+            sequence, line = frame
+            self.wfile.write(line)
+            acknowledged = self.rfile.readline(64)
+            if int(acknowledged) != sequence:  # ValueError on a torn line; the stream is in order
+                raise ValueError(f"acknowledged {acknowledged!r}, expected {sequence}")
+            subscription.ack(sequence)
 
 
 class _Server(ThreadingHTTPServer):
@@ -246,10 +305,14 @@ class _Server(ThreadingHTTPServer):
         count_events: EventCounter,
         max_body_bytes: int,
         relay: "LeaderRelay | None" = None,
+        mirror: MirrorSource | None = None,
+        sink_relayed: Sink | None = None,
     ) -> None:
         self.context = context
         self.token = token
         self.sink = sink
+        self.sink_relayed = sink_relayed or sink
+        self.mirror = mirror
         self._relay = relay
         self.count_request = count_request
         self.count_events = count_events
@@ -324,10 +387,12 @@ class AuditWebhookServer:
         count_events: EventCounter,
         max_body_bytes: int,
         relay: "LeaderRelay | None" = None,
+        mirror: MirrorSource | None = None,
+        sink_relayed: Sink | None = None,
     ) -> None:
         self._address = (addr, port)
         self._args = (context, TokenFile(token_file) if token_file else None, sink, count_request, count_events,
-                      max_body_bytes, relay)  # fmt: skip
+                      max_body_bytes, relay, mirror, sink_relayed)  # fmt: skip
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -13,6 +13,11 @@ from access_hygiene.models.crd import build_crds
 from access_hygiene.render.admission_parameters import parameters_crd
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
 
+# The field manager of manifests applied on the user's behalf (`local --examples`, the tests' examples): a user's
+# tool, like kubectl's "kubectl". Under the operator's own manager, the operator's later apply of part of such an
+# object (its finalizer, its status) would relinquish the user's fields, the spec among them.
+USER_FIELD_MANAGER = "access-hygiene-cli"
+
 
 def install_prerequisites(api: kubernetes.client.ApiClient, ceiling_role: str) -> None:
     for crd in build_crds():
@@ -46,8 +51,9 @@ def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> bool:
 
 
 def apply_manifests(api: kubernetes.client.ApiClient, manifests: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Apply manifests, creating their namespaces first (a Namespace's own manifest, when given, is applied
-    as written and keeps its labels). Returns 'Kind ns/name' lines."""
+    """Apply manifests as the user's tool would (USER_FIELD_MANAGER), creating their namespaces first (a
+    Namespace's own manifest, when given, is applied as written and keeps its labels). Returns 'Kind ns/name'
+    lines."""
     applied = []
     present: set[str] = set()
     for manifest in manifests:
@@ -55,6 +61,6 @@ def apply_manifests(api: kubernetes.client.ApiClient, manifests: Iterable[Mappin
         if namespace and namespace not in present:
             ensure_namespace(api, namespace)
             present.add(namespace)
-        resources.apply(api, manifest)
+        resources.apply(api, manifest, field_manager=USER_FIELD_MANAGER)
         applied.append(f"{manifest['kind']} {namespace + '/' if namespace else ''}{manifest['metadata']['name']}")
     return applied

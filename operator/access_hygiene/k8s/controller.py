@@ -16,7 +16,8 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kubernetes
 
@@ -82,6 +83,7 @@ ADMISSION_OFF = ("admission-off",)  # work: remove admission objects an earlier 
 ACCESS_ADMISSION = ("access-admission",)  # work: the just-in-time access policies, always on
 LEGACY_ANNOTATIONS = (f"{API_GROUP}/last-handled-configuration",)
 WorkKey = tuple[str, ...]
+T = TypeVar("T")
 HEARTBEAT_SECONDS = 60.0
 REPORTS_SECONDS = 2.0
 # Report writes per step: between steps, fresh events go first (the coordinator runs before the next step).
@@ -211,10 +213,17 @@ class Controller:
         self._index_lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._changes: list[Change] = []
-        self._direct: set[WorkKey] = set()  # direct work queued on arrival since the coordinator last looked
+        # The work of policies a user changed, queued on arrival since the coordinator last looked: the re-audit waits
+        # for it (bounded). Not the work our own writes' echoes ask for: a fresh event's finding would wait for it.
+        self._direct: set[WorkKey] = set()
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # Threads of our own, not the loop's default executor (min(32, cores + 4): 6 threads on 2 cores, shared
+        # with every other asyncio.to_thread): the workers get as many threads as there are workers, and an
+        # event's re-audit never queues behind the start-up backlog's API writes.
+        self._work_threads = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="access-hygiene-work")
+        self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-hygiene-audit")
         self._tasks: list[asyncio.Task[None]] = []
         self._published_at = time.monotonic()
         self._reaudits = 0  # re-audits run; memory is released when the queue drains after some
@@ -260,8 +269,13 @@ class Controller:
             with contextlib.suppress(Exception):
                 await self._admission_inflight
         self.events.stop()
+        for threads in (self._work_threads, self._audit_thread):
+            threads.shutdown(wait=False, cancel_futures=True)  # (a call in flight ends by its own timeout)
         await asyncio.to_thread(self._stop_watches)
         gc.set_threshold(*self._gc_thresholds)
+
+    async def _in_audit_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await self._loop.run_in_executor(self._audit_thread, function, *args)
 
     def _stop_watches(self) -> None:
         """Stop every watch (joining their threads blocks: call from a thread), then close their connections."""
@@ -302,11 +316,13 @@ class Controller:
         if self.ready.is_set():
             for change in changes:
                 keys = self._work_for(change)
-                self._direct |= keys
                 # A policy whose spec a user changed goes ahead of the start-up backlog and of the echoes of our
                 # own writes (thousands of keys for a minute after a start at scale).
+                urgent = change.kind == "AccessPolicy"
+                if urgent:
+                    self._direct |= keys
                 for key in sorted(keys):
-                    self.queue.add(key, urgent=change.kind == "AccessPolicy")
+                    self.queue.add(key, urgent=urgent)
         self._wake.set()
 
     def _drain(self) -> list[Change]:
@@ -320,7 +336,7 @@ class Controller:
         while not await asyncio.to_thread(self.state.wait_synced, 30.0):
             missing = [s.kind for s in self.state.specs if not self.state.is_synced(s.kind)]
             logger.warning(f"Watch cache not synced yet after 30s; waiting for: {', '.join(missing)}.")
-        await asyncio.to_thread(self._initial_audit)
+        await self._in_audit_thread(self._initial_audit)
         self._enqueue_takeover()  # covers the direct work of what arrived so far: no await until ready is set
         self.ready.set()
         logger.info("Watch cache synced and cluster audited; reacting to events.")
@@ -349,7 +365,7 @@ class Controller:
             await self._release_memory()
             if time.monotonic() >= self._published_at + HEARTBEAT_SECONDS and not OUTAGE.in_outage:
                 # Idle but watching: the result is still current, so say so (the "scan stalled" alert reads it).
-                await asyncio.to_thread(self._publish, 0.0, False)
+                await self._in_audit_thread(self._publish, 0.0, False)
 
     def _expiry_deadline(self) -> float:
         with self._audit_lock:
@@ -388,8 +404,8 @@ class Controller:
         with self._index_lock:
             for change in changes:
                 scopes |= self.audit.observe(change.kind, change.old, change.new)
-        # Direct work (a policy changed, a generated object was touched; queued on arrival) goes first: the
-        # re-audit waits for it (bounded), and the policy's status is refreshed once the audit is done.
+        # Direct work (a policy changed; queued on arrival) goes first: the re-audit waits for it (bounded), and the
+        # policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
         upcoming = self.audit.next_expiry()
         expired = upcoming is not None and upcoming[0] <= self.clock.now()
@@ -409,7 +425,7 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DIRECT_WORK_FIRST_SECONDS):
                     await self.queue.wait_settled(direct)
-        audited, changed = await asyncio.to_thread(self._reaudit, scopes)
+        audited, changed = await self._in_audit_thread(self._reaudit, scopes)
         work: set[WorkKey] = {("namespace", ns) for ns in audited if ns != CLUSTER}
         for ns in changed - {CLUSTER}:  # a policy's status follows its namespace's findings
             work |= {("policy", ns, name_of(p)) for p in self.state.in_namespace("AccessPolicy", ns)}
@@ -630,9 +646,11 @@ class Controller:
         if change.kind == "AccessPolicy":
             old_meta = (change.old or {}).get("metadata") or {}
             new_meta = (change.new or {}).get("metadata") or {}
-            finalizing = (new_meta.get("deletionTimestamp"), new_meta.get("finalizers")) != (
-                old_meta.get("deletionTimestamp"),
-                old_meta.get("finalizers"),
+            # Deleted, or our finalizer removed (put it back); not the echo of our adding it (a second reconcile of
+            # every policy at start-up), nor another finalizer's coming and going.
+            finalizing = new_meta.get("deletionTimestamp") != old_meta.get("deletionTimestamp") or (
+                POLICY_FINALIZER in (old_meta.get("finalizers") or [])
+                and POLICY_FINALIZER not in (new_meta.get("finalizers") or [])
             )
             if change.new is not None and (
                 change.old is None or old_meta.get("generation") != new_meta.get("generation") or finalizing
@@ -678,7 +696,7 @@ class Controller:
         started = time.monotonic()
         outcome = "success"
         try:
-            outcome = await asyncio.to_thread(handlers[key[0]], key) or "success"
+            outcome = await self._loop.run_in_executor(self._work_threads, handlers[key[0]], key) or "success"
             OUTAGE.succeeded()
         except NotLeaderError as error:  # the fence passed mid-work: the next leader redoes it from its cache
             logger.info(f"{key[0].capitalize()} {'/'.join(key[1:])} stopped: {error}")

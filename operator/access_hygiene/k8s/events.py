@@ -122,7 +122,9 @@ class EventRecorder:
         self.burst = burst
         self.dropped = 0
         self.posted = 0
-        self._emitted: set[FindingKey] = set()
+        # Announced (or existing at start) findings, by scope (a key's namespace): a re-audit forgets what went away
+        # in its own scopes without walking every finding's key (~50 ms per re-audit at 56,000 findings).
+        self._emitted: dict[str, set[FindingKey]] = {}
         self._pending: deque[tuple[Finding, str]] = deque(maxlen=backlog)
         # Events rendered by the caller (a refused AccessPolicy): posted before findings, at the same rate.
         self._announcements: deque[dict[str, Any]] = deque(maxlen=backlog)
@@ -148,7 +150,8 @@ class EventRecorder:
             for finding in sorted(findings, key=lambda f: (-f.severity.rank, sort_key(f))):
                 if finding.exempted:
                     continue
-                self._emitted.add(finding.key)
+                key = finding.key
+                self._emitted.setdefault(key[1], set()).add(key)
                 if finding.object.kind in EVENT_KINDS and len(self._startup) < (self._startup.maxlen or 0):
                     uid = uid_of(finding.object.kind, finding.object.namespace, finding.object.name)
                     if uid is not None:
@@ -160,20 +163,28 @@ class EventRecorder:
         Event; keys that went away in these scopes are forgotten so they are announced if they return."""
         now_keys: set[FindingKey] = set()
         with self._wake:
+            emitted = self._emitted
             for finding in current:
                 if finding.exempted:
                     continue
-                now_keys.add(finding.key)
-                if finding.key in self._emitted or finding.object.kind not in EVENT_KINDS:
+                key = finding.key
+                now_keys.add(key)
+                known = emitted.get(key[1])
+                if (known is not None and key in known) or finding.object.kind not in EVENT_KINDS:
                     continue
                 uid = uid_of(finding.object.kind, finding.object.namespace, finding.object.name)
                 if uid is None:
                     continue
-                self._emitted.add(finding.key)
+                emitted.setdefault(key[1], set()).add(key)
                 if len(self._pending) == self._pending.maxlen:
                     self.dropped += 1
                 self._pending.append((finding, str(uid)))
-            self._emitted = {k for k in self._emitted if k[1] not in scopes or k in now_keys}
+            for scope in scopes:  # what went away here is forgotten (announced again if it returns)
+                known = emitted.get(scope)
+                if known is not None:
+                    known &= now_keys
+                    if not known:
+                        del emitted[scope]
             self._wake.notify()
 
     def announce(self, event: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import kubernetes
 
+from access_hygiene.engine.audit.runner import run_audit
 from access_hygiene.engine.ground.controls import namespace_controls
 from access_hygiene.engine.ground.exemptions import namespace_exempt_by_config
 from access_hygiene.engine.ground.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, is_managed, name_of, namespace_of
@@ -76,13 +77,15 @@ def sync_namespace(
                 resources.delete(api, ref.api_version, ref.kind, ref.name, ref.namespace, uid=live["metadata"]["uid"])
                 removed.add((ref.kind, ref.namespace, ref.name))
                 writes += 1
-        if writes and findings is not None:
-            # The watch cache sees these writes within milliseconds and this namespace is reconciled again
-            # with fresh findings; the summary is written then, so no second audit is needed here.
-            return NamespaceSyncResult(plan=plan, mode=mode, writes=writes, summary={})
-        if writes:  # no watch behind the caller: plan again on the result for an honest summary
+        if writes:
+            # Plan again on the result for an honest summary, written in this same pass: waiting for the watch's
+            # echo and a second reconcile cost every namespace one more write, one more reconcile and a re-audit
+            # at start-up (2,000 summary patches after all policies were Ready). With the controller's findings
+            # (those whose scope is this namespace), the same selection from the result's audit: the echo's
+            # re-audit then finds the summary equal and writes nothing.
             snapshot = _with_written(snapshot, written, removed)
-            plan = plan_namespace(namespace, snapshot, ctx)
+            after = None if findings is None else [f for f in run_audit(snapshot, ctx) if f.namespace == plan.namespace]
+            plan = plan_namespace(namespace, snapshot, ctx, after)
     summary = namespace_summary(plan, namespace_controls(snapshot, ctx))
     # System namespaces exempt by configuration are governed by nothing here, not even the summary.
     config_exempt = namespace_exempt_by_config(namespace, ctx)

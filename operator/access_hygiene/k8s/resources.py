@@ -140,12 +140,19 @@ def request(
     return dict(json.loads(data)) if data else {}
 
 
-def apply(api: kubernetes.client.ApiClient, manifest: Mapping[str, Any], *, force: bool = True) -> Obj:
-    """Server-side apply with the operator's single field manager."""
+def apply(
+    api: kubernetes.client.ApiClient,
+    manifest: Mapping[str, Any],
+    *,
+    force: bool = True,
+    field_manager: str = FIELD_MANAGER,
+) -> Obj:
+    """Server-side apply with the operator's single field manager (another manager only for what a user's
+    tool applies on the user's behalf, such as `local --examples`)."""
     rtype = _type_of(manifest)
     meta = manifest["metadata"]
     path = rtype.path(str(meta.get("namespace") or ""), str(meta["name"]))
-    query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+    query = {"fieldManager": field_manager, "force": "true" if force else "false"}
     return request(api, "PATCH", path, query=query, body=dict(manifest), content_type="application/apply-patch+yaml")
 
 

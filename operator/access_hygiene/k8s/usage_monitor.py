@@ -6,12 +6,16 @@ ServiceAccounts observed for at least `usage_min_window_seconds` with complete d
 of the watch-fed ClusterState (no API reads), publishes the metrics, and writes `status.unusedRules` of each
 AccessPolicy whose ServiceAccount was judged, with a merge patch, only when it changes. A policy whose
 ServiceAccount is not judged (yet, or no longer: the counters start empty with every operator start) has no
-`unusedRules`. The counters live in memory only: a restart starts a new observation window.
+`unusedRules`. The counters live in memory. With several replicas (docs/ha.md) a standby follows the leader's
+counters through the mirror (k8s/usage_mirror.py), so a takeover keeps every observation window; a restart of the
+only replica starts new windows.
 """
 
 import asyncio
 import contextlib
+import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +40,12 @@ from access_hygiene.engine.usage.judgement import (
     still_valid,
     unused_rules_patch,
 )
+from access_hygiene.engine.usage.replica import restore_snapshot, snapshot_to_wire
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.audit_webhook import AuditWebhookServer, LeaderRelay, server_context
 from access_hygiene.k8s.errors import API_FAILURES, api_error_message
 from access_hygiene.k8s.leader import WriteGate
+from access_hygiene.k8s.usage_mirror import MirrorFollower, MirrorHub, Subscription
 from access_hygiene.k8s.watch_cache import ClusterState
 from access_hygiene.metrics import UsageMetrics, UsageSnapshot
 from access_hygiene.models.status import UnusedRule
@@ -88,16 +94,31 @@ class UsageMonitor:
         self._lock = threading.Lock()
         # The leader's receiver as its Lease advertises it (set by the operator once the election runs).
         self.leader_url: Callable[[], str | None] = lambda: None
-        relay = (
-            LeaderRelay(
+        # With election: the leader mirrors what it records to the standbys that follow it (docs/ha.md); a standby
+        # follows the leader's counters (`following`, under the lock) and relays what it receives.
+        self.hub: MirrorHub | None = None
+        self.follower: MirrorFollower | None = None
+        self.following = False
+        relay = None
+        if self.gate.elected:
+            relay = LeaderRelay(
                 self.gate.is_open,
                 lambda: self.leader_url(),
                 settings.audit_webhook_cert_file,
                 settings.audit_webhook_token_file,
             )
-            if self.gate.elected
-            else None
-        )
+            self.hub = MirrorHub()
+            self.follower = MirrorFollower(
+                settings.leader_election_identity or socket.gethostname(),
+                self.gate.is_open,
+                lambda: self.leader_url(),
+                relay.token.current if relay.token is not None else (lambda: b""),
+                relay.context,
+                relay.pinned,
+                self.apply_snapshot,
+                self.apply_batch,
+                self.unfollow,
+            )
         self.server = AuditWebhookServer(
             settings.audit_webhook_addr,
             settings.audit_webhook_port,
@@ -110,6 +131,8 @@ class UsageMonitor:
             metrics.count_events,
             settings.audit_webhook_max_body_bytes,
             relay,
+            self if self.hub is not None else None,
+            self.record_relayed,
         )
         self._task: asyncio.Task[None] | None = None
         self.judge_budget_seconds = JUDGE_BUDGET_SECONDS
@@ -118,14 +141,74 @@ class UsageMonitor:
     # Receiver side (request threads) ----------------------------------------------------------------
 
     def record(self, requests: list[AuditRequest]) -> dict[str, int]:
+        """A batch this replica takes as the leader (or alone): counted, then mirrored to every follower; returns
+        once they all acknowledged it (or were dropped), so the API server hears 200 only then."""
         now = self.clock.now().timestamp()
         with self._lock:
+            outcomes = record_all(self.counters, requests, now)
+            pending = self.hub.publish(requests) if self.hub is not None else []
+        if pending:
+            assert self.hub is not None
+            self.hub.wait(pending)
+        return outcomes
+
+    def record_relayed(self, requests: list[AuditRequest]) -> dict[str, int]:
+        """A batch this standby relayed and the leader took: counted here only while this replica does not follow
+        the leader's counters (it comes back in the mirror otherwise; counting it here too would count it twice)."""
+        now = self.clock.now().timestamp()
+        with self._lock:
+            if self.following and not self.gate.is_open():
+                return {}
             return record_all(self.counters, requests, now)
+
+    # The mirror (docs/ha.md) ----------------------------------------------------------------------------------
+
+    def leads(self) -> bool:
+        return self.gate.is_open()
+
+    def subscribe(self, name: str) -> tuple[Subscription, bytes] | None:
+        """A standby follows this leader: the snapshot and the subscription, under one hold of the lock, so the
+        stream carries exactly the batches recorded after the snapshot."""
+        if self.hub is None:
+            return None
+        with self._lock:
+            if not self.gate.is_open():
+                return None
+            wire = snapshot_to_wire(self.counters, self.clock.now().timestamp())
+            return self.hub.subscribe(name), json.dumps(wire, separators=(",", ":")).encode() + b"\n"
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if self.hub is not None:
+            self.hub.remove(subscription)
+
+    def apply_snapshot(self, wire: dict[str, Any]) -> bool:
+        """The leader's counters replace this standby's; False (ignored) once this replica leads."""
+        with self._lock:
+            if self.gate.is_open():
+                self.following = False
+                return False
+            restore_snapshot(self.counters, wire, self.clock.now().timestamp())
+            self.following = True
+            return True
+
+    def apply_batch(self, requests: list[AuditRequest]) -> bool:
+        with self._lock:
+            if not self.following or self.gate.is_open():
+                self.following = False
+                return False
+            record_all(self.counters, requests, self.clock.now().timestamp())
+            return True
+
+    def unfollow(self) -> None:
+        with self._lock:
+            self.following = False
 
     # Lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.server.start()
+        if self.follower is not None:
+            self.follower.start()
         self._task = asyncio.create_task(self._run(), name="access-hygiene-usage")
 
     async def stop(self) -> None:
@@ -133,6 +216,10 @@ class UsageMonitor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.stop)
+        if self.hub is not None:
+            self.hub.close_all()
         await asyncio.to_thread(self.server.stop)
 
     async def _run(self) -> None:
@@ -142,6 +229,9 @@ class UsageMonitor:
                 continue
             if not self.gate.is_open():  # the leader judges, exports and writes; a standby only counts
                 self.metrics.publish(None)
+                if self.hub is not None:
+                    self.hub.close_all()  # followers of a replica that no longer leads go to the new leader
+                self._forget(self.clock.now().timestamp())  # as the leader does: the same subjects stay
                 continue
             try:
                 await asyncio.to_thread(self.sync, self.clock.now().timestamp())
@@ -154,12 +244,8 @@ class UsageMonitor:
         """Judge every ServiceAccount observed long enough. A subject whose usage version and applicable bindings
         are unchanged since the last pass keeps its judgement; the lock is held only to copy one subject's usage."""
         min_window = self.settings.usage_min_window_seconds
+        self._forget(now)
         with self._lock:
-            self.counters.forget(
-                lambda namespace, name: self.state.get("ServiceAccount", namespace, name) is not None,
-                now,
-                max(FORGET_AFTER_SECONDS, 2 * self.settings.usage_interval_seconds),
-            )
             candidates = self.counters.judged_names(now, min_window)
             states = self.counters.state_counts(now, min_window)
         ctx = self.settings.audit_context(now=datetime.fromtimestamp(now, UTC))
@@ -204,6 +290,14 @@ class UsageMonitor:
             cache[username] = result.subjects[where] = judged
         self._cache = cache
         return result
+
+    def _forget(self, now: float) -> None:
+        with self._lock:
+            self.counters.forget(
+                lambda namespace, name: self.state.get("ServiceAccount", namespace, name) is not None,
+                now,
+                max(FORGET_AFTER_SECONDS, 2 * self.settings.usage_interval_seconds),
+            )
 
     def _managed_service_accounts(self) -> set[tuple[str, str]]:
         found = set()

@@ -39,7 +39,9 @@ RECONNECT_DELAY_RANGE = (0.2, 1.5)  # first retry after a failure; grows to MAX_
 # The wait is drawn from [delay, 2 x delay]: a watch is back within 4 s of the API server, not 10 (an outage's new
 # events wait for it); refused connections cost the server nothing.
 MAX_RECONNECT_DELAY = 2.0
-ABSENT_KIND_DELAY = 5.0  # an optional kind not served: looked for again after 5-10 s
+ABSENT_KIND_POLL = 0.5  # how often a reflector waiting for its kind's CRD checks whether it was stopped
+ABSENT_KIND_DELAY = 5.0  # an optional kind whose CRD is established but not served: looked for again after 5-10 s
+CRD_API_VERSION, CRD_KIND = "apiextensions.k8s.io/v1", "CustomResourceDefinition"
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,14 @@ def _version(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def crd_established(crd: Obj) -> bool:
+    """The API server serves the CRD's kind (its Established condition is True) and it is not being deleted."""
+    if (crd.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def same_for_rules(old: Obj, new: Obj) -> bool:
     """Do two cached (trimmed) versions of one object hold the same content? The cache keeps only what the rules
     read (engine/ground/snapshot.py's trim_object drops workload status, a Pod's status but its phase,
@@ -392,12 +402,44 @@ class Reflector:
                 elif is_transient(error) and OUTAGE.in_outage:  # a restarting API server: part of the outage
                     OUTAGE.retried(retry_reason(error))
                 elif isinstance(error, kubernetes.client.ApiException) and error.status == 404 and self.spec.optional:
-                    self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced; look again later
-                    delay = ABSENT_KIND_DELAY
+                    self.state.replace(self.spec.kind, [])  # not served (yet): empty and synced
+                    # LIST again once its CRD is established, not every few seconds; when it already was (a CRD
+                    # without our version), in 5-10 s as before.
+                    appeared = self._await_definition()
+                    delay = RECONNECT_DELAY_RANGE[0] if appeared else ABSENT_KIND_DELAY
                 else:
                     logger.warning(f"Watch of {self.spec.kind} failed: {type(error).__name__}: {error}; retrying.")
                 self._stop.wait(_JITTER.uniform(delay, delay * 2))
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+    def _await_definition(self) -> bool:
+        """Block until the kind's CustomResourceDefinition is established (or the reflector stops), from a watch on
+        that one object: an absent CRD costs one idle watch, not a LIST of the kind every few seconds. Whether it
+        had to wait for it (False: established already, or stopped)."""
+        group = self.spec.api_version.partition("/")[0]
+        name = f"{self.rtype.plural}.{group}"
+        definitions = ClusterState([WatchSpec(CRD_API_VERSION, CRD_KIND, field_selector=f"metadata.name={name}")])
+        served = threading.Event()
+
+        def changed(_: list[Change]) -> None:
+            if any(crd_established(crd) for crd in definitions.objects(CRD_KIND)):
+                served.set()
+
+        definitions.set_listener(changed)
+        watch = Reflector(self.api, definitions.specs[0], definitions)
+        watch.start()
+        try:
+            while not definitions.is_synced() and not self._stop.is_set():
+                definitions.wait_synced(ABSENT_KIND_POLL)
+            if any(crd_established(crd) for crd in definitions.objects(CRD_KIND)):
+                return False  # (read here: the listener may not have run yet)
+            while not served.wait(ABSENT_KIND_POLL) and not self._stop.is_set():
+                pass
+        finally:
+            watch.stop()
+        if served.is_set():
+            logger.info(f"{self.spec.kind} is served (its CustomResourceDefinition {name} is established).")
+        return served.is_set()
 
     def _request(self, query: dict[str, str], *, timeout: tuple[float, float]) -> Any:
         accept = self._accept(watch=query.get("watch") == "true")

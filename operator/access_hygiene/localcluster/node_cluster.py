@@ -4,7 +4,7 @@ the API server really is. Used by `access-hygiene local --node` and by the node 
 
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,12 +55,13 @@ def helm(helm_bin: Path, kubeconfig: Path, *args: str, timeout: float = 300) -> 
 
 
 def install_chart(api: kubernetes.client.ApiClient, helm_bin: Path, kubeconfig: Path, image_ref: str,
-                  api_port: int) -> None:  # fmt: skip
-    """The operator's namespace (restricted Pod Security) and `helm install` of the chart with the local image."""
+                  api_port: int, extra: Sequence[str] = ()) -> None:  # fmt: skip
+    """The operator's namespace (restricted Pod Security) and `helm install` of the chart with the local image;
+    `extra` helm arguments come last (e.g. `--set replicaCount=2`)."""
     core = kubernetes.client.CoreV1Api(api)
     namespace: Any = {"metadata": {"name": NAMESPACE, "labels": NAMESPACE_LABELS}}
     core.create_namespace(namespace)
-    helm(helm_bin, kubeconfig, "install", RELEASE, str(chart_dir()), *install_values(image_ref, api_port))
+    helm(helm_bin, kubeconfig, "install", RELEASE, str(chart_dir()), *install_values(image_ref, api_port), *extra)
 
 
 def ready_operator_pods(core: kubernetes.client.CoreV1Api, steady_seconds: float = 0.0) -> list[Any]:

@@ -26,7 +26,7 @@ from access_hygiene.engine.ground.selectors import selector_matches
 from access_hygiene.engine.ground.snapshot import KIND_FIELDS, ClusterSnapshot, Obj, labels_of, name_of, namespace_of
 from access_hygiene.engine.rbac.bootstrap_roles import bootstrap_cluster_roles
 from access_hygiene.engine.rbac.capabilities import service_account_capabilities
-from access_hygiene.engine.rbac.permissions import is_bootstrap
+from access_hygiene.engine.rbac.permissions import KEPT_PERMISSIONS, KeptPermissions, is_bootstrap
 from access_hygiene.models.findings import Finding, SubjectCapability
 
 CLUSTER = ""
@@ -373,7 +373,7 @@ def _capability_order(capability: SubjectCapability) -> tuple[str, str, str]:
 def audit_scopes(snapshot: ClusterSnapshot, ctx: AuditContext, scopes: set[str] | None) -> dict[str, ScopeResult]:
     """Audit a (sub-)snapshot and partition the results by scope; scopes=None keeps every scope."""
     findings = run_audit(snapshot, ctx)
-    capabilities = service_account_capabilities(snapshot, ctx)
+    capabilities = service_account_capabilities(snapshot, ctx, scopes)  # (only those of the scopes are kept)
     controls = namespace_controls(snapshot, ctx)
     keep = scopes
     results: dict[str, ScopeResult] = defaultdict(ScopeResult)
@@ -405,12 +405,16 @@ class IncrementalAudit:
     def __init__(self) -> None:
         self.index = DependencyIndex()
         self.scopes: dict[str, ScopeResult] = {}
+        # What the permission index derives from each binding and role, kept from one audit to the next: a
+        # cluster-scope re-audit would otherwise derive all ClusterRoleBindings and ClusterRoles again.
+        self.kept_permissions = KeptPermissions()
 
     def observe(self, kind: str, old: Obj | None, new: Obj | None) -> set[str]:
         return self.index.observe(kind, old, new)
 
     def full(self, source: ObjectSource, ctx: AuditContext, snapshot: ClusterSnapshot) -> None:
-        """Recompute everything (start, relist safety net, periodic expiry check)."""
+        """Recompute everything (start, relist safety net, periodic expiry check). Without the kept permission
+        parts: a whole cluster's bindings would fill them with what the next re-audits mostly do not need."""
         self.scopes = audit_scopes(snapshot, ctx, None)
 
     def update(
@@ -424,6 +428,7 @@ class IncrementalAudit:
             snapshot = None
         if snapshot is None:
             snapshot = scoped_snapshot(source, self.index, scopes)
+        ctx.cache[KEPT_PERMISSIONS] = self.kept_permissions
         fresh = audit_scopes(snapshot, ctx, scopes)
         changed: set[str] = set()
         for scope in scopes:
@@ -450,12 +455,15 @@ class IncrementalAudit:
         ordered = [self.scopes[scope] for scope in sorted(self.scopes)]
         findings = list(chain.from_iterable(r.findings for r in ordered))  # C-level: ~40,000 at each publish
         capabilities = list(chain.from_iterable(r.capabilities for r in ordered))
-        controls = {k: v for r in self.scopes.values() for k, v in r.controls.items()}
+        # In (namespace, control) order: a scope's controls are its own namespace's, so sorting each scope's few
+        # in scope order gives it without sorting all ~10,000 together (31 of the 54 ms of totals at full scale).
+        controls = {key: r.controls[key] for r in ordered for key in sorted(r.controls)}
         exemptions: Counter[str] = Counter()
         for r in self.scopes.values():
-            exemptions.update(r.exemptions)
+            if r.exemptions:  # (most scopes have none)
+                exemptions.update(r.exemptions)
         base = dict.fromkeys(("active", "expired", "invalid"), 0)
-        return AuditTotals(findings, capabilities, dict(sorted(controls.items())), {**base, **exemptions})
+        return AuditTotals(findings, capabilities, controls, {**base, **exemptions})
 
     def next_expiry(self) -> tuple[datetime, set[str]] | None:
         """The earliest exemption expiry and the scopes it happens in."""

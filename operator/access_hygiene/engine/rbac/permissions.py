@@ -18,10 +18,11 @@ clusterrole-aggregation controller:
   (engine/rbac/bootstrap_roles.py), so a manifest scan resolves a binding to `edit` as a live scan does.
 """
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from access_hygiene.engine.ground.context import AuditContext
 from access_hygiene.engine.ground.selectors import selector_matches
@@ -274,29 +275,47 @@ def resolve_cluster_roles(
     by_name = {name_of(obj): obj for obj in cluster_roles}
     rules = {name: parse(obj) for name, obj in by_name.items()}
     names = sorted(by_name)
+    labels = {name: labels_of(by_name[name]) for name in names}
+    # Roles by label (key, value), in name order: a selector's matchLabels picks its candidates from here instead
+    # of testing every role (a cluster's ~60 aggregating roles against its ~600 roles was most of the resolution).
+    by_label: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name in names:
+        for pair in labels[name].items():
+            by_label[pair].append(name)
     aggregated: dict[str, list[str]] = {}
     for name, obj in sorted(by_name.items()):
         selectors = (obj.get("aggregationRule") or {}).get("clusterRoleSelectors")
         if not isinstance(selectors, list):
             continue
-        sources: list[str] = []
+        sources: dict[str, None] = {}
         for selector in selectors:
             if not isinstance(selector, dict):
                 continue
-            for other in names:
-                if other != name and other not in sources and selector_matches(selector, labels_of(by_name[other])):
-                    sources.append(other)
-        aggregated[name] = sources
+            for other in _candidates(selector, names, by_label):
+                if other != name and other not in sources and selector_matches(selector, labels[other]):
+                    sources[other] = None
+        aggregated[name] = list(sources)
         rules[name] = ()  # the controller overwrites whatever rules are stored
     for _ in range(len(aggregated) + 1):
         changed = False
-        for name, sources in aggregated.items():
-            merged = tuple(dict.fromkeys(rule for source in sources for rule in rules[source]))
+        for name, source_names in aggregated.items():
+            merged = tuple(dict.fromkeys(rule for source in source_names for rule in rules[source]))
             if merged != rules[name]:
                 rules[name], changed = merged, True
         if not changed:
             break
     return rules
+
+
+def _candidates(
+    selector: Mapping[str, Any], names: list[str], by_label: Mapping[tuple[str, str], list[str]]
+) -> list[str]:
+    """The roles (in name order) that can match a selector: those carrying the rarest of its matchLabels, or every
+    role when it has none (selector_matches() still decides)."""
+    match_labels = selector.get("matchLabels")
+    if not match_labels or not isinstance(match_labels, dict):
+        return names
+    return min((by_label.get((str(key), str(value)), []) for key, value in match_labels.items()), key=len)
 
 
 def _subjects_of(
@@ -341,9 +360,14 @@ class PermissionIndex:
     _subjects: dict[SubjectKey, Subject] = field(default_factory=dict, repr=False)
     _refs: dict[tuple[str, str, str], ObjectRef] = field(default_factory=dict, repr=False)
     _granted: frozenset[SubjectKey] | None = field(default=None, repr=False)
+    _kept: "KeptPermissions | None" = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, snapshot: ClusterSnapshot) -> "PermissionIndex":
+    def build(cls, snapshot: ClusterSnapshot, kept: "KeptPermissions | None" = None) -> "PermissionIndex":
+        """The index of the snapshot's bindings and roles; with `kept`, reusing what earlier builds derived from
+        the same objects (the same index as without)."""
+        if kept is not None:
+            return kept.build(snapshot)
         index = cls()
         # Default ClusterRoles the snapshot lacks come from the shipped bootstrap data.
         cluster_rules = resolve_cluster_roles(with_bootstrap_roles(snapshot.cluster_roles), index._parse_unique)
@@ -358,7 +382,10 @@ class PermissionIndex:
         return index
 
     def stored_rules(self, obj: Obj) -> tuple[PolicyRule, ...]:
-        """own_rules(obj), parsed once per role object per index (the shipped default roles once per process)."""
+        """own_rules(obj), parsed once per role object per index (the shipped default roles once per process; with
+        kept parts, once per role object while it is kept)."""
+        if self._kept is not None:
+            return self._kept.own_rules(obj)
         entry = self.parsed.get(id(obj))
         if entry is not None and entry[0] is obj:
             return entry[1]
@@ -530,12 +557,222 @@ def _expand(subject: Subject, binding: Binding, rule: PolicyRule) -> Iterator[Gr
                 )  # fmt: skip
 
 
+KEPT_PERMISSIONS = "kept_permissions"  # the AuditContext.cache key of a KeptPermissions
+KEPT_PER_GENERATION = 2048  # bindings (and as many roles) kept per generation: at most twice that in all
+RESOLUTIONS_KEPT = 3  # ClusterRole sets whose resolved rules are kept (the cluster scope's, and a few subsets)
+_Key = TypeVar("_Key", bound=Hashable)
+_Value = TypeVar("_Value")
+
+
+class Generations(Generic[_Key, _Value]):
+    """A bounded memo: an entry used within the last two generations stays, older ones go. A generation ends when
+    `limit` entries were added or used in it (each then moves to the new one when used again)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.fresh: dict[_Key, _Value] = {}
+        self.old: dict[_Key, _Value] = {}
+
+    def get(self, key: _Key) -> _Value | None:
+        value = self.fresh.get(key)
+        if value is None:
+            value = self.old.pop(key, None)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def put(self, key: _Key, value: _Value) -> None:
+        if len(self.fresh) >= self.limit and key not in self.fresh:
+            self.old, self.fresh = self.fresh, {}
+        self.fresh[key] = value
+
+    def __len__(self) -> int:
+        return len(self.fresh) + len(self.old)
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptBinding:
+    obj: Obj  # the binding object it was derived from (the same object, not an equal one)
+    role: tuple[str, str, str] | None  # the role_rules key its roleRef names (None: a roleRef that cannot resolve)
+    rules: tuple[PolicyRule, ...] | None  # what role_rules held for it then (the same object)
+    binding: Binding
+    keys: tuple[SubjectKey, ...]
+
+
+class KeptPermissions:
+    """What PermissionIndex.build derives from each role and binding object, kept from one build to the next, so
+    a re-audit pays for the objects that changed, not for every binding in its snapshot: a role's parsed rules
+    and RuleSet, the ClusterRoles' aggregation resolved (per set of ClusterRole objects), and each binding's
+    Binding (reused while the binding object and its role's RuleSet are the same objects). Validity is object
+    identity: the watch cache replaces an object that changes and keeps the stored one otherwise, and nothing
+    changes an object in place. Bounded: entries not used within two generations go (Generations)."""
+
+    def __init__(self, limit: int = KEPT_PER_GENERATION) -> None:
+        self._parsed: Generations[tuple[str, str, str], tuple[Obj, tuple[PolicyRule, ...], tuple[PolicyRule, ...]]]
+        self._parsed = Generations(limit)
+        self._roles: Generations[tuple[str, str], tuple[Obj, RuleSet]] = Generations(limit)
+        self._bindings: Generations[tuple[str, str], _KeptBinding] = Generations(limit)
+        # Shared by the objects derived afresh only: smaller (a kept binding holds its own)
+        pooled = max(1, limit // 4)
+        self._subjects: Generations[SubjectKey, Subject] = Generations(pooled)
+        self._refs: Generations[tuple[str, str, str], ObjectRef] = Generations(pooled)
+        self._rule_pool: Generations[PolicyRule, PolicyRule] = Generations(pooled)
+        # ids of a ClusterRole list (objects kept alive) -> the list, its resolved RuleSets by name; latest last
+        self._resolutions: dict[tuple[int, ...], tuple[list[Obj], dict[str, RuleSet]]] = {}
+        self.reused = 0  # bindings taken from earlier builds (for benchmarks and tests)
+        self.derived = 0  # bindings derived afresh
+
+    def own_rules(self, obj: Obj) -> tuple[PolicyRule, ...]:
+        """own_rules(obj), parsed once while the object is kept."""
+        return self._parse(obj)[1]
+
+    def _unique_rules(self, obj: Obj) -> tuple[PolicyRule, ...]:
+        return self._parse(obj)[2]
+
+    def _parse(self, obj: Obj) -> tuple[Obj, tuple[PolicyRule, ...], tuple[PolicyRule, ...]]:
+        key = (str(obj.get("kind", "")), namespace_of(obj), name_of(obj))
+        entry = self._parsed.get(key)
+        if entry is None or entry[0] is not obj:
+            shipped = _shipped_rules().get(id(obj))
+            rules = shipped[1] if shipped is not None and shipped[0] is obj else self._shared(own_rules(obj))
+            entry = (obj, rules, tuple(dict.fromkeys(rules)))
+            self._parsed.put(key, entry)
+        return entry
+
+    def _shared(self, rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:
+        """The rules with each one an equal rule kept before, if any: roles repeat a few rule shapes (a chart's
+        roles in every namespace), and a parsed rule holds five sets."""
+        shared = []
+        for rule in rules:
+            known = self._rule_pool.get(rule)
+            if known is None:
+                self._rule_pool.put(rule, rule)
+                known = rule
+            shared.append(known)
+        return tuple(shared)
+
+    def _cluster_role_rules(self, cluster_roles: list[Obj]) -> dict[str, RuleSet]:
+        """resolve_cluster_roles() as RuleSets: the same dict while the list holds the same objects; after a change,
+        a RuleSet whose rules did not change is the same object as before."""
+        signature = tuple(map(id, cluster_roles))
+        entry = self._resolutions.pop(signature, None)
+        if entry is None:
+            latest = next(reversed(self._resolutions.values()))[1] if self._resolutions else {}
+            resolved: dict[str, RuleSet] = {}
+            for name, rules in resolve_cluster_roles(cluster_roles, self._unique_rules).items():
+                previous = latest.get(name)
+                resolved[name] = previous if previous is not None and previous == rules else RuleSet(rules)
+            entry = (cluster_roles, resolved)
+            while len(self._resolutions) >= RESOLUTIONS_KEPT:
+                del self._resolutions[next(iter(self._resolutions))]
+        self._resolutions[signature] = entry  # the latest last
+        return entry[1]
+
+    def _role_rule_set(self, role: Obj, namespace: str, name: str) -> RuleSet:
+        entry = self._roles.get((namespace, name))
+        if entry is None or entry[0] is not role:
+            entry = (role, RuleSet(self._unique_rules(role)))
+            self._roles.put((namespace, name), entry)
+        return entry[1]
+
+    def _role_ref(self, kind: str, namespace: str, name: str) -> ObjectRef:
+        key = (kind, namespace, name)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = ObjectRef.trusted(kind, name, namespace, RBAC_API_VERSION)
+            self._refs.put(key, ref)
+        return ref
+
+    def _subjects_of(self, obj: Obj, namespace: str) -> tuple[Subject, ...]:
+        """_subjects_of() with Subjects shared across builds."""
+        pool: dict[SubjectKey, Subject] = {}
+        for raw in obj.get("subjects") or []:
+            if not isinstance(raw, dict):
+                continue
+            kind, name = str(raw.get("kind", "")), str(raw.get("name", ""))
+            if kind == "ServiceAccount":
+                key = (kind, str(raw.get("namespace") or namespace), name)
+            elif kind in ("User", "Group"):
+                key = (kind, "", name)
+            else:
+                continue
+            subject = self._subjects.get(key)
+            if subject is not None:
+                pool[key] = subject
+        subjects = _subjects_of(obj, namespace, pool)
+        for subject in subjects:
+            self._subjects.put(_subject_key(subject), subject)
+        return subjects
+
+    @staticmethod
+    def _rules_of(
+        role: tuple[str, str, str] | None, role_rules: Mapping[tuple[str, str, str], tuple[PolicyRule, ...]]
+    ) -> tuple[PolicyRule, ...] | None:
+        return role_rules.get(role) if role is not None else None
+
+    def _binding(
+        self, obj: Obj, namespace: str, role_rules: Mapping[tuple[str, str, str], tuple[PolicyRule, ...]]
+    ) -> _KeptBinding:
+        key = (namespace, name_of(obj))
+        entry = self._bindings.get(key)
+        if entry is not None and entry.obj is obj and self._rules_of(entry.role, role_rules) is entry.rules:
+            self.reused += 1
+            return entry
+        role_ref = obj.get("roleRef") or {}
+        role_kind, role_name = str(role_ref.get("kind", "")), str(role_ref.get("name", ""))
+        # A ClusterRoleBinding may only reference a ClusterRole; Roles live in the binding's namespace.
+        role_namespace = namespace if role_kind == "Role" else ""
+        valid = role_kind == "ClusterRole" or (role_kind == "Role" and bool(namespace))
+        role = (role_kind, role_namespace, role_name) if valid else None
+        rules = self._rules_of(role, role_rules)
+        subjects = self._subjects_of(obj, namespace)
+        binding = Binding(
+            ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
+            self._role_ref(role_kind, role_namespace, role_name),
+            namespace,
+            subjects,
+            rules or (),
+            rules is not None,
+            is_bootstrap(obj),
+        )  # fmt: skip
+        entry = _KeptBinding(obj, role, rules, binding, tuple(map(_subject_key, subjects)))
+        self._bindings.put(key, entry)
+        self.derived += 1
+        return entry
+
+    def build(self, snapshot: ClusterSnapshot) -> PermissionIndex:
+        """PermissionIndex.build(snapshot), from the kept parts (the same bindings in the same order, the same
+        subjects, rules and role rules)."""
+        index = PermissionIndex(_kept=self)
+        role_rules = index.role_rules
+        for name, rules in self._cluster_role_rules(with_bootstrap_roles(snapshot.cluster_roles)).items():
+            role_rules[("ClusterRole", "", name)] = rules
+        for role in snapshot.roles:
+            namespace, name = namespace_of(role), name_of(role)
+            role_rules[("Role", namespace, name)] = self._role_rule_set(role, namespace, name)
+        bindings, by_subject = index.bindings, index.by_subject
+        for pool, clustered in ((snapshot.cluster_role_bindings, True), (snapshot.role_bindings, False)):
+            for obj in pool:
+                entry = self._binding(obj, "" if clustered else namespace_of(obj), role_rules)
+                position = len(bindings)
+                bindings.append(entry.binding)
+                for key in entry.keys:
+                    positions = by_subject.get(key)
+                    if positions is None:
+                        by_subject[key] = [position]
+                    else:
+                        positions.append(position)
+        return index
+
+
 def permission_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> PermissionIndex:
-    """The snapshot's PermissionIndex, built once per audit (cached in ctx.cache["permissions"])."""
+    """The snapshot's PermissionIndex, built once per audit (cached in ctx.cache["permissions"]), from the parts
+    kept across audits when the caller keeps them (ctx.cache[KEPT_PERMISSIONS], the incremental audit's)."""
     cached = ctx.cache.get("permissions")
     if isinstance(cached, PermissionIndex) and ctx.cache.get("permissions_snapshot") is snapshot:
         return cached
-    index = PermissionIndex.build(snapshot)
+    kept = ctx.cache.get(KEPT_PERMISSIONS)
+    index = PermissionIndex.build(snapshot, kept if isinstance(kept, KeptPermissions) else None)
     ctx.cache["permissions"] = index
     ctx.cache["permissions_snapshot"] = snapshot
     return index

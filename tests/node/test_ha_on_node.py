@@ -1,0 +1,236 @@
+"""Two operator Pods from the chart on the local node (docs/ha.md): the operator image imported into the node's
+containerd, `helm install` with `replicaCount=2`. Exactly one Pod leads (`access_hygiene_leader` 1 on one Pod's
+/metrics, 0 on the other's, and the Lease names it). A `helm upgrade` that changes a pod annotation rolls both Pods
+one at a time (RollingUpdate, maxSurge 1, maxUnavailable 0) while both Pods' /metrics are polled every
+POLL_SECONDS: the longest stretch with no Pod exporting findings as the leader stays under the takeover bound of
+tests/cluster/test_ha.py. Over the module, the API server's audit log shows no write from a Pod that did not hold
+the Lease (each Pod's requests carry its name: the kubelet's bound token).
+
+Needs podman, runc and mmdebstrap (the image tier's tools), like test_chart_on_node.py."""
+
+import itertools
+import json
+import os
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from scripts.render_chart import find_helm
+
+from access_hygiene.clock import parse_instant
+from access_hygiene.localcluster.image import build_image, export_image, missing_tools
+from access_hygiene.localcluster.node_cluster import (
+    NAMESPACE,
+    RELEASE,
+    SELECTOR,
+    chart_dir,
+    crashed_operator,
+    helm,
+    install_chart,
+    metrics_url,
+    ready_operator_pods,
+)
+from tests.cluster.conftest import wait_for
+from tests.cluster.ha import KILL_TAKEOVER_WITHIN, WRITE_VERBS, Request, metric_sum, writes_without_the_lease
+from tests.node.conftest import NodeCluster
+
+pytestmark = pytest.mark.node
+
+POLL_SECONDS = 0.15
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"  # on requests made with a Pod's bound token
+FINDINGS_SERIES = "access_hygiene_last_scan_timestamp_seconds"  # exported by the leader only
+
+
+@dataclass
+class Sample:
+    at: float  # monotonic
+    leading: list[str] = field(default_factory=list)  # Pods exporting leader 1 and the findings
+    answering: int = 0  # Pods whose /metrics answered
+
+
+def scrape(pod: Any) -> str | None:
+    try:
+        with urllib.request.urlopen(metrics_url(pod), timeout=1) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def leads(text: str | None) -> bool:
+    return text is not None and metric_sum(text, "access_hygiene_leader") == 1 and FINDINGS_SERIES in text
+
+
+def running_pods(core: kubernetes.client.CoreV1Api) -> list[Any]:
+    pods: list[Any] = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+    return [p for p in pods if p.status.pod_ip and p.status.phase == "Running"]
+
+
+def lease_holder(api: kubernetes.client.ApiClient) -> str:
+    (lease,) = kubernetes.client.CoordinationV1Api(api).list_namespaced_lease(NAMESPACE).items
+    return str(lease.spec.holder_identity or "")
+
+
+@pytest.fixture(scope="module")
+def two_pods(node_cluster: NodeCluster) -> Iterator[float]:
+    """The chart with two replicas, both Pods Ready; yields when that was (the audit log is read from then)."""
+    missing = missing_tools()
+    if missing:
+        reason = f"the operator image needs {', '.join(missing)} (Debian: apt-get install podman runc mmdebstrap)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI=true, so this is a failure, not a skip")
+        pytest.skip(reason)
+    image = build_image()
+    node_cluster.node.import_image(export_image(image))
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        # The namespace of an earlier module's release may still be terminating.
+        wait_for(lambda: NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}, timeout=180)
+        installed = time.time()
+        install_chart(api, find_helm(), node_cluster.kubeconfig, image.ref, node_cluster.control_plane.api_port,
+                      extra=("--set", "replicaCount=2"))  # fmt: skip
+        try:
+            wait_for(
+                lambda: len(ready_operator_pods(core, steady_seconds=5)) == 2 or crashed_operator(core),
+                timeout=240,
+                interval=0.5,
+            )
+            assert not crashed_operator(core), crashed_operator(core)
+            yield installed
+        finally:
+            helm(find_helm(), node_cluster.kubeconfig, "uninstall", RELEASE, "--wait")
+            core.delete_namespace(NAMESPACE)
+
+
+def test_exactly_one_of_two_pods_leads_and_the_lease_names_it(node_cluster: NodeCluster, two_pods: float) -> None:
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        pods = ready_operator_pods(core)
+        assert len(pods) == 2
+
+        def both_answer_one_leads() -> list[str] | None:
+            texts = [scrape(pod) for pod in pods]
+            answered = [text for text in texts if text is not None]
+            return answered if len(answered) == 2 and sum(map(leads, answered)) == 1 else None
+
+        texts = wait_for(both_answer_one_leads, timeout=30, interval=0.2)
+        gauges = [metric_sum(text, "access_hygiene_leader") for text in texts]
+        assert sorted(gauges) == [0.0, 1.0], gauges  # type: ignore[type-var]
+        leader = pods[gauges.index(1.0)]
+        standby_text = texts[gauges.index(0.0)]
+        assert FINDINGS_SERIES not in standby_text  # a standby exports no findings (no double count)
+        assert lease_holder(api).startswith(f"{leader.metadata.name}_")  # identity: Pod name _ pid
+
+
+def longest_gap(samples: list[Sample]) -> float:
+    """The longest time between two consecutive samples in which some Pod exported findings as the leader (from
+    the first such sample to the last)."""
+    led = [sample.at for sample in samples if sample.leading]
+    return max((b - a for a, b in itertools.pairwise(led)), default=float("inf"))
+
+
+def test_a_rolling_upgrade_keeps_a_leader_exporting_findings(node_cluster: NodeCluster, two_pods: float) -> None:
+    samples: list[Sample] = []
+    stop = threading.Event()
+
+    def watch_metrics() -> None:
+        with node_cluster.api_client() as api:
+            core = kubernetes.client.CoreV1Api(api)
+            while not stop.is_set():
+                started = time.monotonic()
+                sample = Sample(at=started)
+                try:
+                    pods = running_pods(core)
+                except (kubernetes.client.ApiException, OSError):
+                    pods = []
+                for pod in pods:
+                    text = scrape(pod)
+                    sample.answering += text is not None
+                    if leads(text):
+                        sample.leading.append(pod.metadata.name)
+                samples.append(sample)
+                stop.wait(max(0.0, POLL_SECONDS - (time.monotonic() - started)))
+
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        before = {p.metadata.uid for p in ready_operator_pods(core)}
+        poller = threading.Thread(target=watch_metrics, daemon=True)
+        poller.start()
+        try:
+            time.sleep(2)  # a baseline: the leader exports before the roll
+            started = time.monotonic()
+            helm(find_helm(), node_cluster.kubeconfig, "upgrade", RELEASE, str(chart_dir()), "--reuse-values",
+                 "--set", f"podAnnotations.rolled={uuid.uuid4().hex[:8]}", "--wait", "--timeout", "5m")  # fmt: skip
+            wait_for(
+                lambda: (
+                    len(fresh := ready_operator_pods(core, steady_seconds=2)) == 2
+                    and not {p.metadata.uid for p in fresh} & before
+                    and len(running_pods(core)) == 2
+                ),
+                timeout=240,
+                interval=0.5,
+            )
+            rolled = time.monotonic() - started
+            time.sleep(2)  # and after it
+        finally:
+            stop.set()
+            poller.join(timeout=10)
+    during = [s for s in samples if s.at >= started - POLL_SECONDS]
+    gap = longest_gap(samples)
+    leaders = [s.leading[0] for s in samples if len(s.leading) == 1]
+    handovers = sum(a != b for a, b in itertools.pairwise(leaders))
+    doubled = [i for i, s in enumerate(samples) if len(s.leading) > 1]
+    print(f"\nrolling upgrade of 2 replicas: {rolled:.1f}s, {len(during)} samples every {POLL_SECONDS}s, "
+          f"longest gap with no leader exporting findings {gap:.2f}s, leader changes {handovers}, "
+          f"samples with two Pods exporting as leader {len(doubled)}")  # fmt: skip
+    assert samples[0].leading, "no leader before the roll"  # the gap is measured between a leader before and after
+    assert samples[-1].leading, "no leader after the roll"
+    assert handovers >= 1, "the roll never moved the leadership: the old leader's Pod was not replaced"
+    assert gap < KILL_TAKEOVER_WITHIN, f"no leader exported findings for {gap:.2f}s during the roll"
+    # A scrape of the old leader just before its release and of the new one just after can fall in one sample; two
+    # leaders in consecutive samples would mean the old one went on exporting after it handed over.
+    assert not any(b == a + 1 for a, b in itertools.pairwise(doubled)), doubled
+
+
+def pod_requests(audit_log: Path, since: float) -> list[Request]:
+    """The operator Pods' requests from the API server's audit log, each under its Pod's name."""
+    found = []
+    with audit_log.open() as handle:
+        for line in handle:
+            event: dict[str, Any] = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue
+            pod = ((event["user"].get("extra") or {}).get(POD_NAME_EXTRA) or [""])[0]
+            if not pod.startswith(f"{RELEASE}-"):
+                continue
+            at = parse_instant(event["requestReceivedTimestamp"])
+            if at.timestamp() < since:
+                continue
+            ref = event.get("objectRef") or {}
+            found.append(Request(at=at, user=pod, verb=event["verb"], resource=str(ref.get("resource") or ""),
+                                 namespace=str(ref.get("namespace") or ""), name=str(ref.get("name") or ""),
+                                 code=int((event.get("responseStatus") or {}).get("code") or 0)))  # fmt: skip
+    return sorted(found, key=lambda r: r.at)
+
+
+def test_no_write_came_from_a_pod_without_the_lease(node_cluster: NodeCluster, two_pods: float) -> None:
+    audit_log = node_cluster.control_plane.audit_log_path
+    if not audit_log.exists():
+        pytest.skip("the node tier's control plane keeps no audit log")
+    requests = pod_requests(audit_log, two_pods)
+    leases = {r.name for r in requests if r.resource == "leases" and r.namespace == NAMESPACE}
+    assert len(leases) == 1, leases
+    (lease,) = leases
+    offending = writes_without_the_lease(requests, lease)
+    assert offending == [], f"writes from a Pod that did not lead: {offending[:10]}"
+    writers = {r.user for r in requests if r.verb in WRITE_VERBS and r.resource != "leases"}
+    pods = {r.user for r in requests}
+    print(f"\naudit log: {len(requests)} requests from {len(pods)} operator Pods, writes from {len(writers)}")
+    assert len(pods) >= 3, pods  # two Pods, and the roll's new ones: the check had several to tell apart
+    assert writers, "no write at all: the check above had nothing to judge"
