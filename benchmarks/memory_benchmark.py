@@ -617,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: [(r.capabilities, r.controls, r.exemptions) for r in scope_results],
         ),
         ("dependency index", lambda: [audit.index]),
+        ("permission index kept across re-audits", lambda: [vars(audit).get("kept_permissions")]),
         ("audit totals (lists, controls)", lambda: [totals]),
         ("metrics: per-scope counts", lambda: [metrics._scope_counts]),
         ("metrics: published scan and families", lambda: [metrics.state]),
