@@ -80,7 +80,7 @@ def test_wait_settled_returns_once_the_keys_are_done_and_not_before() -> None:
 
 
 def test_cached_objects_share_their_short_strings_and_stay_equal() -> None:
-    from access_hygiene.k8s.watch_cache import _shared_strings
+    from access_hygiene.k8s.watch_cache import SharedValues
 
     def decoded(name: str) -> dict[str, Any]:  # as two separate watch events would deliver them
         note = "y" * 100
@@ -91,13 +91,16 @@ def test_cached_objects_share_their_short_strings_and_stay_equal() -> None:
 
     first, second = decoded("app"), decoded("app")
     assert first["metadata"]["namespace"] is not second["metadata"]["namespace"]
-    shared_first, shared_second = _shared_strings(first), _shared_strings(second)
+    shared = SharedValues()
+    shared_first, shared_second = shared.object(first), shared.object(second)
     assert shared_first == first
     assert shared_second == second
     assert shared_first["metadata"]["namespace"] is shared_second["metadata"]["namespace"]
     assert shared_first["subjects"][0]["name"] is shared_second["subjects"][0]["name"]
-    long_first = shared_first["metadata"]["annotations"]["note"]
-    assert long_first is not shared_second["metadata"]["annotations"]["note"]  # long values are left alone
+    assert shared_first["metadata"]["annotations"] is shared_second["metadata"]["annotations"]  # same content
+    third = json.loads(json.dumps({**first, "metadata": {"annotations": {"note": "y" * 100, "other": "z"}}}))
+    long_third = shared.object(third)["metadata"]["annotations"]["note"]
+    assert long_third is not shared_first["metadata"]["annotations"]["note"]  # long strings are not interned
 
 
 def test_admission_parameters_are_recomputed_only_on_relevant_changes() -> None:

@@ -53,6 +53,7 @@ from access_hygiene.k8s.errors import (
 )
 from access_hygiene.k8s.events import EventRecorder, render_policy_event
 from access_hygiene.k8s.leader import WriteGate
+from access_hygiene.k8s.memory import release_free_memory
 from access_hygiene.k8s.namespace_sync import sync_namespace
 from access_hygiene.k8s.policy_sync import prune_policy_objects, sync_policy
 from access_hygiene.k8s.reports import ReportCrdWatch, ReportWriter
@@ -102,6 +103,8 @@ OWNER_KIND_NAMES = frozenset(kind for _, kind in OWNER_KINDS)
 # the re-audit time at 43,000 findings, full passes of 0.2-0.3 s (in-process, 60 re-audits on the realistic
 # population: 18.7 s -> 12.7 s). The operator's objects are freed by reference counting; cycles are rare.
 GC_THRESHOLDS = (50_000, 20, 100)
+# Free memory goes back to the OS when the work queue drains after re-audits, at most this often (k8s/memory.py).
+RELEASE_MEMORY_SECONDS = 30.0
 
 
 def watched_kinds(settings: OperatorSettings) -> tuple[WatchSpec, ...]:
@@ -231,6 +234,8 @@ class Controller:
         self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-hygiene-audit")
         self._tasks: list[asyncio.Task[None]] = []
         self._published_at = time.monotonic()
+        self._reaudits = 0  # re-audits run; memory is released when the queue drains after some
+        self._released = (0, time.monotonic())  # (re-audits, when) at the last release
         self._refusals: dict[WorkKey, tuple[Any, ...]] = {}  # policy -> (reason, message, generation) announced
         # Admission (when on): its parameters follow the watch-fed state; only changed objects are written.
         self.admission = AdmissionWriter() if settings.admission_enabled else None
@@ -365,6 +370,7 @@ class Controller:
                 self.cache.relist()
                 resync_at = now + self.settings.resync_interval_seconds
             await self._process(self._drain())
+            await self._release_memory()
             if time.monotonic() >= self._published_at + HEARTBEAT_SECONDS and not OUTAGE.in_outage:
                 # Idle but watching: the result is still current, so say so (the "scan stalled" alert reads it).
                 await self._in_audit_thread(self._publish, 0.0, False)
@@ -390,6 +396,16 @@ class Controller:
         # What start-up loaded (the cluster's objects, the first result) lives long: keep it out of the cyclic
         # collector's full passes, which would otherwise walk all of it and stall an event's re-audit.
         gc.freeze()
+        release_free_memory()  # the LIST pages and the first audit's intermediates
+
+    async def _release_memory(self) -> None:
+        """After a burst of re-audits (the start-up writes' echoes), once the work queue has drained: what the burst
+        freed goes back to the OS, at most every RELEASE_MEMORY_SECONDS."""
+        reaudits, released_at = self._released
+        if self._reaudits == reaudits or len(self.queue) or time.monotonic() < released_at + RELEASE_MEMORY_SECONDS:
+            return
+        self._released = (self._reaudits, time.monotonic())
+        await asyncio.to_thread(release_free_memory)
 
     async def _process(self, changes: list[Change]) -> None:
         fresh: set[str] = set()
@@ -521,6 +537,7 @@ class Controller:
         """Re-audit scopes (ALL expands to every scope); returns the concrete scopes audited and those whose
         results changed."""
         started = time.monotonic()
+        self._reaudits += 1
         ctx = self.settings.audit_context(now=self.clock.now())
         with self._audit_lock:
             if ALL in scopes:

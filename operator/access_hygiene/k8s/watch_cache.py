@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import kubernetes
@@ -75,19 +76,86 @@ class GoneError(Exception):
 
 
 _SHARED_UP_TO = 64  # characters: names, kinds, label keys and values, verbs; not long annotation values
+# How many distinct containers a reflector remembers before it starts over: its memory is bounded by that, not by
+# everything it ever saw (objects already stored keep what they share).
+SHARED_CONTAINERS_LIMIT = 50_000
+# Metadata values each object has its own of: interning them would share nothing and cost the process's table of
+# interned strings a slot each (110,000 of them at full scale, a 7 MiB table).
+_UNIQUE = frozenset({"uid", "resourceVersion"})
 
 
-def _shared_strings(value: Any) -> Any:
-    """The object with each short string replaced by one shared copy. The JSON decoder makes a new string per
-    occurrence (and shares keys only within one document): namespace names, kinds, roleRef and subject fields,
-    label keys, verbs repeat across tens of thousands of objects. Halves the memory of a large cluster's state."""
-    if isinstance(value, dict):
-        return {sys.intern(key): _shared_strings(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_shared_strings(item) for item in value]
-    if isinstance(value, str) and len(value) <= _SHARED_UP_TO:
-        return sys.intern(value)
-    return value
+class SharedValues:
+    """One shared copy per distinct content of the parts objects repeat: short strings (namespace names, kinds,
+    roleRef and subject fields, label keys, verbs: the JSON decoder makes a new string per occurrence) and the dicts
+    and lists made of them (a roleRef, a Role's rules, a Pod's tolerations and token volume, the operator's own
+    NetworkPolicy specs and labels). Halves the memory of a large cluster's state (benchmarks/memory_benchmark.py).
+    Safe because the store's objects are read-only (its contract) and a shared container equals, item for item and
+    type for type, each one it stands for. An object's top-level dict and metadata stay its own (uid, version).
+
+    A container is known by its items, those that are containers by identity (each is a known one already: the walk
+    is bottom-up): by the hash of those, then compared item for item (most containers are seen once, and a hash
+    costs less to keep than the items). All forgotten at once past `limit`. One per reflector (one thread)."""
+
+    def __init__(self, limit: int = SHARED_CONTAINERS_LIMIT) -> None:
+        self.limit = limit
+        self._dicts: dict[int, dict[str, Any]] = {}
+        self._lists: dict[int, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._dicts) + len(self._lists)
+
+    def object(self, obj: Obj) -> Obj:
+        """The object with its parts shared (a new top-level dict and metadata, its own)."""
+        return {
+            sys.intern(key): self._own(item) if key == "metadata" else self.value(item) for key, item in obj.items()
+        }
+
+    def _own(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return self.value(value)
+        return {sys.intern(key): item if key in _UNIQUE else self.value(item) for key, item in value.items()}
+
+    def value(self, value: Any) -> Any:
+        """The value with its short strings and its containers shared."""
+        if isinstance(value, str):
+            return sys.intern(value) if len(value) <= _SHARED_UP_TO else value
+        if isinstance(value, dict):
+            items = {sys.intern(key): self.value(item) for key, item in value.items()}
+            return self._known(self._dicts, _dict_items(items), items)
+        if isinstance(value, list):
+            entries = [self.value(item) for item in value]
+            return self._known(self._lists, _list_items(entries), entries)
+        return value
+
+    def _known(self, known: dict[int, Any], items: tuple[Any, ...], fresh: Any) -> Any:
+        digest = hash(items)
+        found = known.get(digest)
+        if found is not None:
+            same = _dict_items(found) if isinstance(found, dict) else _list_items(found)
+            return found if same == items else fresh  # (another content with the same hash: rare, not shared)
+        if len(self._dicts) + len(self._lists) >= self.limit:
+            self._dicts.clear()
+            self._lists.clear()
+        known[digest] = fresh
+        return fresh
+
+
+def _dict_items(value: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(chain.from_iterable((name, _token(item)) for name, item in value.items()))
+
+
+def _list_items(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(map(_token, value))
+
+
+def _token(value: Any) -> Any:
+    """What stands for an item in its container's key: a string itself; a (shared) container its identity, an int
+    no string equals; any other scalar a (type, value) pair, since 1 == 1.0 == True but their JSON differs."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return id(value)
+    return (type(value), value)
 
 
 class ClusterState:
@@ -260,6 +328,7 @@ class Reflector:
         self._relist_requested = False
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{spec.kind}", daemon=True)
+        self._shared = SharedValues()
 
     def start(self) -> None:
         self._thread.start()
@@ -308,8 +377,7 @@ class Reflector:
     def _prepare(self, obj: Obj) -> Obj:
         obj["apiVersion"] = self.spec.api_version
         obj["kind"] = self.spec.kind
-        shared: Obj = _shared_strings(trim_object(obj))
-        return shared
+        return self._shared.object(trim_object(obj))
 
     def _run(self) -> None:
         resource_version = ""
