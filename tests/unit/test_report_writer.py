@@ -14,7 +14,8 @@ import urllib3
 
 from access_hygiene.k8s import reports as reports_module
 from access_hygiene.k8s.errors import OUTAGE
-from access_hygiene.k8s.reports import OWNED_SELECTOR, ReportWriter, crd_established
+from access_hygiene.k8s.reports import OWNED_SELECTOR, ReportWriter
+from access_hygiene.k8s.watch_cache import crd_established
 from access_hygiene.models.findings import Finding, ObjectRef, Severity
 from access_hygiene.render.reports import render_report
 

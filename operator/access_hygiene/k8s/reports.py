@@ -25,8 +25,8 @@ import yaml
 from access_hygiene import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from access_hygiene.k8s.crds import install_crd
 from access_hygiene.k8s.errors import API_FAILURES, OUTAGE, api_error_message, is_connection_error
-from access_hygiene.k8s.resources import Obj, ResourceType, request
-from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec
+from access_hygiene.k8s.resources import ResourceType, request
+from access_hygiene.k8s.watch_cache import Change, WatchCache, WatchSpec, crd_established
 from access_hygiene.models.findings import Finding
 from access_hygiene.render.reports import (
     CLUSTER_REPORT_KIND,
@@ -281,14 +281,6 @@ class ReportWriter:
             if error.status != 404:
                 raise
         del self._written[key]
-
-
-def crd_established(crd: Obj) -> bool:
-    """The API server serves the CRD's kind (its Established condition is True) and it is not being deleted."""
-    if (crd.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    conditions = (crd.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 class ReportCrdWatch:

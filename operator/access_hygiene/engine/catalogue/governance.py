@@ -35,9 +35,11 @@ class ManagedServiceAccount:
     resolved: "ResolvedPolicy"
 
 
-# Parsed policies of live objects by (uid, resourceVersion), which name one content exactly: the operator re-audits
-# the same unchanged policies on every event, and validating each spec again was most of a cluster-scope re-audit.
-_RESOLVED: dict[tuple[str, str], "ResolvedPolicy | None"] = {}
+# Parsed policies of live objects by uid, with the resourceVersion they were parsed at (which names one content
+# exactly): the operator re-audits the same unchanged policies on every event, and validating each spec again was
+# most of a cluster-scope re-audit. One entry per policy: every status write gives a policy a new resourceVersion,
+# and keeping each version's parse grew by ~8 KiB per write up to the limit (issue 26, memory).
+_RESOLVED: dict[str, tuple[str, "ResolvedPolicy | None"]] = {}
 _RESOLVED_LIMIT = 20_000
 
 
@@ -45,19 +47,20 @@ def _resolved(obj: Obj) -> "ResolvedPolicy | None":
     from access_hygiene.models.policy import AccessPolicySpec, resolve_policy
 
     metadata = meta(obj)
-    key = (str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or ""))
-    if all(key) and key in _RESOLVED:
-        return _RESOLVED[key]
+    uid, version = str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or "")
+    known = _RESOLVED.get(uid) if uid and version else None
+    if known is not None and known[0] == version:
+        return known[1]
     try:
         resolved: ResolvedPolicy | None = resolve_policy(
             metadata, AccessPolicySpec.model_validate(obj.get("spec") or {})
         )
     except (ValidationError, KeyError, TypeError, ValueError):
         resolved = None
-    if all(key):
-        if len(_RESOLVED) >= _RESOLVED_LIMIT:
-            _RESOLVED.clear()
-        _RESOLVED[key] = resolved
+    if uid and version:
+        if len(_RESOLVED) >= _RESOLVED_LIMIT and uid not in _RESOLVED:
+            _RESOLVED.clear()  # (deleted policies' entries)
+        _RESOLVED[uid] = (version, resolved)
     return resolved
 
 
