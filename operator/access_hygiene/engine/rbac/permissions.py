@@ -412,15 +412,7 @@ class PermissionIndex:
         valid = role_kind == "ClusterRole" or (role_kind == "Role" and bool(namespace))
         rules = self.role_rules.get((role_kind, role_namespace, role_name)) if valid else None
         subjects = _subjects_of(obj, namespace, self._subjects)
-        binding = Binding(
-            ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
-            self._ref(role_kind, role_namespace, role_name),
-            namespace,
-            subjects,
-            rules or (),
-            rules is not None,
-            is_bootstrap(obj),
-        )  # fmt: skip
+        binding = _binding_of(obj, namespace, self._ref(role_kind, role_namespace, role_name), subjects, rules)
         position = len(self.bindings)
         self.bindings.append(binding)
         by_subject = self.by_subject
@@ -726,15 +718,7 @@ class KeptPermissions:
         role = (role_kind, role_namespace, role_name) if valid else None
         rules = self._rules_of(role, role_rules)
         subjects = self._subjects_of(obj, namespace)
-        binding = Binding(
-            ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
-            self._role_ref(role_kind, role_namespace, role_name),
-            namespace,
-            subjects,
-            rules or (),
-            rules is not None,
-            is_bootstrap(obj),
-        )  # fmt: skip
+        binding = _binding_of(obj, namespace, self._role_ref(role_kind, role_namespace, role_name), subjects, rules)
         entry = _KeptBinding(obj, role, rules, binding, tuple(map(_subject_key, subjects)))
         self._bindings.put(key, entry)
         self.derived += 1
@@ -763,6 +747,21 @@ class KeptPermissions:
                     else:
                         positions.append(position)
         return index
+
+
+def _binding_of(
+    obj: Obj, namespace: str, role: ObjectRef, subjects: tuple[Subject, ...], rules: tuple[PolicyRule, ...] | None
+) -> Binding:
+    """A binding object as the index holds it (rules None: its role is missing or of a kind it cannot bind)."""
+    return Binding(
+        ObjectRef.trusted(str(obj.get("kind", "")), name_of(obj), namespace, RBAC_API_VERSION),
+        role,
+        namespace,
+        subjects,
+        rules or (),
+        rules is not None,
+        is_bootstrap(obj),
+    )
 
 
 def permission_index(snapshot: ClusterSnapshot, ctx: AuditContext) -> PermissionIndex:
