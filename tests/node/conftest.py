@@ -2,6 +2,7 @@
 control plane of its own, brought up once per session (localcluster/node.py)."""
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,8 +45,23 @@ def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
     with node_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": name, "labels": {"test": "node"}}})
+        wait_for_service_account(core, name)
         yield name
         core.delete_namespace(name, grace_period_seconds=0)
+
+
+def wait_for_service_account(core: kubernetes.client.CoreV1Api, namespace: str, name: str = "default") -> None:
+    """kube-controller-manager creates a namespace's `default` ServiceAccount a moment after the namespace: until then
+    Pods that run as it are refused and a patch of it is a 404 (Kubernetes' own e2e framework waits for it too)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespaced_service_account(name, namespace)
+            return
+        except kubernetes.client.ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes
 
-from tests.node.conftest import NodeCluster
+from tests.node.conftest import NodeCluster, wait_for_service_account
 
 # agnhost connect prints one of these before its error (k8s.io/kubernetes/test/images/agnhost/connect).
 FAILURES = ("TIMEOUT", "REFUSED", "DNS", "OTHER", "UNKNOWN")
@@ -80,6 +80,7 @@ def run_pods(cluster: NodeCluster, namespace: str, *pods: dict[str, Any], timeou
     with cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         for pod in pods:
+            wait_for_service_account(core, namespace, pod["spec"].get("serviceAccountName") or "default")
             core.create_namespaced_pod(namespace, pod)
         deadline = time.monotonic() + timeout
         ips: dict[str, str] = {}
