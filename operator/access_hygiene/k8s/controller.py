@@ -11,6 +11,7 @@ relist) run on long timers; exemption expiries are scheduled exactly.
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from access_hygiene.k8s.admission import (
     parameters_of,
 )
 from access_hygiene.k8s.discovery import ServedResourcesCache
+from access_hygiene.k8s.echo_windows import EchoWindows
 from access_hygiene.k8s.errors import (
     API_FAILURES,
     OUTAGE,
@@ -222,7 +224,7 @@ class Controller:
         # The work of policies a user changed, queued on arrival since the coordinator last looked: the re-audit waits
         # for it (bounded). Not the work our own writes' echoes ask for: a fresh event's finding would wait for it.
         self._direct: set[WorkKey] = set()
-        self._echo_until: dict[str, float] = {}  # scope -> until when a change there is taken for our echo
+        self._echo_windows = EchoWindows(ECHO_WINDOW_SECONDS)  # the scopes our workers just wrote to
         self._echo_backlog: dict[str, None] = {}  # echo scopes not re-audited yet, oldest first
         self._changes_lock = threading.Lock()
         self._wake = asyncio.Event()
@@ -414,7 +416,7 @@ class Controller:
         with self._index_lock:
             for change in changes:
                 scopes = self.audit.observe(change.kind, change.old, change.new)
-                (echo if self._echo_until.get(_home_of(change), 0.0) > now else fresh).update(scopes)
+                (echo if self._echo_windows.is_echo(_home_of(change), now) else fresh).update(scopes)
         # Direct work (a policy changed; queued on arrival) goes first: the re-audit waits for it (bounded), and the
         # policy's status is refreshed once the audit is done.
         direct, self._direct = sorted(self._direct), set()
@@ -433,7 +435,7 @@ class Controller:
         for scope in fresh:
             self._echo_backlog.pop(scope, None)  # (just audited)
         while self._echo_backlog:
-            step = list(self._echo_backlog)[:ECHO_SCOPES_PER_STEP]
+            step = list(itertools.islice(self._echo_backlog, ECHO_SCOPES_PER_STEP))
             for scope in step:
                 del self._echo_backlog[scope]
             await self._audit_and_queue(set(step), direct)
@@ -460,9 +462,7 @@ class Controller:
             scopes = [key[1], CLUSTER] if cluster_rules else [key[1]]
         else:
             return
-        until = time.monotonic() + ECHO_WINDOW_SECONDS
-        for scope in scopes:
-            self._echo_until[scope] = until
+        self._echo_windows.mark(scopes, time.monotonic())
 
     async def _audit_and_queue(self, scopes: set[str], direct: list[WorkKey]) -> None:
         if direct and len(self.queue) <= self.settings.workers:  # (behind a backlog it would not run soon)
