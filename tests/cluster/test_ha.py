@@ -8,6 +8,7 @@ replica sent the same batches counts it. Over the whole module the API server's 
 replica that did not hold the Lease when the write arrived."""
 
 import json
+import re
 import signal
 import time
 import uuid
@@ -275,6 +276,51 @@ def test_usage_only_the_leader_received_is_in_the_new_leaders_counters_after_kil
     assert comparable(after_takeover) == comparable(single)  # every request, none twice, no other difference
     first_age = next(s["firstAge"] for s in after_takeover["subjects"] if s["user"] == username)
     assert first_age >= observed_for - 1.0, "the observation window restarted at the takeover"
+
+
+def serving_url(replica: Replica) -> str:
+    """The audit webhook address this run of `replica` serves on (its port is the OS's pick)."""
+    with replica.log.open("rb") as log:
+        log.seek(replica._log_start)
+        found = re.search(rb"Audit webhook serving on (https://[0-9.]+:[0-9]+)/audit", log.read())
+    assert found, f"{replica.name} does not serve the audit webhook"
+    return found.group(1).decode() + "/audit"
+
+
+def post_until_taken(webhook: Webhook, url: str, body: bytes) -> int:
+    """POST as kube-apiserver's webhook backend does: a 503 (a standby that knows no leader yet) is sent again."""
+    deadline = time.monotonic() + 30
+    while (status := webhook.post(url, body)) == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+def test_batches_spread_over_both_replicas_as_a_service_would_are_all_counted_once_by_the_leader(
+    cluster: Cluster, replicas: list[Replica], webhook: Webhook, tmp_path: Any
+) -> None:
+    """The chart's Service sends each of kube-apiserver's POSTs to either Pod: a standby relays what it gets to the
+    leader, so the leader's counters hold every request once, as a single replica that got every batch counts them."""
+    leader, standby = running_pair(cluster, replicas)
+    with cluster.api_client() as api:
+        username, batches = service_account_batches(cluster, api)
+        wait_until(lambda: standby.logged(FOLLOWING), timeout=30, interval=0.1)
+        wait_until(lambda: standby.logged(b"Audit webhook serving on"), timeout=30, interval=0.1)
+        leader_url = advertised_webhook(api, leader.lease)
+        assert leader_url
+    standby_url = serving_url(standby)
+    assert standby_url != leader_url
+    before = comparable(webhook.counters(leader_url))  # (what the module's earlier tests posted stays)
+    for number, body in enumerate(batches):
+        assert post_until_taken(webhook, standby_url if number % 2 == 0 else leader_url, body) == 200
+    assert len(batches) >= 2, "every batch went to the leader: the relay was not exercised"
+    after = comparable(webhook.counters(leader_url))
+    single = comparable(single_replica_counters(cluster, webhook, batches, tmp_path))
+    assert single["subjects"][username]["requests"] >= 5
+    assert username not in before["subjects"]
+    # Every request, none twice, no other difference, and nothing else touched.
+    assert after["subjects"].pop(username) == single["subjects"][username]
+    assert after["subjects"] == before["subjects"]
+    assert after["recorded"] - before["recorded"] == single["recorded"]
 
 
 def test_no_write_came_from_a_replica_without_the_lease_and_nothing_failed(
