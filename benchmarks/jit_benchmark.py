@@ -80,7 +80,7 @@ class BindingWatch:
 
     def _run(self) -> None:
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
-        version = rbac.list_namespaced_role_binding(NAMESPACE, label_selector=self.label).metadata.resource_version
+        version = self._listed_version(rbac)
         while not self._stop.is_set():
             watch = kubernetes.watch.Watch()
             try:
@@ -97,6 +97,14 @@ class BindingWatch:
                         break
             except urllib3.exceptions.ProtocolError:
                 continue  # the server ended the stream: resume from the last version
+            except kubernetes.client.ApiException as error:
+                if error.status != 410:
+                    raise
+                # A watch with no events for a while (the floor's between rounds) outlives its version: list again.
+                version = self._listed_version(rbac)
+
+    def _listed_version(self, rbac: Any) -> str:
+        return str(rbac.list_namespaced_role_binding(NAMESPACE, label_selector=self.label).metadata.resource_version)
 
     def stop(self) -> None:
         self._stop.set()
