@@ -7,7 +7,10 @@
 2. revocation lag: for each size in --together, that many grants with the same startAt and duration, so they
    start and expire together; a watch on the grant RoleBindings records when each was added and deleted. Lag =
    deletion seen by the watch - expiresAt (the watch's delivery, a few ms, is included); start lag likewise.
-3. RSS: the operator's resident memory idle, then with --active grants active at once.
+3. floor: after each round, the same number of plain RoleBindings (another label: the operator does not own them)
+   deleted by the benchmark itself at one instant from 8 threads (the operator's REVOKE_THREADS), lag measured the
+   same way: what this API server and machine allow for that many DELETEs at once, no operator decision in it.
+4. RSS: the operator's resident memory idle, then with --active grants active at once.
 Not a timed test: figures depend on the machine (2 cores shared); run it on a quiet one and say what else ran.
 """
 
@@ -37,6 +40,8 @@ GV = "accesshygiene.io/v1alpha1"
 NAMESPACE = "jit-bench"
 ROLE = "jit-pod-reader"
 LABEL = "accesshygiene.io/access-request"
+FLOOR_LABEL = "accesshygiene.io/benchmark-floor"
+REVOKE_THREADS = 8  # as the operator's (k8s/access_grants.py)
 
 
 def free_port() -> int:
@@ -64,8 +69,9 @@ def rss_mib(pid: int) -> float:
 class BindingWatch:
     """When each grant RoleBinding of the namespace was added and deleted, as a watch sees it."""
 
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, label: str = LABEL) -> None:
         self.api = api
+        self.label = label
         self.added: dict[str, float] = {}
         self.deleted: dict[str, float] = {}
         self._stop = threading.Event()
@@ -74,11 +80,11 @@ class BindingWatch:
 
     def _run(self) -> None:
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
-        version = rbac.list_namespaced_role_binding(NAMESPACE, label_selector=LABEL).metadata.resource_version
+        version = self._listed_version(rbac)
         while not self._stop.is_set():
             watch = kubernetes.watch.Watch()
             try:
-                for event in watch.stream(rbac.list_namespaced_role_binding, NAMESPACE, label_selector=LABEL,
+                for event in watch.stream(rbac.list_namespaced_role_binding, NAMESPACE, label_selector=self.label,
                                           resource_version=version, timeout_seconds=30):  # fmt: skip
                     seen = time.time()
                     obj = event["object"]
@@ -91,6 +97,14 @@ class BindingWatch:
                         break
             except urllib3.exceptions.ProtocolError:
                 continue  # the server ended the stream: resume from the last version
+            except kubernetes.client.ApiException as error:
+                if error.status != 410:
+                    raise
+                # A watch with no events for a while (the floor's between rounds) outlives its version: list again.
+                version = self._listed_version(rbac)
+
+    def _listed_version(self, rbac: Any) -> str:
+        return str(rbac.list_namespaced_role_binding(NAMESPACE, label_selector=self.label).metadata.resource_version)
 
     def stop(self) -> None:
         self._stop.set()
@@ -155,6 +169,25 @@ def create_all(api: kubernetes.client.ApiClient, bodies: list[dict[str, Any]]) -
         list(pool.map(lambda body: resources.create(api, body), bodies))
 
 
+def deletion_floor(api: kubernetes.client.ApiClient, watch: BindingWatch, size: int, tag: str) -> list[float]:
+    """Lags of `size` RoleBindings the benchmark deletes itself at one whole second, REVOKE_THREADS at a time."""
+    names = [f"floor-{tag}-{n}" for n in range(size)]
+    create_all(api, [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                      "metadata": {"name": name, "namespace": NAMESPACE, "labels": {FLOOR_LABEL: tag}},
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
+                      "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": NAMESPACE}]}
+                     for name in names])  # fmt: skip
+    wait_until(lambda: set(names) <= watch.added.keys(), 120, 0.1)
+    time.sleep(5.0)  # the operator's re-audit of the new bindings settles, as before an expiry
+    due = float(int(time.time()) + 2)
+    time.sleep(max(0.0, due - time.time()))
+    with ThreadPoolExecutor(REVOKE_THREADS) as pool:
+        list(pool.map(lambda name: resources.delete(api, "rbac.authorization.k8s.io/v1", "RoleBinding", name,
+                                                    NAMESPACE), names))  # fmt: skip
+    wait_until(lambda: set(names) <= watch.deleted.keys(), 120, 0.1)
+    return [watch.deleted[name] - due for name in names if name in watch.deleted]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--together", default="100,1000", help="sizes of the expire-together rounds")
@@ -192,6 +225,7 @@ def main() -> int:
             drop_jit_validation(api)
             print(f"operator RSS idle: {rss_mib(operator.pid):.0f} MiB")
             watch = BindingWatch(api)
+            floor_watch = BindingWatch(api, FLOOR_LABEL)
             alice = ControlPlaneClient(plane, token)
 
             usable = []
@@ -233,6 +267,10 @@ def main() -> int:
                 print(f"{size} grants expiring together: revocation lag p50 {percentile(lags, 0.5):.3f} s, "
                       f"p99 {percentile(lags, 0.99):.3f} s, max {max(lags):.3f} s"
                       + ("" if done else f" ({len(lags)} of {len(started_ones)} deleted in time)"))  # fmt: skip
+                floor = deletion_floor(api, floor_watch, size, str(round_number))
+                print(f"floor, {size} RoleBindings deleted by the benchmark at one instant ({REVOKE_THREADS} threads): "
+                      f"lag p50 {percentile(floor, 0.5):.3f} s, p99 {percentile(floor, 0.99):.3f} s, "
+                      f"max {max(floor):.3f} s")  # fmt: skip
 
             names = [f"active-{n}" for n in range(args.active)]
             create_all(api, [request_body(n, username, "30m") for n in names])
@@ -248,6 +286,7 @@ def main() -> int:
                                     "access_hygiene_access_grants_overdue ")):  # fmt: skip
                     print(f"operator metric: {line}")
             watch.stop()
+            floor_watch.stop()
         finally:
             operator.terminate()
             operator.wait(30)

@@ -285,17 +285,22 @@ def test_request_approve_use_expire_refused(
         assert expired["endedAt"] == active["expiresAt"]
         assert expired["bindings"] == []
 
-        # Events are best effort (rate-limited, dropped on a failed POST): the expiry's must come; the grant's
-        # AccessGranted was missing once in a loaded CI rehearsal (cause not found yet: reported, not asserted).
-        def events_once_expired() -> list[str]:
-            found = events_for(admin, namespace, "fix")
-            return found if "AccessExpired" in found else []
+        # One Event per transition, each once. (They went missing or late in full runs: the operator started here
+        # re-decided test_access_admission's 1,000 requests in its namespace being deleted and queued an Event for
+        # each, refused by the API server at 20/s from a 1,000-deep backlog that drops its oldest; none is
+        # announced into a terminating namespace now.)
+        transitions = ["AccessExpired", "AccessGranted", "AccessRequested"]
 
-        reasons = wait_for(events_once_expired, timeout=60)
+        def events_once_expired() -> list[str]:
+            found = sorted(events_for(admin, namespace, "fix"))
+            return found if set(transitions) <= set(found) else []
+
+        reasons = wait_for(events_once_expired, timeout=30)
         report(f"flow: request->usable after approval {usable_after:.3f} s; binding deleted {lag:.3f} s after expiry; "
-               f"real request refused {refused_after:.3f} s after expiry; Events {sorted(set(reasons))}")  # fmt: skip
+               f"real request refused {refused_after:.3f} s after expiry; Events {reasons}")  # fmt: skip
         # The < 1 s revocation goal is benchmarks/jit_benchmark.py's; here only a revocation that hangs fails.
         assert lag < 5.0, f"revocation lag {lag:.3f} s"
+        assert reasons == transitions
 
 
 class OperatorProcess:

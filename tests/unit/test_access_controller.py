@@ -270,3 +270,73 @@ def test_leftovers_are_recorded_first_and_in_enforce_mode_only_the_requesters_re
     messages = [finding.message for finding in access.findings()]
     assert messages[1].endswith(f"outlived it: removed at {stamp(40)} (enforce mode)")
     assert messages[0].endswith("and outlives it")
+
+
+def announced_reasons(access: AccessController) -> list[str]:
+    """What the controller handed its EventRecorder (the recorder's thread is not started here)."""
+    return [event["reason"] for event in access.events._announcements]
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-before-the-failure", "not-stored"])
+def test_a_transition_is_announced_once_when_its_status_write_fails_and_is_retried(
+    api_calls: Recorder, monkeypatch: pytest.MonkeyPatch, stored: bool
+) -> None:
+    """A status write can fail after the API server stored it (a timeout, a 5xx after the commit): the watch then
+    delivers the new state and the retry decides no transition. Its Event must still come, and only once."""
+    first_write = True
+
+    def patch_merge(api: Any, api_version: str, kind: str, name: str, patch: Any, namespace: str = "",
+                    subresource: str = "") -> dict[str, Any]:  # fmt: skip
+        nonlocal first_write
+        if kind == "AccessRequest" and first_write:
+            first_write = False
+            if stored:  # stored, and the watch delivers it before the retry
+                request = access.state.get("AccessRequest", namespace, name) or {}
+                metadata = {**request["metadata"], "resourceVersion": "2"}
+                access.state.upsert("AccessRequest", {**request, "status": patch["status"], "metadata": metadata})
+            raise resources.kubernetes.client.ApiException(status=504, reason="Gateway Timeout")
+        return {}
+
+    monkeypatch.setattr(resources, "patch_merge", patch_merge)
+
+    async def body() -> list[str]:
+        nonlocal access
+        access = controller(FixedClock(T0 + timedelta(minutes=2)), ELIGIBILITY, REQUEST, APPROVAL)
+        with pytest.raises(resources.kubernetes.client.ApiException):
+            access._sync_request("shop", "fix")
+        assert announced_reasons(access) == []  # nothing before the write succeeded or is seen stored
+        access._sync_request("shop", "fix")  # the retry
+        access._sync_request("shop", "fix")  # and another pass (the watch's echo)
+        return announced_reasons(access)
+
+    access: AccessController
+    assert asyncio.run(body()) == ["AccessGranted"]
+
+
+def test_no_event_is_announced_into_a_namespace_being_deleted_but_the_grant_is_still_revoked(
+    api_calls: Recorder,
+) -> None:
+    """The API server refuses new content in a terminating namespace; after a namespace of 1,000 requests is
+    deleted, their Events would otherwise fill the recorder's backlog (20/s, 1,000 deep, oldest dropped)."""
+    clock = FixedClock(T0 + timedelta(minutes=2))
+    access, _ = run(clock, ELIGIBILITY, REQUEST, APPROVAL)
+    assert announced_reasons(access) == ["AccessGranted"]  # a live namespace: announced
+    binding = api_calls_binding(access)
+    active_status = {"state": "Active", "role": "ClusterRole/pod-reader", "startedAt": stamp(1),
+                     "expiresAt": stamp(31), "approvedAt": stamp(1), "approvedBy": "bob"}  # fmt: skip
+    terminating = {"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "shop", "resourceVersion": "3", "deletionTimestamp": stamp(30)},
+                   "status": {"phase": "Terminating"}}  # fmt: skip
+    api_calls.calls.clear()
+
+    async def expire() -> AccessController:
+        access = controller(FixedClock(T0 + timedelta(minutes=31)), ELIGIBILITY,
+                            {**REQUEST, "status": active_status}, APPROVAL, binding)  # fmt: skip
+        access.roles.upsert("Namespace", terminating)
+        access._sync_request("shop", "fix")
+        return access
+
+    access = asyncio.run(expire())
+    assert api_calls.writes()[0] == ("DELETE", "RoleBinding shop/ah-jit-fix", "b-1")
+    assert ("PATCH", "AccessRequest shop/fix/status", "Expired") in api_calls.writes()
+    assert announced_reasons(access) == []

@@ -80,6 +80,8 @@ ACCESS_WATCHES: tuple[WatchSpec, ...] = (
     WatchSpec(RBAC_V1, "RoleBinding", label_selector=ACCESS_REQUEST_LABEL),
 )
 ROLE_KINDS = ("ClusterRole", "Role")
+# Read from the main cache before deciding: roles, and Namespaces (no Event is announced into one being deleted).
+MAIN_CACHE_KINDS = (*ROLE_KINDS, "Namespace")
 LEFTOVER_KINDS = ("Secret", "RoleBinding", "Pod")  # read from the main cache (Secrets when it reads them)
 RESYNC_SECONDS = 60.0  # roles and the ceiling are read from the main cache: their changes are seen at this pace
 ACCESS_WORKERS = 4
@@ -234,6 +236,9 @@ class AccessController:
         self._timed_idle = asyncio.Event()
         self._timed_idle.set()
         self._announced: dict[Key, str] = {}  # request -> last state whose Event was posted by this process
+        # request -> the transition whose status write is in flight or failed: (state, its Events). A write can fail
+        # after the API server stored it (a timeout, a 5xx after the commit); the retry then sees the new state.
+        self._attempted: dict[Key, tuple[str, list[AccessEvent]]] = {}
         self._leftovers: dict[tuple[str, str], list[Finding]] = {}  # request -> its AH-GOV-005 findings
         self._index_lock = threading.Lock()
         self._approvals_index: dict[tuple[str, str], set[str]] = {}  # (namespace, request) -> approval names
@@ -281,7 +286,7 @@ class AccessController:
         deadline = time.monotonic() + timeout
         if not self.state.wait_synced(timeout):
             return False
-        while not all(self.roles.is_synced(kind) for kind in ROLE_KINDS):
+        while not all(self.roles.is_synced(kind) for kind in MAIN_CACHE_KINDS):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
@@ -507,6 +512,7 @@ class AccessController:
             for binding in bindings:
                 self._delete_binding(binding, reason="request deleted")
             self._announced.pop((namespace, name), None)
+            self._attempted.pop((namespace, name), None)
             if self._leftovers.pop((namespace, name), None) is not None and self.on_findings_changed is not None:
                 self.on_findings_changed()
             return None
@@ -526,11 +532,15 @@ class AccessController:
                     f"RoleBinding {namespace}/{_name(binding)} carries the access-request label of {name} but is not "
                     "owned by it; left alone."
                 )
+        self._announce_stored_transition(request, now)
         status = dict(decision.status)
         if decision.binding is not None:
             status = self._ensure_binding(decision, bindings, request_uid, status)
         if decision.state in ("Expired", "Revoked"):
             status = self._leftovers_of(request, status, now)
+        key = (namespace, name)
+        if decision.state != (request.get("status") or {}).get("state") and self._announced.get(key) != decision.state:
+            self._attempted[key] = (decision.state, decision.events)
         if _status_changed(request.get("status"), status):
             resources.patch_merge(
                 self.api, GROUP_VERSION, "AccessRequest", name, {"status": status}, namespace, "status"
@@ -577,15 +587,12 @@ class AccessController:
         if self.settings.warning_events:
             if new:
                 message = f"{LEFTOVER_RULE_ID}: " + "; ".join(f.message for f in new[:3])
-                self.events.announce(
-                    render_access_event(request, AccessEvent("Warning", "AccessLeftover", message), now)
-                )
+                self._post_event(request, AccessEvent("Warning", "AccessLeftover", message), now)
             if removed_now:
                 what = ", ".join(f"{item.kind} {item.name} (uid {item.uid}, created by {item.created_by})"
                                  for item in removed_now)  # fmt: skip
                 message = f"{LEFTOVER_RULE_ID}: removed what the grant left behind (enforce mode): {what}"
-                event = AccessEvent("Normal", "AccessLeftoverRemoved", message)
-                self.events.announce(render_access_event(request, event, now))
+                self._post_event(request, AccessEvent("Normal", "AccessLeftoverRemoved", message), now)
         return {**status, "leftovers": [item.as_status() for item in listed[:MAX_LEFTOVERS]]}
 
     def _enforcing(self, namespace: str) -> bool:
@@ -685,17 +692,48 @@ class AccessController:
         )
 
     def _record_transition(self, request: Mapping[str, Any], decision: RequestDecision, now: datetime) -> None:
+        """After the status write: the transition's Events, once."""
         key = (_namespace(request), _name(request))
+        self._attempted.pop(key, None)
         previous_state = (request.get("status") or {}).get("state")
         # One Event per transition: not again for one this process announced whose status the watch has not
         # delivered yet (the next decision still sees the old state).
         if decision.state == previous_state or self._announced.get(key) == decision.state:
             return
-        self._announced[key] = decision.state
-        self.metrics.count_transition(decision.state)
-        if self.settings.warning_events:
-            for event in decision.events:
-                self.events.announce(render_access_event(request, event, now))
+        self._announce(request, decision.state, decision.events, now)
+
+    def _announce_stored_transition(self, request: Mapping[str, Any], now: datetime) -> None:
+        """A transition whose status write raised although the API server had stored it: this decision sees the new
+        state as the previous one and announces nothing, so the attempt's Events are announced here, once."""
+        key = (_namespace(request), _name(request))
+        attempted = self._attempted.pop(key, None)
+        if attempted is None:
+            return
+        state, events = attempted
+        if (request.get("status") or {}).get("state") == state and self._announced.get(key) != state:
+            self._announce(request, state, events, now)
+
+    def _announce(self, request: Mapping[str, Any], state: str, events: list[AccessEvent], now: datetime) -> None:
+        self._announced[(_namespace(request), _name(request))] = state
+        self.metrics.count_transition(state)
+        for event in events:
+            self._post_event(request, event, now)
+
+    def _post_event(self, request: Mapping[str, Any], event: AccessEvent, now: datetime) -> None:
+        """Queue an Event on the request, unless the request or its namespace is being deleted: the API server
+        refuses new content in a terminating namespace (403), and after a namespace of 1,000 requests is deleted
+        their Events (each refused, each spending the recorder's rate) would delay or push out everyone else's."""
+        if not self.settings.warning_events or self._being_deleted(request):
+            return
+        self.events.announce(render_access_event(request, event, now))
+
+    def _being_deleted(self, request: Mapping[str, Any]) -> bool:
+        if (request.get("metadata") or {}).get("deletionTimestamp"):
+            return True
+        home = self.roles.get("Namespace", "", _namespace(request)) or {}
+        return bool((home.get("metadata") or {}).get("deletionTimestamp")) or (
+            (home.get("status") or {}).get("phase") == "Terminating"
+        )
 
     def _write_approval_statuses(
         self, namespace: str, approvals: list[dict[str, Any]], decision: RequestDecision, now: datetime
