@@ -165,8 +165,10 @@ def _user_may(api: Any, user: str, resource: str, name: str, namespace: str) -> 
     return bool(review.status.allowed)
 
 
-def operator_writes(cluster: Cluster, since: float, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Write requests the operator made after `since` (unix time), from the apiserver audit log."""
+def operator_writes(
+    cluster: Cluster, since: float, namespace: str | None = None, until: float = float("inf")
+) -> list[dict[str, Any]]:
+    """Write requests the operator made from `since` until before `until` (unix times), from the audit log."""
     writes = []
     for line in cluster.control_plane.audit_log_path.read_text().splitlines():
         event = json.loads(line)
@@ -178,7 +180,7 @@ def operator_writes(cluster: Cluster, since: float, namespace: str | None = None
         if namespace is not None and ref.get("namespace") != namespace:
             continue
         # Microseconds kept: cut to whole seconds, a write in the second `since` falls in would be dropped.
-        if parse_instant(event["requestReceivedTimestamp"]).timestamp() >= since:
+        if since <= parse_instant(event["requestReceivedTimestamp"]).timestamp() < until:
             writes.append({"verb": event["verb"], **ref})
     return writes
 
