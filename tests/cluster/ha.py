@@ -74,6 +74,20 @@ def replica_kubeconfig(control_plane: ControlPlane, api: kubernetes.client.ApiCl
     return path, user
 
 
+def remove_replica_identity(api: kubernetes.client.ApiClient, name: str) -> None:
+    """What replica_kubeconfig() made, gone: its cluster-admin binding is a finding (AH-RBAC-001) in every later
+    scan of a shared cluster, and counts of findings there would start from it."""
+    for delete, args in (
+        (kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding, (f"{name}-{OPERATOR_NAMESPACE}",)),
+        (kubernetes.client.CoreV1Api(api).delete_namespaced_service_account, (name, OPERATOR_NAMESPACE)),
+    ):
+        try:
+            delete(*args)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
 @dataclass
 class Replica:
     name: str

@@ -31,6 +31,7 @@ from tests.cluster.ha import (
     lease_holder,
     make_webhook,
     new_lease_name,
+    remove_replica_identity,
     replica_kubeconfig,
     wait_until,
     writes_without_the_lease,
@@ -71,6 +72,9 @@ def replicas(
     finally:
         for replica in started:
             replica.stop()
+        with crd_installed.api_client() as api:
+            for name in ("replica-a", "replica-b", "replica-solo"):
+                remove_replica_identity(api, name)
 
 
 def by_identity(replicas: list[Replica], identity: str) -> Replica:
