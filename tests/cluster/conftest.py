@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 
+from access_hygiene.clock import parse_instant
 from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from tests.conftest import Cluster
 
@@ -105,8 +107,68 @@ def operator(crd_installed: Cluster, operator_env: dict[str, str]) -> Iterator[K
         yield runner
 
 
-def operator_writes(cluster: Cluster, since: float, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Write requests the operator made after `since` (unix time), from the apiserver audit log."""
+def wait_for_authorizer(api: Any, timeout: float = 60.0) -> None:
+    """Return once kube-apiserver's RBAC authorizer holds every Role, ClusterRole and binding written (or deleted)
+    before the call. It reads them from informers of its own, so a SubjectAccessReview (or a real request) right
+    after a write can still be answered from the old state (seen under CI load). Each kind's watch delivers in
+    order: a sentinel of each kind, written now, reaches the authorizer only after everything written before it."""
+    import kubernetes
+
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    name = f"authorizer-sentinel-{uuid.uuid4().hex[:10]}"  # also the user: bound to nothing else
+    group = "rbac.authorization.k8s.io"
+    subjects = [{"kind": "User", "name": name, "apiGroup": group}]
+    try:
+        rbac.create_namespaced_role(
+            "default", {"metadata": {"name": name}, "rules": [_get_by_name("configmaps", name)]}
+        )
+        rbac.create_cluster_role({"metadata": {"name": name}, "rules": [_get_by_name("nodes", name)]})
+        rbac.create_namespaced_role_binding(
+            "default",
+            {"metadata": {"name": name}, "roleRef": {"apiGroup": group, "kind": "Role", "name": name},
+             "subjects": subjects},
+        )  # fmt: skip
+        rbac.create_cluster_role_binding(
+            {"metadata": {"name": name}, "roleRef": {"apiGroup": group, "kind": "ClusterRole", "name": name},
+             "subjects": subjects},
+        )  # fmt: skip
+        wait_for(
+            lambda: _user_may(api, name, "configmaps", name, "default") and _user_may(api, name, "nodes", name, ""),
+            timeout=timeout,
+            interval=0.05,
+        )
+    finally:
+        for delete, args in (
+            (rbac.delete_cluster_role_binding, (name,)),
+            (rbac.delete_namespaced_role_binding, (name, "default")),
+            (rbac.delete_cluster_role, (name,)),
+            (rbac.delete_namespaced_role, (name, "default")),
+        ):
+            try:
+                delete(*args)
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+def _get_by_name(resource: str, name: str) -> dict[str, Any]:
+    return {"apiGroups": [""], "resources": [resource], "resourceNames": [name], "verbs": ["get"]}
+
+
+def _user_may(api: Any, user: str, resource: str, name: str, namespace: str) -> bool:
+    import kubernetes
+
+    attributes = {"verb": "get", "resource": resource, "name": name, "namespace": namespace}
+    review = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review(
+        {"spec": {"user": user, "resourceAttributes": attributes}}
+    )
+    return bool(review.status.allowed)
+
+
+def operator_writes(
+    cluster: Cluster, since: float, namespace: str | None = None, until: float = float("inf")
+) -> list[dict[str, Any]]:
+    """Write requests the operator made from `since` until before `until` (unix times), from the audit log."""
     writes = []
     for line in cluster.control_plane.audit_log_path.read_text().splitlines():
         event = json.loads(line)
@@ -117,9 +179,8 @@ def operator_writes(cluster: Cluster, since: float, namespace: str | None = None
         ref = event.get("objectRef") or {}
         if namespace is not None and ref.get("namespace") != namespace:
             continue
-        stamp = event["requestReceivedTimestamp"]
-        when = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        if when >= since:
+        # Microseconds kept: cut to whole seconds, a write in the second `since` falls in would be dropped.
+        if since <= parse_instant(event["requestReceivedTimestamp"]).timestamp() < until:
             writes.append({"verb": event["verb"], **ref})
     return writes
 

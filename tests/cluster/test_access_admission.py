@@ -38,7 +38,7 @@ from access_hygiene.render.access_admission import (
     REQUESTER_POLICY,
 )
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
-from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for
+from tests.cluster.conftest import OPERATOR_ENV, running_operator, wait_for, wait_for_authorizer
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -207,6 +207,9 @@ def env(cluster: Cluster) -> Iterator[Env]:
         people = {name: _person(cluster, people_ns, name, kubectl) for name in ("alice", "bob", "carol", "dave")}
         for namespace in (target, other):
             _rbac(api, namespace, list(people.values()), people["bob"])
+        # Every person's RBAC in the authorizer's cache: the tests tell admission's refusals from RBAC's by message,
+        # and _wait_for_policies below probes as alice only.
+        wait_for_authorizer(api)
         eligibility, self_service = f"view-{suffix}", f"self-view-{suffix}"
 
         def user(name: str) -> dict[str, str]:

@@ -37,7 +37,6 @@ from tests.conftest import CRD_PATH, REPO_ROOT, Cluster
 pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "accesshygiene.io", "v1alpha1", "accesspolicies"
-METRICS_PORT = free_port()
 MIN_WINDOW_SECONDS = 3
 
 
@@ -54,7 +53,16 @@ def webhook(webhook_cluster: Cluster) -> AuditWebhookEndpoint:
 
 
 @pytest.fixture(scope="module")
-def continuous_operator(webhook_cluster: Cluster, webhook: AuditWebhookEndpoint) -> Iterator[KopfRunner]:
+def metrics_port() -> int:
+    """Found free just before the operator binds it: a port found at import stays unbound for minutes, time enough
+    for another process of the session (a control plane's own free_port) to take it."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def continuous_operator(
+    webhook_cluster: Cluster, webhook: AuditWebhookEndpoint, metrics_port: int
+) -> Iterator[KopfRunner]:
     from access_hygiene.k8s import resources
     from access_hygiene.k8s.crds import install_crd
     from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
@@ -65,7 +73,7 @@ def continuous_operator(webhook_cluster: Cluster, webhook: AuditWebhookEndpoint)
     env = {
         **OPERATOR_ENV,
         **webhook.operator_env(),
-        "ACCESS_HYGIENE_METRICS_PORT": str(METRICS_PORT),
+        "ACCESS_HYGIENE_METRICS_PORT": str(metrics_port),
         "ACCESS_HYGIENE_USAGE_MIN_WINDOW_SECONDS": str(MIN_WINDOW_SECONDS),
         "ACCESS_HYGIENE_USAGE_INTERVAL_SECONDS": "0.5",
     }
@@ -73,8 +81,8 @@ def continuous_operator(webhook_cluster: Cluster, webhook: AuditWebhookEndpoint)
         yield runner
 
 
-def metrics_text() -> str:
-    return str(urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode())
+def metrics_text(port: int) -> str:
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
@@ -116,7 +124,7 @@ def post(webhook: AuditWebhookEndpoint, body: bytes, token: str, client_cert: bo
 
 
 def test_unused_grants_of_a_configmap_reader_reach_status_and_metrics(
-    continuous_operator: KopfRunner, webhook_cluster: Cluster
+    continuous_operator: KopfRunner, webhook_cluster: Cluster, metrics_port: int
 ) -> None:
     namespace = "shop"
     with webhook_cluster.api_client() as admin:
@@ -150,7 +158,7 @@ def test_unused_grants_of_a_configmap_reader_reach_status_and_metrics(
 
         # The metric says the same; the idle ServiceAccount (bound, no request) is never judged.
         def scrape_with_reader() -> str | None:
-            text = metrics_text()
+            text = metrics_text(metrics_port)
             found = metric_value(text, "access_hygiene_unused_grants", namespace=namespace, serviceaccount="reader")
             return text if found else None
 
@@ -185,9 +193,9 @@ def test_unused_grants_of_a_configmap_reader_reach_status_and_metrics(
 
 
 def test_wrong_token_and_malformed_bodies_are_refused_and_counted(
-    continuous_operator: KopfRunner, webhook: AuditWebhookEndpoint
+    continuous_operator: KopfRunner, webhook: AuditWebhookEndpoint, metrics_port: int
 ) -> None:
-    before = metrics_text()
+    before = metrics_text(metrics_port)
     refused = metric_value(before, "access_hygiene_audit_webhook_requests_total", code="401") or 0
     invalid = metric_value(before, "access_hygiene_audit_events_total", result="invalid") or 0
     event_list = {"apiVersion": "audit.k8s.io/v1", "kind": "EventList", "items": []}
@@ -201,7 +209,7 @@ def test_wrong_token_and_malformed_bodies_are_refused_and_counted(
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         post(webhook, json.dumps(event_list).encode(), webhook.token, client_cert=False)  # no client certificate
 
-    after = metrics_text()
+    after = metrics_text(metrics_port)
     assert metric_value(after, "access_hygiene_audit_webhook_requests_total", code="401") == refused + 1
     assert (metric_value(after, "access_hygiene_audit_events_total", result="invalid") or 0) == invalid + 4
     assert post(webhook, json.dumps(event_list).encode(), webhook.token) == 200  # still receiving

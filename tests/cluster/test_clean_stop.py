@@ -233,8 +233,6 @@ def test_local_killed_takes_its_control_plane_down(tmp_path: Path) -> None:
 # SIGTERM while a burst of AccessPolicy patches arrives: the stop a rolling update gives a busy operator.
 BURST_PATCHES = 300
 BURST_POLICIES = int(os.environ.get("ACCESS_HYGIENE_BURST_POLICIES", "30"))
-# The bound: kopf's own wait for leftover tasks is 5 s, so an exit under it means none was left.
-STOPS_UNDER_A_BURST_WITHIN = 5.0
 BURST_TRIES = int(os.environ.get("ACCESS_HYGIENE_STOP_TRIES", "3"))
 
 
@@ -299,5 +297,7 @@ def test_run_stops_quickly_while_policy_patches_arrive(crd_installed: Cluster, t
             print(f"try {attempt + 1}: SIGTERM after {len(sent)} patches, exit in {took:.2f}s; leftover: {hung}")
             outcomes.append((attempt + 1, process.returncode, NO_HUNG_TASKS in text, took, hung))
     print(f"SIGTERM under a burst, {len(timings)} tries: " + ", ".join(f"{t:.2f}" for t in sorted(timings)) + " s")
-    # Every try, not only the first that fails: the spread is what tells a hang from a slow machine.
-    assert [o for o in outcomes if o[1] != 0 or not o[2] or o[3] >= STOPS_UNDER_A_BURST_WITHIN] == [], outcomes
+    # Every try, not only the first that fails: the spread is what tells a hang from a slow machine. No task was left
+    # over is kopf's own line (NO_HUNG_TASKS), not an exit under its 5 s wait for leftovers: on a loaded machine the
+    # exit alone can take that long; the time only catches a hang (the stop's speed: docs/performance.md).
+    assert [o for o in outcomes if o[1] != 0 or not o[2] or o[3] >= STOPS_WITHIN] == [], outcomes

@@ -28,6 +28,7 @@ from access_hygiene.engine.rbac.permissions import UserInfo, is_bootstrap
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.models.findings import Finding, Subject
+from tests.cluster.conftest import wait_for_authorizer
 from tests.cluster.test_rbac_differential import subject_access_review
 from tests.conftest import Cluster
 
@@ -148,6 +149,7 @@ class Loaded:
             resources.apply(self.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for obj in sorted(self.objects, key=lambda o: o["kind"] != "ServiceAccount"):
             resources.apply(self.api, obj)
+        wait_for_authorizer(self.api)  # the SubjectAccessReviews after this see what was just applied
         return self
 
     def __exit__(self, *_: object) -> None:

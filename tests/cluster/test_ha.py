@@ -1,7 +1,7 @@
 """High availability on the real control plane (docs/ha.md): two `access-hygiene run` processes under identities
-of their own elect one leader on a Lease (the shipped 15/10/2 s timing). Killing the leader hands over within the
-lease duration, and a risky binding created right after the kill is in the new leader's /metrics within a second
-of its takeover (its state stayed warm); SIGTERM hands over at once; a paused leader (SIGSTOP, as a partition
+of their own elect one leader on a Lease (the shipped 15/10/2 s timing). Killing the leader hands over, and a risky
+binding created right after the kill reaches the new leader's /metrics from the state its watches kept warm (no
+new list); SIGTERM hands over at once (before any expiry could have); a paused leader (SIGSTOP, as a partition
 looks to the API server) is replaced and, resumed, writes nothing before it leads again. Every replica serves the
 audit webhook: usage the leader alone received is in the new leader's counters after a kill -9, exactly as a single
 replica sent the same batches counts it. Over the whole module the API server's audit log shows no write from a
@@ -20,8 +20,10 @@ import pytest
 
 from access_hygiene.engine.usage.replica import comparable
 from tests.cluster.ha import (
-    KILL_TAKEOVER_WITHIN,
+    LEASE_DURATION,
     OPERATOR_NAMESPACE,
+    RETRY_PERIOD,
+    TAKEOVER_HANG_BOUND,
     Replica,
     Webhook,
     advertised_webhook,
@@ -30,6 +32,7 @@ from tests.cluster.ha import (
     lease_holder,
     make_webhook,
     new_lease_name,
+    remove_replica_identity,
     replica_kubeconfig,
     wait_until,
     writes_without_the_lease,
@@ -38,8 +41,9 @@ from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
 
-RELEASE_TAKEOVER_WITHIN = 2.0
-FINDING_AFTER_TAKEOVER_WITHIN = 1.0
+# Taking a Lease that was not released takes at least this long after the SIGTERM (the standby waits a lease
+# duration from the last renewal it saw, at most a retry period before): a takeover sooner came from the release.
+RELEASE_TAKEOVER_WITHIN = LEASE_DURATION - RETRY_PERIOD
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,9 @@ def replicas(
     finally:
         for replica in started:
             replica.stop()
+        with crd_installed.api_client() as api:
+            for name in ("replica-a", "replica-b", "replica-solo"):
+                remove_replica_identity(api, name)
 
 
 def by_identity(replicas: list[Replica], identity: str) -> Replica:
@@ -119,30 +126,44 @@ def test_a_standby_exports_only_that_it_does_not_lead_and_writes_nothing(
         kubernetes.client.CoreV1Api(api).delete_namespace(name)
 
 
-def test_kill_9_of_the_leader_hands_over_within_the_lease_and_the_new_leader_knows_the_latest_binding(
+def binding_lists(cluster: Cluster, replica: Replica) -> int:
+    """How many times the replica has listed ClusterRoleBindings (each list is a cache filled anew)."""
+    requests = audit_requests(cluster.control_plane.audit_log_path, {replica.user})
+    return sum(r.verb == "list" and r.resource == "clusterrolebindings" for r in requests)
+
+
+def test_kill_9_of_the_leader_hands_over_and_the_new_leader_knows_the_latest_binding_from_its_warm_cache(
     cluster: Cluster, replicas: list[Replica]
 ) -> None:
+    """How fast (within the lease; the finding within a second of the takeover) is benchmarks/ha_benchmark.py's to
+    measure: here the takeover must come, and the finding from the watch the standby kept, not from a new list."""
     leader, standby = running_pair(cluster, replicas)
     name = f"risky-{uuid.uuid4().hex[:8]}"
     with cluster.api_client() as api:
         before = standby.gauge("access_hygiene_leader")
         assert before == 0
+        # What the leader counts without the new binding (the replicas' own cluster-admin bindings are findings too):
+        # the new leader's count must go beyond it, or "> 0" would hold with no binding of ours.
+        known = leader.gauge("access_hygiene_violations", rule_id="AH-RBAC-001") or 0
+        lists_before = binding_lists(cluster, standby)
+        assert lists_before >= 1, "the standby never listed the bindings: the check below would prove nothing"
         leader.signal(signal.SIGKILL)
         killed = time.monotonic()
         risky_binding(api, name)  # seen by the standby's watch before it leads
         try:
-            wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=KILL_TAKEOVER_WITHIN + 5)
+            wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=TAKEOVER_HANG_BOUND)
             took_over = time.monotonic() - killed
-            wait_until(lambda: standby.gauge("access_hygiene_leader") == 1, timeout=5)
-            exported = wait_until(lambda: (standby.gauge("access_hygiene_violations", rule_id="AH-RBAC-001") or 0) > 0,
-                                  timeout=10)  # fmt: skip
+            wait_until(lambda: standby.gauge("access_hygiene_leader") == 1, timeout=30)
+            exported = wait_until(
+                lambda: (standby.gauge("access_hygiene_violations", rule_id="AH-RBAC-001") or 0) > known, timeout=30
+            )
         finally:
             kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name)
     assert leader.process is not None
     leader.process.wait()  # reaped: the next pair starts it again
     leader.process = None
-    assert took_over < KILL_TAKEOVER_WITHIN, f"the standby led {took_over:.2f}s after the kill"
-    assert exported < FINDING_AFTER_TAKEOVER_WITHIN, f"the finding reached /metrics {exported:.2f}s after takeover"
+    print(f"\nthe standby led {took_over:.2f}s after the kill, exported the finding {exported:.2f}s after that")
+    assert binding_lists(cluster, standby) == lists_before, "the new leader listed the bindings again"
 
 
 def test_sigterm_of_the_leader_releases_the_lease_and_the_standby_leads_at_once(
@@ -152,7 +173,7 @@ def test_sigterm_of_the_leader_releases_the_lease_and_the_standby_leads_at_once(
     with cluster.api_client() as api:
         leader.signal(signal.SIGTERM)
         stopped = time.monotonic()
-        wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=RELEASE_TAKEOVER_WITHIN + 5)
+        wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=TAKEOVER_HANG_BOUND)
         took_over = time.monotonic() - stopped
     assert leader.process is not None
     assert leader.process.wait(timeout=30) == 0
@@ -167,7 +188,7 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_when_it_resumes_until_it
     with cluster.api_client() as api:
         leader.signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=KILL_TAKEOVER_WITHIN + 5)
+            wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=TAKEOVER_HANG_BOUND)
             name = f"t-{uuid.uuid4().hex[:8]}"  # work the old leader would do if it still believed it led
             kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
             time.sleep(1)
@@ -257,16 +278,19 @@ def test_usage_only_the_leader_received_is_in_the_new_leaders_counters_after_kil
         wait_until(lambda: standby.logged(FOLLOWING), timeout=30, interval=0.1)
         url = advertised_webhook(api, leader.lease)
         assert url
-        delivered = time.monotonic()
+        first_answered: float | None = None
         for body in batches:  # to the leader only, as kube-apiserver posts them
             assert webhook.post(url, body) == 200
+            first_answered = first_answered or time.monotonic()  # the leader had seen the subject by then
+        assert first_answered is not None
         leader.signal(signal.SIGKILL)
-        wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=KILL_TAKEOVER_WITHIN + 5)
-        wait_until(lambda: advertised_webhook(api, leader.lease) not in (None, url), timeout=5)
+        wait_until(lambda: lease_holder(api, leader.lease) == standby.name, timeout=TAKEOVER_HANG_BOUND)
+        wait_until(lambda: advertised_webhook(api, leader.lease) not in (None, url), timeout=30)
         new_url = advertised_webhook(api, leader.lease)
         assert new_url
+        asked = time.monotonic()  # the snapshot is taken after this
         after_takeover = webhook.counters(new_url)
-        observed_for = time.monotonic() - delivered
+        observed_for = asked - first_answered  # at least: the answer came after the first sighting
     assert leader.process is not None
     leader.process.wait()
     leader.process = None
@@ -275,6 +299,8 @@ def test_usage_only_the_leader_received_is_in_the_new_leaders_counters_after_kil
     assert comparable(single)["subjects"][username]["requests"] >= 5
     assert comparable(after_takeover) == comparable(single)  # every request, none twice, no other difference
     first_age = next(s["firstAge"] for s in after_takeover["subjects"] if s["user"] == username)
+    # The slack covers only the mirror's own delivery (a standby dates the leader's snapshot on arrival); a window
+    # restarted at the takeover would be short by the whole takeover (a lease duration, give or take a retry).
     assert first_age >= observed_for - 1.0, "the observation window restarted at the takeover"
 
 

@@ -29,8 +29,9 @@ from tests.conftest import CRD_PATH, Cluster
 
 pytestmark = pytest.mark.cluster
 
-# Generous for a noisy 2-core machine; the target is 10 s.
-CONVERGES_WITHIN = 10.0
+# The target is 10 s (printed, not asserted: a loaded 2-core CI machine can take longer with no fault). What
+# the bound must tell apart is the fix from what it replaced: new work waiting out kopf's 60 s retry backoff.
+CONVERGES_WITHIN = 30.0
 # With 200 policies retried at once when the server is back, a new one waits its turn (20 s before this round).
 CONVERGES_WITH_A_BACKLOG_WITHIN = 60.0
 POLICIES_IN_FLIGHT = 200

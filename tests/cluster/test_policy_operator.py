@@ -7,7 +7,7 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.cluster.conftest import operator_writes, wait_for
+from tests.cluster.conftest import operator_writes, wait_for, wait_for_authorizer
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -111,6 +111,7 @@ def test_enforce_grants_exactly_the_declared_verbs(operator: KopfRunner, cluster
     with cluster.api_client() as api:
         create_policy(api, namespace, "orders-api", API_READER)
         wait_condition(api, namespace, "orders-api", "True", "Reconciled")
+        wait_for_authorizer(api)  # the generated Role and RoleBinding are in the store, not yet in its cache
         core = kubernetes.client.CoreV1Api(api)
         sa = core.read_namespaced_service_account("orders-api", namespace)
         assert sa.automount_service_account_token is True  # rbac declared => the app needs its token
@@ -146,6 +147,7 @@ def test_update_narrows_and_prunes(operator: KopfRunner, cluster: Cluster, names
     with cluster.api_client() as api:
         create_policy(api, namespace, "orders-api", API_READER)
         wait_condition(api, namespace, "orders-api", "True", "Reconciled")
+        wait_for_authorizer(api)
         assert can(api, namespace, "orders-api", "list", "pods")
         narrowed = {**API_READER, "rbac": {"rules": [API_READER["rbac"]["rules"][0]]}}  # type: ignore[index]
         narrowed.pop("network")

@@ -16,6 +16,7 @@ from access_hygiene.engine.rbac.permissions import PermissionIndex, PolicyRule, 
 from access_hygiene.k8s import resources
 from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.models.findings import Subject
+from tests.cluster.conftest import wait_for_authorizer
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -225,6 +226,8 @@ def test_allows_matches_subject_access_review(admin_api: Any, spec: dict[str, An
     _create_all(admin_api, graph)
     try:
         index, stored = wait_for_aggregation(admin_api, graph)
+        # The graph (and the deletion of the previous example's) is in the store; the authorizer's cache follows.
+        wait_for_authorizer(admin_api)
         queries = [_query(graph, q) for q in spec["queries"]]
         queries += _targeted_queries(graph, stored, random.Random(spec["seed"]))
         mismatches = []

@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.cluster.conftest import OPERATOR_ENV, operator_writes, wait_for
+from tests.cluster.conftest import OPERATOR_ENV, operator_writes, wait_for, wait_for_authorizer
 from tests.cluster.test_policy_operator import can, condition, create_policy, get_policy
 from tests.conftest import Cluster
 
@@ -50,6 +50,7 @@ def settled(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict
 
 
 def grants(api: kubernetes.client.ApiClient, namespace: str, account: str) -> set[tuple[str, str, str]]:
+    wait_for_authorizer(api)  # what the operator wrote (or removed) is in the store before the authorizer has it
     return {probe for probe in PROBES if can(api, namespace, account, *probe)}
 
 

@@ -20,7 +20,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from access_hygiene.cli.main import main
-from tests.cluster.conftest import cluster_role_grants, wait_for
+from tests.cluster.conftest import cluster_role_grants, wait_for, wait_for_authorizer
 from tests.cluster.test_policy_operator import GROUP, PLURAL, VERSION, can, wait_condition
 from tests.conftest import Cluster
 
@@ -165,6 +165,9 @@ def test_suggested_policy_runs_the_app_and_nothing_more(
         )
         wait_condition(admin, namespace, APP, "True", "Reconciled")
         kubernetes.client.RbacAuthorizationV1Api(admin).delete_namespaced_role_binding(too_wide, namespace)
+        # The authorizer would otherwise still answer from the deleted `edit` binding (and may not have the
+        # operator's new Role and RoleBinding yet).
+        wait_for_authorizer(admin)
 
         # 4. Every rule allows exactly what it lists (SubjectAccessReview) and nothing next to it.
         for verb, group, resource, name in rule_requests(rules):

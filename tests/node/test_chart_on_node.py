@@ -64,6 +64,9 @@ def chart_installed(node_cluster: NodeCluster) -> Iterator[ChartOnNode]:
     figures["image build + import"] = time.monotonic() - started
     with node_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
+        # The namespace of an earlier module's release (test_ha_on_node.py's, when run first) may still be
+        # terminating: creating it again would be refused.
+        wait_for(lambda: NAMESPACE not in _names(core.list_namespace()), timeout=180, interval=0.5)
         started = time.monotonic()
         install_chart(api, find_helm(), node_cluster.kubeconfig, image.ref, node_cluster.control_plane.api_port)
         wait_for(

@@ -189,8 +189,10 @@ def test_a_rolling_upgrade_keeps_a_leader_exporting_findings(node_cluster: NodeC
     print(f"\nrolling upgrade of 2 replicas: {rolled:.1f}s, {len(during)} samples every {POLL_SECONDS}s, "
           f"longest gap with no leader exporting findings {gap:.2f}s, leader changes {handovers}, "
           f"samples with two Pods exporting as leader {len(doubled)}")  # fmt: skip
-    assert samples[0].leading, "no leader before the roll"  # the gap is measured between a leader before and after
-    assert samples[-1].leading, "no leader after the roll"
+    # The gap is measured between a leader before and after. Any sample of the baseline and of the 2 s after, not the
+    # first and last alone: one scrape that misses its 1 s timeout on a loaded node is no missing leader.
+    assert any(s.leading for s in samples if s.at < started), "no leader before the roll"
+    assert any(s.leading for s in samples if s.at > started + rolled), "no leader after the roll"
     assert handovers >= 1, "the roll never moved the leadership: the old leader's Pod was not replaced"
     assert gap < KILL_TAKEOVER_WITHIN, f"no leader exported findings for {gap:.2f}s during the roll"
     # A scrape of the old leader just before its release and of the new one just after can fall in one sample; two

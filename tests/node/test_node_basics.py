@@ -91,10 +91,11 @@ def test_default_deny_and_an_allow_rule_hold_on_real_packets(node_cluster: NodeC
         client_pod(node_cluster, "stranger", {"app": "stranger"}),
     )  # fmt: skip
     server = ips["server"]
-    # Before any policy everything connects: a denial later is the policy's doing.
+    # Before any policy everything connects: a denial later is the policy's doing. Awaited, not probed once: Ready
+    # (no readiness probe) says the container started, not that netexec has bound its ports yet.
     for pod in ("client", "stranger"):
-        assert connect(node_cluster, ns, pod, server, 8080) == "OK"
-        assert connect(node_cluster, ns, pod, server, 8081, protocol="udp") == "OK"
+        eventually_connect(node_cluster, ns, pod, server, 8080, "OK")
+        eventually_connect(node_cluster, ns, pod, server, 8081, "OK", protocol="udp")
 
     _apply_policy(
         node_cluster, ns,

@@ -182,6 +182,17 @@ class WorkQueue:
         return len(self._dirty)
 
 
+async def wake_or_timeout(wake: asyncio.Event, seconds: float) -> None:
+    """Wait until `wake` is set or `seconds` have passed. Not asyncio.wait_for: on Python 3.11, a task
+    cancelled in the same loop turn as the event is set gets the wait's result instead of CancelledError (the
+    wait is done, so wait_for hands it back and drops the cancellation: python/cpython#86296). The coordinator's
+    loop then waits again, up to the drift interval, and stop() waits on it: SIGTERM during a burst of events hung
+    `access-hygiene run` until it was killed (tests/cluster/test_clean_stop.py)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await wake.wait()
+
+
 class Controller:
     def __init__(
         self,
@@ -358,8 +369,7 @@ class Controller:
             heartbeat_at = self._published_at + HEARTBEAT_SECONDS
             timeout = min(drift_at, resync_at, heartbeat_at, self._expiry_deadline()) - time.monotonic()
             self._coordinator_idle.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            await wake_or_timeout(self._wake, timeout)
             self._coordinator_idle.clear()
             self._wake.clear()
             if self.settings.event_debounce_seconds:
