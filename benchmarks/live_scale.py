@@ -14,7 +14,8 @@ The API server's audit log is on in both.
 Measures, per profile, in one run:
 - the floor: a bare paged LIST (raw JSON, 500 a page, median of 3) of every kind the operator watches;
 - operator start -> every AccessPolicy Ready, and -> every namespace fixed (enforce mode); the writes that took
-  (from the audit log) and their floor: as many bare server-side applies from 16 threads;
+  (from the audit log) and their floors: as many bare server-side applies of small ConfigMaps from 16 threads, and
+  (the operator stopped) the operator's own writes replayed bare on its objects from 16 threads (like for like);
 - event -> finding in /metrics (a cluster-admin ClusterRoleBinding): during the post-start write period (samples
   begin as soon as all policies are Ready, while the operator still writes) and once settled;
 - event -> converged (an AccessPolicy's rules patched -> its Role updated);
