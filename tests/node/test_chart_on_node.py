@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,9 @@ def test_pod_turns_ready_only_once_the_operator_is(node_cluster: NodeCluster, ch
     ready = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
     print(f"\ncontainer start -> synced {(synced - started).total_seconds():.1f}s, -> Pod Ready "
           f"{(ready - started).total_seconds():.0f}s (whole seconds)")  # fmt: skip
+    # The API server keeps whole seconds; the log line has microseconds. Start-up can take under a second, so no
+    # lower bound on synced - started: what makes /readyz answer 503 until then is tests/unit/test_health.py's job.
     assert ready >= synced.replace(microsecond=0), (started, synced, ready)
-    assert synced - started >= timedelta(seconds=1)  # the check can tell: start-up takes seconds
 
 
 def test_operator_in_its_pod_reconciles_the_examples(node_cluster: NodeCluster, chart_installed: ChartOnNode) -> None:
