@@ -124,7 +124,8 @@ class OperatorSettings(BaseSettings):
     )
     leader_election_lease_name: str = "access-hygiene"
     leader_election_identity: str = Field(
-        default="", description="This replica's holder identity; empty: host name (a Pod's name) and process id."
+        default="",
+        description="This replica's holder identity; empty: host name (a Pod's name) and a random suffix per process.",
     )
     leader_election_lease_duration_seconds: float = Field(default=LEASE_DURATION_SECONDS, gt=0)
     leader_election_renew_deadline_seconds: float = Field(default=RENEW_DEADLINE_SECONDS, gt=0)

@@ -11,6 +11,7 @@ Needs podman, runc and mmdebstrap (the image tier's tools), like test_chart_on_n
 import itertools
 import json
 import os
+import signal
 import threading
 import time
 import urllib.request
@@ -38,7 +39,15 @@ from access_hygiene.localcluster.node_cluster import (
     ready_operator_pods,
 )
 from tests.cluster.conftest import wait_for
-from tests.cluster.ha import KILL_TAKEOVER_WITHIN, WRITE_VERBS, Request, metric_sum, writes_without_the_lease
+from tests.cluster.ha import (
+    KILL_TAKEOVER_WITHIN,
+    LEASE_DURATION,
+    TAKEOVER_HANG_BOUND,
+    WRITE_VERBS,
+    Request,
+    metric_sum,
+    writes_without_the_lease,
+)
 from tests.node.conftest import NodeCluster
 
 pytestmark = pytest.mark.node
@@ -125,7 +134,7 @@ def test_exactly_one_of_two_pods_leads_and_the_lease_names_it(node_cluster: Node
         leader = pods[gauges.index(1.0)]
         standby_text = texts[gauges.index(0.0)]
         assert FINDINGS_SERIES not in standby_text  # a standby exports no findings (no double count)
-        assert lease_holder(api).startswith(f"{leader.metadata.name}_")  # identity: Pod name _ pid
+        assert lease_holder(api).startswith(f"{leader.metadata.name}_")  # identity: Pod name _ random suffix
 
 
 def longest_gap(samples: list[Sample]) -> float:
@@ -198,6 +207,68 @@ def test_a_rolling_upgrade_keeps_a_leader_exporting_findings(node_cluster: NodeC
     # A scrape of the old leader just before its release and of the new one just after can fall in one sample; two
     # leaders in consecutive samples would mean the old one went on exporting after it handed over.
     assert not any(b == a + 1 for a, b in itertools.pairwise(doubled)), doubled
+
+
+def test_kill_9_of_the_leader_pod_hands_over_and_the_new_leader_reports_a_binding_made_after_the_kill(
+    node_cluster: NodeCluster, two_pods: float
+) -> None:
+    """SIGKILL from the host to the leader's container (no release): the Lease goes to a new identity once it runs
+    out, and the new leader exports a cluster-admin binding created right after the kill. The kubelet restarts the
+    killed container in its Pod (PID 1 again, on the same host name): it must not resume its predecessor's term.
+    After the rolling upgrade (which needs Pods that never restarted); the audit-log test below then judges the
+    restarted container's requests too. The warm-cache takeover itself is tests/cluster/test_ha.py's (here the
+    restarted container may, rarely, win the race for the expired Lease)."""
+    name = f"ha-node-risky-{uuid.uuid4().hex[:8]}"
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        pods = wait_for(lambda: p if len(p := ready_operator_pods(core)) == 2 else None, timeout=120)
+        killed_identity = wait_for(lambda: lease_holder(api) or None, timeout=30)
+        (leader,) = [p for p in pods if killed_identity.startswith(f"{p.metadata.name}_")]
+        (standby,) = [p for p in pods if p.metadata.uid != leader.metadata.uid]
+        leader_text = wait_for(lambda: t if leads(t := scrape(leader)) else None, timeout=30, interval=0.2)
+        assert metric_sum(wait_for(lambda: scrape(standby), timeout=30), "access_hygiene_leader") == 0
+        # What the leader counts without our binding: the new leader must count more, or "> 0" proves nothing.
+        known = metric_sum(leader_text, "access_hygiene_violations", rule_id="AH-RBAC-001") or 0
+        pid = node_cluster.node.container_pid(NAMESPACE, leader.metadata.name, leader.spec.containers[0].name)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        kubernetes.client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "ci-bot", "namespace": "default"}],
+            }
+        )
+        try:
+            # With host_pid identities the restarted container (PID 1 again) renewed its predecessor's term, and the
+            # Lease never changed hands: this wait ran out.
+            new_identity = wait_for(
+                lambda: h if (h := lease_holder(api)) not in ("", killed_identity) else None,
+                timeout=TAKEOVER_HANG_BOUND,
+                interval=0.1,
+            )
+            took_over = time.monotonic() - killed
+            (new_leader,) = [p for p in pods if new_identity.startswith(f"{p.metadata.name}_")]
+
+            def reports_the_binding() -> bool:
+                text = scrape(new_leader)
+                count = metric_sum(text, "access_hygiene_violations", rule_id="AH-RBAC-001") if text else None
+                return leads(text) and (count or 0) > known
+
+            wait_for(reports_the_binding, timeout=30, interval=0.1)
+            exported = time.monotonic() - killed - took_over
+        finally:
+            kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name)
+        # Both Pods Ready again, the killed one's container restarted; exactly one of them leads.
+        wait_for(lambda: len(ready_operator_pods(core)) == 2, timeout=180, interval=0.5)
+        assert lease_holder(api) == new_identity
+        texts = [wait_for(lambda pod=pod: scrape(pod), timeout=60) for pod in pods]
+        assert sorted(metric_sum(t, "access_hygiene_leader") or 0 for t in texts) == [0.0, 1.0]
+    winner = "the standby Pod" if new_leader.metadata.uid == standby.metadata.uid else "the restarted container"
+    print(
+        f"\nkill -9 of the leader Pod's container: {winner} led {took_over:.2f}s after the kill (lease "
+        f"{LEASE_DURATION:.0f}s as shipped) and exported the binding made after the kill {exported:.2f}s later"
+    )
 
 
 def pod_requests(audit_log: Path, since: float) -> list[Request]:

@@ -18,6 +18,7 @@ from access_hygiene.engine.leadership.lease import (
     fence,
     held_by_other,
     observe,
+    process_identity,
     released,
     standby_wait,
 )
@@ -73,6 +74,20 @@ def test_a_released_lease_is_taken_at_once() -> None:
     record = released(held("b"), T0)
     assert record.holder == ""
     assert decide("a", seen(record, seconds_ago=0), T0, TIMING).action is Action.UPDATE
+
+
+def test_a_restarted_process_on_the_same_host_gets_an_identity_of_its_own_and_waits_for_its_predecessors_lease() -> (
+    None
+):
+    # In a container both processes are PID 1 on the Pod's host name: host_pid would be the same identity twice.
+    predecessor, restarted = (
+        process_identity("access-hygiene-7d9f-abcde"),
+        process_identity("access-hygiene-7d9f-abcde"),
+    )
+    assert predecessor != restarted
+    assert predecessor.startswith("access-hygiene-7d9f-abcde_")
+    # Killed just after renewing: the restarted process waits out the term like any other candidate.
+    assert decide(restarted, seen(held(predecessor), seconds_ago=1), T0, TIMING).action is Action.WAIT
 
 
 def test_a_renewal_keeps_the_terms_start_and_transitions() -> None:

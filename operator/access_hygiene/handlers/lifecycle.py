@@ -11,6 +11,7 @@ import aiohttp
 import kopf
 
 from access_hygiene import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from access_hygiene.engine.leadership.lease import process_identity
 from access_hygiene.handlers.runtime import Runtime, runtime_of
 from access_hygiene.k8s.access_grants import ACCESS_WATCHES, AccessController
 from access_hygiene.k8s.client import in_cluster_server, make_api_client, with_pool_size
@@ -127,7 +128,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             gate,
             operator_settings.operator_namespace,
             operator_settings.leader_election_lease_name,
-            operator_settings.leader_election_identity or f"{socket.gethostname()}_{os.getpid()}",
+            operator_settings.leader_election_identity or process_identity(socket.gethostname()),
             operator_settings.lease_timing,
             on_started_leading=started_leading,
             on_stopped_leading=runtime.controller.stopped_leading,

@@ -7,6 +7,7 @@ successful renewal (its fence); renew_deadline < lease_duration leaves the diffe
 write already sent can land before anyone else may take the Lease.
 """
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -98,6 +99,13 @@ def standby_wait(identity: str, observation: Observation | None, now: datetime, 
     if observation is None or not held_by_other(identity, observation, now):
         return retry
     return min(retry, (expires_at(observation) - now).total_seconds())
+
+
+def process_identity(host: str) -> str:
+    """A holder identity unique to this process, as client-go's (host name + "_" + a UUID). host_pid is not: in a
+    container the operator is PID 1 every time, so a container restarted after a kill -9 would find its dead
+    predecessor's identity on the Lease and renew it at once, cold, instead of the warm standby taking over."""
+    return f"{host}_{uuid.uuid4().hex[:12]}"
 
 
 def decide(identity: str, observation: Observation | None, now: datetime, timing: LeaseTiming) -> Decision:
