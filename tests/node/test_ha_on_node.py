@@ -8,6 +8,7 @@ the Lease (each Pod's requests carry its name: the kubelet's bound token).
 
 Needs podman, runc and mmdebstrap (the image tier's tools), like test_chart_on_node.py."""
 
+import contextlib
 import itertools
 import json
 import os
@@ -175,7 +176,7 @@ def test_a_rolling_upgrade_keeps_a_leader_exporting_findings(node_cluster: NodeC
             time.sleep(2)  # a baseline: the leader exports before the roll
             started = time.monotonic()
             helm(find_helm(), node_cluster.kubeconfig, "upgrade", RELEASE, str(chart_dir()), "--reuse-values",
-                 "--set", f"podAnnotations.rolled={uuid.uuid4().hex[:8]}", "--wait", "--timeout", "5m")  # fmt: skip
+                 "--set-string", f"podAnnotations.rolled={uuid.uuid4().hex[:8]}", "--wait", "--timeout", "5m")  # fmt: skip
             wait_for(
                 lambda: (
                     len(fresh := ready_operator_pods(core, steady_seconds=2)) == 2
@@ -268,6 +269,60 @@ def test_kill_9_of_the_leader_pod_hands_over_and_the_new_leader_reports_a_bindin
     print(
         f"\nkill -9 of the leader Pod's container: {winner} led {took_over:.2f}s after the kill (lease "
         f"{LEASE_DURATION:.0f}s as shipped) and exported the binding made after the kill {exported:.2f}s later"
+    )
+
+
+def test_a_paused_leader_pod_is_replaced_and_stands_by_when_it_resumes(
+    node_cluster: NodeCluster, two_pods: float
+) -> None:
+    """SIGSTOP from the host to the leading container (a partition: alive but silent): the other Pod takes the Lease
+    when it runs out. A namespace created meanwhile is work the paused leader would do if it still believed it led.
+    After SIGCONT its fence has long passed: it exports leader 0 and no findings, and the audit-log test below finds
+    no write from it. Resumed well before the liveness probe (3 x 20 s) would restart it."""
+    name = f"ha-node-paused-{uuid.uuid4().hex[:8]}"
+    with node_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        pods = wait_for(lambda: p if len(p := ready_operator_pods(core)) == 2 else None, timeout=180, interval=0.5)
+        paused_identity = wait_for(lambda: lease_holder(api) or None, timeout=30)
+        (paused,) = [p for p in pods if paused_identity.startswith(f"{p.metadata.name}_")]
+        wait_for(lambda: leads(scrape(paused)), timeout=30, interval=0.2)
+        pid = node_cluster.node.container_pid(NAMESPACE, paused.metadata.name, paused.spec.containers[0].name)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            new_identity = wait_for(
+                lambda: h if (h := lease_holder(api)) not in ("", paused_identity) else None,
+                timeout=TAKEOVER_HANG_BOUND,
+                interval=0.1,
+            )
+            took_over = time.monotonic() - stopped
+            core.create_namespace({"metadata": {"name": name}})
+            time.sleep(1)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # restarted by its liveness probe on a very slow machine
+                os.kill(pid, signal.SIGCONT)
+            resumed = time.monotonic()
+        try:
+            (new_leader,) = [p for p in pods if new_identity.startswith(f"{p.metadata.name}_")]
+            wait_for(lambda: leads(scrape(new_leader)), timeout=30, interval=0.2)
+
+            def stands_by() -> bool:
+                text = scrape(paused)
+                return (
+                    text is not None and metric_sum(text, "access_hygiene_leader") == 0 and FINDINGS_SERIES not in text
+                )
+
+            wait_for(stands_by, timeout=60, interval=0.2)
+            resumed_standing_by = time.monotonic() - resumed
+            core.patch_namespace(name, {"metadata": {"labels": {"touched": "yes"}}})
+            time.sleep(3)  # time for a wrongful write to reach the audit log (judged when the module ends)
+            assert lease_holder(api) == new_identity
+        finally:
+            core.delete_namespace(name)
+        wait_for(lambda: len(ready_operator_pods(core)) == 2, timeout=180, interval=0.5)
+    print(
+        f"\nSIGSTOP of the leader Pod's container: the other Pod led {took_over:.2f}s later; after SIGCONT the paused "
+        f"one exported leader 0 {resumed_standing_by:.2f}s after it"
     )
 
 
