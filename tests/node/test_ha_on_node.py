@@ -175,8 +175,9 @@ def test_a_rolling_upgrade_keeps_a_leader_exporting_findings(node_cluster: NodeC
         try:
             time.sleep(2)  # a baseline: the leader exports before the roll
             started = time.monotonic()
+            rolled_value = uuid.uuid4().hex[:8]  # --set-string: an all-digit value would be a number to --set
             helm(find_helm(), node_cluster.kubeconfig, "upgrade", RELEASE, str(chart_dir()), "--reuse-values",
-                 "--set-string", f"podAnnotations.rolled={uuid.uuid4().hex[:8]}", "--wait", "--timeout", "5m")  # fmt: skip
+                 "--set-string", f"podAnnotations.rolled={rolled_value}", "--wait", "--timeout", "5m")  # fmt: skip
             wait_for(
                 lambda: (
                     len(fresh := ready_operator_pods(core, steady_seconds=2)) == 2
