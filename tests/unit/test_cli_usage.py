@@ -112,6 +112,60 @@ def test_damaged_input_is_counted_with_line_numbers(tmp_path: Path, capsys: pyte
     assert yaml.safe_load(out)["kind"] == "AccessPolicy"
 
 
+def test_a_live_logs_half_written_last_line_is_not_damage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    whole, half = lines(*APP_EVENTS), lines(APP_EVENTS[0])[:100]  # no newline: the event still being written
+    log = write(tmp_path / "audit.log", whole + half)
+    code, out, err = run(capsys, "suggest", log, "--sa", "shop:orders-api", "-o", "json")
+    assert code == 0, err
+    assert "malformed" not in err
+    report = json.loads(out)["input"]
+    assert (report["partial"], report["skipped"]["incomplete-last-line"]) == (False, 1)
+    assert report["events"] == len(APP_EVENTS)
+    # The same half line with a newline and more after it is damage, and still reported as such.
+    damaged = write(tmp_path / "damaged.log", whole + half + b"\n" + whole)
+    code, _, err = run(capsys, "suggest", damaged, "--sa", "shop:orders-api")
+    assert code == 1
+    assert f"{damaged}: 1 line(s) malformed-json (line {len(APP_EVENTS) + 1})" in err
+    # A last event that is whole but has no newline is read.
+    code, out, _ = run(capsys, "suggest", write(tmp_path / "no-eol.log", whole.rstrip(b"\n")), "--sa",
+                       "shop:orders-api", "-o", "json")  # fmt: skip
+    assert (code, json.loads(out)["input"]["events"]) == (0, len(APP_EVENTS))
+
+
+class GrowingLog(io.RawIOBase):
+    """A log that kube-apiserver appends to while it is read: EOF in the middle of an event, the rest after."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)  # b"" = the reader reaches the end of what is written so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.chunks:
+            return 0
+        chunk = self.chunks.pop(0)
+        size = min(len(buffer), len(chunk))
+        buffer[:size] = chunk[:size]
+        if size < len(chunk):
+            self.chunks.insert(0, chunk[size:])
+        return size
+
+
+def test_a_log_growing_while_read_stops_at_its_last_whole_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = lines(APP_EVENTS[-1])
+    growing = GrowingLog(lines(*APP_EVENTS[:-1]) + last[:60], b"", last[60:] + lines(APP_EVENTS[0]))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(growing)))
+    code, out, err = run(capsys, "suggest", "-", "--sa", "shop:orders-api", "-o", "json")
+    assert code == 0, err  # before: "2 line(s) malformed-json": the half event, then its rest as a line of its own
+    report = json.loads(out)["input"]
+    assert (report["events"], report["skipped"]["incomplete-last-line"], report["problems"]) == (
+        len(APP_EVENTS) - 1, 1, [],
+    )  # fmt: skip
+
+
 def test_a_huge_line_is_skipped_in_bounded_memory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

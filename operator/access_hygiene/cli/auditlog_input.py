@@ -3,7 +3,8 @@
 Streams line by line into a UsageData, so memory stays flat whatever the log size. Nothing is silently
 dropped: every line that could not be used for a reason other than the normal ones (other stages, blank
 lines) is counted per reason with its first line numbers, a truncated or corrupt gzip stream is reported
-with the last line read, and the caller prints the report and exits non-zero when the input was partial.
+with the last line read, and the caller prints the report and exits non-zero when the input was partial. The
+half-written last line of a live log (no newline yet, not JSON yet) is a normal skip, and reading stops there.
 """
 
 import argparse
@@ -26,6 +27,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_NUMBERS = 10
 # A Metadata-level event is ~1 KB; a line this long is not one, and is skipped without being held in memory.
 MAX_LINE_BYTES = 1 << 20
+# A last line without its newline that is not JSON yet: a live log's event being written, not damage.
+INCOMPLETE_LAST_LINE = "incomplete-last-line"
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -142,10 +145,16 @@ def read_audit_logs(paths: list[str], usage: UsageData) -> InputReport:
         stack: list[IO[bytes]] = []
         try:
             stream = _open(path, stack)
+            compressed = isinstance(getattr(stream, "raw", None), gzip.GzipFile)  # not appended to while read
             for number, line in _lines(stream, problems):
                 report.lines += 1
                 parsed = parse_line(line)
                 if isinstance(parsed, LineError):
+                    if parsed.reason == "malformed-json" and not line.endswith(b"\n") and not compressed:
+                        # The tail of a log still being written (kube-apiserver appends as it goes): read up to
+                        # it and no further, or its rest would come next as a second broken line.
+                        report.skipped[INCOMPLETE_LAST_LINE] = report.skipped.get(INCOMPLETE_LAST_LINE, 0) + 1
+                        break
                     if parsed.is_error:
                         problems.add(parsed.reason, number, parsed.detail)
                     else:
