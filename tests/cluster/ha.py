@@ -22,6 +22,7 @@ from access_hygiene.clock import parse_instant
 from access_hygiene.k8s.usage_mirror import MIRROR_PATH, pinned_socket
 from access_hygiene.localcluster.certs import make_audit_webhook_certs, make_certs
 from access_hygiene.localcluster.controlplane import ControlPlane, free_port
+from tests.audit_log import audit_log_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "access_hygiene.cli.main"]
@@ -202,23 +203,21 @@ class Request:
 def audit_requests(audit_log: Path, users: set[str]) -> list[Request]:
     """The users' requests from the API server's audit log (ResponseComplete), in order of receipt."""
     found = []
-    with audit_log.open() as handle:
-        for line in handle:
-            event: dict[str, Any] = json.loads(line)
-            if event.get("stage") != "ResponseComplete" or event["user"]["username"] not in users:
-                continue
-            ref = event.get("objectRef") or {}
-            found.append(
-                Request(
-                    at=parse_instant(event["requestReceivedTimestamp"]),
-                    user=event["user"]["username"],
-                    verb=event["verb"],
-                    resource=str(ref.get("resource") or ""),
-                    namespace=str(ref.get("namespace") or ""),
-                    name=str(ref.get("name") or ""),
-                    code=int((event.get("responseStatus") or {}).get("code") or 0),
-                )
+    for event in audit_log_events(audit_log):
+        if event.get("stage") != "ResponseComplete" or event["user"]["username"] not in users:
+            continue
+        ref = event.get("objectRef") or {}
+        found.append(
+            Request(
+                at=parse_instant(event["requestReceivedTimestamp"]),
+                user=event["user"]["username"],
+                verb=event["verb"],
+                resource=str(ref.get("resource") or ""),
+                namespace=str(ref.get("namespace") or ""),
+                name=str(ref.get("name") or ""),
+                code=int((event.get("responseStatus") or {}).get("code") or 0),
             )
+        )
     return sorted(found, key=lambda r: r.at)
 
 

@@ -3,7 +3,6 @@ not served, and then watches its CustomResourceDefinition by name instead of LIS
 seconds; once the CRD is installed the kind is read and its objects reconciled. On a control plane of the module's
 own: the shared one has every CRD installed."""
 
-import json
 import time
 import uuid
 from collections import Counter
@@ -18,6 +17,7 @@ from access_hygiene.k8s import resources
 from access_hygiene.localcluster import ControlPlane
 from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from access_hygiene.render.grant_ceiling import render_grant_ceiling_role
+from tests.audit_log import audit_log_events
 from tests.cluster.conftest import OPERATOR_ENV, captured_log, running_operator, wait_for
 from tests.conftest import CRD_PATH, Cluster
 
@@ -42,8 +42,7 @@ def operator_requests(cluster: Cluster, since: float) -> list[tuple[str, str, st
     """(verb, resource, request URI) of the operator's requests on our kinds and on CRDs after `since` (a watch is
     logged when it starts: it completes only when it ends)."""
     found = []
-    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_log_events(cluster.control_plane.audit_log_path):
         ref = event.get("objectRef") or {}
         watch = event.get("verb") == "watch"
         if event.get("stage") != ("ResponseStarted" if watch else "ResponseComplete"):

@@ -4,7 +4,6 @@ Permissions are asked of the API server as the chart's ServiceAccount itself (a 
 SelfSubjectAccessReview), so what is checked is what RBAC really grants, grant ceiling included.
 """
 
-import json
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ import pytest
 from kopf.testing import KopfRunner
 from scripts.render_chart import CHART, find_helm
 
+from tests.audit_log import audit_log_events
 from tests.cluster.conftest import OPERATOR_ENV, wait_for
 from tests.conftest import Cluster
 
@@ -342,8 +342,7 @@ ORDERS_API = {
 def audit_events_of(cluster: Cluster, username: str, since: float) -> list[dict[str, Any]]:
     """The API server's audit events for one user after `since` (unix time)."""
     events = []
-    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_log_events(cluster.control_plane.audit_log_path):
         if event.get("stage") != "ResponseComplete" or event["user"]["username"] != username:
             continue
         stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))

@@ -1,7 +1,6 @@
 """OpenReports objects written by ReportWriter into the real API server: changed ones only, stale ones deleted,
 others' reports untouched. Writes are counted from the API server's audit log, not from the writer."""
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from access_hygiene.k8s.snapshot_loader import load_snapshot
 from access_hygiene.localcluster.controlplane import OPERATOR_USER
 from access_hygiene.models.findings import Finding, ObjectRef, Severity
 from access_hygiene.settings import OperatorSettings
+from tests.audit_log import audit_log_events
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -83,8 +83,7 @@ def report_writes(cluster: Cluster, since: float, namespaces: list[str]) -> list
     """The operator identity's write requests ("verb namespace/resource") on openreports.io objects in these
     namespaces, from the audit log (a create's objectRef has no name)."""
     writes = []
-    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_log_events(cluster.control_plane.audit_log_path):
         ref = event.get("objectRef") or {}
         if (
             event.get("stage") != "ResponseComplete"

@@ -20,6 +20,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from access_hygiene.cli.main import main
+from tests.audit_log import audit_log_events
 from tests.cluster.conftest import cluster_role_grants, wait_for, wait_for_authorizer
 from tests.cluster.test_policy_operator import GROUP, PLURAL, VERSION, can, wait_condition
 from tests.conftest import Cluster
@@ -86,8 +87,7 @@ def forbidden_call(app: kubernetes.client.ApiClient) -> int:
 
 
 def audit_has(cluster: Cluster, username: str, verb: str, resource: str, since: str) -> bool:
-    for line in cluster.control_plane.audit_log_path.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_log_events(cluster.control_plane.audit_log_path):
         ref = event.get("objectRef") or {}
         if (event["user"]["username"], event["verb"], ref.get("resource")) == (username, verb, resource) and event[
             "requestReceivedTimestamp"

@@ -10,7 +10,6 @@ Needs podman, runc and mmdebstrap (the image tier's tools), like test_chart_on_n
 
 import contextlib
 import itertools
-import json
 import os
 import signal
 import threading
@@ -39,6 +38,7 @@ from access_hygiene.localcluster.node_cluster import (
     metrics_url,
     ready_operator_pods,
 )
+from tests.audit_log import audit_log_events
 from tests.cluster.conftest import wait_for
 from tests.cluster.ha import (
     KILL_TAKEOVER_WITHIN,
@@ -330,21 +330,19 @@ def test_a_paused_leader_pod_is_replaced_and_stands_by_when_it_resumes(
 def pod_requests(audit_log: Path, since: float) -> list[Request]:
     """The operator Pods' requests from the API server's audit log, each under its Pod's name."""
     found = []
-    with audit_log.open() as handle:
-        for line in handle:
-            event: dict[str, Any] = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
-                continue
-            pod = ((event["user"].get("extra") or {}).get(POD_NAME_EXTRA) or [""])[0]
-            if not pod.startswith(f"{RELEASE}-"):
-                continue
-            at = parse_instant(event["requestReceivedTimestamp"])
-            if at.timestamp() < since:
-                continue
-            ref = event.get("objectRef") or {}
-            found.append(Request(at=at, user=pod, verb=event["verb"], resource=str(ref.get("resource") or ""),
-                                 namespace=str(ref.get("namespace") or ""), name=str(ref.get("name") or ""),
-                                 code=int((event.get("responseStatus") or {}).get("code") or 0)))  # fmt: skip
+    for event in audit_log_events(audit_log):
+        if event.get("stage") != "ResponseComplete":
+            continue
+        pod = ((event["user"].get("extra") or {}).get(POD_NAME_EXTRA) or [""])[0]
+        if not pod.startswith(f"{RELEASE}-"):
+            continue
+        at = parse_instant(event["requestReceivedTimestamp"])
+        if at.timestamp() < since:
+            continue
+        ref = event.get("objectRef") or {}
+        found.append(Request(at=at, user=pod, verb=event["verb"], resource=str(ref.get("resource") or ""),
+                             namespace=str(ref.get("namespace") or ""), name=str(ref.get("name") or ""),
+                             code=int((event.get("responseStatus") or {}).get("code") or 0)))  # fmt: skip
     return sorted(found, key=lambda r: r.at)
 
 
